@@ -1,0 +1,50 @@
+//! Authentication of platform API callers: a credential in, a [`Caller`] out.
+
+use super::{App, AppError};
+use crate::crypto::SecretKind;
+use crate::domain::{Caller, Principal, now, to_micros};
+
+/// A credential as presented, before it is checked.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// The `TOKEN` header: an API access token.
+    ApiAccessToken(&'a str),
+    /// `Authorization: Bearer`: an API access token or a JWT access token.
+    Bearer(&'a str),
+}
+
+impl App {
+    /// Resolves a credential into a caller, or says why not. Every refusal
+    /// is `Unauthorized`; the message never tells whether a token exists.
+    pub async fn authenticate(&self, credential: Credential<'_>) -> Result<Caller, AppError> {
+        let token = match credential {
+            Credential::ApiAccessToken(t) | Credential::Bearer(t) => t,
+        };
+        match SecretKind::of(token) {
+            Some(SecretKind::ApiAccessToken) => self.authenticate_api_access_token(token).await,
+            _ => Err(AppError::Unauthorized("the access token is not valid".into())),
+        }
+    }
+
+    async fn authenticate_api_access_token(&self, token: &str) -> Result<Caller, AppError> {
+        let invalid = || AppError::Unauthorized("the access token is not valid".into());
+        let grant = self
+            .store
+            .api_access_token_grant(&self.secrets.digest(token))
+            .await?
+            .ok_or_else(invalid)?;
+        if grant.revoked_at.is_some() || grant.refresh_revoked_at.is_some() {
+            return Err(AppError::Unauthorized("the access token has been revoked".into()));
+        }
+        if grant.expires_at <= to_micros(now()) {
+            return Err(AppError::Unauthorized("the access token has expired".into()));
+        }
+        if grant.user.disabled {
+            return Err(invalid());
+        }
+        Ok(Caller {
+            principal: Principal::User { id: grant.user.id, username: grant.user.username },
+            role: grant.user.role,
+        })
+    }
+}

@@ -1,0 +1,32 @@
+use crate::store::StoreError;
+
+/// What went wrong, in terms a caller can act on. The HTTP layer maps each
+/// variant to one status; the CLI prints the message.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Startup(String),
+    #[error("internal error: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => AppError::Conflict(format!("{what} already exists")),
+            StoreError::NotFound => AppError::NotFound("not found".into()),
+            StoreError::LastServerAdmin => AppError::Conflict(e.to_string()),
+            other => AppError::Internal(other.into()),
+        }
+    }
+}

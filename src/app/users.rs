@@ -1,0 +1,74 @@
+use super::{App, AppError};
+use crate::domain::audit::AuditEvent;
+use crate::domain::user::{validate_password, validate_username};
+use crate::domain::{Actor, Role, User, UserId};
+use crate::store::{NewUser, StoreError, UserUpdate};
+use serde_json::json;
+
+/// A change to a user; absent fields stay as they are.
+#[derive(Debug, Default)]
+pub struct UserPatch {
+    pub role: Option<Role>,
+    pub password: Option<String>,
+    pub disabled: Option<bool>,
+}
+
+impl App {
+    /// Creates a user; `password: None` makes an SSO-only user.
+    pub async fn create_user(
+        &self,
+        actor: Actor,
+        username: &str,
+        password: Option<&str>,
+        role: Role,
+    ) -> Result<User, AppError> {
+        validate_username(username).map_err(|e| AppError::Invalid(e.to_string()))?;
+        let password_hash = match password {
+            Some(p) => {
+                validate_password(p).map_err(|e| AppError::Invalid(e.to_string()))?;
+                Some(self.passwords.hash(p).await?)
+            }
+            None => None,
+        };
+        let event = AuditEvent::success(actor, "user.created", "user:?")
+            .with_detail(json!({"username": username, "role": role}));
+        let user = NewUser { username: username.to_string(), password_hash, role };
+        Ok(self.store.create_user(user, event).await?)
+    }
+
+    pub async fn user(&self, id: UserId) -> Result<User, AppError> {
+        self.store.user(id).await?.ok_or_else(|| user_not_found(id))
+    }
+
+    pub async fn update_user(&self, actor: Actor, id: UserId, patch: UserPatch) -> Result<User, AppError> {
+        if let Some(p) = &patch.password {
+            validate_password(p).map_err(|e| AppError::Invalid(e.to_string()))?;
+        }
+        let password_hash = match &patch.password {
+            Some(p) => Some(self.passwords.hash(p).await?),
+            None => None,
+        };
+        let event = AuditEvent::success(actor, "user.updated", format!("user:{id}")).with_detail(json!({
+            "role": patch.role,
+            "password_changed": patch.password.is_some(),
+            "disabled": patch.disabled,
+        }));
+        let update = UserUpdate { role: patch.role, password_hash, disabled: patch.disabled };
+        self.store.update_user(id, update, event).await.map_err(|e| match e {
+            StoreError::NotFound => user_not_found(id),
+            e => e.into(),
+        })
+    }
+
+    pub async fn delete_user(&self, actor: Actor, id: UserId) -> Result<(), AppError> {
+        let event = AuditEvent::success(actor, "user.deleted", format!("user:{id}"));
+        self.store.delete_user(id, event).await.map_err(|e| match e {
+            StoreError::NotFound => user_not_found(id),
+            e => e.into(),
+        })
+    }
+}
+
+fn user_not_found(id: UserId) -> AppError {
+    AppError::NotFound(format!("no user with id {id}"))
+}

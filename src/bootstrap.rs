@@ -1,0 +1,92 @@
+//! First start and every start: data dir, master key, database and
+//! migrations, data keys, and the first admin.
+
+use crate::app::{App, AppError};
+use crate::config::{NodeConfig, redact_url};
+use crate::crypto::{MasterKey, MasterKeySource, random_string};
+use crate::domain::audit::AuditEvent;
+use crate::domain::{Actor, Role};
+use crate::store::{NewUser, SqlStore};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const INITIAL_ADMIN_PASSWORD_FILE: &str = "initial-admin-password";
+pub const ADMIN_USERNAME: &str = "admin";
+
+/// What a start did that the operator must hear about.
+#[derive(Debug, Default)]
+pub struct StartupReport {
+    pub database: String,
+    pub created_master_key: Option<PathBuf>,
+    /// Set when this start created the admin with a random password.
+    pub admin_password_file: Option<PathBuf>,
+    pub admin_password: Option<String>,
+    pub admin_created: bool,
+}
+
+/// Opens the store and the app with `issuer`; `create_admin` is false for CLI
+/// commands, which must not consume the one-time first-admin creation.
+pub async fn open(
+    config: &NodeConfig,
+    issuer: String,
+    create_admin: bool,
+) -> anyhow::Result<(Arc<App>, StartupReport)> {
+    create_private_dir(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let url = config.database_url()?;
+    let store = SqlStore::open(&url)
+        .await
+        .with_context(|| format!("cannot open database {}", redact_url(&url)))?;
+    let (master_key, source) = MasterKey::load_or_create(&config.data_dir, config.master_key.as_deref())?;
+    let mut report = StartupReport { database: redact_url(&url), ..Default::default() };
+    if let MasterKeySource::CreatedFile(path) = source {
+        report.created_master_key = Some(path);
+    }
+    let app = App::new(Arc::new(store), master_key, issuer)
+        .await
+        .map_err(|e| match e {
+            AppError::Startup(m) => anyhow::anyhow!(m),
+            e => anyhow::anyhow!(e),
+        })?;
+    if create_admin {
+        create_first_admin(&app, config, &mut report).await?;
+    }
+    Ok((Arc::new(app), report))
+}
+
+async fn create_first_admin(app: &App, config: &NodeConfig, report: &mut StartupReport) -> anyhow::Result<()> {
+    let (password, generated) = match &config.admin_password {
+        Some(p) => (p.clone(), false),
+        None => (random_string::<18>(), true),
+    };
+    crate::domain::user::validate_password(&password).context("KEYWARD_ADMIN_PASSWORD")?;
+    let hash = app.passwords.hash(&password).await?;
+    let event = AuditEvent::success(Actor::System, "user.created", "user:admin")
+        .with_detail(serde_json::json!({"username": ADMIN_USERNAME, "role": Role::ServerAdmin, "first_start": true}));
+    let admin = NewUser { username: ADMIN_USERNAME.into(), password_hash: Some(hash), role: Role::ServerAdmin };
+    if app.store.bootstrap_admin(admin, event).await?.is_none() {
+        return Ok(());
+    }
+    report.admin_created = true;
+    if generated {
+        let path = config.data_dir.join(INITIAL_ADMIN_PASSWORD_FILE);
+        crate::crypto::write_private_file(&path, format!("{password}\n").as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        report.admin_password_file = Some(path);
+        report.admin_password = Some(password);
+    }
+    Ok(())
+}
+
+/// The data dir holds the database and keys: only its owner may enter it.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}

@@ -1,0 +1,186 @@
+//! The `keyward` command line (SPEC §5).
+
+use crate::bootstrap;
+use crate::config::{LogFormat, NodeConfig, Overrides};
+use crate::domain::{Actor, Role};
+use clap::{Args, Parser, Subcommand};
+use std::io::BufRead;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "keyward", version, about = "Identity and credential hub of a data platform")]
+pub struct Cli {
+    /// TOML config file; its keys are the long flag names with '_' for '-'.
+    #[arg(long, env = "KEYWARD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    node: NodeArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// Address and port to listen on [default: 127.0.0.1:8080]
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// The issuer URL, byte-identical in metadata, tokens and redirects [default: http:// and the listen address]
+    #[arg(long, global = true)]
+    issuer: Option<String>,
+    /// Directory for the SQLite database and key files [default: ./keyward-data]
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// postgres://… for PostgreSQL [default: SQLite in the data dir]
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Log format [default: text]
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Print a setting, or change it with -s.
+    Conf {
+        key: String,
+        /// The new value.
+        #[arg(short = 's', long = "set")]
+        set: Option<String>,
+        /// Return the setting to its default.
+        #[arg(long, conflicts_with = "set")]
+        reset: bool,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from the first line of standard input.
+    Add {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// An SSO-only user without a password (reads nothing from stdin).
+        #[arg(long)]
+        sso: bool,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse().map_err(|e: crate::domain::role::UnknownRole| e.to_string())
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: cli.node.listen,
+        issuer: cli.node.issuer,
+        data_dir: cli.node.data_dir,
+        database_url: cli.node.database_url,
+        log_format: cli.node.log_format,
+    };
+    let config = match NodeConfig::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("keyward: configuration: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyward: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command, config: NodeConfig) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Conf { key, set, reset } => {
+            let (app, _) = open_for_cli(&config).await?;
+            let value = match (set, reset) {
+                (Some(v), _) => app.set_setting(Actor::Cli, &key, &v).await?,
+                (None, true) => app.reset_setting(Actor::Cli, &key).await?,
+                (None, false) => app.setting(&key).await?,
+            };
+            println!("{value}");
+            Ok(())
+        }
+        Command::User { command: UserCommand::Add { name, role, sso } } => {
+            let password = if sso {
+                None
+            } else {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                let line = line.trim_end_matches(['\r', '\n']).to_string();
+                anyhow::ensure!(!line.is_empty(), "no password on standard input (use --sso for an SSO-only user)");
+                Some(line)
+            };
+            let (app, _) = open_for_cli(&config).await?;
+            let user = app.create_user(Actor::Cli, &name, password.as_deref(), role).await?;
+            println!("created user {} (id {}, role {})", user.username, user.id, user.role);
+            Ok(())
+        }
+    }
+}
+
+/// CLI commands do not listen; the issuer they see is the configured one.
+async fn open_for_cli(config: &NodeConfig) -> anyhow::Result<(std::sync::Arc<crate::app::App>, bootstrap::StartupReport)> {
+    let listen = config.listen.parse()?;
+    bootstrap::open(config, config.issuer_for(listen), false).await
+}
+
+async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    // Bind first: a taken port fails before anything is written.
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (app, report) = bootstrap::open(&config, config.issuer_for(addr), true).await?;
+    // Operator-facing lines go to stdout, once; logs go to stderr.
+    println!("keyward listening on http://{addr} (issuer {})", app.issuer);
+    println!("database: {}", report.database);
+    if let Some(path) = &report.created_master_key {
+        println!(
+            "created master key {} (back it up; other nodes need it as KEYWARD_MASTER_KEY)",
+            path.display()
+        );
+    }
+    match (&report.admin_password, &report.admin_password_file) {
+        (Some(password), Some(path)) => {
+            println!("initial admin password for user 'admin': {password}");
+            println!("initial admin password written to {}", path.display());
+        }
+        _ if report.admin_created => println!("created user 'admin' with the password from KEYWARD_ADMIN_PASSWORD"),
+        _ => {}
+    }
+    let store = app.store.clone();
+    crate::server::serve(listener, app, crate::server::shutdown_signal()).await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! Node configuration (SPEC §5): defaults, then a TOML config file, then
+//! `KEYWARD_*` environment variables, then command-line flags; later wins.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Deserialize, Serialize)]
+pub struct NodeConfig {
+    pub listen: String,
+    /// `None`: `http://` and the address keyward listens on.
+    pub issuer: Option<String>,
+    pub data_dir: PathBuf,
+    /// `None`: a SQLite file in the data dir.
+    pub database_url: Option<String>,
+    pub log_format: LogFormat,
+    /// Password of the first admin; random when absent.
+    pub admin_password: Option<String>,
+    /// Base64 of 32 bytes; generated into the data dir when absent.
+    pub master_key: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: "127.0.0.1:8080".into(),
+            issuer: None,
+            data_dir: PathBuf::from("./keyward-data"),
+            database_url: None,
+            log_format: LogFormat::Text,
+            admin_password: None,
+            master_key: None,
+        }
+    }
+}
+
+// Secrets stay out of debug output.
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("listen", &self.listen)
+            .field("issuer", &self.issuer)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("log_format", &self.log_format)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Flag values given on the command line; `None` means "not given".
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+const ENV_KEYS: [&str; 7] =
+    ["listen", "issuer", "data_dir", "database_url", "log_format", "admin_password", "master_key"];
+
+impl NodeConfig {
+    pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(NodeConfig::default()));
+        if let Some(path) = config_file {
+            anyhow::ensure!(path.is_file(), "config file {} does not exist", path.display());
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: NodeConfig = figment
+            .merge(Env::prefixed("KEYWARD_").only(&ENV_KEYS))
+            .merge(Serialized::defaults(overrides))
+            .extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|_| anyhow::anyhow!("listen must be an address and port such as 127.0.0.1:8080, got {:?}", self.listen))?;
+        if let Some(issuer) = &self.issuer {
+            validate_issuer(issuer)?;
+        }
+        Ok(())
+    }
+
+    /// The configured issuer, or one derived from the address actually bound
+    /// (a wildcard address becomes loopback: set `--issuer` for real traffic).
+    pub fn issuer_for(&self, bound: SocketAddr) -> String {
+        if let Some(issuer) = &self.issuer {
+            return issuer.clone();
+        }
+        let mut addr = bound;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}")
+    }
+
+    /// The database URL, defaulting to `<data_dir>/keyward.db`.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.clone());
+        }
+        let dir = std::fs::canonicalize(&self.data_dir)?;
+        let path = dir.join("keyward.db");
+        let path = path.to_str().ok_or_else(|| anyhow::anyhow!("data dir path is not UTF-8"))?;
+        anyhow::ensure!(
+            !path.contains(['?', '#', '%']),
+            "data dir path may not contain '?', '#' or '%': {path}"
+        );
+        Ok(format!("sqlite://{path}?mode=rwc"))
+    }
+}
+
+/// RFC 8414 §2: an https (or, for development, http) URL with no query or
+/// fragment. keyward also refuses a trailing slash, because strict clients
+/// compare the issuer byte for byte and `https://x/` ≠ `https://x`.
+pub fn validate_issuer(issuer: &str) -> anyhow::Result<()> {
+    let rest = issuer
+        .strip_prefix("https://")
+        .or_else(|| issuer.strip_prefix("http://"))
+        .ok_or_else(|| anyhow::anyhow!("issuer must start with https:// or http://, got {issuer:?}"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    anyhow::ensure!(!host.is_empty(), "issuer has no host: {issuer:?}");
+    anyhow::ensure!(!issuer.contains(['?', '#']), "issuer may not have a query or fragment: {issuer:?}");
+    anyhow::ensure!(!issuer.ends_with('/'), "issuer may not end with '/': {issuer:?}");
+    anyhow::ensure!(!issuer.chars().any(|c| c.is_whitespace() || c.is_control()), "issuer has spaces: {issuer:?}");
+    Ok(())
+}
+
+/// A database URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuer_rules() {
+        assert!(validate_issuer("http://127.0.0.1:8080").is_ok());
+        assert!(validate_issuer("https://auth.example.com/tenant").is_ok());
+        assert!(validate_issuer("https://auth.example.com/").is_err());
+        assert!(validate_issuer("ftp://x").is_err());
+        assert!(validate_issuer("https://").is_err());
+        assert!(validate_issuer("https://x?a=b").is_err());
+    }
+
+    #[test]
+    fn redaction_hides_passwords_only() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
+    }
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nissuer = \"https://file.example\"\n").unwrap();
+        let o = Overrides { issuer: Some("https://flag.example".into()), ..Default::default() };
+        let c = NodeConfig::load(Some(&file), &o).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.issuer.as_deref(), Some("https://flag.example"));
+        let bound: SocketAddr = "0.0.0.0:8443".parse().unwrap();
+        assert_eq!(NodeConfig::default().issuer_for(bound), "http://127.0.0.1:8443");
+        assert_eq!(c.issuer_for(bound), "https://flag.example");
+        assert!(NodeConfig::load(Some(&dir.path().join("missing.toml")), &o).is_err());
+        let bad = Overrides { listen: Some("nowhere".into()), ..Default::default() };
+        assert!(NodeConfig::load(None, &bad).is_err());
+    }
+}

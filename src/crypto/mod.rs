@@ -1,0 +1,15 @@
+//! Cryptography keyward performs itself: at-rest encryption under the master
+//! key, high-entropy secrets and their keyed hashes, and password hashing.
+//! Everything here is pure (no HTTP, no SQL); `aws-lc-rs` is the one backend.
+
+mod master_key;
+mod password;
+mod secret;
+
+pub use master_key::{MasterKey, MasterKeyError, MasterKeySource, write_private_file};
+pub use password::PasswordHasher;
+pub use secret::{SecretHasher, SecretKind, new_secret, random_bytes, random_string};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("ciphertext does not decrypt under this key")]
+pub struct DecryptError;

@@ -1,0 +1,45 @@
+//! Who is calling: the result of authentication, input to authorization.
+
+use super::role::Role;
+use super::user::UserId;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    User { id: UserId, username: String },
+}
+
+/// An authenticated caller of a platform API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: Principal,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        match &self.principal {
+            Principal::User { id, .. } => Actor::User(*id),
+        }
+    }
+}
+
+/// Who did something, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    User(UserId),
+    /// The operator at the command line (`keyward conf`, `keyward user add`).
+    Cli,
+    /// keyward itself (first start, background jobs).
+    System,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::User(id) => write!(f, "user:{id}"),
+            Actor::Cli => f.write_str("cli"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}

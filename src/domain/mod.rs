@@ -1,0 +1,26 @@
+//! Domain logic: the rules of users, roles, settings and audit, with no HTTP
+//! and no SQL in sight, so it is tested by plain unit tests.
+
+pub mod audit;
+pub mod caller;
+pub mod role;
+pub mod settings;
+pub mod user;
+
+pub use caller::{Actor, Caller, Principal};
+pub use role::Role;
+pub use user::{AuthSource, User, UserId};
+
+/// Unix microseconds, the one time representation in storage.
+pub fn to_micros(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000) as i64
+}
+
+pub fn from_micros(us: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(us as i128 * 1_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+pub fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}

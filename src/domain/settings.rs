@@ -1,0 +1,147 @@
+//! Runtime settings shared by every node through the database (`keyward conf`,
+//! `/admin/api/config/{key}/`). This module knows each key, its type, default
+//! and range; storage only keeps the normalized string.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingKind {
+    /// A whole number in an inclusive range, with the unit it is counted in.
+    Integer { min: i64, max: i64, unit: &'static str },
+    Bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct SettingSpec {
+    pub key: &'static str,
+    pub kind: SettingKind,
+    pub default: &'static str,
+    pub description: &'static str,
+}
+
+pub const REFRESH_TOKEN_LIFESPAN: &str = "alation.authentication.token.refresh_token_lifespan";
+pub const ACCESS_TOKEN_LIFESPAN: &str = "alation.authentication.token.access_token_lifespan";
+pub const ENABLE_SWAGGER: &str = "alation.feature_flags.enable_swagger";
+
+/// Every setting keyward knows. Unknown keys are refused, so a typo never
+/// silently configures nothing.
+pub static SETTINGS: &[SettingSpec] = &[
+    SettingSpec {
+        key: REFRESH_TOKEN_LIFESPAN,
+        kind: SettingKind::Integer { min: 1, max: 3650, unit: "days" },
+        default: "60",
+        description: "Lifespan of refresh tokens created from now on, in days.",
+    },
+    SettingSpec {
+        key: ACCESS_TOKEN_LIFESPAN,
+        kind: SettingKind::Integer { min: 1, max: 8760, unit: "hours" },
+        default: "24",
+        description: "Lifespan of API access tokens created from now on, in hours.",
+    },
+    SettingSpec {
+        key: ENABLE_SWAGGER,
+        kind: SettingKind::Bool,
+        default: "false",
+        description: "Serve the Swagger UI pages of the OpenAPI documents.",
+    },
+];
+
+pub fn spec(key: &str) -> Option<&'static SettingSpec> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingError {
+    #[error("unknown setting {0:?}")]
+    UnknownKey(String),
+    #[error("{key} must be a whole number of {unit} from {min} to {max}, got {got:?}")]
+    OutOfRange { key: &'static str, unit: &'static str, min: i64, max: i64, got: String },
+    #[error("{key} must be true or false, got {got:?}")]
+    NotBool { key: &'static str, got: String },
+}
+
+impl SettingSpec {
+    /// Checks `raw` and returns the canonical form that is stored.
+    pub fn normalize(&self, raw: &str) -> Result<String, SettingError> {
+        let raw = raw.trim();
+        let shown = || raw.chars().take(64).collect::<String>();
+        match self.kind {
+            SettingKind::Integer { min, max, unit } => match raw.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n.to_string()),
+                _ => Err(SettingError::OutOfRange { key: self.key, unit, min, max, got: shown() }),
+            },
+            SettingKind::Bool => match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok("true".into()),
+                "false" | "0" | "no" | "off" => Ok("false".into()),
+                _ => Err(SettingError::NotBool { key: self.key, got: shown() }),
+            },
+        }
+    }
+}
+
+/// A setting's effective value: the stored one, or the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingValue {
+    pub spec: &'static SettingSpec,
+    pub value: String,
+    pub is_default: bool,
+}
+
+impl SettingValue {
+    pub fn resolve(spec: &'static SettingSpec, stored: Option<String>) -> Self {
+        match stored {
+            Some(value) => SettingValue { spec, value, is_default: false },
+            None => SettingValue { spec, value: spec.default.to_string(), is_default: true },
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        self.value.parse().ok()
+    }
+
+    pub fn as_bool(&self) -> bool {
+        self.value == "true"
+    }
+}
+
+impl fmt::Display for SettingValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_is_valid() {
+        for s in SETTINGS {
+            assert_eq!(s.normalize(s.default).unwrap(), s.default, "{}", s.key);
+        }
+    }
+
+    #[test]
+    fn integers_are_range_checked() {
+        let s = spec(REFRESH_TOKEN_LIFESPAN).unwrap();
+        assert_eq!(s.normalize(" 180 ").unwrap(), "180");
+        assert!(matches!(s.normalize("0"), Err(SettingError::OutOfRange { .. })));
+        assert!(matches!(s.normalize("3651"), Err(SettingError::OutOfRange { .. })));
+        assert!(matches!(s.normalize("1.5"), Err(SettingError::OutOfRange { .. })));
+        let msg = s.normalize("abc").unwrap_err().to_string();
+        assert!(msg.contains("1 to 3650") && msg.contains("days"), "{msg}");
+    }
+
+    #[test]
+    fn bools_accept_the_documented_true() {
+        let s = spec(ENABLE_SWAGGER).unwrap();
+        assert_eq!(s.normalize("True").unwrap(), "true");
+        assert_eq!(s.normalize("off").unwrap(), "false");
+        assert!(s.normalize("maybe").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_absent() {
+        assert!(spec("alation.nope").is_none());
+    }
+}

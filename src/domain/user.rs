@@ -1,0 +1,84 @@
+//! Users: validation of what an admin or the CLI may create.
+
+use super::role::Role;
+use serde::Serialize;
+
+pub type UserId = i64;
+
+pub const USERNAME_MAX: usize = 150;
+pub const PASSWORD_MIN: usize = 8;
+/// Longer passwords only cost argon2 time; 1 KiB is far beyond any passphrase.
+pub const PASSWORD_MAX: usize = 1024;
+
+/// How a user signs in. SSO-only users have no password at keyward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthSource {
+    Password,
+    Sso,
+}
+
+/// A user as every layer sees it. The password hash never leaves the store
+/// except through [`crate::store::Store::password_hash`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub role: Role,
+    pub auth_source: AuthSource,
+    pub disabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UserInputError {
+    #[error("username must be 1 to {USERNAME_MAX} characters without spaces or control characters")]
+    BadUsername,
+    #[error("password must be {PASSWORD_MIN} to {PASSWORD_MAX} bytes")]
+    BadPassword,
+}
+
+/// Usernames are compared case-insensitively (they are often e-mail
+/// addresses); this is the key the store keeps unique.
+pub fn username_key(username: &str) -> String {
+    username.to_lowercase()
+}
+
+pub fn validate_username(username: &str) -> Result<(), UserInputError> {
+    let ok = !username.is_empty()
+        && username.chars().count() <= USERNAME_MAX
+        && !username.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok { Ok(()) } else { Err(UserInputError::BadUsername) }
+}
+
+pub fn validate_password(password: &str) -> Result<(), UserInputError> {
+    if (PASSWORD_MIN..=PASSWORD_MAX).contains(&password.len()) {
+        Ok(())
+    } else {
+        Err(UserInputError::BadPassword)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        assert!(validate_username("jane.doe@example.com").is_ok());
+        assert!(validate_username("").is_err());
+        assert!(validate_username("a b").is_err());
+        assert!(validate_username("a\u{0}b").is_err());
+        assert!(validate_username(&"x".repeat(USERNAME_MAX)).is_ok());
+        assert!(validate_username(&"x".repeat(USERNAME_MAX + 1)).is_err());
+        assert_eq!(username_key("Jane@Example.COM"), "jane@example.com");
+    }
+
+    #[test]
+    fn passwords() {
+        assert!(validate_password("short").is_err());
+        assert!(validate_password("long enough").is_ok());
+        assert!(validate_password(&"p".repeat(PASSWORD_MAX + 1)).is_err());
+    }
+}

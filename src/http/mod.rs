@@ -1,0 +1,60 @@
+//! The HTTP layer: routing, extraction, error mapping. Thin by rule: a
+//! handler parses, calls one [`App`] method and renders; decisions live in
+//! `app` and `domain`.
+
+mod admin;
+mod auth;
+mod error;
+mod extract;
+mod health;
+mod observe;
+
+pub use error::ApiError;
+pub use observe::{MAX_HEADER_BYTES, metrics_handle};
+
+use crate::app::App;
+use crate::domain::Role;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::routing::get;
+use std::sync::Arc;
+
+/// Request bodies larger than this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    let server_admin = Router::new()
+        .route("/admin/api/users/", get(admin::list_users).post(admin::create_user))
+        .route(
+            "/admin/api/users/{id}/",
+            get(admin::get_user).patch(admin::patch_user).delete(admin::delete_user),
+        )
+        .route("/admin/api/config/", get(admin::list_config))
+        .route(
+            "/admin/api/config/{key}/",
+            get(admin::get_config).put(admin::put_config).delete(admin::delete_config),
+        )
+        .route("/admin/api/audit/", get(admin::list_audit));
+    let server_admin = auth::require_role(server_admin, app.clone(), Role::ServerAdmin);
+
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(observe::render_metrics))
+        .merge(server_admin)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(observe::observe))
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such route (keyward's API paths end with '/')")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not accept that method")
+}

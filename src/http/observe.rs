@@ -1,0 +1,80 @@
+//! Request metrics, request logs and the header-size limit.
+//!
+//! Logs carry method, route template, status and latency only: never the
+//! raw URI (query strings carry codes and tokens) nor any header.
+
+use super::error::ApiError;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// All request headers together may not exceed this.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+const DURATION: &str = "keyward_http_request_duration_seconds";
+const REQUESTS: &str = "keyward_http_requests_total";
+
+/// The process-wide Prometheus recorder (one per process, as `metrics` wants).
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(DURATION.into()), &buckets)
+            .expect("bucket list is not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may exist when keyward is embedded; then ours
+        // only renders what it sees, which is still correct for /metrics.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+pub async fn observe(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let header_bytes: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    let response = if header_bytes > MAX_HEADER_BYTES {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("request headers exceed {MAX_HEADER_BYTES} bytes"),
+        )
+        .into_response()
+    } else {
+        next.run(request).await
+    };
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let labels = [
+        ("method", method.as_str().to_owned()),
+        ("route", route.clone()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!(REQUESTS, &labels).increment(1);
+    metrics::histogram!(DURATION, &labels).record(elapsed.as_secs_f64());
+    tracing::info!(
+        method = %method,
+        route = %route,
+        status,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+pub async fn render_metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics_handle().render(),
+    )
+}

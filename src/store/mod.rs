@@ -1,0 +1,133 @@
+//! Storage: one interface ([`Store`]) over SQLite and PostgreSQL.
+//!
+//! The store keeps what the domain decides; it never decides anything itself
+//! (no validation, no policy), except the integrity rules that must be atomic
+//! with a write (uniqueness, "never remove the last server admin").
+//! Every write that is security-relevant takes its [`AuditEvent`] and commits
+//! both in one transaction, so no change exists without its audit record.
+
+mod sql;
+
+pub use sql::SqlStore;
+
+use crate::domain::audit::{AuditEvent, AuditRecord};
+use crate::domain::{Role, User, UserId};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("this would leave no active server_admin")]
+    LastServerAdmin,
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+pub struct NewUser {
+    pub username: String,
+    /// argon2id PHC string; `None` for SSO-only users.
+    pub password_hash: Option<String>,
+    pub role: Role,
+}
+
+#[derive(Default)]
+pub struct UserUpdate {
+    pub role: Option<Role>,
+    pub password_hash: Option<String>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    /// Only events with an id below this one (paging backwards in time).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+pub struct NewRefreshToken {
+    pub user_id: UserId,
+    pub name: String,
+    pub token_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+pub struct NewApiAccessToken {
+    pub refresh_token_id: i64,
+    pub user_id: UserId,
+    pub token_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What authentication needs to know about an API access token: its state,
+/// its refresh token's state and its user.
+#[derive(Debug, Clone)]
+pub struct ApiAccessTokenGrant {
+    pub token_id: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub refresh_revoked_at: Option<i64>,
+    pub user: User,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Whether the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Closes the connections once requests in flight are done.
+    async fn close(&self);
+
+    /// Returns the value stored under `name`, storing `value` first if there
+    /// is none. Concurrent first starts agree on one value.
+    async fn meta_get_or_init(&self, name: &str, value: &str) -> StoreResult<String>;
+
+    /// Creates the first admin exactly once in the store's life; `None` when
+    /// that already happened (on this node or another).
+    async fn bootstrap_admin(&self, admin: NewUser, event: AuditEvent) -> StoreResult<Option<User>>;
+
+    async fn create_user(&self, user: NewUser, event: AuditEvent) -> StoreResult<User>;
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// A user by (case-insensitive) username, with the password hash.
+    async fn user_credentials(&self, username: &str) -> StoreResult<Option<(User, Option<String>)>>;
+    async fn list_users(&self, limit: i64, offset: i64) -> StoreResult<Vec<User>>;
+    async fn update_user(&self, id: UserId, update: UserUpdate, event: AuditEvent) -> StoreResult<User>;
+    async fn delete_user(&self, id: UserId, event: AuditEvent) -> StoreResult<()>;
+
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn settings(&self) -> StoreResult<Vec<(String, String)>>;
+    async fn put_setting(&self, key: &str, value: &str, event: AuditEvent) -> StoreResult<()>;
+    async fn delete_setting(&self, key: &str, event: AuditEvent) -> StoreResult<()>;
+
+    async fn append_audit(&self, event: AuditEvent) -> StoreResult<()>;
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>>;
+
+    async fn create_refresh_token(&self, token: NewRefreshToken, event: AuditEvent) -> StoreResult<i64>;
+    /// Stores a new API access token and revokes every other active one made
+    /// from the same refresh token, atomically.
+    async fn create_api_access_token(&self, token: NewApiAccessToken, event: AuditEvent) -> StoreResult<i64>;
+    async fn api_access_token_grant(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenGrant>>;
+}
+
+pub type DynStore = Arc<dyn Store>;

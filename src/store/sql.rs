@@ -1,0 +1,469 @@
+//! [`Store`] on sqlx's `Any` driver: one implementation, one SQL text for
+//! SQLite and PostgreSQL. The SQL is kept to the common dialect (`$N`
+//! placeholders, `RETURNING`, `ON CONFLICT`); timestamps are BIGINT unix
+//! microseconds so no type differs between backends. The few statements that
+//! must differ branch on [`Backend`].
+
+use super::*;
+use crate::domain::user::username_key;
+use crate::domain::{AuthSource, from_micros, now, to_micros};
+use sqlx::AnyConnection;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Connection, FromRow};
+use std::time::Duration;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Per-connection SQLite settings: WAL for concurrent readers, FULL sync so a
+/// commit survives power loss (a token is handed out only after it), foreign
+/// keys on, and a busy timeout instead of immediate SQLITE_BUSY.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Connects, configures and migrates. `url` is `sqlite://PATH?mode=rwc` or
+    /// `postgres://…`.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                "database URL must start with sqlite:, postgres:// or postgresql://".into(),
+            )));
+        };
+        let max = match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::raw_sql(SQLITE_PRAGMAS).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(SqlStore { pool, backend })
+    }
+
+    /// A write transaction. SQLite's must take the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred one that reads and then writes fails
+    /// with SQLITE_BUSY when another writer got there first.
+    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// The ids of the active server admins, locked until `tx` ends, so that two
+    /// concurrent demotions cannot each see the other as the remaining admin.
+    /// (SQLite's write transactions are exclusive already; PostgreSQL needs
+    /// the row locks.)
+    async fn lock_active_admins(&self, tx: &mut AnyConnection) -> StoreResult<Vec<i64>> {
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        };
+        let sql = format!(
+            "SELECT id FROM users WHERE role = 'server_admin' AND disabled_at IS NULL ORDER BY id{lock}"
+        );
+        let rows: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *tx).await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+}
+
+fn conflict(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Database(e),
+    }
+}
+
+async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> StoreResult<()> {
+    let detail = if event.detail.is_null() { "{}".to_string() } else { event.detail.to_string() };
+    sqlx::query(
+        "INSERT INTO audit_events (at, actor, action, target, outcome, client_addr, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(to_micros(now()))
+    .bind(event.actor.to_string())
+    .bind(event.action)
+    .bind(event.target.clone())
+    .bind(event.outcome.as_str())
+    .bind(event.client_addr.clone())
+    .bind(detail)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+const USER_COLUMNS: &str = "id, username, role, auth_source, disabled_at, created_at";
+
+#[derive(FromRow)]
+struct UserRow {
+    id: i64,
+    username: String,
+    role: String,
+    auth_source: String,
+    disabled_at: Option<i64>,
+    created_at: i64,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+    fn try_from(r: UserRow) -> StoreResult<User> {
+        let role = r.role.parse().map_err(|_| StoreError::Corrupt(format!("user {} has role {:?}", r.id, r.role)))?;
+        let auth_source = match r.auth_source.as_str() {
+            "password" => AuthSource::Password,
+            "sso" => AuthSource::Sso,
+            other => return Err(StoreError::Corrupt(format!("user {} has auth source {other:?}", r.id))),
+        };
+        Ok(User {
+            id: r.id,
+            username: r.username,
+            role,
+            auth_source,
+            disabled: r.disabled_at.is_some(),
+            created_at: from_micros(r.created_at),
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct UserCredentialRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: Option<String>,
+}
+
+#[derive(FromRow)]
+struct AuditRow {
+    id: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    target: Option<String>,
+    outcome: String,
+    client_addr: Option<String>,
+    detail: String,
+}
+
+#[derive(FromRow)]
+struct ApiAccessTokenGrantRow {
+    token_id: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    refresh_revoked_at: Option<i64>,
+    #[sqlx(flatten)]
+    user: UserRow,
+}
+
+async fn insert_user(conn: &mut AnyConnection, user: &NewUser) -> StoreResult<User> {
+    let at = to_micros(now());
+    let source = if user.password_hash.is_some() { "password" } else { "sso" };
+    let sql = format!(
+        "INSERT INTO users (username, username_key, password_hash, auth_source, role, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {USER_COLUMNS}"
+    );
+    let row: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&user.username)
+        .bind(username_key(&user.username))
+        .bind(user.password_hash.clone())
+        .bind(source)
+        .bind(user.role.as_str())
+        .bind(at)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(conflict("a user with this username"))?;
+    row.try_into()
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        conn.ping().await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn meta_get_or_init(&self, name: &str, value: &str) -> StoreResult<String> {
+        sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        let (stored,): (String,) = sqlx::query_as("SELECT value FROM meta WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(stored)
+    }
+
+    async fn bootstrap_admin(&self, admin: NewUser, event: AuditEvent) -> StoreResult<Option<User>> {
+        let mut tx = self.begin_write().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO meta (name, value) VALUES ('bootstrapped', 'admin') ON CONFLICT (name) DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(None);
+        }
+        let user = insert_user(&mut tx, &admin).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(Some(user))
+    }
+
+    async fn create_user(&self, user: NewUser, event: AuditEvent) -> StoreResult<User> {
+        let mut tx = self.begin_write().await?;
+        let created = insert_user(&mut tx, &user).await?;
+        let event = AuditEvent { target: Some(format!("user:{}", created.id)), ..event };
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row: Option<UserRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        row.map(User::try_from).transpose()
+    }
+
+    async fn user_credentials(&self, username: &str) -> StoreResult<Option<(User, Option<String>)>> {
+        let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = $1");
+        let row: Option<UserCredentialRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(username_key(username))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((User::try_from(r.user)?, r.password_hash))).transpose()
+    }
+
+    async fn list_users(&self, limit: i64, offset: i64) -> StoreResult<Vec<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT $1 OFFSET $2");
+        let rows: Vec<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(User::try_from).collect()
+    }
+
+    async fn update_user(&self, id: UserId, update: UserUpdate, event: AuditEvent) -> StoreResult<User> {
+        let mut tx = self.begin_write().await?;
+        let admins = self.lock_active_admins(&mut tx).await?;
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let current: User = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .try_into()?;
+        let stays_active_admin = update.role.unwrap_or(current.role) == Role::ServerAdmin
+            && !update.disabled.unwrap_or(current.disabled);
+        if admins == [id] && !stays_active_admin {
+            return Err(StoreError::LastServerAdmin);
+        }
+        let at = to_micros(now());
+        let sql = format!(
+            "UPDATE users SET role = COALESCE($2, role), password_hash = COALESCE($3, password_hash), \
+             auth_source = CASE WHEN $3 IS NULL THEN auth_source ELSE 'password' END, \
+             disabled_at = CASE WHEN $4 = 1 THEN COALESCE(disabled_at, $5) WHEN $4 = 0 THEN NULL ELSE disabled_at END, \
+             updated_at = $5 WHERE id = $1 RETURNING {USER_COLUMNS}"
+        );
+        let row: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(update.role.map(Role::as_str))
+            .bind(update.password_hash)
+            .bind(update.disabled.map(i64::from))
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    async fn delete_user(&self, id: UserId, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let admins = self.lock_active_admins(&mut tx).await?;
+        if admins == [id] {
+            return Err(StoreError::LastServerAdmin);
+        }
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(v,)| v))
+    }
+
+    async fn settings(&self) -> StoreResult<Vec<(String, String)>> {
+        Ok(sqlx::query_as("SELECT key, value FROM settings ORDER BY key").fetch_all(&self.pool).await?)
+    }
+
+    async fn put_setting(&self, key: &str, value: &str, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, \
+             updated_by = excluded.updated_by",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(to_micros(now()))
+        .bind(event.actor.to_string())
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_setting(&self, key: &str, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *tx).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_audit(&self, event: AuditEvent) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        insert_audit(&mut conn, &event).await
+    }
+
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
+        let rows: Vec<AuditRow> = sqlx::query_as(
+            "SELECT id, at, actor, action, target, outcome, client_addr, detail FROM audit_events \
+             WHERE ($1 IS NULL OR action = $1) AND ($2 IS NULL OR actor = $2) AND ($3 IS NULL OR id < $3) \
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(query.action.clone())
+        .bind(query.actor.clone())
+        .bind(query.before_id)
+        .bind(query.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditRecord {
+                id: r.id,
+                at: from_micros(r.at),
+                actor: r.actor,
+                action: r.action,
+                target: r.target,
+                outcome: r.outcome,
+                client_addr: r.client_addr,
+                detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+            })
+            .collect())
+    }
+
+    async fn create_refresh_token(&self, token: NewRefreshToken, event: AuditEvent) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO refresh_tokens (user_id, name, token_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(token.user_id)
+        .bind(&token.name)
+        .bind(&token.token_hash)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict("a refresh token with this hash"))?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn create_api_access_token(&self, token: NewApiAccessToken, event: AuditEvent) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE api_access_tokens SET revoked_at = $2 WHERE refresh_token_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(token.refresh_token_id)
+        .bind(token.created_at)
+        .execute(&mut *tx)
+        .await?;
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO api_access_tokens (refresh_token_id, user_id, token_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(token.refresh_token_id)
+        .bind(token.user_id)
+        .bind(&token.token_hash)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict("an API access token with this hash"))?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn api_access_token_grant(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenGrant>> {
+        let row: Option<ApiAccessTokenGrantRow> = sqlx::query_as(
+            "SELECT t.id AS token_id, t.expires_at, t.revoked_at, r.revoked_at AS refresh_revoked_at, \
+                    u.id, u.username, u.role, u.auth_source, u.disabled_at, u.created_at \
+             FROM api_access_tokens t \
+             JOIN refresh_tokens r ON r.id = t.refresh_token_id \
+             JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ApiAccessTokenGrant {
+                token_id: r.token_id,
+                expires_at: r.expires_at,
+                revoked_at: r.revoked_at,
+                refresh_revoked_at: r.refresh_revoked_at,
+                user: r.user.try_into()?,
+            })
+        })
+        .transpose()
+    }
+}
