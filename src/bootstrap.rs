@@ -35,36 +35,39 @@ pub async fn open(
     create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let url = config.database_url()?;
-    let store = SqlStore::open(&url)
-        .await
-        .with_context(|| format!("cannot open database {}", redact_url(&url)))?;
+    let store =
+        SqlStore::open(&url).await.with_context(|| format!("cannot open database {}", redact_url(&url)))?;
     let (master_key, source) = MasterKey::load_or_create(&config.data_dir, config.master_key.as_deref())?;
     let mut report = StartupReport { database: redact_url(&url), ..Default::default() };
     if let MasterKeySource::CreatedFile(path) = source {
         report.created_master_key = Some(path);
     }
-    let app = App::new(Arc::new(store), master_key, issuer)
-        .await
-        .map_err(|e| match e {
-            AppError::Startup(m) => anyhow::anyhow!(m),
-            e => anyhow::anyhow!(e),
-        })?;
+    let app = App::new(Arc::new(store), master_key, issuer).await.map_err(|e| match e {
+        AppError::Startup(m) => anyhow::anyhow!(m),
+        e => anyhow::anyhow!(e),
+    })?;
     if create_admin {
         create_first_admin(&app, config, &mut report).await?;
     }
     Ok((Arc::new(app), report))
 }
 
-async fn create_first_admin(app: &App, config: &NodeConfig, report: &mut StartupReport) -> anyhow::Result<()> {
+async fn create_first_admin(
+    app: &App,
+    config: &NodeConfig,
+    report: &mut StartupReport,
+) -> anyhow::Result<()> {
     let (password, generated) = match &config.admin_password {
         Some(p) => (p.clone(), false),
         None => (random_string::<18>(), true),
     };
     crate::domain::user::validate_password(&password).context("KEYWARD_ADMIN_PASSWORD")?;
     let hash = app.passwords.hash(&password).await?;
-    let event = AuditEvent::success(Actor::System, "user.created", "user:admin")
-        .with_detail(serde_json::json!({"username": ADMIN_USERNAME, "role": Role::ServerAdmin, "first_start": true}));
-    let admin = NewUser { username: ADMIN_USERNAME.into(), password_hash: Some(hash), role: Role::ServerAdmin };
+    let event = AuditEvent::success(Actor::System, "user.created", "user:admin").with_detail(
+        serde_json::json!({"username": ADMIN_USERNAME, "role": Role::ServerAdmin, "first_start": true}),
+    );
+    let admin =
+        NewUser { username: ADMIN_USERNAME.into(), password_hash: Some(hash), role: Role::ServerAdmin };
     if app.store.bootstrap_admin(admin, event).await?.is_none() {
         return Ok(());
     }

@@ -137,7 +137,10 @@ async fn run(command: Command, config: NodeConfig) -> anyhow::Result<()> {
                 let mut line = String::new();
                 std::io::stdin().lock().read_line(&mut line)?;
                 let line = line.trim_end_matches(['\r', '\n']).to_string();
-                anyhow::ensure!(!line.is_empty(), "no password on standard input (use --sso for an SSO-only user)");
+                anyhow::ensure!(
+                    !line.is_empty(),
+                    "no password on standard input (use --sso for an SSO-only user)"
+                );
                 Some(line)
             };
             let (app, _) = open_for_cli(&config).await?;
@@ -149,7 +152,9 @@ async fn run(command: Command, config: NodeConfig) -> anyhow::Result<()> {
 }
 
 /// CLI commands do not listen; the issuer they see is the configured one.
-async fn open_for_cli(config: &NodeConfig) -> anyhow::Result<(std::sync::Arc<crate::app::App>, bootstrap::StartupReport)> {
+async fn open_for_cli(
+    config: &NodeConfig,
+) -> anyhow::Result<(std::sync::Arc<crate::app::App>, bootstrap::StartupReport)> {
     let listen = config.listen.parse()?;
     bootstrap::open(config, config.issuer_for(listen), false).await
 }
@@ -175,7 +180,9 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
             println!("initial admin password for user 'admin': {password}");
             println!("initial admin password written to {}", path.display());
         }
-        _ if report.admin_created => println!("created user 'admin' with the password from KEYWARD_ADMIN_PASSWORD"),
+        _ if report.admin_created => {
+            println!("created user 'admin' with the password from KEYWARD_ADMIN_PASSWORD")
+        }
         _ => {}
     }
     let store = app.store.clone();

@@ -90,9 +90,12 @@ impl NodeConfig {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        self.listen
-            .parse::<SocketAddr>()
-            .map_err(|_| anyhow::anyhow!("listen must be an address and port such as 127.0.0.1:8080, got {:?}", self.listen))?;
+        self.listen.parse::<SocketAddr>().map_err(|_| {
+            anyhow::anyhow!(
+                "listen must be an address and port such as 127.0.0.1:8080, got {:?}",
+                self.listen
+            )
+        })?;
         if let Some(issuer) = &self.issuer {
             validate_issuer(issuer)?;
         }
@@ -140,7 +143,10 @@ pub fn validate_issuer(issuer: &str) -> anyhow::Result<()> {
     anyhow::ensure!(!host.is_empty(), "issuer has no host: {issuer:?}");
     anyhow::ensure!(!issuer.contains(['?', '#']), "issuer may not have a query or fragment: {issuer:?}");
     anyhow::ensure!(!issuer.ends_with('/'), "issuer may not end with '/': {issuer:?}");
-    anyhow::ensure!(!issuer.chars().any(|c| c.is_whitespace() || c.is_control()), "issuer has spaces: {issuer:?}");
+    anyhow::ensure!(
+        !issuer.chars().any(|c| c.is_whitespace() || c.is_control()),
+        "issuer has spaces: {issuer:?}"
+    );
     Ok(())
 }
 

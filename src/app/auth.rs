@@ -28,11 +28,8 @@ impl App {
 
     async fn authenticate_api_access_token(&self, token: &str) -> Result<Caller, AppError> {
         let invalid = || AppError::Unauthorized("the access token is not valid".into());
-        let grant = self
-            .store
-            .api_access_token_grant(&self.secrets.digest(token))
-            .await?
-            .ok_or_else(invalid)?;
+        let grant =
+            self.store.api_access_token_grant(&self.secrets.digest(token)).await?.ok_or_else(invalid)?;
         if grant.revoked_at.is_some() || grant.refresh_revoked_at.is_some() {
             return Err(AppError::Unauthorized("the access token has been revoked".into()));
         }

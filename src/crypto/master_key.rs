@@ -66,8 +66,7 @@ impl MasterKey {
             Ok(text) => Ok((Self::parse(&text)?, MasterKeySource::ExistingFile(path))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let bytes: [u8; 32] = super::random_bytes();
-                write_private_file(&path, format!("{}\n", STANDARD.encode(bytes)).as_bytes())
-                    .map_err(io)?;
+                write_private_file(&path, format!("{}\n", STANDARD.encode(bytes)).as_bytes()).map_err(io)?;
                 Ok((Self::from_bytes(&bytes), MasterKeySource::CreatedFile(path)))
             }
             Err(e) => Err(io(e)),
@@ -97,10 +96,8 @@ impl MasterKey {
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| DecryptError)?;
         let mut in_out = ciphertext.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(context), &mut in_out)
-            .map_err(|_| DecryptError)?;
+        let plain =
+            self.key.open_in_place(nonce, Aad::from(context), &mut in_out).map_err(|_| DecryptError)?;
         Ok(plain.to_vec())
     }
 }

@@ -54,10 +54,7 @@ impl PasswordHasher {
         .unwrap_or(false)
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
         let _permit = self.permits.acquire().await?;
         Ok(tokio::task::spawn_blocking(work).await?)
     }

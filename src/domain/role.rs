@@ -18,14 +18,8 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
-        Role::Viewer,
-        Role::Explorer,
-        Role::Composer,
-        Role::Steward,
-        Role::CatalogAdmin,
-        Role::ServerAdmin,
-    ];
+    pub const ALL: [Role; 6] =
+        [Role::Viewer, Role::Explorer, Role::Composer, Role::Steward, Role::CatalogAdmin, Role::ServerAdmin];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,7 +45,9 @@ impl fmt::Display for Role {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown role {0:?}; expected one of viewer, explorer, composer, steward, catalog_admin, server_admin")]
+#[error(
+    "unknown role {0:?}; expected one of viewer, explorer, composer, steward, catalog_admin, server_admin"
+)]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {

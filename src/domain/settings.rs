@@ -7,7 +7,11 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SettingKind {
     /// A whole number in an inclusive range, with the unit it is counted in.
-    Integer { min: i64, max: i64, unit: &'static str },
+    Integer {
+        min: i64,
+        max: i64,
+        unit: &'static str,
+    },
     Bool,
 }
 

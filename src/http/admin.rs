@@ -38,7 +38,10 @@ fn check_limit(limit: i64) -> Result<(), ApiError> {
     }
 }
 
-pub async fn list_users(State(app): AppState, ApiQuery(page): ApiQuery<Page>) -> Result<Json<Vec<User>>, ApiError> {
+pub async fn list_users(
+    State(app): AppState,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<Json<Vec<User>>, ApiError> {
     check_limit(page.limit)?;
     if page.offset < 0 {
         return Err(ApiError::bad_request("offset must not be negative"));
@@ -97,7 +100,9 @@ pub async fn delete_user(
 
 fn setting_json(s: &SettingValue) -> Value {
     let value = match s.spec.kind {
-        SettingKind::Integer { .. } => s.as_i64().map(Value::from).unwrap_or_else(|| Value::from(s.value.clone())),
+        SettingKind::Integer { .. } => {
+            s.as_i64().map(Value::from).unwrap_or_else(|| Value::from(s.value.clone()))
+        }
         SettingKind::Bool => Value::from(s.as_bool()),
     };
     json!({
@@ -113,7 +118,10 @@ pub async fn list_config(State(app): AppState) -> Result<Json<Vec<Value>>, ApiEr
     Ok(Json(app.all_settings().await?.iter().map(setting_json).collect()))
 }
 
-pub async fn get_config(State(app): AppState, ApiPath(key): ApiPath<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_config(
+    State(app): AppState,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(setting_json(&app.setting(&key).await?)))
 }
 

@@ -53,7 +53,9 @@ fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
         })
     });
     let found = match (token, bearer) {
-        (None, None) => return Err(unauthorized("authentication required: send TOKEN or Authorization: Bearer")),
+        (None, None) => {
+            return Err(unauthorized("authentication required: send TOKEN or Authorization: Bearer"));
+        }
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request("send either TOKEN or Authorization, not both"));
         }

@@ -48,8 +48,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // A body in JSON is what clients parse; status 422 from serde is a
         // plain bad request to them.
-        let status =
-            if self.status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { self.status };
+        let status = if self.status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            self.status
+        };
         let body = Json(json!({"error": self.code(), "detail": self.detail}));
         let mut response = (status, body).into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -55,11 +55,8 @@ pub async fn observe(request: Request, next: Next) -> Response {
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let labels = [
-        ("method", method.as_str().to_owned()),
-        ("route", route.clone()),
-        ("status", status.to_string()),
-    ];
+    let labels =
+        [("method", method.as_str().to_owned()), ("route", route.clone()), ("status", status.to_string())];
     metrics::counter!(REQUESTS, &labels).increment(1);
     metrics::histogram!(DURATION, &labels).record(elapsed.as_secs_f64());
     tracing::info!(
@@ -73,8 +70,5 @@ pub async fn observe(request: Request, next: Next) -> Response {
 }
 
 pub async fn render_metrics() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        metrics_handle().render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics_handle().render())
 }

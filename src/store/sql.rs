@@ -131,7 +131,10 @@ struct UserRow {
 impl TryFrom<UserRow> for User {
     type Error = StoreError;
     fn try_from(r: UserRow) -> StoreResult<User> {
-        let role = r.role.parse().map_err(|_| StoreError::Corrupt(format!("user {} has role {:?}", r.id, r.role)))?;
+        let role = r
+            .role
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("user {} has role {:?}", r.id, r.role)))?;
         let auth_source = match r.auth_source.as_str() {
             "password" => AuthSource::Password,
             "sso" => AuthSource::Sso,
@@ -219,10 +222,8 @@ impl Store for SqlStore {
             .bind(value)
             .execute(&self.pool)
             .await?;
-        let (stored,): (String,) = sqlx::query_as("SELECT value FROM meta WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
+        let (stored,): (String,) =
+            sqlx::query_as("SELECT value FROM meta WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
         Ok(stored)
     }
 
@@ -270,11 +271,8 @@ impl Store for SqlStore {
 
     async fn list_users(&self, limit: i64, offset: i64) -> StoreResult<Vec<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT $1 OFFSET $2");
-        let rows: Vec<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<UserRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).bind(offset).fetch_all(&self.pool).await?;
         rows.into_iter().map(User::try_from).collect()
     }
 

@@ -1,0 +1,57 @@
+//! Health, readiness, metrics and the error shape of unknown routes.
+
+use crate::harness::{Backend, TestServer, api_error, json_with_status};
+use crate::on_both_backends;
+
+async fn health_ready_and_metrics(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let body = json_with_status(s.http.get(s.url("/healthz")).send().await.unwrap(), 200).await;
+    assert_eq!(body["status"], "ok");
+    let body = json_with_status(s.http.get(s.url("/readyz")).send().await.unwrap(), 200).await;
+    assert_eq!(body["status"], "ready");
+
+    let metrics = s.http.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains(r#"keyward_http_requests_total{method="GET",route="/healthz",status="200"}"#),
+        "{text}"
+    );
+    assert!(text.contains(
+        r#"keyward_http_request_duration_seconds_bucket{method="GET",route="/readyz",status="200",le="#
+    ));
+}
+
+async fn readiness_fails_when_the_database_is_gone(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.app.store.close().await;
+    let body = json_with_status(s.http.get(s.url("/readyz")).send().await.unwrap(), 503).await;
+    assert_eq!(body["status"], "unavailable");
+    // Liveness does not depend on the database.
+    assert_eq!(s.http.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
+async fn unknown_routes_and_methods_get_json_errors(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let r = s.http.get(s.url("/no/such/route/")).send().await.unwrap();
+    api_error(r, 404, "not_found").await;
+    // Paths are exact: the trailing slash matters.
+    let r = s.http.get(s.url("/admin/api/users")).send().await.unwrap();
+    api_error(r, 404, "not_found").await;
+    let r = s.http.post(s.url("/healthz")).send().await.unwrap();
+    api_error(r, 405, "method_not_allowed").await;
+}
+
+async fn oversized_headers_are_refused(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let r = s.http.get(s.url("/healthz")).header("x-filler", "a".repeat(20_000)).send().await.unwrap();
+    api_error(r, 431, "headers_too_large").await;
+}
+
+on_both_backends!(
+    health_ready_and_metrics,
+    readiness_fails_when_the_database_is_gone,
+    unknown_routes_and_methods_get_json_errors,
+    oversized_headers_are_refused,
+);

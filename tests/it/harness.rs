@@ -1,0 +1,219 @@
+//! Test harness: start keyward in-process against a fresh database.
+
+use keyward::app::App;
+use keyward::config::NodeConfig;
+use keyward::crypto::{SecretKind, new_secret};
+use keyward::domain::audit::AuditEvent;
+use keyward::domain::{Actor, Role, User, now, to_micros};
+use keyward::store::{NewApiAccessToken, NewRefreshToken};
+use sqlx::Connection;
+use std::sync::Arc;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+/// Base64 of 32 bytes; every node of a test shares it, as real nodes must.
+pub const MASTER_KEY: &str = "a2V5d2FyZC10ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXM=";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn(Backend)` as two tests, `sqlite::NAME` and
+/// `postgres::NAME`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Sqlite).await
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Backend::Postgres).await
+                }
+            )+
+        }
+    };
+}
+
+/// The PostgreSQL server of the test run. Missing is a failure, not a skip.
+pub fn postgres_admin_url() -> String {
+    std::env::var("KEYWARD_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+        panic!(
+            "KEYWARD_TEST_POSTGRES_URL is not set: run the suite with ./scripts/test, \
+             which starts a throwaway PostgreSQL"
+        )
+    })
+}
+
+/// A new empty database: a SQLite file in `dir`, or a new PostgreSQL database.
+pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}/keyward.db?mode=rwc", dir.display()),
+        Backend::Postgres => {
+            let admin = postgres_admin_url();
+            let name = format!(
+                "kw_{}",
+                keyward::crypto::random_bytes::<8>().iter().map(|b| format!("{b:02x}")).collect::<String>()
+            );
+            let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to test PostgreSQL");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let mut url = url::Url::parse(&admin).unwrap();
+            url.set_path(&name);
+            url.to_string()
+        }
+    }
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub app: Arc<App>,
+    pub http: reqwest::Client,
+    pub database_url: String,
+    dir: Arc<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let url = fresh_database(backend, dir.path()).await;
+        Self::start_node(&url, dir).await
+    }
+
+    /// Another node on the same database (and the same master key).
+    pub async fn another_node(&self) -> TestServer {
+        Self::start_node(&self.database_url, self.dir.clone()).await
+    }
+
+    async fn start_node(database_url: &str, dir: Arc<TempDir>) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = NodeConfig {
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(database_url.to_string()),
+            admin_password: Some(ADMIN_PASSWORD.into()),
+            master_key: Some(MASTER_KEY.into()),
+            ..NodeConfig::default()
+        };
+        let (app, _) =
+            keyward::bootstrap::open(&config, config.issuer_for(addr), true).await.expect("bootstrap");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(keyward::server::serve(listener, app.clone(), async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            base: format!("http://{addr}"),
+            app,
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            database_url: database_url.to_string(),
+            dir,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn user_named(&self, username: &str) -> User {
+        self.app.store.user_credentials(username).await.unwrap().expect("user exists").0
+    }
+
+    /// An API access token for `user`, made directly in the store (the token
+    /// endpoints are not what these tests are about).
+    pub async fn token_for(&self, user: &User) -> String {
+        self.token_with_expiry(user, 3600).await
+    }
+
+    pub async fn token_with_expiry(&self, user: &User, seconds: i64) -> String {
+        issue_token(&self.app, user, seconds).await
+    }
+
+    pub async fn admin_token(&self) -> String {
+        let admin = self.user_named("admin").await;
+        self.token_for(&admin).await
+    }
+
+    /// A new user with `role` and a token for it.
+    pub async fn token_for_role(&self, role: Role) -> String {
+        let name = format!("{}-{}", role, keyward::crypto::random_string::<6>());
+        let user = self.app.create_user(Actor::System, &name, Some("password-123"), role).await.unwrap();
+        self.token_for(&user).await
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).header("TOKEN", token)
+    }
+
+    pub fn send(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).header("TOKEN", token)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// An API access token for `user` valid for `seconds`, made directly in the
+/// store (the token endpoints are not what these tests are about).
+pub async fn issue_token(app: &App, user: &User, seconds: i64) -> String {
+    let at = to_micros(now());
+    let refresh = new_secret(SecretKind::RefreshToken);
+    let event = || AuditEvent::success(Actor::System, "test.token", format!("user:{}", user.id));
+    let refresh_id = app
+        .store
+        .create_refresh_token(
+            NewRefreshToken {
+                user_id: user.id,
+                name: "test".into(),
+                token_hash: app.secrets.digest(&refresh),
+                created_at: at,
+                expires_at: at + 86_400_000_000,
+            },
+            event(),
+        )
+        .await
+        .unwrap();
+    let token = new_secret(SecretKind::ApiAccessToken);
+    let access = NewApiAccessToken {
+        refresh_token_id: refresh_id,
+        user_id: user.id,
+        token_hash: app.secrets.digest(&token),
+        created_at: at,
+        expires_at: at + seconds * 1_000_000,
+    };
+    app.store.create_api_access_token(access, event()).await.unwrap();
+    token
+}
+
+/// The JSON body of `response`, asserting its status first.
+pub async fn json_with_status(response: reqwest::Response, status: u16) -> serde_json::Value {
+    let got = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(got, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("body is not JSON: {text}"))
+}
+
+/// Asserts the API error shape with status and code; returns the detail.
+pub async fn api_error(response: reqwest::Response, status: u16, code: &str) -> String {
+    let body = json_with_status(response, status).await;
+    assert_eq!(body["error"], code, "error code in {body}");
+    body["detail"].as_str().expect("detail is a string").to_string()
+}

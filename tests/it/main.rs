@@ -1,0 +1,11 @@
+//! Integration tests: keyward in-process on a random loopback port, each test
+//! on a fresh SQLite file *and* a fresh PostgreSQL database; plus tests of
+//! the real binary (`process`).
+
+mod harness;
+
+mod admin_config;
+mod admin_users;
+mod auth_gate;
+mod basics;
+mod process;

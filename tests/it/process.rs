@@ -1,0 +1,259 @@
+//! The real `keyward` binary: what an operator sees and does.
+
+use crate::harness::{self, ADMIN_PASSWORD, MASTER_KEY, json_with_status};
+use keyward::config::NodeConfig;
+use serde_json::json;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+const REFRESH_KEY: &str = "alation.authentication.token.refresh_token_lifespan";
+
+/// A command with none of the caller's KEYWARD_* settings leaking in.
+fn keyward() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYWARD_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+struct Node {
+    child: Child,
+    base: String,
+    stdout: Vec<String>,
+}
+
+impl Node {
+    /// Starts `keyward serve` and waits until it answers `/healthz`.
+    async fn start(mut cmd: Command) -> Node {
+        let mut child = cmd
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let first = rx.recv_timeout(Duration::from_secs(60)).expect("keyward printed nothing");
+        let base = first
+            .strip_prefix("keyward listening on ")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_string();
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+                assert_eq!(r.status(), 200);
+                break;
+            }
+            assert!(Instant::now() < deadline, "keyward did not answer /healthz");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Serving starts after the start-up lines, so they are all there.
+        let mut stdout = vec![first];
+        stdout.extend(rx.try_iter());
+        Node { child, base, stdout }
+    }
+
+    fn printed(&self, needle: &str) -> Option<&String> {
+        self.stdout.iter().find(|l| l.contains(needle))
+    }
+
+    /// SIGTERM, then the exit status within ten seconds.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "keyward did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(mut cmd: Command, stdin: &str) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_prints_the_admin_password_and_restart_keeps_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let serve = || {
+        let mut c = keyward();
+        c.arg("--data-dir").arg(&data);
+        c
+    };
+
+    let node = Node::start(serve()).await;
+    assert!(node.base.starts_with("http://127.0.0.1:"), "{}", node.base);
+    let password_line = node.printed("initial admin password for user 'admin': ").expect("password printed");
+    let password = password_line.rsplit(' ').next().unwrap().to_string();
+    let file = data.join("initial-admin-password");
+    assert!(
+        node.printed(&format!("initial admin password written to {}", file.display())).is_some(),
+        "{:?}",
+        node.stdout
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), password);
+    assert!(password.len() >= 24);
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&data.join("master.key")), 0o600);
+    assert_eq!(mode(&data), 0o700);
+
+    // CLI commands work beside a running server (SQLite in WAL mode).
+    let mut conf = keyward();
+    conf.args(["conf", REFRESH_KEY, "-s", "180", "--data-dir"]).arg(&data);
+    let out = run(conf, "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "180");
+    let mut add = keyward();
+    add.args(["user", "add", "bob", "--role", "viewer", "--data-dir"]).arg(&data);
+    let out = run(add, "bob-password\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("created user bob"));
+
+    assert!(node.terminate().success(), "graceful exit on SIGTERM");
+
+    let node = Node::start(serve()).await;
+    assert!(node.printed("initial admin password").is_none(), "{:?}", node.stdout);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), password);
+    let mut conf = keyward();
+    conf.args(["conf", REFRESH_KEY, "--data-dir"]).arg(&data);
+    assert_eq!(text(&run(conf, "").stdout).trim(), "180");
+    let mut add = keyward();
+    add.args(["user", "add", "BOB", "--role", "viewer", "--data-dir"]).arg(&data);
+    let out = run(add, "bob-password\n");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("already exists"), "{}", text(&out.stderr));
+    assert!(node.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_postgres_share_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = harness::fresh_database(harness::Backend::Postgres, tmp.path()).await;
+    let node_cmd = |name: &str| {
+        let mut c = keyward();
+        c.arg("--data-dir").arg(tmp.path().join(name)).args(["--database-url", &url]);
+        c.env("KEYWARD_MASTER_KEY", MASTER_KEY).env("KEYWARD_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        c
+    };
+    let a = Node::start(node_cmd("a")).await;
+    let b = Node::start(node_cmd("b")).await;
+    assert!(a.printed("created user 'admin'").is_some(), "{:?}", a.stdout);
+    assert!(b.printed("created user 'admin'").is_none(), "the admin is created once: {:?}", b.stdout);
+    assert!(a.printed("database: postgres://").is_some());
+
+    // A caller made in the shared store, as an operator's tooling would.
+    let config = NodeConfig {
+        data_dir: tmp.path().join("tool"),
+        database_url: Some(url.clone()),
+        master_key: Some(MASTER_KEY.into()),
+        ..NodeConfig::default()
+    };
+    let (app, _) = keyward::bootstrap::open(&config, "http://127.0.0.1:1".into(), false).await.unwrap();
+    let admin = app.store.user_credentials("admin").await.unwrap().unwrap().0;
+    let token = harness::issue_token(&app, &admin, 600).await;
+
+    let http = reqwest::Client::new();
+    let path = format!("/admin/api/config/{REFRESH_KEY}/");
+    let r = http
+        .put(format!("{}{path}", a.base))
+        .header("TOKEN", &token)
+        .json(&json!({"value": 42}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 200).await;
+    let r = http.get(format!("{}{path}", b.base)).header("TOKEN", &token).send().await.unwrap();
+    assert_eq!(json_with_status(r, 200).await["value"], 42);
+    let r = http
+        .put(format!("{}{path}", b.base))
+        .header("TOKEN", &token)
+        .json(&json!({"value": 43}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 200).await;
+    let r = http.get(format!("{}{path}", a.base)).header("TOKEN", &token).send().await.unwrap();
+    assert_eq!(json_with_status(r, 200).await["value"], 43);
+
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_refuses_bad_input_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let with_data = |args: &[&str]| {
+        let mut c = keyward();
+        c.args(args).arg("--data-dir").arg(&data);
+        c
+    };
+    let cases: [(&[&str], &str); 6] = [
+        (&["conf", "alation.no.such.key"], "unknown setting"),
+        (&["conf", REFRESH_KEY, "-s", "0"], "1 to 3650"),
+        (&["user", "add", "x", "--role", "wizard"], "unknown role"),
+        (&["user", "add", "x", "--role", "viewer"], "no password on standard input"),
+        (&["serve", "--listen", "nowhere"], "listen must be"),
+        (&["serve", "--issuer", "http://example.com/"], "may not end with '/'"),
+    ];
+    for (args, expected) in cases {
+        let out = run(with_data(args), "");
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(text(&out.stderr).contains(expected), "{args:?}: {}", text(&out.stderr));
+    }
+    let out = run(with_data(&["user", "add", "x", "--role", "viewer"]), "short\n");
+    assert!(text(&out.stderr).contains("password must be"), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_master_key_is_refused_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut conf = keyward();
+    conf.args(["conf", REFRESH_KEY, "--data-dir"]).arg(&data);
+    assert!(run(conf, "").status.success());
+    let mut conf = keyward();
+    conf.args(["conf", REFRESH_KEY, "--data-dir"]).arg(&data);
+    conf.env("KEYWARD_MASTER_KEY", MASTER_KEY);
+    let out = run(conf, "");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("master key does not match"), "{}", text(&out.stderr));
+}
