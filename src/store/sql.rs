@@ -465,3 +465,17 @@ impl Store for SqlStore {
         .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The two migration directories are one sequence in two dialects.
+    #[test]
+    fn migrations_are_in_lockstep() {
+        let versions = |m: &sqlx::migrate::Migrator| {
+            m.iter().map(|m| (m.version, m.description.to_string())).collect::<Vec<_>>()
+        };
+        let sqlite = versions(&super::SQLITE_MIGRATIONS);
+        assert!(!sqlite.is_empty());
+        assert_eq!(sqlite, versions(&super::POSTGRES_MIGRATIONS));
+    }
+}

@@ -33,12 +33,14 @@ struct Node {
 impl Node {
     /// Starts `keyward serve` and waits until it answers `/healthz`.
     async fn start(mut cmd: Command) -> Node {
-        let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        cmd.stderr(Stdio::null());
+        Self::start_with_stderr(cmd).await
+    }
+
+    /// As [`Node::start`], with standard error wherever `cmd` sends it.
+    async fn start_with_stderr(mut cmd: Command) -> Node {
+        let mut child =
+            cmd.args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap();
         let (tx, rx) = mpsc::channel();
         let out = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -256,4 +258,56 @@ async fn a_wrong_master_key_is_refused_at_start() {
     let out = run(conf, "");
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("master key does not match"), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_come_from_file_env_and_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("keyward.toml");
+    std::fs::write(&file, "issuer = \"https://from-file.example\"\ndata_dir = \"/nonexistent/overridden\"\n")
+        .unwrap();
+    let mut cmd = keyward();
+    cmd.env("KEYWARD_CONFIG", &file).env("KEYWARD_DATA_DIR", tmp.path().join("from-env"));
+    let node = Node::start(cmd).await;
+    assert!(node.stdout[0].ends_with("(issuer https://from-file.example)"), "{:?}", node.stdout);
+    assert!(tmp.path().join("from-env/keyward.db").exists());
+    assert!(node.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_hold_no_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("stderr.log");
+    let mut cmd = keyward();
+    cmd.arg("--data-dir").arg(tmp.path().join("data")).env("RUST_LOG", "debug");
+    cmd.env("KEYWARD_ADMIN_PASSWORD", ADMIN_PASSWORD).env("KEYWARD_MASTER_KEY", MASTER_KEY);
+    cmd.stderr(std::fs::File::create(&log).unwrap());
+    let node = Node::start_with_stderr(cmd).await;
+
+    let config = NodeConfig {
+        data_dir: tmp.path().join("data"),
+        master_key: Some(MASTER_KEY.into()),
+        ..NodeConfig::default()
+    };
+    let (app, _) = keyward::bootstrap::open(&config, "http://127.0.0.1:1".into(), false).await.unwrap();
+    let admin = app.store.user_credentials("admin").await.unwrap().unwrap().0;
+    let token = harness::issue_token(&app, &admin, 600).await;
+    let http = reqwest::Client::new();
+    let users = format!("{}/admin/api/users/?limit=5", node.base);
+    json_with_status(http.get(&users).header("TOKEN", &token).send().await.unwrap(), 200).await;
+    let r = http
+        .post(format!("{}/admin/api/users/", node.base))
+        .bearer_auth(&token)
+        .json(&json!({"username": "logged", "password": "pw-in-a-body", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 201).await;
+    assert!(node.terminate().success());
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("/admin/api/users/"), "requests are logged: {logged}");
+    for secret in [ADMIN_PASSWORD, MASTER_KEY, token.as_str(), "pw-in-a-body", "limit=5"] {
+        assert!(!logged.contains(secret), "{secret:?} appears in the log");
+    }
 }
