@@ -96,6 +96,20 @@ impl Drop for Node {
     }
 }
 
+/// An admin token made in a running node's store, as an operator's tooling
+/// would (the token endpoints are not what these tests are about).
+async fn admin_token_in_store(data_dir: &Path, database_url: Option<String>) -> String {
+    let config = NodeConfig {
+        data_dir: data_dir.to_path_buf(),
+        database_url,
+        master_key: Some(MASTER_KEY.into()),
+        ..NodeConfig::default()
+    };
+    let (app, _) = keyward::bootstrap::open(&config, "http://127.0.0.1:1".into(), false).await.unwrap();
+    let admin = app.store.user_credentials("admin").await.unwrap().unwrap().0;
+    harness::issue_token(&app, &admin, 600).await
+}
+
 fn run(mut cmd: Command, stdin: &str) -> Output {
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
@@ -181,16 +195,7 @@ async fn two_processes_on_one_postgres_share_config() {
     assert!(b.printed("created user 'admin'").is_none(), "the admin is created once: {:?}", b.stdout);
     assert!(a.printed("database: postgres://").is_some());
 
-    // A caller made in the shared store, as an operator's tooling would.
-    let config = NodeConfig {
-        data_dir: tmp.path().join("tool"),
-        database_url: Some(url.clone()),
-        master_key: Some(MASTER_KEY.into()),
-        ..NodeConfig::default()
-    };
-    let (app, _) = keyward::bootstrap::open(&config, "http://127.0.0.1:1".into(), false).await.unwrap();
-    let admin = app.store.user_credentials("admin").await.unwrap().unwrap().0;
-    let token = harness::issue_token(&app, &admin, 600).await;
+    let token = admin_token_in_store(&tmp.path().join("tool"), Some(url.clone())).await;
 
     let http = reqwest::Client::new();
     let path = format!("/admin/api/config/{REFRESH_KEY}/");
@@ -284,14 +289,7 @@ async fn debug_logs_hold_no_secret() {
     cmd.stderr(std::fs::File::create(&log).unwrap());
     let node = Node::start_with_stderr(cmd).await;
 
-    let config = NodeConfig {
-        data_dir: tmp.path().join("data"),
-        master_key: Some(MASTER_KEY.into()),
-        ..NodeConfig::default()
-    };
-    let (app, _) = keyward::bootstrap::open(&config, "http://127.0.0.1:1".into(), false).await.unwrap();
-    let admin = app.store.user_credentials("admin").await.unwrap().unwrap().0;
-    let token = harness::issue_token(&app, &admin, 600).await;
+    let token = admin_token_in_store(&tmp.path().join("data"), None).await;
     let http = reqwest::Client::new();
     let users = format!("{}/admin/api/users/?limit=5", node.base);
     json_with_status(http.get(&users).header("TOKEN", &token).send().await.unwrap(), 200).await;
