@@ -57,6 +57,24 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage JWT signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new signing key; the current one keeps verifying for
+    /// keyward.oauth.signing_key_rotation_overlap seconds.
+    Rotate {
+        /// ES256, EdDSA or RS256 [default: the keyward.oauth.signing_algorithm setting]
+        #[arg(long)]
+        alg: Option<crate::crypto::SigningAlgorithm>,
+    },
+    /// List the published signing keys.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -128,6 +146,29 @@ async fn run(command: Command, config: NodeConfig) -> anyhow::Result<()> {
                 (None, false) => app.setting(&key).await?,
             };
             println!("{value}");
+            Ok(())
+        }
+        Command::Keys { command } => {
+            let (app, _) = open_for_cli(&config).await?;
+            match command {
+                KeysCommand::Rotate { alg } => {
+                    let (kid, alg) = app.rotate_signing_key(Actor::Cli, alg).await?;
+                    println!(
+                        "new signing key {kid} ({alg}); the previous key keeps verifying during the overlap"
+                    );
+                }
+                KeysCommand::List => {
+                    let keys = app.keys.current();
+                    for jwk in keys.jwks["keys"].as_array().into_iter().flatten() {
+                        println!(
+                            "{} {}",
+                            jwk["kid"].as_str().unwrap_or(""),
+                            jwk["alg"].as_str().unwrap_or("")
+                        );
+                    }
+                    println!("signing with {}", keys.signer.kid);
+                }
+            }
             Ok(())
         }
         Command::User { command: UserCommand::Add { name, role, sso } } => {

@@ -4,6 +4,7 @@ use crate::app::App;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests
@@ -14,10 +15,29 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::http::metrics_handle();
-    let router = crate::http::router(app);
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+    let refresher = tokio::spawn(refresh_keys_periodically(app.clone()));
+    let router = crate::http::router(app.clone());
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    refresher.abort();
+    app.audit.flush().await;
+    served
+}
+
+/// How often a node re-reads the signing keys, to pick up a rotation made on
+/// another node. (A token naming an unknown key triggers a read at once.)
+const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+async fn refresh_keys_periodically(app: Arc<App>) {
+    let mut tick = tokio::time::interval(KEY_REFRESH_INTERVAL);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.refresh_keys().await {
+            tracing::warn!(error = %e, "signing keys could not be refreshed");
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -20,8 +20,11 @@ impl App {
         let token = match credential {
             Credential::ApiAccessToken(t) | Credential::Bearer(t) => t,
         };
-        match SecretKind::of(token) {
-            Some(SecretKind::ApiAccessToken) => self.authenticate_api_access_token(token).await,
+        match (SecretKind::of(token), credential) {
+            (Some(SecretKind::ApiAccessToken), _) => self.authenticate_api_access_token(token).await,
+            (None, Credential::Bearer(jwt)) if jwt.matches('.').count() == 2 => {
+                self.authenticate_jwt(jwt).await
+            }
             _ => Err(AppError::Unauthorized("the access token is not valid".into())),
         }
     }

@@ -3,13 +3,21 @@
 //! user, change a setting, authenticate a caller) has exactly one
 //! implementation. No HTTP and no SQL here either.
 
+mod audit_sink;
 mod auth;
+mod clients;
 mod error;
+mod keys;
 mod settings;
+mod tokens;
 mod users;
 
+pub use audit_sink::AuditSink;
 pub use auth::Credential;
+pub use clients::{ClientPatch, ClientWithSecret};
 pub use error::AppError;
+pub use keys::{KeySet, Keyring};
+pub use tokens::{IssuedToken, Rejected};
 pub use users::UserPatch;
 
 use crate::crypto::{MasterKey, PasswordHasher, SecretHasher, random_bytes};
@@ -24,6 +32,8 @@ pub struct App {
     pub passwords: PasswordHasher,
     pub secrets: SecretHasher,
     pub master_key: Arc<MasterKey>,
+    pub keys: Keyring,
+    pub audit: AuditSink,
     /// The issuer, byte-identical wherever it appears (SPEC §5).
     pub issuer: String,
 }
@@ -50,11 +60,14 @@ impl App {
                 )
             })?;
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let keys = Keyring::load(store.as_ref(), &master_key).await?;
         Ok(App {
+            audit: AuditSink::spawn(store.clone()),
             store,
             passwords: PasswordHasher::new(workers),
             secrets: SecretHasher::new(&key),
             master_key: Arc::new(master_key),
+            keys,
             issuer,
         })
     }

@@ -5,10 +5,12 @@
 mod master_key;
 mod password;
 mod secret;
+mod signing;
 
 pub use master_key::{MasterKey, MasterKeyError, MasterKeySource, write_private_file};
 pub use password::PasswordHasher;
 pub use secret::{SecretHasher, SecretKind, new_secret, random_bytes, random_string};
+pub use signing::{KeyMaterialError, SigningAlgorithm, SigningKey};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("ciphertext does not decrypt under this key")]

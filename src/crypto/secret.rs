@@ -13,6 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub enum SecretKind {
     RefreshToken,
     ApiAccessToken,
+    ClientSecret,
 }
 
 impl SecretKind {
@@ -20,11 +21,12 @@ impl SecretKind {
         match self {
             SecretKind::RefreshToken => "kwrt_",
             SecretKind::ApiAccessToken => "kwat_",
+            SecretKind::ClientSecret => "kwcs_",
         }
     }
 
     pub fn of(secret: &str) -> Option<SecretKind> {
-        [SecretKind::RefreshToken, SecretKind::ApiAccessToken]
+        [SecretKind::RefreshToken, SecretKind::ApiAccessToken, SecretKind::ClientSecret]
             .into_iter()
             .find(|k| secret.starts_with(k.prefix()))
     }

@@ -6,7 +6,14 @@ use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
-    User { id: UserId, username: String },
+    User {
+        id: UserId,
+        username: String,
+    },
+    /// A machine-to-machine client acting for itself.
+    Client {
+        client_id: String,
+    },
 }
 
 /// An authenticated caller of a platform API.
@@ -20,6 +27,7 @@ impl Caller {
     pub fn actor(&self) -> Actor {
         match &self.principal {
             Principal::User { id, .. } => Actor::User(*id),
+            Principal::Client { client_id } => Actor::Client(client_id.clone()),
         }
     }
 }
@@ -28,6 +36,7 @@ impl Caller {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     User(UserId),
+    Client(String),
     /// The operator at the command line (`keyward conf`, `keyward user add`).
     Cli,
     /// keyward itself (first start, background jobs).
@@ -38,6 +47,7 @@ impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Actor::User(id) => write!(f, "user:{id}"),
+            Actor::Client(id) => write!(f, "client:{id}"),
             Actor::Cli => f.write_str("cli"),
             Actor::System => f.write_str("system"),
         }

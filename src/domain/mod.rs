@@ -3,8 +3,11 @@
 
 pub mod audit;
 pub mod caller;
+pub mod client;
+pub mod oauth;
 pub mod role;
 pub mod settings;
+pub mod token;
 pub mod user;
 
 pub use caller::{Actor, Caller, Principal};

@@ -13,6 +13,8 @@ pub enum SettingKind {
         unit: &'static str,
     },
     Bool,
+    /// One of a fixed set of names, compared case-insensitively.
+    Choice(&'static [&'static str]),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -26,6 +28,9 @@ pub struct SettingSpec {
 pub const REFRESH_TOKEN_LIFESPAN: &str = "alation.authentication.token.refresh_token_lifespan";
 pub const ACCESS_TOKEN_LIFESPAN: &str = "alation.authentication.token.access_token_lifespan";
 pub const ENABLE_SWAGGER: &str = "alation.feature_flags.enable_swagger";
+pub const SIGNING_ALGORITHM: &str = "keyward.oauth.signing_algorithm";
+pub const CLIENT_SECRET_OVERLAP: &str = "keyward.oauth.client_secret_rotation_overlap";
+pub const SIGNING_KEY_OVERLAP: &str = "keyward.oauth.signing_key_rotation_overlap";
 
 /// Every setting keyward knows. Unknown keys are refused, so a typo never
 /// silently configures nothing.
@@ -48,6 +53,25 @@ pub static SETTINGS: &[SettingSpec] = &[
         default: "false",
         description: "Serve the Swagger UI pages of the OpenAPI documents.",
     },
+    SettingSpec {
+        key: SIGNING_ALGORITHM,
+        kind: SettingKind::Choice(&["ES256", "EdDSA", "RS256"]),
+        default: "ES256",
+        description: "Algorithm of signing keys generated from now on (first start, `keyward keys rotate`).",
+    },
+    SettingSpec {
+        key: CLIENT_SECRET_OVERLAP,
+        kind: SettingKind::Integer { min: 0, max: 604_800, unit: "seconds" },
+        default: "3600",
+        description: "How long a rotated client secret keeps working beside the new one, in seconds.",
+    },
+    SettingSpec {
+        key: SIGNING_KEY_OVERLAP,
+        kind: SettingKind::Integer { min: 259_500, max: 2_592_000, unit: "seconds" },
+        default: "259500",
+        description: "How long a rotated signing key still verifies, in seconds (at least the longest \
+                      access token lifetime, 72 hours, plus five minutes).",
+    },
 ];
 
 pub fn spec(key: &str) -> Option<&'static SettingSpec> {
@@ -60,6 +84,8 @@ pub enum SettingError {
     UnknownKey(String),
     #[error("{key} must be a whole number of {unit} from {min} to {max}, got {got:?}")]
     OutOfRange { key: &'static str, unit: &'static str, min: i64, max: i64, got: String },
+    #[error("{key} must be one of {options}, got {got:?}")]
+    NotOneOf { key: &'static str, options: String, got: String },
     #[error("{key} must be true or false, got {got:?}")]
     NotBool { key: &'static str, got: String },
 }
@@ -74,6 +100,11 @@ impl SettingSpec {
                 Ok(n) if (min..=max).contains(&n) => Ok(n.to_string()),
                 _ => Err(SettingError::OutOfRange { key: self.key, unit, min, max, got: shown() }),
             },
+            SettingKind::Choice(options) => {
+                options.iter().find(|o| o.eq_ignore_ascii_case(raw)).map(|o| o.to_string()).ok_or_else(|| {
+                    SettingError::NotOneOf { key: self.key, options: options.join(", "), got: shown() }
+                })
+            }
             SettingKind::Bool => match raw.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok("true".into()),
                 "false" | "0" | "no" | "off" => Ok("false".into()),
@@ -142,6 +173,13 @@ mod tests {
         assert_eq!(s.normalize("True").unwrap(), "true");
         assert_eq!(s.normalize("off").unwrap(), "false");
         assert!(s.normalize("maybe").is_err());
+    }
+
+    #[test]
+    fn choices_are_canonicalized() {
+        let s = spec(SIGNING_ALGORITHM).unwrap();
+        assert_eq!(s.normalize("eddsa").unwrap(), "EdDSA");
+        assert!(s.normalize("HS256").unwrap_err().to_string().contains("ES256, EdDSA, RS256"));
     }
 
     #[test]

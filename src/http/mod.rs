@@ -7,6 +7,8 @@ mod auth;
 mod error;
 mod extract;
 mod health;
+mod m2m;
+mod oauth;
 mod observe;
 
 pub use error::ApiError;
@@ -18,7 +20,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::sync::Arc;
 
 /// Request bodies larger than this are refused with 413.
@@ -36,13 +38,25 @@ pub fn router(app: Arc<App>) -> Router {
             "/admin/api/config/{key}/",
             get(admin::get_config).put(admin::put_config).delete(admin::delete_config),
         )
-        .route("/admin/api/audit/", get(admin::list_audit));
+        .route("/admin/api/audit/", get(admin::list_audit))
+        .route("/admin/api/m2m_clients/", get(m2m::list).post(m2m::create))
+        .route("/admin/api/m2m_clients/{client_id}/", get(m2m::get).patch(m2m::patch).delete(m2m::delete))
+        .route("/admin/api/m2m_clients/{client_id}/rotate_secret/", post(m2m::rotate_secret));
     let server_admin = auth::require_role(server_admin, app.clone(), Role::ServerAdmin);
 
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(observe::render_metrics))
+        .route("/oauth/v2/token/", post(oauth::token))
+        .route("/oauth/v1/token/", post(oauth::token))
+        .route("/oauth/v2/introspect/", post(oauth::introspect))
+        .route("/oauth/v1/introspect/", post(oauth::introspect))
+        .route("/oauth/v2/revoke/", post(oauth::revoke))
+        .route("/oauth/v1/revoke/", post(oauth::revoke))
+        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
+        .route("/.well-known/openid-configuration", get(oauth::metadata))
+        .route("/.well-known/jwks.json", get(oauth::jwks))
         .merge(server_admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

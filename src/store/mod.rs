@@ -11,6 +11,7 @@ mod sql;
 pub use sql::SqlStore;
 
 use crate::domain::audit::{AuditEvent, AuditRecord};
+use crate::domain::client::M2mClient;
 use crate::domain::{Role, User, UserId};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -89,6 +90,42 @@ pub struct ApiAccessTokenGrant {
     pub user: User,
 }
 
+pub struct NewM2mClient {
+    pub client_id: String,
+    pub name: String,
+    pub role: Role,
+    pub access_token_duration: i64,
+    pub secret_hash: String,
+}
+
+#[derive(Default)]
+pub struct M2mClientUpdate {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub access_token_duration: Option<i64>,
+    pub disabled: Option<bool>,
+}
+
+/// A client with what authenticating it needs.
+#[derive(Debug, Clone)]
+pub struct M2mClientRecord {
+    pub client: M2mClient,
+    pub secret_hash: String,
+    pub previous_secret_hash: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredSigningKey {
+    pub kid: String,
+    pub alg: String,
+    /// Sealed PKCS#8, base64.
+    pub private_key: String,
+    pub active: bool,
+    pub created_at: i64,
+    pub retire_after: Option<i64>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -128,6 +165,46 @@ pub trait Store: Send + Sync + 'static {
     /// from the same refresh token, atomically.
     async fn create_api_access_token(&self, token: NewApiAccessToken, event: AuditEvent) -> StoreResult<i64>;
     async fn api_access_token_grant(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenGrant>>;
+
+    /// Writes many audit events in one transaction (for high-rate events).
+    async fn append_audit_batch(&self, events: Vec<AuditEvent>) -> StoreResult<()>;
+
+    async fn create_m2m_client(&self, client: NewM2mClient, event: AuditEvent) -> StoreResult<M2mClient>;
+    async fn m2m_client(&self, client_id: &str) -> StoreResult<Option<M2mClientRecord>>;
+    async fn list_m2m_clients(&self) -> StoreResult<Vec<M2mClient>>;
+    async fn update_m2m_client(
+        &self,
+        client_id: &str,
+        update: M2mClientUpdate,
+        event: AuditEvent,
+    ) -> StoreResult<M2mClient>;
+    async fn delete_m2m_client(&self, client_id: &str, event: AuditEvent) -> StoreResult<()>;
+    /// Replaces the secret; the current one keeps verifying until
+    /// `previous_expires_at`.
+    async fn rotate_m2m_client_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+        previous_expires_at: i64,
+        event: AuditEvent,
+    ) -> StoreResult<M2mClient>;
+
+    /// Signing keys still published (active, or retiring after `now`).
+    async fn signing_keys(&self, now: i64) -> StoreResult<Vec<StoredSigningKey>>;
+    /// Adds `key` as the active key. With `retire_current_after`, the current
+    /// active key becomes a retiring one; without, the insert is skipped
+    /// (returning false) if an active key exists, so that concurrent first
+    /// starts agree on one key.
+    async fn add_signing_key(
+        &self,
+        key: StoredSigningKey,
+        retire_current_after: Option<i64>,
+        event: AuditEvent,
+    ) -> StoreResult<bool>;
+
+    /// Refuses the JWT `jti` from now on (kept until it would expire anyway).
+    async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()>;
+    async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -5,6 +5,7 @@
 //! must differ branch on [`Backend`].
 
 use super::*;
+use crate::domain::client::M2mClient;
 use crate::domain::user::username_key;
 use crate::domain::{AuthSource, from_micros, now, to_micros};
 use sqlx::AnyConnection;
@@ -178,6 +179,57 @@ struct ApiAccessTokenGrantRow {
     refresh_revoked_at: Option<i64>,
     #[sqlx(flatten)]
     user: UserRow,
+}
+
+const M2M_COLUMNS: &str = "client_id, name, role, access_token_duration, disabled_at, created_at, \
+     secret_rotated_at, secret_hash, previous_secret_hash, previous_secret_expires_at";
+
+#[derive(FromRow)]
+struct M2mClientRow {
+    client_id: String,
+    name: String,
+    role: String,
+    access_token_duration: i64,
+    disabled_at: Option<i64>,
+    created_at: i64,
+    secret_rotated_at: Option<i64>,
+    secret_hash: String,
+    previous_secret_hash: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+}
+
+impl TryFrom<M2mClientRow> for M2mClientRecord {
+    type Error = StoreError;
+    fn try_from(r: M2mClientRow) -> StoreResult<Self> {
+        let role = r
+            .role
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("client {} has role {:?}", r.client_id, r.role)))?;
+        Ok(M2mClientRecord {
+            client: M2mClient {
+                client_id: r.client_id,
+                name: r.name,
+                role,
+                access_token_duration: r.access_token_duration,
+                disabled: r.disabled_at.is_some(),
+                created_at: from_micros(r.created_at),
+                secret_rotated_at: r.secret_rotated_at.map(from_micros),
+            },
+            secret_hash: r.secret_hash,
+            previous_secret_hash: r.previous_secret_hash,
+            previous_secret_expires_at: r.previous_secret_expires_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct SigningKeyRow {
+    kid: String,
+    alg: String,
+    private_key: String,
+    active: Option<i64>,
+    created_at: i64,
+    retire_after: Option<i64>,
 }
 
 async fn insert_user(conn: &mut AnyConnection, user: &NewUser) -> StoreResult<User> {
@@ -463,6 +515,214 @@ impl Store for SqlStore {
             })
         })
         .transpose()
+    }
+
+    async fn append_audit_batch(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for event in &events {
+            insert_audit(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_m2m_client(&self, client: NewM2mClient, event: AuditEvent) -> StoreResult<M2mClient> {
+        let mut tx = self.begin_write().await?;
+        let at = to_micros(now());
+        let sql = format!(
+            "INSERT INTO m2m_clients (client_id, name, role, access_token_duration, secret_hash, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {M2M_COLUMNS}"
+        );
+        let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&client.client_id)
+            .bind(&client.name)
+            .bind(client.role.as_str())
+            .bind(client.access_token_duration)
+            .bind(&client.secret_hash)
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(conflict("a client with this id"))?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(M2mClientRecord::try_from(row)?.client)
+    }
+
+    async fn m2m_client(&self, client_id: &str) -> StoreResult<Option<M2mClientRecord>> {
+        let sql = format!("SELECT {M2M_COLUMNS} FROM m2m_clients WHERE client_id = $1");
+        let row: Option<M2mClientRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(client_id).fetch_optional(&self.pool).await?;
+        row.map(M2mClientRecord::try_from).transpose()
+    }
+
+    async fn list_m2m_clients(&self) -> StoreResult<Vec<M2mClient>> {
+        let sql = format!("SELECT {M2M_COLUMNS} FROM m2m_clients ORDER BY created_at, client_id");
+        let rows: Vec<M2mClientRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.into_iter().map(|r| Ok(M2mClientRecord::try_from(r)?.client)).collect()
+    }
+
+    async fn update_m2m_client(
+        &self,
+        client_id: &str,
+        update: M2mClientUpdate,
+        event: AuditEvent,
+    ) -> StoreResult<M2mClient> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "UPDATE m2m_clients SET name = COALESCE($2, name), role = COALESCE($3, role), \
+             access_token_duration = COALESCE($4, access_token_duration), \
+             disabled_at = CASE WHEN $5 = 1 THEN COALESCE(disabled_at, $6) WHEN $5 = 0 THEN NULL \
+             ELSE disabled_at END, updated_at = $6 WHERE client_id = $1 RETURNING {M2M_COLUMNS}"
+        );
+        let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(update.name)
+            .bind(update.role.map(Role::as_str))
+            .bind(update.access_token_duration)
+            .bind(update.disabled.map(i64::from))
+            .bind(to_micros(now()))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(M2mClientRecord::try_from(row)?.client)
+    }
+
+    async fn delete_m2m_client(&self, client_id: &str, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM m2m_clients WHERE client_id = $1")
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rotate_m2m_client_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+        previous_expires_at: i64,
+        event: AuditEvent,
+    ) -> StoreResult<M2mClient> {
+        let mut tx = self.begin_write().await?;
+        let at = to_micros(now());
+        let sql = format!(
+            "UPDATE m2m_clients SET previous_secret_hash = secret_hash, previous_secret_expires_at = $3, \
+             secret_hash = $2, secret_rotated_at = $4, updated_at = $4 WHERE client_id = $1 \
+             RETURNING {M2M_COLUMNS}"
+        );
+        let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(secret_hash)
+            .bind(previous_expires_at)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(M2mClientRecord::try_from(row)?.client)
+    }
+
+    async fn signing_keys(&self, now: i64) -> StoreResult<Vec<StoredSigningKey>> {
+        let rows: Vec<SigningKeyRow> = sqlx::query_as(
+            "SELECT kid, alg, private_key, active, created_at, retire_after FROM signing_keys \
+             WHERE active = 1 OR retire_after > $1 ORDER BY created_at DESC",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredSigningKey {
+                kid: r.kid,
+                alg: r.alg,
+                private_key: r.private_key,
+                active: r.active == Some(1),
+                created_at: r.created_at,
+                retire_after: r.retire_after,
+            })
+            .collect())
+    }
+
+    async fn add_signing_key(
+        &self,
+        key: StoredSigningKey,
+        retire_current_after: Option<i64>,
+        event: AuditEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        match retire_current_after {
+            Some(after) => {
+                sqlx::query("UPDATE signing_keys SET active = NULL, retire_after = $1 WHERE active = 1")
+                    .bind(after)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                let existing: Option<(String,)> =
+                    sqlx::query_as("SELECT kid FROM signing_keys WHERE active = 1")
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if existing.is_some() {
+                    return Ok(false);
+                }
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, active, created_at) VALUES ($1, $2, $3, 1, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.private_key)
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            // Another node's first start won the race for the active slot.
+            return Ok(false);
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let at = to_micros(now());
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(expires_at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        // Entries past their token's expiry can no longer matter.
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1").bind(at).execute(&mut *tx).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT expires_at FROM revoked_tokens WHERE jti = $1")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 }
 

@@ -1,0 +1,171 @@
+//! The keyring: JWT signing keys shared by every node through the store,
+//! sealed under the master key, parsed once per node and refreshed in the
+//! background (and at once when a token names a key this node has not seen).
+
+use super::{App, AppError};
+use crate::crypto::{MasterKey, SigningAlgorithm, SigningKey, random_string};
+use crate::domain::audit::AuditEvent;
+use crate::domain::settings::{SIGNING_ALGORITHM, SIGNING_KEY_OVERLAP};
+use crate::domain::{Actor, now, to_micros};
+use crate::store::{Store, StoredSigningKey};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::Jwk;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// A published key: what verification needs, with the algorithm pinned.
+pub struct VerifyingKey {
+    pub alg: SigningAlgorithm,
+    pub key: DecodingKey,
+}
+
+/// One consistent view of the keys.
+pub struct KeySet {
+    pub signer: Arc<SigningKey>,
+    pub verifiers: HashMap<String, VerifyingKey>,
+    /// The JWKS document (RFC 7517 §5).
+    pub jwks: Value,
+}
+
+pub struct Keyring {
+    current: RwLock<Arc<KeySet>>,
+    last_refresh: Mutex<Instant>,
+}
+
+/// An unknown `kid` triggers a refresh at most this often.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+fn context(kid: &str) -> Vec<u8> {
+    format!("signing_key:{kid}").into_bytes()
+}
+
+impl Keyring {
+    pub(super) async fn load(store: &dyn Store, master: &MasterKey) -> Result<Keyring, AppError> {
+        let set = load_set(store, master).await?;
+        Ok(Keyring { current: RwLock::new(Arc::new(set)), last_refresh: Mutex::new(Instant::now()) })
+    }
+
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current.read().expect("keyring lock").clone()
+    }
+
+    fn replace(&self, set: KeySet) {
+        *self.current.write().expect("keyring lock") = Arc::new(set);
+        *self.last_refresh.lock().expect("keyring lock") = Instant::now();
+    }
+
+    fn may_refresh_now(&self) -> bool {
+        self.last_refresh.lock().expect("keyring lock").elapsed() >= MIN_REFRESH_INTERVAL
+    }
+}
+
+/// Reads the published keys; on a store without an active key (first start)
+/// creates one, agreeing with concurrent first starts on a single key.
+async fn load_set(store: &dyn Store, master: &MasterKey) -> Result<KeySet, AppError> {
+    let mut keys = store.signing_keys(to_micros(now())).await?;
+    if !keys.iter().any(|k| k.active) {
+        let alg = match store.setting(SIGNING_ALGORITHM).await? {
+            Some(name) => name.parse().map_err(AppError::Invalid)?,
+            None => SigningAlgorithm::Es256,
+        };
+        let event = |kid: &str| {
+            AuditEvent::success(Actor::System, "signing_key.created", format!("signing_key:{kid}"))
+                .with_detail(json!({"alg": alg.as_str(), "first_start": true}))
+        };
+        let key = new_stored_key(master, alg);
+        let ev = event(&key.kid);
+        store.add_signing_key(key, None, ev).await?;
+        keys = store.signing_keys(to_micros(now())).await?;
+    }
+    build_set(master, &keys)
+}
+
+fn new_stored_key(master: &MasterKey, alg: SigningAlgorithm) -> StoredSigningKey {
+    let kid = random_string::<12>();
+    let der = SigningKey::generate_pkcs8(alg);
+    StoredSigningKey {
+        private_key: STANDARD.encode(master.seal(&context(&kid), &der)),
+        kid,
+        alg: alg.as_str().to_string(),
+        active: true,
+        created_at: to_micros(now()),
+        retire_after: None,
+    }
+}
+
+fn build_set(master: &MasterKey, keys: &[StoredSigningKey]) -> Result<KeySet, AppError> {
+    let corrupt =
+        |kid: &str, why: &str| AppError::Startup(format!("signing key {kid} cannot be used: {why}"));
+    let mut signer = None;
+    let mut verifiers = HashMap::new();
+    let mut published = Vec::new();
+    for stored in keys {
+        let alg: SigningAlgorithm = stored.alg.parse().map_err(|e: String| corrupt(&stored.kid, &e))?;
+        let sealed = STANDARD.decode(&stored.private_key).map_err(|_| corrupt(&stored.kid, "not base64"))?;
+        let der = master
+            .open(&context(&stored.kid), &sealed)
+            .map_err(|_| corrupt(&stored.kid, "it does not decrypt under this master key"))?;
+        let key = SigningKey::from_pkcs8(&stored.kid, alg, &der)
+            .map_err(|e| corrupt(&stored.kid, &e.to_string()))?;
+        let jwk_json = key.public_jwk();
+        let jwk: Jwk =
+            serde_json::from_value(jwk_json.clone()).map_err(|e| corrupt(&stored.kid, &e.to_string()))?;
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| corrupt(&stored.kid, &e.to_string()))?;
+        verifiers.insert(stored.kid.clone(), VerifyingKey { alg, key: decoding });
+        published.push(jwk_json);
+        if stored.active {
+            signer = Some(Arc::new(key));
+        }
+    }
+    let signer = signer.ok_or_else(|| AppError::Startup("no active signing key".into()))?;
+    Ok(KeySet { signer, verifiers, jwks: json!({"keys": published}) })
+}
+
+impl App {
+    /// Re-reads the keys from the store (after a rotation on any node).
+    pub async fn refresh_keys(&self) -> Result<(), AppError> {
+        let set = load_set(self.store.as_ref(), &self.master_key).await?;
+        self.keys.replace(set);
+        Ok(())
+    }
+
+    /// The verifying key named `kid`, refreshing once if it is unknown here.
+    pub(super) async fn verifying_key(&self, kid: &str) -> Result<Option<Arc<KeySet>>, AppError> {
+        let set = self.keys.current();
+        if set.verifiers.contains_key(kid) {
+            return Ok(Some(set));
+        }
+        if !self.keys.may_refresh_now() {
+            return Ok(None);
+        }
+        self.refresh_keys().await?;
+        let set = self.keys.current();
+        Ok(set.verifiers.contains_key(kid).then_some(set))
+    }
+
+    /// Makes a new active signing key; the old one keeps verifying for the
+    /// configured overlap so tokens in flight stay valid.
+    pub async fn rotate_signing_key(
+        &self,
+        actor: Actor,
+        alg: Option<SigningAlgorithm>,
+    ) -> Result<(String, SigningAlgorithm), AppError> {
+        let alg = match alg {
+            Some(a) => a,
+            None => self.setting(SIGNING_ALGORITHM).await?.value.parse().map_err(AppError::Invalid)?,
+        };
+        let overlap = self.setting(SIGNING_KEY_OVERLAP).await?.as_i64().unwrap_or(259_500);
+        let key = new_stored_key(&self.master_key, alg);
+        let kid = key.kid.clone();
+        let event = AuditEvent::success(actor, "signing_key.rotated", format!("signing_key:{kid}"))
+            .with_detail(json!({"alg": alg.as_str(), "previous_retires_in_seconds": overlap}));
+        let retire_after = to_micros(now()) + overlap * 1_000_000;
+        self.store.add_signing_key(key, Some(retire_after), event).await?;
+        self.refresh_keys().await?;
+        Ok((kid, alg))
+    }
+}

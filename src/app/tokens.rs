@@ -1,0 +1,179 @@
+//! JWT access tokens (RFC 9068): issuing, verifying, introspecting
+//! (RFC 7662) and revoking (RFC 7009).
+
+use super::{App, AppError};
+use crate::crypto::random_string;
+use crate::domain::audit::AuditEvent;
+use crate::domain::client::M2mClient;
+use crate::domain::oauth::{OAuthError, OAuthErrorCode, client_credentials_scope};
+use crate::domain::token::{AccessTokenClaims, Audience};
+use crate::domain::{Actor, Caller, Principal, now};
+use jsonwebtoken::Validation;
+use serde_json::{Value, json};
+
+/// A token response's content (RFC 6749 §5.1).
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub scope: String,
+}
+
+/// Leeway for clocks of nodes and resource servers that differ a little.
+const LEEWAY_SECONDS: u64 = 5;
+
+/// Why a token is not acceptable, for introspection and authentication.
+#[derive(Debug)]
+pub enum Rejected {
+    Invalid,
+    Expired,
+    Revoked,
+}
+
+impl App {
+    /// `client_credentials` (RFC 6749 §4.4) for an authenticated client.
+    pub fn client_credentials_token(
+        &self,
+        client: &M2mClient,
+        scope: Option<&str>,
+        resources: &[String],
+        client_addr: Option<String>,
+    ) -> Result<IssuedToken, OAuthError> {
+        let scope = client_credentials_scope(scope)?;
+        let aud = if resources.is_empty() { vec![self.issuer.clone()] } else { resources.to_vec() };
+        let iat = now().unix_timestamp();
+        let claims = AccessTokenClaims {
+            iss: self.issuer.clone(),
+            sub: client.client_id.clone(),
+            aud: Audience::from_list(aud),
+            exp: iat + client.access_token_duration,
+            iat,
+            nbf: iat,
+            jti: random_string::<16>(),
+            client_id: client.client_id.clone(),
+            scope: scope.clone(),
+            role: client.role,
+        };
+        let access_token = self.keys.current().signer.sign_jwt(&claims);
+        let mut event = AuditEvent::success(
+            Actor::Client(client.client_id.clone()),
+            "token.issued",
+            format!("token:{}", claims.jti),
+        )
+        .with_detail(
+            json!({"grant_type": "client_credentials", "scope": scope, "aud": claims.aud, "exp": claims.exp}),
+        );
+        event.client_addr = client_addr;
+        self.audit.record(event);
+        Ok(IssuedToken { access_token, expires_in: client.access_token_duration, scope })
+    }
+
+    /// Checks signature (algorithm pinned to the key named by `kid`), `typ`,
+    /// `iss`, `exp`, `nbf`, and `aud` when given, then revocation.
+    pub async fn verify_access_token(
+        &self,
+        jwt: &str,
+        audience: Option<&str>,
+    ) -> Result<AccessTokenClaims, Rejected> {
+        let header = jsonwebtoken::decode_header(jwt).map_err(|_| Rejected::Invalid)?;
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        let kid = header.kid.as_deref().filter(|_| typ_ok).ok_or(Rejected::Invalid)?;
+        let set = self.verifying_key(kid).await.map_err(|_| Rejected::Invalid)?.ok_or(Rejected::Invalid)?;
+        let key = &set.verifiers[kid];
+        let mut validation = Validation::new(key.alg.jsonwebtoken());
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        match audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        let data =
+            jsonwebtoken::decode::<AccessTokenClaims>(jwt, &key.key, &validation).map_err(|e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => Rejected::Expired,
+                    _ => Rejected::Invalid,
+                }
+            })?;
+        match self.store.is_jti_revoked(&data.claims.jti).await {
+            Ok(false) => Ok(data.claims),
+            Ok(true) => Err(Rejected::Revoked),
+            Err(e) => {
+                tracing::error!(error = %e, "revocation check failed");
+                Err(Rejected::Invalid)
+            }
+        }
+    }
+
+    /// A JWT presented to keyward's own APIs: its audience must be keyward.
+    pub(super) async fn authenticate_jwt(&self, jwt: &str) -> Result<Caller, AppError> {
+        let claims = self.verify_access_token(jwt, Some(&self.issuer)).await.map_err(|r| {
+            AppError::Unauthorized(
+                match r {
+                    Rejected::Invalid => "the access token is not valid",
+                    Rejected::Expired => "the access token has expired",
+                    Rejected::Revoked => "the access token has been revoked",
+                }
+                .into(),
+            )
+        })?;
+        // The client's current state, not the token's: a disabled, deleted
+        // or re-roled client is refused or re-roled from the next request on.
+        let record = self.store.m2m_client(&claims.client_id).await?;
+        match record {
+            Some(r) if !r.client.disabled && claims.sub == r.client.client_id => Ok(Caller {
+                principal: Principal::Client { client_id: r.client.client_id },
+                role: r.client.role,
+            }),
+            _ => Err(AppError::Unauthorized("the access token's client is no longer active".into())),
+        }
+    }
+
+    /// RFC 7662 introspection response for `token`.
+    pub async fn introspect(&self, token: &str) -> Value {
+        match self.verify_access_token(token, None).await {
+            Ok(c) => {
+                let client_active = matches!(
+                    self.store.m2m_client(&c.client_id).await,
+                    Ok(Some(r)) if !r.client.disabled
+                );
+                if !client_active {
+                    return json!({"active": false});
+                }
+                json!({
+                    "active": true, "token_type": "Bearer", "scope": c.scope, "client_id": c.client_id,
+                    "sub": c.sub, "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "nbf": c.nbf,
+                    "jti": c.jti, "role": c.role,
+                })
+            }
+            Err(_) => json!({"active": false}),
+        }
+    }
+
+    /// RFC 7009: revokes `token` if it is a valid access token issued to
+    /// `client`. Unknown, invalid or expired tokens are no error (§2.2).
+    pub async fn revoke(&self, client: &M2mClient, token: &str) -> Result<(), OAuthError> {
+        let claims = match self.verify_access_token(token, None).await {
+            Ok(c) => c,
+            Err(_) => return Ok(()),
+        };
+        if claims.client_id != client.client_id {
+            return Err(OAuthError::new(
+                OAuthErrorCode::UnauthorizedClient,
+                "the token was not issued to this client",
+            ));
+        }
+        let event = AuditEvent::success(
+            Actor::Client(client.client_id.clone()),
+            "token.revoked",
+            format!("token:{}", claims.jti),
+        );
+        self.store.revoke_jti(&claims.jti, claims.exp * 1_000_000, event).await.map_err(|e| {
+            tracing::error!(error = %e, "revocation failed");
+            OAuthError::invalid_request("the token could not be revoked; try again")
+        })
+    }
+}

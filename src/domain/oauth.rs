@@ -1,0 +1,137 @@
+//! OAuth 2.0 vocabulary shared by the endpoints: error codes (RFC 6749 §5.2,
+//! RFC 8707), scopes (§3.3) and resource indicators (RFC 8707).
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    InvalidTarget,
+}
+
+/// An OAuth error: the code and a description for the developer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {description}")]
+pub struct OAuthError {
+    pub code: OAuthErrorCode,
+    pub description: String,
+}
+
+impl OAuthError {
+    pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
+        OAuthError { code, description: description.into() }
+    }
+
+    pub fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(OAuthErrorCode::InvalidRequest, description)
+    }
+}
+
+/// The scopes keyward grants: the platform's REST APIs, its MCP server, and
+/// refresh tokens for delegated clients.
+pub const SCOPES_SUPPORTED: [&str; 3] = ["api", "mcp", "offline_access"];
+/// What a client-credentials token gets when it asks for no scope.
+pub const DEFAULT_CLIENT_SCOPES: [&str; 2] = ["api", "mcp"];
+
+/// Parses a `scope` parameter into its distinct tokens, in request order.
+pub fn parse_scope(raw: &str) -> Result<Vec<String>, OAuthError> {
+    let mut scopes: Vec<String> = Vec::new();
+    for token in raw.split(' ').filter(|t| !t.is_empty()) {
+        // RFC 6749 §3.3: NQCHAR = %x21 / %x23-5B / %x5D-7E
+        if !token.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b)) {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidScope,
+                "scope has characters RFC 6749 §3.3 forbids",
+            ));
+        }
+        if !SCOPES_SUPPORTED.contains(&token) {
+            let shown: String = token.chars().take(64).collect();
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidScope,
+                format!("unknown scope {shown:?}; supported: {}", SCOPES_SUPPORTED.join(" ")),
+            ));
+        }
+        if !scopes.iter().any(|s| s == token) {
+            scopes.push(token.to_string());
+        }
+    }
+    Ok(scopes)
+}
+
+/// Scopes of a client-credentials token: the requested ones (none means the
+/// default set); `offline_access` is meaningless without a refresh token.
+pub fn client_credentials_scope(raw: Option<&str>) -> Result<String, OAuthError> {
+    let scopes = match raw {
+        Some(raw) => parse_scope(raw)?,
+        None => vec![],
+    };
+    if scopes.iter().any(|s| s == "offline_access") {
+        return Err(OAuthError::new(
+            OAuthErrorCode::InvalidScope,
+            "offline_access is not available to client_credentials: there is no refresh token",
+        ));
+    }
+    Ok(if scopes.is_empty() { DEFAULT_CLIENT_SCOPES.join(" ") } else { scopes.join(" ") })
+}
+
+pub const RESOURCE_MAX: usize = 2048;
+
+/// Checks an RFC 8707 resource indicator (an absolute http(s) URI without a
+/// fragment) and normalizes a bare origin's trailing slash away, since
+/// clients differ on `https://host/` vs `https://host`.
+pub fn normalize_resource(raw: &str) -> Result<String, OAuthError> {
+    let invalid = |why: &str| OAuthError::new(OAuthErrorCode::InvalidTarget, format!("resource {why}"));
+    if raw.len() > RESOURCE_MAX {
+        return Err(invalid(&format!("is longer than {RESOURCE_MAX} characters")));
+    }
+    let rest = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+        .ok_or_else(|| invalid("must be an absolute https:// or http:// URI"))?;
+    if raw.contains('#') {
+        return Err(invalid("must not have a fragment"));
+    }
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("must not contain spaces"));
+    }
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    if host.is_empty() {
+        return Err(invalid("has no host"));
+    }
+    if rest.len() == host.len() + 1 && rest.ends_with('/') {
+        return Ok(raw[..raw.len() - 1].to_string());
+    }
+    Ok(raw.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes() {
+        assert_eq!(parse_scope("api  mcp api").unwrap(), vec!["api", "mcp"]);
+        assert_eq!(parse_scope("").unwrap(), Vec::<String>::new());
+        assert_eq!(parse_scope("admin").unwrap_err().code, OAuthErrorCode::InvalidScope);
+        assert_eq!(parse_scope("a\"b").unwrap_err().code, OAuthErrorCode::InvalidScope);
+        assert_eq!(client_credentials_scope(None).unwrap(), "api mcp");
+        assert_eq!(client_credentials_scope(Some("mcp")).unwrap(), "mcp");
+        assert!(client_credentials_scope(Some("api offline_access")).is_err());
+    }
+
+    #[test]
+    fn resources() {
+        assert_eq!(normalize_resource("https://api.example.com/").unwrap(), "https://api.example.com");
+        assert_eq!(normalize_resource("https://api.example.com").unwrap(), "https://api.example.com");
+        assert_eq!(normalize_resource("https://x.example/mcp/").unwrap(), "https://x.example/mcp/");
+        for bad in ["api.example.com", "https://", "https://x#frag", "urn:x", "https://a b"] {
+            assert_eq!(normalize_resource(bad).unwrap_err().code, OAuthErrorCode::InvalidTarget, "{bad}");
+        }
+    }
+}

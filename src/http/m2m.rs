@@ -1,0 +1,96 @@
+//! `/admin/api/m2m_clients/` (SPEC §5).
+
+use super::auth::CallerExt;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use crate::app::{App, ClientPatch, ClientWithSecret};
+use crate::domain::Role;
+use crate::domain::client::M2mClient;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+type AppState = State<Arc<App>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClient {
+    name: String,
+    /// Seconds, 300 to 259200.
+    access_token_duration: i64,
+    role: Role,
+}
+
+/// A response carrying a secret: never cached anywhere.
+fn with_secret(status: StatusCode, created: ClientWithSecret) -> Response {
+    let mut body = serde_json::to_value(&created.client).expect("client serializes");
+    body["client_secret"] = Value::from(created.client_secret);
+    if let Some(at) = created.previous_secret_expires_at {
+        body["previous_secret_expires_at"] =
+            Value::from(at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default());
+    }
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+pub async fn create(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiJson(body): ApiJson<CreateClient>,
+) -> Result<Response, ApiError> {
+    let created =
+        app.create_m2m_client(caller.actor(), &body.name, body.access_token_duration, body.role).await?;
+    Ok(with_secret(StatusCode::CREATED, created))
+}
+
+pub async fn list(State(app): AppState) -> Result<Json<Vec<M2mClient>>, ApiError> {
+    Ok(Json(app.store.list_m2m_clients().await.map_err(crate::app::AppError::from)?))
+}
+
+pub async fn get(State(app): AppState, ApiPath(id): ApiPath<String>) -> Result<Json<M2mClient>, ApiError> {
+    Ok(Json(app.m2m_client(&id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchClient {
+    name: Option<String>,
+    access_token_duration: Option<i64>,
+    role: Option<Role>,
+    disabled: Option<bool>,
+}
+
+pub async fn patch(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<PatchClient>,
+) -> Result<Json<M2mClient>, ApiError> {
+    let patch = ClientPatch {
+        name: body.name,
+        role: body.role,
+        access_token_duration: body.access_token_duration,
+        disabled: body.disabled,
+    };
+    Ok(Json(app.update_m2m_client(caller.actor(), &id, patch).await?))
+}
+
+pub async fn delete(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    app.delete_m2m_client(caller.actor(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn rotate_secret(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    Ok(with_secret(StatusCode::OK, app.rotate_m2m_client_secret(caller.actor(), &id).await?))
+}

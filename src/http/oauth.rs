@@ -1,0 +1,250 @@
+//! The OAuth endpoints: token (RFC 6749 §4.4, §5), introspection (RFC 7662),
+//! revocation (RFC 7009), metadata (RFC 8414) and JWKS. Their errors use
+//! the OAuth shape `{"error", "error_description"}`, not the API one.
+
+use crate::app::App;
+use crate::domain::client::M2mClient;
+use crate::domain::oauth::{OAuthError, OAuthErrorCode, SCOPES_SUPPORTED, normalize_resource};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// An OAuth error response (RFC 6749 §5.2).
+pub struct OAuthReply {
+    status: StatusCode,
+    error: OAuthError,
+}
+
+impl From<OAuthError> for OAuthReply {
+    fn from(error: OAuthError) -> Self {
+        let status = match error.code {
+            OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        OAuthReply { status, error }
+    }
+}
+
+impl IntoResponse for OAuthReply {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.error.code, "error_description": self.error.description});
+        let mut response = (self.status, no_store(), Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="keyward""#));
+        }
+        response
+    }
+}
+
+/// Token responses must not be cached (RFC 6749 §5.1).
+fn no_store() -> [(header::HeaderName, &'static str); 2] {
+    [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")]
+}
+
+/// Parameters of a form-encoded OAuth request, checked per RFC 6749 §3.1
+/// and §3.2: form content type only, no parameter twice (but `resource`,
+/// which RFC 8707 lets repeat), an empty value is as if absent.
+pub struct OAuthParams(Vec<(String, String)>);
+
+const REPEATABLE: [&str; 1] = ["resource"];
+
+impl OAuthParams {
+    pub fn parse(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Self, OAuthReply> {
+        let form_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        if !form_type {
+            return Err(
+                OAuthError::invalid_request("the body must be application/x-www-form-urlencoded").into()
+            );
+        }
+        let body = body.map_err(|r| OAuthReply {
+            status: if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                r.status()
+            } else {
+                StatusCode::BAD_REQUEST
+            },
+            error: OAuthError::invalid_request(format!(
+                "the body could not be read (at most {} bytes)",
+                super::MAX_BODY_BYTES
+            )),
+        })?;
+        let mut params: Vec<(String, String)> = Vec::new();
+        for (key, value) in form_urlencoded::parse(&body) {
+            if value.is_empty() {
+                continue;
+            }
+            if !REPEATABLE.contains(&key.as_ref()) && params.iter().any(|(k, _)| *k == key) {
+                let shown: String = key.chars().take(64).collect();
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {shown:?} is given more than once"
+                ))
+                .into());
+            }
+            params.push((key.into_owned(), value.into_owned()));
+        }
+        Ok(OAuthParams(params))
+    }
+
+    pub fn one(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn required(&self, key: &str) -> Result<&str, OAuthReply> {
+        self.one(key).ok_or_else(|| OAuthError::invalid_request(format!("{key} is required")).into())
+    }
+}
+
+/// The client's id and secret from `client_secret_basic` or
+/// `client_secret_post`; using both at once is refused (RFC 6749 §2.3).
+fn client_credentials<'a>(
+    headers: &'a HeaderMap,
+    params: &'a OAuthParams,
+) -> Result<(String, String), OAuthReply> {
+    let invalid_client = |m: &str| OAuthReply::from(OAuthError::new(OAuthErrorCode::InvalidClient, m));
+    let basic = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let value =
+                value.to_str().map_err(|_| invalid_client("the Authorization header is not valid"))?;
+            let (scheme, encoded) = value.split_once(' ').unwrap_or((value, ""));
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(invalid_client("client authentication must use HTTP Basic or the request body"));
+            }
+            let decoded = STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| invalid_client("the Basic credentials are not valid base64"))?;
+            let (id, secret) =
+                decoded.split_once(':').ok_or_else(|| invalid_client("the Basic credentials lack a ':'"))?;
+            Some((form_decode(id), form_decode(secret)))
+        }
+    };
+    match (basic, params.one("client_id"), params.one("client_secret")) {
+        (Some(_), _, Some(_)) => {
+            Err(OAuthError::invalid_request("use one client authentication method, not Basic and the body")
+                .into())
+        }
+        (Some((id, _)), Some(body_id), None) if body_id != id => {
+            Err(OAuthError::invalid_request("client_id in the body differs from the Basic credentials")
+                .into())
+        }
+        (Some(pair), _, None) => Ok(pair),
+        (None, Some(id), Some(secret)) => Ok((id.to_string(), secret.to_string())),
+        (None, _, _) => Err(invalid_client("client authentication is required")),
+    }
+}
+
+/// RFC 6749 §2.3.1: Basic credentials are form-encoded before base64.
+fn form_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
+}
+
+async fn authenticated_client(
+    app: &App,
+    headers: &HeaderMap,
+    params: &OAuthParams,
+    addr: SocketAddr,
+) -> Result<M2mClient, OAuthReply> {
+    let (id, secret) = client_credentials(headers, params)?;
+    Ok(app.authenticate_client(&id, &secret, Some(addr.ip().to_string())).await?)
+}
+
+pub async fn token(
+    State(app): State<Arc<App>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthReply> {
+    let params = OAuthParams::parse(&headers, body)?;
+    let grant_type = params.required("grant_type")?;
+    if grant_type != "client_credentials" {
+        let shown: String = grant_type.chars().take(64).collect();
+        return Err(OAuthError::new(
+            OAuthErrorCode::UnsupportedGrantType,
+            format!("grant_type {shown:?} is not supported here; use client_credentials"),
+        )
+        .into());
+    }
+    let client = authenticated_client(&app, &headers, &params, addr).await?;
+    let resources = params.all("resource").map(normalize_resource).collect::<Result<Vec<_>, _>>()?;
+    let issued =
+        app.client_credentials_token(&client, params.one("scope"), &resources, Some(addr.ip().to_string()))?;
+    let body = json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    });
+    Ok((StatusCode::OK, no_store(), Json(body)).into_response())
+}
+
+pub async fn introspect(
+    State(app): State<Arc<App>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthReply> {
+    let params = OAuthParams::parse(&headers, body)?;
+    authenticated_client(&app, &headers, &params, addr).await?;
+    let token = params.required("token")?;
+    Ok((StatusCode::OK, no_store(), Json(app.introspect(token).await)).into_response())
+}
+
+pub async fn revoke(
+    State(app): State<Arc<App>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthReply> {
+    let params = OAuthParams::parse(&headers, body)?;
+    let client = authenticated_client(&app, &headers, &params, addr).await?;
+    let token = params.required("token")?;
+    app.revoke(&client, token).await?;
+    Ok((StatusCode::OK, no_store()).into_response())
+}
+
+/// RFC 8414 metadata; also served as OpenID discovery for clients that only
+/// look there.
+pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
+    let issuer = &app.issuer;
+    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    Json(json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/oauth/v2/token/"),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "introspection_endpoint": format!("{issuer}/oauth/v2/introspect/"),
+        "revocation_endpoint": format!("{issuer}/oauth/v2/revoke/"),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "scopes_supported": SCOPES_SUPPORTED,
+        "code_challenge_methods_supported": ["S256"],
+        "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+    }))
+}
+
+pub async fn jwks(State(app): State<Arc<App>>) -> Response {
+    let set = app.keys.current();
+    // Short caching: a resource server meeting an unknown kid fetches again.
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(set.jwks.clone())).into_response()
+}
