@@ -1,6 +1,7 @@
 //! The keyring: JWT signing keys shared by every node through the store,
 //! sealed under the master key, parsed once per node and refreshed in the
-//! background (and at once when a token names a key this node has not seen).
+//! background (and at once when a token names a key this node has not seen
+//! but the store has).
 
 use super::{App, AppError};
 use crate::crypto::{MasterKey, SigningAlgorithm, SigningKey, random_string};
@@ -14,8 +15,7 @@ use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::Jwk;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
 
 /// A published key: what verification needs, with the algorithm pinned.
 pub struct VerifyingKey {
@@ -33,11 +33,7 @@ pub struct KeySet {
 
 pub struct Keyring {
     current: RwLock<Arc<KeySet>>,
-    last_refresh: Mutex<Instant>,
 }
-
-/// An unknown `kid` triggers a refresh at most this often.
-const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
 fn context(kid: &str) -> Vec<u8> {
     format!("signing_key:{kid}").into_bytes()
@@ -46,7 +42,7 @@ fn context(kid: &str) -> Vec<u8> {
 impl Keyring {
     pub(super) async fn load(store: &dyn Store, master: &MasterKey) -> Result<Keyring, AppError> {
         let set = load_set(store, master).await?;
-        Ok(Keyring { current: RwLock::new(Arc::new(set)), last_refresh: Mutex::new(Instant::now()) })
+        Ok(Keyring { current: RwLock::new(Arc::new(set)) })
     }
 
     pub fn current(&self) -> Arc<KeySet> {
@@ -55,11 +51,6 @@ impl Keyring {
 
     fn replace(&self, set: KeySet) {
         *self.current.write().expect("keyring lock") = Arc::new(set);
-        *self.last_refresh.lock().expect("keyring lock") = Instant::now();
-    }
-
-    fn may_refresh_now(&self) -> bool {
-        self.last_refresh.lock().expect("keyring lock").elapsed() >= MIN_REFRESH_INTERVAL
     }
 }
 
@@ -133,16 +124,20 @@ impl App {
         Ok(())
     }
 
-    /// The verifying key named `kid`, refreshing once if it is unknown here.
+    /// The key set holding `kid`. A kid unknown here may be a key another
+    /// node just made: the store is asked (one small read, like the
+    /// revocation check every verification makes), and keys are rebuilt only
+    /// when it is really there, so made-up kids cost no key parsing.
     pub(super) async fn verifying_key(&self, kid: &str) -> Result<Option<Arc<KeySet>>, AppError> {
         let set = self.keys.current();
         if set.verifiers.contains_key(kid) {
             return Ok(Some(set));
         }
-        if !self.keys.may_refresh_now() {
+        let stored = self.store.signing_keys(to_micros(now())).await?;
+        if !stored.iter().any(|k| k.kid == kid) {
             return Ok(None);
         }
-        self.refresh_keys().await?;
+        self.keys.replace(build_set(&self.master_key, &stored)?);
         let set = self.keys.current();
         Ok(set.verifiers.contains_key(kid).then_some(set))
     }

@@ -90,15 +90,16 @@ impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let url = fresh_database(backend, dir.path()).await;
-        Self::start_node(&url, dir).await
+        Self::start_node(&url, dir, None).await
     }
 
-    /// Another node on the same database (and the same master key).
+    /// Another node on the same database, with the same master key and
+    /// issuer, as nodes behind one load balancer are.
     pub async fn another_node(&self) -> TestServer {
-        Self::start_node(&self.database_url, self.dir.clone()).await
+        Self::start_node(&self.database_url, self.dir.clone(), Some(self.app.issuer.clone())).await
     }
 
-    async fn start_node(database_url: &str, dir: Arc<TempDir>) -> TestServer {
+    async fn start_node(database_url: &str, dir: Arc<TempDir>, issuer: Option<String>) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = NodeConfig {
@@ -106,6 +107,7 @@ impl TestServer {
             database_url: Some(database_url.to_string()),
             admin_password: Some(ADMIN_PASSWORD.into()),
             master_key: Some(MASTER_KEY.into()),
+            issuer,
             ..NodeConfig::default()
         };
         let (app, _) =
@@ -161,6 +163,48 @@ impl TestServer {
     pub fn send(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.http.request(method, self.url(path)).header("TOKEN", token)
     }
+}
+
+impl TestServer {
+    /// A new M2M client through the admin API: (client_id, client_secret).
+    pub async fn m2m_client(&self, role: &str, access_token_duration: i64) -> (String, String) {
+        let token = self.admin_token().await;
+        let r = self
+            .send(reqwest::Method::POST, "/admin/api/m2m_clients/", &token)
+            .json(&serde_json::json!({"name": "test client", "access_token_duration": access_token_duration, "role": role}))
+            .send()
+            .await
+            .unwrap();
+        let body = json_with_status(r, 201).await;
+        (body["client_id"].as_str().unwrap().to_string(), body["client_secret"].as_str().unwrap().to_string())
+    }
+
+    /// POSTs `form` to the token endpoint.
+    pub async fn token_request(&self, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http.post(self.url("/oauth/v2/token/")).form(form).send().await.unwrap()
+    }
+
+    /// A client-credentials JWT for the client (client_secret_post).
+    pub async fn client_jwt(&self, id: &str, secret: &str) -> String {
+        let r = self
+            .token_request(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", id),
+                ("client_secret", secret),
+            ])
+            .await;
+        json_with_status(r, 200).await["access_token"].as_str().unwrap().to_string()
+    }
+}
+
+/// The OAuth error shape (RFC 6749 §5.2) with status and code; returns the
+/// description.
+pub async fn oauth_error(response: reqwest::Response, status: u16, code: &str) -> String {
+    let cache = response.headers().get("cache-control").map(|v| v.to_str().unwrap().to_string());
+    let body = json_with_status(response, status).await;
+    assert_eq!(body["error"], code, "error code in {body}");
+    assert_eq!(cache.as_deref(), Some("no-store"));
+    body["error_description"].as_str().expect("error_description").to_string()
 }
 
 impl Drop for TestServer {
