@@ -57,10 +57,28 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage machine-to-machine OAuth clients.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// Manage JWT signing keys.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Add an M2M client; prints its client_id and, this once, its secret.
+    Add {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Access token lifetime in seconds (300 to 259200).
+        #[arg(long, default_value_t = 3600)]
+        access_token_duration: i64,
     },
 }
 
@@ -146,6 +164,13 @@ async fn run(command: Command, config: NodeConfig) -> anyhow::Result<()> {
                 (None, false) => app.setting(&key).await?,
             };
             println!("{value}");
+            Ok(())
+        }
+        Command::Client { command: ClientCommand::Add { name, role, access_token_duration } } => {
+            let (app, _) = open_for_cli(&config).await?;
+            let created = app.create_m2m_client(Actor::Cli, &name, access_token_duration, role).await?;
+            println!("client_id={}", created.client.client_id);
+            println!("client_secret={}", created.client_secret);
             Ok(())
         }
         Command::Keys { command } => {

@@ -145,38 +145,25 @@ async fn disable_and_delete_apply_on_every_node_at_once(backend: Backend) {
         .await;
 
     let path = format!("{CLIENTS}{id}/");
-    json_with_status(
-        a.send(Method::PATCH, &path, &token).json(&json!({"disabled": true})).send().await.unwrap(),
-        200,
-    )
-    .await;
     let form = [
         ("grant_type", "client_credentials"),
         ("client_id", id.as_str()),
         ("client_secret", secret.as_str()),
     ];
-    oauth_error(b.token_request(&form).await, 401, "invalid_client").await;
-    api_error(
-        b.http.get(b.url("/admin/api/users/")).bearer_auth(&jwt).send().await.unwrap(),
-        401,
-        "unauthorized",
-    )
-    .await;
-
-    json_with_status(
-        a.send(Method::PATCH, &path, &token).json(&json!({"disabled": false})).send().await.unwrap(),
-        200,
-    )
-    .await;
+    // Node b refuses new tokens and the token it issued before.
+    let locked_out = || async {
+        oauth_error(b.token_request(&form).await, 401, "invalid_client").await;
+        let r = b.http.get(b.url("/admin/api/users/")).bearer_auth(&jwt).send().await.unwrap();
+        api_error(r, 401, "unauthorized").await;
+    };
+    let set_disabled =
+        |disabled: bool| a.send(Method::PATCH, &path, &token).json(&json!({ "disabled": disabled })).send();
+    json_with_status(set_disabled(true).await.unwrap(), 200).await;
+    locked_out().await;
+    json_with_status(set_disabled(false).await.unwrap(), 200).await;
     b.client_jwt(&id, &secret).await;
     assert_eq!(a.send(Method::DELETE, &path, &token).send().await.unwrap().status(), 204);
-    oauth_error(b.token_request(&form).await, 401, "invalid_client").await;
-    api_error(
-        b.http.get(b.url("/admin/api/users/")).bearer_auth(&jwt).send().await.unwrap(),
-        401,
-        "unauthorized",
-    )
-    .await;
+    locked_out().await;
 }
 
 on_both_backends!(

@@ -309,3 +309,51 @@ async fn debug_logs_hold_no_secret() {
         assert!(!logged.contains(secret), "{secret:?} appears in the log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_signing_keys_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cli = |args: &[&str]| {
+        let mut c = keyward();
+        c.args(args).arg("--data-dir").arg(&data);
+        run(c, "")
+    };
+    let out = cli(&["client", "add", "etl", "--role", "viewer", "--access-token-duration", "10"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("300 to 259200"), "{}", text(&out.stderr));
+
+    let out = cli(&["client", "add", "etl", "--role", "steward"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let field = |name: &str| stdout.lines().find_map(|l| l.strip_prefix(name)).unwrap().to_string();
+    let (id, secret) = (field("client_id="), field("client_secret="));
+
+    let out = cli(&["keys", "rotate", "--alg", "EdDSA"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("(EdDSA)"));
+    let listed = text(&cli(&["keys", "list"]).stdout);
+    assert_eq!(
+        listed.lines().filter(|l| l.ends_with(" ES256") || l.ends_with(" EdDSA")).count(),
+        2,
+        "{listed}"
+    );
+    assert!(!cli(&["keys", "rotate", "--alg", "HS256"]).status.success());
+
+    let mut serve = keyward();
+    serve.arg("--data-dir").arg(&data);
+    let node = Node::start(serve).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth/v2/token/", node.base))
+        .form(&[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", &secret)])
+        .send()
+        .await
+        .unwrap();
+    let body = json_with_status(r, 200).await;
+    let jwks =
+        json_with_status(reqwest::get(format!("{}/.well-known/jwks.json", node.base)).await.unwrap(), 200)
+            .await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    assert!(body["access_token"].as_str().unwrap().split('.').count() == 3);
+    assert!(node.terminate().success());
+}
