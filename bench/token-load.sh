@@ -3,6 +3,7 @@
 # against a release keyward on loopback, on SQLite and on PostgreSQL.
 #
 #   bench/token-load.sh [seconds]        (default 15 s per run)
+#   BACKENDS="sqlite" ENDPOINTS="token" bench/token-load.sh 10   (a subset)
 #
 # Builds keyward in release, installs wrk (Debian) if missing, starts a
 # throwaway PostgreSQL unless KEYWARD_TEST_POSTGRES_URL is set, and prints
@@ -10,10 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-15}"
+BACKENDS="${BACKENDS:-sqlite postgres}"
+ENDPOINTS="${ENDPOINTS:-token introspect}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --locked -q
 BIN="$PWD/target/release/keyward"
-if [ -z "${KEYWARD_TEST_POSTGRES_URL:-}" ]; then
+if [[ " $BACKENDS " == *" postgres "* ]] && [ -z "${KEYWARD_TEST_POSTGRES_URL:-}" ]; then
     . scripts/throwaway-postgres.sh
     start_throwaway_postgres
 fi
@@ -44,15 +47,23 @@ run_backend() {
     export BASIC_CREDENTIALS=$(printf '%s:%s' "$CLIENT_ID" "$CLIENT_SECRET" | base64 -w0)
     export JWT=$(curl -fs "$BASE/oauth/v2/token/" -d grant_type=client_credentials \
         -d "client_id=$CLIENT_ID" -d "client_secret=$CLIENT_SECRET" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-    echo "== $name: POST /oauth/v2/token/ (client_credentials, client_secret_post), 16 connections"
-    wrk -t2 -c16 -d"${DURATION}s" --latency -s bench/token.lua "$BASE/oauth/v2/token/"
-    echo "== $name: POST /oauth/v2/introspect/ (client_secret_basic), 16 connections"
-    wrk -t2 -c16 -d"${DURATION}s" --latency -s bench/introspect.lua "$BASE/oauth/v2/introspect/"
+    if [[ " $ENDPOINTS " == *" token "* ]]; then
+        echo "== $name: POST /oauth/v2/token/ (client_credentials, client_secret_post), 16 connections"
+        wrk -t2 -c16 -d"${DURATION}s" --latency -s bench/token.lua "$BASE/oauth/v2/token/"
+    fi
+    if [[ " $ENDPOINTS " == *" introspect "* ]]; then
+        echo "== $name: POST /oauth/v2/introspect/ (client_secret_basic), 16 connections"
+        wrk -t2 -c16 -d"${DURATION}s" --latency -s bench/introspect.lua "$BASE/oauth/v2/introspect/"
+    fi
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), keyward $(git rev-parse --short HEAD)"
-run_backend sqlite ""
-PG_URL="$KEYWARD_TEST_POSTGRES_URL"
-psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS keyward_bench" -c "CREATE DATABASE keyward_bench"
-run_backend postgres "${PG_URL%/*}/keyward_bench"
+if [[ " $BACKENDS " == *" sqlite "* ]]; then
+    run_backend sqlite ""
+fi
+if [[ " $BACKENDS " == *" postgres "* ]]; then
+    PG_URL="$KEYWARD_TEST_POSTGRES_URL"
+    psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS keyward_bench" -c "CREATE DATABASE keyward_bench"
+    run_backend postgres "${PG_URL%/*}/keyward_bench"
+fi

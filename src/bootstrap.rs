@@ -82,8 +82,34 @@ async fn create_first_admin(
     Ok(())
 }
 
+/// Holds an exclusive lock on `<sqlite file>.serve-lock` for as long as it
+/// lives: SQLite is the single-node store, and a second server on the same
+/// file would serve from caches that never hear of the other's changes.
+pub struct ServeLock(#[allow(dead_code)] Option<std::fs::File>);
+
+/// Takes the serve lock when the database is a SQLite file.
+pub fn lock_for_serving(config: &NodeConfig) -> anyhow::Result<ServeLock> {
+    let url = config.database_url()?;
+    let Some(rest) = url.strip_prefix("sqlite://") else { return Ok(ServeLock(None)) };
+    let path = format!("{}.serve-lock", rest.split('?').next().unwrap_or(rest));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(ServeLock(Some(file))),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another keyward already serves this SQLite database ({path} is locked); \
+             SQLite is for one node: run several nodes on PostgreSQL (--database-url postgres://…)"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {path}")),
+    }
+}
+
 /// The data dir holds the database and keys: only its owner may enter it.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

@@ -231,6 +231,8 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
+    bootstrap::create_private_dir(&config.data_dir)?;
+    let _lock = bootstrap::lock_for_serving(&config)?;
     let (app, report) = bootstrap::open(&config, config.issuer_for(addr), true).await?;
     // Operator-facing lines go to stdout, once; logs go to stderr.
     println!("keyward listening on http://{addr} (issuer {})", app.issuer);

@@ -7,7 +7,7 @@ use crate::domain::client::{M2mClient, validate_access_token_duration, validate_
 use crate::domain::oauth::{OAuthError, OAuthErrorCode};
 use crate::domain::settings::CLIENT_SECRET_OVERLAP;
 use crate::domain::{Actor, Role, now, to_micros};
-use crate::store::{M2mClientUpdate, NewM2mClient, StoreError};
+use crate::store::{Invalidation, M2mClientRecord, M2mClientUpdate, NewM2mClient, StoreError};
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use serde_json::json;
 
@@ -58,6 +58,26 @@ impl App {
         Ok(self.store.m2m_client(client_id).await?.ok_or_else(|| client_not_found(client_id))?.client)
     }
 
+    /// The client record for authentication: from the node's cache when it
+    /// can be trusted, else from the store (and then cached).
+    pub(super) async fn client_record(&self, client_id: &str) -> Result<Option<M2mClientRecord>, AppError> {
+        if let Some(record) = self.clients.get(client_id) {
+            return Ok(Some(record));
+        }
+        let generation = self.clients.generation();
+        let record = self.store.m2m_client(client_id).await?;
+        if let Some(r) = &record {
+            self.clients.put(r, generation);
+        }
+        Ok(record)
+    }
+
+    /// Forgets a client this node just changed (other nodes hear of it from
+    /// the store).
+    fn forget_client(&self, client_id: &str) {
+        self.clients.apply(Invalidation::Client(client_id.to_string()));
+    }
+
     pub async fn update_m2m_client(
         &self,
         actor: Actor,
@@ -85,12 +105,21 @@ impl App {
             access_token_duration: patch.access_token_duration,
             disabled: patch.disabled,
         };
-        self.store.update_m2m_client(client_id, update, event).await.map_err(|e| not_found_as(e, client_id))
+        let updated = self
+            .store
+            .update_m2m_client(client_id, update, event)
+            .await
+            .map_err(|e| not_found_as(e, client_id));
+        self.forget_client(client_id);
+        updated
     }
 
     pub async fn delete_m2m_client(&self, actor: Actor, client_id: &str) -> Result<(), AppError> {
         let event = AuditEvent::success(actor, "client.deleted", format!("client:{client_id}"));
-        self.store.delete_m2m_client(client_id, event).await.map_err(|e| not_found_as(e, client_id))
+        let deleted =
+            self.store.delete_m2m_client(client_id, event).await.map_err(|e| not_found_as(e, client_id));
+        self.forget_client(client_id);
+        deleted
     }
 
     /// A new secret; the old one keeps working for the configured overlap.
@@ -108,9 +137,10 @@ impl App {
             .store
             .rotate_m2m_client_secret(client_id, &self.secrets.digest(&secret), previous_expires_at, event)
             .await
-            .map_err(|e| not_found_as(e, client_id))?;
+            .map_err(|e| not_found_as(e, client_id));
+        self.forget_client(client_id);
         Ok(ClientWithSecret {
-            client,
+            client: client?,
             client_secret: secret,
             previous_secret_expires_at: Some(crate::domain::from_micros(previous_expires_at)),
         })
@@ -126,7 +156,7 @@ impl App {
         secret: &str,
         client_addr: Option<String>,
     ) -> Result<M2mClient, OAuthError> {
-        let record = self.store.m2m_client(client_id).await.map_err(|e| {
+        let record = self.client_record(client_id).await.map_err(|e| {
             tracing::error!(error = %e, "client lookup failed");
             OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication is unavailable")
         })?;

@@ -5,6 +5,7 @@
 
 mod audit_sink;
 mod auth;
+mod client_cache;
 mod clients;
 mod error;
 mod keys;
@@ -34,6 +35,7 @@ pub struct App {
     pub master_key: Arc<MasterKey>,
     pub keys: Keyring,
     pub audit: AuditSink,
+    clients: Arc<client_cache::ClientCache>,
     /// The issuer, byte-identical wherever it appears (SPEC §5).
     pub issuer: String,
 }
@@ -61,7 +63,15 @@ impl App {
             })?;
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let keys = Keyring::load(store.as_ref(), &master_key).await?;
+        // A store no one else writes needs no listener: local eviction is
+        // all the news there is.
+        let clients = Arc::new(client_cache::ClientCache::new(!store.is_shared()));
+        if store.is_shared() {
+            let (watched, cache) = (store.clone(), clients.clone());
+            tokio::spawn(async move { watched.watch_invalidations(Box::new(move |i| cache.apply(i))).await });
+        }
         Ok(App {
+            clients,
             audit: AuditSink::spawn(store.clone()),
             store,
             passwords: PasswordHasher::new(workers),

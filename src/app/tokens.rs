@@ -122,7 +122,7 @@ impl App {
         })?;
         // The client's current state, not the token's: a disabled, deleted
         // or re-roled client is refused or re-roled from the next request on.
-        let record = self.store.m2m_client(&claims.client_id).await?;
+        let record = self.client_record(&claims.client_id).await?;
         match record {
             Some(r) if !r.client.disabled && claims.sub == r.client.client_id => Ok(Caller {
                 principal: Principal::Client { client_id: r.client.client_id },
@@ -137,7 +137,7 @@ impl App {
         match self.verify_access_token(token, None).await {
             Ok(c) => {
                 let client_active = matches!(
-                    self.store.m2m_client(&c.client_id).await,
+                    self.client_record(&c.client_id).await,
                     Ok(Some(r)) if !r.client.disabled
                 );
                 if !client_active {

@@ -1,12 +1,14 @@
 //! Domain logic: the rules of users, roles, settings and audit, with no HTTP
 //! and no SQL in sight, so it is tested by plain unit tests.
 
+pub mod api_token;
 pub mod audit;
 pub mod caller;
 pub mod client;
 pub mod oauth;
 pub mod role;
 pub mod settings;
+pub mod throttle;
 pub mod token;
 pub mod user;
 

@@ -126,6 +126,19 @@ pub struct StoredSigningKey {
     pub retire_after: Option<i64>,
 }
 
+/// What a node's caches must forget because some node changed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// One M2M client changed (updated, disabled, deleted, secret rotated).
+    Client(String),
+    /// Watching (re)started: anything cached before may be stale.
+    All,
+    /// Watching stopped: caches must not be trusted until `All` comes.
+    Lost,
+}
+
+pub type InvalidationSink = Box<dyn Fn(Invalidation) + Send + Sync>;
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -135,6 +148,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Closes the connections once requests in flight are done.
     async fn close(&self);
+
+    /// Whether other processes may change the store behind this node's back
+    /// (PostgreSQL with several nodes); if not, local eviction suffices.
+    fn is_shared(&self) -> bool;
+
+    /// Reports every change any node commits that caches must forget, until
+    /// the task running it is dropped. Changes are announced inside the
+    /// writing transaction, so they are delivered exactly when they commit.
+    async fn watch_invalidations(&self, sink: InvalidationSink);
 
     /// Returns the value stored under `name`, storing `value` first if there
     /// is none. Concurrent first starts agree on one value.

@@ -25,7 +25,12 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FU
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// Kept for the change listener's own connection (PostgreSQL).
+    url: String,
 }
+
+/// The PostgreSQL notification channel of cache invalidations.
+const INVALIDATION_CHANNEL: &str = "keyward_invalidations";
 
 impl SqlStore {
     /// Connects, configures and migrates. `url` is `sqlite://PATH?mode=rwc` or
@@ -62,7 +67,7 @@ impl SqlStore {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(SqlStore { pool, backend })
+        Ok(SqlStore { pool, backend, url: url.to_string() })
     }
 
     /// A write transaction. SQLite's must take the write lock up front
@@ -73,6 +78,18 @@ impl SqlStore {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
+    }
+
+    /// Announces `what` to every node's cache when `tx` commits.
+    async fn announce(&self, tx: &mut AnyConnection, what: &str) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(INVALIDATION_CHANNEL)
+                .bind(what)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The ids of the active server admins, locked until `tx` ends, so that two
@@ -99,8 +116,13 @@ fn conflict(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     }
 }
 
+/// The stored form of an event's detail: a JSON object, `{}` when empty.
+fn detail_text(event: &AuditEvent) -> String {
+    if event.detail.is_null() { "{}".to_string() } else { event.detail.to_string() }
+}
+
 async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> StoreResult<()> {
-    let detail = if event.detail.is_null() { "{}".to_string() } else { event.detail.to_string() };
+    let detail = detail_text(event);
     sqlx::query(
         "INSERT INTO audit_events (at, actor, action, target, outcome, client_addr, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -266,6 +288,37 @@ impl Store for SqlStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn is_shared(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
+    async fn watch_invalidations(&self, sink: InvalidationSink) {
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        loop {
+            match sqlx::postgres::PgListener::connect(&self.url).await {
+                Ok(mut listener) => match listener.listen(INVALIDATION_CHANNEL).await {
+                    Ok(()) => {
+                        sink(Invalidation::All);
+                        // `None` or an error: the connection is gone, and
+                        // with it any notification sent meanwhile.
+                        while let Ok(Some(n)) = listener.try_recv().await {
+                            match n.payload().strip_prefix("client:") {
+                                Some(id) => sink(Invalidation::Client(id.to_string())),
+                                None => sink(Invalidation::All),
+                            }
+                        }
+                        sink(Invalidation::Lost);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for cache invalidations"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot connect the cache invalidation listener"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     async fn meta_get_or_init(&self, name: &str, value: &str) -> StoreResult<String> {
@@ -521,9 +574,41 @@ impl Store for SqlStore {
         if events.is_empty() {
             return Ok(());
         }
+        // Multi-row INSERTs: one statement per 500 events instead of one each.
         let mut tx = self.begin_write().await?;
-        for event in &events {
-            insert_audit(&mut tx, event).await?;
+        let at = to_micros(now());
+        for chunk in events.chunks(500) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 7;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6,
+                        p + 7
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO audit_events (at, actor, action, target, outcome, client_addr, detail) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for event in chunk {
+                query = query
+                    .bind(at)
+                    .bind(event.actor.to_string())
+                    .bind(event.action)
+                    .bind(event.target.clone())
+                    .bind(event.outcome.as_str())
+                    .bind(event.client_addr.clone())
+                    .bind(detail_text(event));
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -587,6 +672,7 @@ impl Store for SqlStore {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
+        self.announce(&mut tx, &format!("client:{client_id}")).await?;
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(M2mClientRecord::try_from(row)?.client)
@@ -601,6 +687,7 @@ impl Store for SqlStore {
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.announce(&mut tx, &format!("client:{client_id}")).await?;
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(())
@@ -628,6 +715,7 @@ impl Store for SqlStore {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
+        self.announce(&mut tx, &format!("client:{client_id}")).await?;
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(M2mClientRecord::try_from(row)?.client)

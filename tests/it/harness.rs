@@ -94,8 +94,20 @@ impl TestServer {
     }
 
     /// Another node on the same database, with the same master key and
-    /// issuer, as nodes behind one load balancer are.
+    /// issuer, as nodes behind one load balancer are. SQLite is the
+    /// single-node store (`keyward serve` refuses a second server on one
+    /// file), so there "another node" is this same node.
     pub async fn another_node(&self) -> TestServer {
+        if self.database_url.starts_with("sqlite:") {
+            return TestServer {
+                base: self.base.clone(),
+                app: self.app.clone(),
+                http: self.http.clone(),
+                database_url: self.database_url.clone(),
+                dir: self.dir.clone(),
+                shutdown: None,
+            };
+        }
         Self::start_node(&self.database_url, self.dir.clone(), Some(self.app.issuer.clone())).await
     }
 

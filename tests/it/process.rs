@@ -357,3 +357,22 @@ async fn clients_and_signing_keys_from_the_cli() {
     assert!(body["access_token"].as_str().unwrap().split('.').count() == 3);
     assert!(node.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_one_sqlite_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut first = keyward();
+    first.arg("--data-dir").arg(&data);
+    let node = Node::start(first).await;
+    let mut second = keyward();
+    second.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data);
+    let out = run(second, "");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("SQLite is for one node"), "{}", text(&out.stderr));
+    // CLI commands still work beside the one server.
+    let mut conf = keyward();
+    conf.args(["conf", REFRESH_KEY, "--data-dir"]).arg(&data);
+    assert!(run(conf, "").status.success());
+    assert!(node.terminate().success());
+}
