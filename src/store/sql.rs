@@ -575,22 +575,18 @@ impl Store for SqlStore {
             return Ok(());
         }
         // Multi-row INSERTs: one statement per 500 events instead of one each.
+        // SQLite gets anonymous `?` placeholders: it resolves a named one
+        // (`$N`) by a linear search, quadratic over thousands of parameters.
         let mut tx = self.begin_write().await?;
         let at = to_micros(now());
         for chunk in events.chunks(500) {
             let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let p = i * 7;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        p + 1,
-                        p + 2,
-                        p + 3,
-                        p + 4,
-                        p + 5,
-                        p + 6,
-                        p + 7
-                    )
+                .map(|i| match self.backend {
+                    Backend::Sqlite => "(?, ?, ?, ?, ?, ?, ?)".to_string(),
+                    Backend::Postgres => {
+                        let n: Vec<String> = (1..=7).map(|k| format!("${}", i * 7 + k)).collect();
+                        format!("({})", n.join(", "))
+                    }
                 })
                 .collect();
             let sql = format!(
