@@ -15,13 +15,14 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::http::metrics_handle();
-    let refresher = tokio::spawn(refresh_keys_periodically(app.clone()));
+    let refresher = tokio::spawn(periodic_work(app.clone()));
     let router = crate::http::router(app.clone());
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
     refresher.abort();
     app.audit.flush().await;
+    app.usage.flush(&app.store).await;
     served
 }
 
@@ -29,13 +30,23 @@ pub async fn serve(
 /// another node. (A token naming an unknown key triggers a read at once.)
 const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
-async fn refresh_keys_periodically(app: Arc<App>) {
-    let mut tick = tokio::time::interval(KEY_REFRESH_INTERVAL);
-    tick.tick().await;
+/// How often collected `last_used_at` times are written.
+const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The node's periodic work: re-read signing keys, write token usage.
+async fn periodic_work(app: Arc<App>) {
+    let mut keys = tokio::time::interval(KEY_REFRESH_INTERVAL);
+    let mut usage = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+    keys.tick().await;
+    usage.tick().await;
     loop {
-        tick.tick().await;
-        if let Err(e) = app.refresh_keys().await {
-            tracing::warn!(error = %e, "signing keys could not be refreshed");
+        tokio::select! {
+            _ = keys.tick() => {
+                if let Err(e) = app.refresh_keys().await {
+                    tracing::warn!(error = %e, "signing keys could not be refreshed");
+                }
+            }
+            _ = usage.tick() => app.usage.flush(&app.store).await,
         }
     }
 }

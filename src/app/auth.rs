@@ -42,6 +42,7 @@ impl App {
         if grant.user.disabled {
             return Err(invalid());
         }
+        self.usage.record(grant.token_id, to_micros(now()));
         Ok(Caller {
             principal: Principal::User { id: grant.user.id, username: grant.user.username },
             role: grant.user.role,

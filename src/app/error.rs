@@ -8,6 +8,11 @@ pub enum AppError {
     Invalid(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// A token that exists but is not active; its status is part of the answer.
+    #[error("{message}")]
+    TokenInactive { status: crate::domain::api_token::TokenStatus, message: String },
+    #[error("too many failed attempts; try again in {retry_after} seconds")]
+    TooManyRequests { retry_after: i64 },
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]

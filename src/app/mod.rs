@@ -3,6 +3,7 @@
 //! user, change a setting, authenticate a caller) has exactly one
 //! implementation. No HTTP and no SQL here either.
 
+mod api_tokens;
 mod audit_sink;
 mod auth;
 mod client_cache;
@@ -11,6 +12,7 @@ mod error;
 mod keys;
 mod settings;
 mod tokens;
+mod usage;
 mod users;
 
 pub use audit_sink::AuditSink;
@@ -35,6 +37,7 @@ pub struct App {
     pub master_key: Arc<MasterKey>,
     pub keys: Keyring,
     pub audit: AuditSink,
+    pub usage: usage::UsageRecorder,
     clients: Arc<client_cache::ClientCache>,
     /// The issuer, byte-identical wherever it appears (SPEC §5).
     pub issuer: String,
@@ -71,6 +74,7 @@ impl App {
             tokio::spawn(async move { watched.watch_invalidations(Box::new(move |i| cache.apply(i))).await });
         }
         Ok(App {
+            usage: usage::UsageRecorder::default(),
             clients,
             audit: AuditSink::spawn(store.clone()),
             store,

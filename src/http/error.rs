@@ -3,6 +3,7 @@
 //! plain-text or empty error body.
 
 use crate::app::AppError;
+use crate::domain::api_token::TokenStatus;
 use axum::Json;
 use axum::extract::rejection::{FormRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -13,11 +14,15 @@ use serde_json::json;
 pub struct ApiError {
     pub status: StatusCode,
     pub detail: String,
+    /// Why a token that exists is refused (`EXPIRED`, `REVOKED`).
+    pub token_status: Option<TokenStatus>,
+    /// Seconds, for 429.
+    pub retry_after: Option<i64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        ApiError { status, detail: detail.into() }
+        ApiError { status, detail: detail.into(), token_status: None, retry_after: None }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -53,8 +58,14 @@ impl IntoResponse for ApiError {
         } else {
             self.status
         };
-        let body = Json(json!({"error": self.code(), "detail": self.detail}));
-        let mut response = (status, body).into_response();
+        let mut body = json!({"error": self.code(), "detail": self.detail});
+        if let Some(token_status) = self.token_status {
+            body["token_status"] = json!(token_status);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -66,19 +77,26 @@ impl IntoResponse for ApiError {
 
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
-        let status = match &e {
-            AppError::Invalid(_) => StatusCode::BAD_REQUEST,
-            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Conflict(_) => StatusCode::CONFLICT,
+        let detail = e.to_string();
+        match e {
+            AppError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, detail),
+            AppError::Unauthorized(_) => ApiError::new(StatusCode::UNAUTHORIZED, detail),
+            AppError::TokenInactive { status, .. } => {
+                ApiError { token_status: Some(status), ..ApiError::new(StatusCode::UNAUTHORIZED, detail) }
+            }
+            AppError::TooManyRequests { retry_after } => ApiError {
+                retry_after: Some(retry_after),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, detail)
+            },
+            AppError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, detail),
+            AppError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, detail),
+            AppError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, detail),
             AppError::Startup(_) | AppError::Internal(_) => {
                 // Logged here, once; the caller learns nothing of the cause.
-                tracing::error!(error = %e, "request failed");
-                return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+                tracing::error!(error = %detail, "request failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
-        };
-        ApiError::new(status, e.to_string())
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod auth;
 mod error;
 mod extract;
 mod health;
+mod integration;
 mod m2m;
 mod oauth;
 mod observe;
@@ -57,6 +58,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
         .route("/.well-known/openid-configuration", get(oauth::metadata))
         .route("/.well-known/jwks.json", get(oauth::jwks))
+        .route("/integration/v1/createRefreshToken/", post(integration::create_refresh_token))
+        .route("/integration/v1/regenRefreshToken/", post(integration::regen_refresh_token))
+        .route("/integration/v1/createAPIAccessToken/", post(integration::create_api_access_token))
+        .route("/integration/v1/revokeAPIAccessTokens/", post(integration::revoke_api_access_tokens))
+        .route("/integration/v1/validateAPIAccessToken/", post(integration::validate_api_access_token))
+        .route("/integration/v1/validateRefreshToken/", post(integration::validate_refresh_token))
         .merge(server_admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -139,6 +139,30 @@ pub enum Invalidation {
 
 pub type InvalidationSink = Box<dyn Fn(Invalidation) + Send + Sync>;
 
+/// A refresh token as stored (never the token itself).
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    pub id: i64,
+    pub user_id: UserId,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// An API access token as stored (never the token itself).
+#[derive(Debug, Clone)]
+pub struct ApiAccessTokenRecord {
+    pub id: i64,
+    pub refresh_token_id: i64,
+    pub user_id: UserId,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -184,8 +208,43 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_refresh_token(&self, token: NewRefreshToken, event: AuditEvent) -> StoreResult<i64>;
     /// Stores a new API access token and revokes every other active one made
-    /// from the same refresh token, atomically.
+    /// from the same refresh token, atomically; `NotFound` unless the refresh
+    /// token is still active at `token.created_at`.
     async fn create_api_access_token(&self, token: NewApiAccessToken, event: AuditEvent) -> StoreResult<i64>;
+    async fn refresh_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>>;
+    async fn api_access_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenRecord>>;
+    /// Revokes refresh token `old_id` (if still active at `new.created_at`)
+    /// and the access tokens made from it, and stores `new`, atomically.
+    /// `NotFound` when `old_id` was no longer active: two concurrent
+    /// regenerations cannot both succeed.
+    async fn regenerate_refresh_token(
+        &self,
+        old_id: i64,
+        new: NewRefreshToken,
+        event: AuditEvent,
+    ) -> StoreResult<i64>;
+    /// Revokes the active access tokens made from a refresh token; how many.
+    async fn revoke_api_access_tokens(
+        &self,
+        refresh_token_id: i64,
+        at: i64,
+        event: AuditEvent,
+    ) -> StoreResult<u64>;
+    /// Records last use, batched: `(token id, unix µs)` pairs.
+    async fn touch_api_access_tokens(&self, uses: &[(i64, i64)]) -> StoreResult<()>;
+
+    /// The latest `locked_until` among `keys` (unix µs), if any is later than `now`.
+    async fn login_locked_until(&self, keys: &[String], now: i64) -> StoreResult<Option<i64>>;
+    /// Counts a failure for each key (forgetting failures older than
+    /// `window_start`) and locks each for `lock_for(failures)` µs.
+    async fn record_login_failure(
+        &self,
+        keys: &[String],
+        now: i64,
+        window_start: i64,
+        lock_for: fn(i64) -> i64,
+    ) -> StoreResult<()>;
+    async fn clear_login_failures(&self, keys: &[String]) -> StoreResult<()>;
     async fn api_access_token_grant(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenGrant>>;
 
     /// Writes many audit events in one transaction (for high-rate events).

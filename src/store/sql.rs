@@ -194,6 +194,28 @@ struct AuditRow {
 }
 
 #[derive(FromRow)]
+struct RefreshTokenRow {
+    id: i64,
+    user_id: i64,
+    name: String,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+#[derive(FromRow)]
+struct ApiAccessTokenRow {
+    id: i64,
+    refresh_token_id: i64,
+    user_id: i64,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+#[derive(FromRow)]
 struct ApiAccessTokenGrantRow {
     token_id: i64,
     expires_at: i64,
@@ -252,6 +274,39 @@ struct SigningKeyRow {
     active: Option<i64>,
     created_at: i64,
     retire_after: Option<i64>,
+}
+
+/// Stores a new refresh token; its id.
+async fn insert_refresh_token(conn: &mut AnyConnection, token: &NewRefreshToken) -> StoreResult<i64> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO refresh_tokens (user_id, name, token_hash, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(token.user_id)
+    .bind(&token.name)
+    .bind(&token.token_hash)
+    .bind(token.created_at)
+    .bind(token.expires_at)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(conflict("a refresh token with this hash"))?;
+    Ok(id)
+}
+
+/// Revokes the active access tokens made from a refresh token; how many.
+async fn revoke_access_tokens_of(
+    conn: &mut AnyConnection,
+    refresh_token_id: i64,
+    at: i64,
+) -> StoreResult<u64> {
+    Ok(sqlx::query(
+        "UPDATE api_access_tokens SET revoked_at = $2 WHERE refresh_token_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(refresh_token_id)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
 }
 
 async fn insert_user(conn: &mut AnyConnection, user: &NewUser) -> StoreResult<User> {
@@ -503,18 +558,7 @@ impl Store for SqlStore {
 
     async fn create_refresh_token(&self, token: NewRefreshToken, event: AuditEvent) -> StoreResult<i64> {
         let mut tx = self.begin_write().await?;
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO refresh_tokens (user_id, name, token_hash, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(token.user_id)
-        .bind(&token.name)
-        .bind(&token.token_hash)
-        .bind(token.created_at)
-        .bind(token.expires_at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(conflict("a refresh token with this hash"))?;
+        let id = insert_refresh_token(&mut tx, &token).await?;
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(id)
@@ -522,13 +566,23 @@ impl Store for SqlStore {
 
     async fn create_api_access_token(&self, token: NewApiAccessToken, event: AuditEvent) -> StoreResult<i64> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE api_access_tokens SET revoked_at = $2 WHERE refresh_token_id = $1 AND revoked_at IS NULL",
+        // Marks the refresh token used, only if it is still active; on
+        // PostgreSQL this also locks it, so that concurrent creations from
+        // one refresh token run one after the other and the last one wins.
+        let active = sqlx::query(
+            "UPDATE refresh_tokens SET last_used_at = $2 WHERE id = $1 AND user_id = $3 \
+             AND revoked_at IS NULL AND expires_at > $2",
         )
         .bind(token.refresh_token_id)
         .bind(token.created_at)
+        .bind(token.user_id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if active == 0 {
+            return Err(StoreError::NotFound);
+        }
+        revoke_access_tokens_of(&mut tx, token.refresh_token_id, token.created_at).await?;
         let (id,): (i64,) = sqlx::query_as(
             "INSERT INTO api_access_tokens (refresh_token_id, user_id, token_hash, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -544,6 +598,168 @@ impl Store for SqlStore {
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    async fn refresh_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>> {
+        let row: Option<RefreshTokenRow> = sqlx::query_as(
+            "SELECT id, user_id, name, created_at, expires_at, revoked_at, last_used_at FROM refresh_tokens \
+             WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| RefreshTokenRecord {
+            id: r.id,
+            user_id: r.user_id,
+            name: r.name,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            last_used_at: r.last_used_at,
+        }))
+    }
+
+    async fn api_access_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenRecord>> {
+        let row: Option<ApiAccessTokenRow> = sqlx::query_as(
+            "SELECT id, refresh_token_id, user_id, created_at, expires_at, revoked_at, last_used_at \
+             FROM api_access_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| ApiAccessTokenRecord {
+            id: r.id,
+            refresh_token_id: r.refresh_token_id,
+            user_id: r.user_id,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            last_used_at: r.last_used_at,
+        }))
+    }
+
+    async fn regenerate_refresh_token(
+        &self,
+        old_id: i64,
+        new: NewRefreshToken,
+        event: AuditEvent,
+    ) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        let revoked = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE id = $1 AND user_id = $3 \
+             AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(old_id)
+        .bind(new.created_at)
+        .bind(new.user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if revoked == 0 {
+            return Err(StoreError::NotFound);
+        }
+        revoke_access_tokens_of(&mut tx, old_id, new.created_at).await?;
+        let id = insert_refresh_token(&mut tx, &new).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn revoke_api_access_tokens(
+        &self,
+        refresh_token_id: i64,
+        at: i64,
+        event: AuditEvent,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let revoked = sqlx::query(
+            "UPDATE api_access_tokens SET revoked_at = $2 WHERE refresh_token_id = $1 AND revoked_at IS NULL \
+             AND expires_at > $2",
+        )
+        .bind(refresh_token_id)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn touch_api_access_tokens(&self, uses: &[(i64, i64)]) -> StoreResult<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE api_access_tokens SET last_used_at = $2 WHERE id = $1 \
+                 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn login_locked_until(&self, keys: &[String], now: i64) -> StoreResult<Option<i64>> {
+        let mut latest: Option<i64> = None;
+        for key in keys {
+            let row: Option<(i64,)> = sqlx::query_as(
+                "SELECT locked_until FROM login_throttle WHERE key = $1 AND locked_until > $2",
+            )
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some((until,)) = row {
+                latest = Some(latest.map_or(until, |l| l.max(until)));
+            }
+        }
+        Ok(latest)
+    }
+
+    async fn record_login_failure(
+        &self,
+        keys: &[String],
+        now: i64,
+        window_start: i64,
+        lock_for: fn(i64) -> i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        for key in keys {
+            let (failures,): (i64,) = sqlx::query_as(
+                "INSERT INTO login_throttle (key, failures, last_failure_at, locked_until) VALUES ($1, 1, $2, 0) \
+                 ON CONFLICT (key) DO UPDATE SET \
+                 failures = CASE WHEN login_throttle.last_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
+                 last_failure_at = $2 RETURNING failures",
+            )
+            .bind(key)
+            .bind(now)
+            .bind(window_start)
+            .fetch_one(&mut *tx)
+            .await?;
+            let lock = lock_for(failures);
+            if lock > 0 {
+                sqlx::query("UPDATE login_throttle SET locked_until = $2 WHERE key = $1")
+                    .bind(key)
+                    .bind(now + lock)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn clear_login_failures(&self, keys: &[String]) -> StoreResult<()> {
+        for key in keys {
+            sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(key).execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     async fn api_access_token_grant(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenGrant>> {

@@ -1,0 +1,300 @@
+//! Refresh tokens and API access tokens (`/integration/v1`, SPEC §1.3).
+
+use super::{App, AppError};
+use crate::crypto::{SecretKind, new_secret};
+use crate::domain::api_token::{TokenStatus, validate_token_name};
+use crate::domain::audit::{AuditEvent, Outcome};
+use crate::domain::settings::{ACCESS_TOKEN_LIFESPAN, REFRESH_TOKEN_LIFESPAN};
+use crate::domain::throttle::{WINDOW_SECONDS, account_lock_after, lock_after};
+use crate::domain::user::{USERNAME_MAX, username_key};
+use crate::domain::{Actor, AuthSource, UserId, now, to_micros};
+use crate::store::{
+    ApiAccessTokenRecord, NewApiAccessToken, NewRefreshToken, RefreshTokenRecord, StoreError,
+};
+use serde_json::json;
+use std::net::IpAddr;
+
+const MICROS: i64 = 1_000_000;
+/// Tokens this long are not ours; refused before any hashing.
+pub const TOKEN_INPUT_MAX: usize = 256;
+pub const PASSWORD_INPUT_MAX: usize = crate::domain::user::PASSWORD_MAX;
+
+/// The same answer for an unknown user, a wrong password, an SSO-only or a
+/// disabled account, so that it tells nothing about which.
+const BAD_LOGIN: &str = "invalid username or password (accounts that sign in through SSO create refresh tokens \
+                         at /account/auth)";
+/// The same answer for an unknown token and another user's token.
+const BAD_TOKEN: &str = "the token is not valid for this user";
+
+impl App {
+    /// `createRefreshToken`: password login, throttled per address, per
+    /// account at that address, and per account overall.
+    pub async fn create_refresh_token(
+        &self,
+        username: &str,
+        password: &str,
+        name: &str,
+        addr: IpAddr,
+    ) -> Result<(String, RefreshTokenRecord), AppError> {
+        validate_token_name(name).map_err(AppError::Invalid)?;
+        if username.chars().count() > USERNAME_MAX || password.len() > PASSWORD_INPUT_MAX {
+            return Err(AppError::Unauthorized(BAD_LOGIN.into()));
+        }
+        let user_key = username_key(username);
+        let local_keys = vec![format!("addr:{addr}"), format!("pair:{user_key}|{addr}")];
+        let account_key = vec![format!("user:{user_key}")];
+        let at = to_micros(now());
+        let all_keys: Vec<String> = local_keys.iter().chain(&account_key).cloned().collect();
+        if let Some(until) = self.store.login_locked_until(&all_keys, at).await? {
+            self.audit.record(login_event(username, addr, Outcome::Failure, "locked"));
+            return Err(AppError::TooManyRequests { retry_after: ((until - at) / MICROS).max(1) });
+        }
+
+        let found = self.store.user_credentials(username).await?;
+        let (user, hash) = match &found {
+            Some((u, h)) if u.auth_source == AuthSource::Password && !u.disabled => (Some(u), h.as_deref()),
+            _ => (None, None),
+        };
+        // Verified even when there is no user, so both paths take as long.
+        let verified = self.passwords.verify(password, hash).await;
+        let Some(user) = user.filter(|_| verified) else {
+            let window = at - WINDOW_SECONDS * MICROS;
+            self.store.record_login_failure(&local_keys, at, window, |n| lock_after(n) * MICROS).await?;
+            self.store
+                .record_login_failure(&account_key, at, window, |n| account_lock_after(n) * MICROS)
+                .await?;
+            self.audit.record(login_event(username, addr, Outcome::Failure, "bad credentials"));
+            return Err(AppError::Unauthorized(BAD_LOGIN.into()));
+        };
+        self.store.clear_login_failures(&all_keys[1..]).await?;
+
+        let days = self.setting(REFRESH_TOKEN_LIFESPAN).await?.as_i64().unwrap_or(60);
+        let token = new_secret(SecretKind::RefreshToken);
+        let record = RefreshTokenRecord {
+            id: 0,
+            user_id: user.id,
+            name: name.to_string(),
+            created_at: at,
+            expires_at: at + days * 86_400 * MICROS,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        let mut event =
+            AuditEvent::success(Actor::User(user.id), "refresh_token.created", format!("user:{}", user.id))
+                .with_detail(json!({"name": name, "lifespan_days": days}));
+        event.client_addr = Some(addr.to_string());
+        let new = NewRefreshToken {
+            user_id: user.id,
+            name: name.to_string(),
+            token_hash: self.secrets.digest(&token),
+            created_at: at,
+            expires_at: record.expires_at,
+        };
+        let id = self.store.create_refresh_token(new, event).await?;
+        Ok((token, RefreshTokenRecord { id, ..record }))
+    }
+
+    /// The refresh token `token` of `user_id`, whatever its status; another
+    /// user's token is indistinguishable from an unknown one.
+    async fn owned_refresh_token(
+        &self,
+        token: &str,
+        user_id: UserId,
+    ) -> Result<RefreshTokenRecord, AppError> {
+        if token.len() > TOKEN_INPUT_MAX {
+            return Err(AppError::Unauthorized(BAD_TOKEN.into()));
+        }
+        let record = self.store.refresh_token_by_hash(&self.secrets.digest(token)).await?;
+        let record = record
+            .filter(|r| r.user_id == user_id)
+            .ok_or_else(|| AppError::Unauthorized(BAD_TOKEN.into()))?;
+        match self.store.user(user_id).await? {
+            Some(u) if !u.disabled => Ok(record),
+            // Only a holder of this user's valid token learns this.
+            Some(_) => Err(AppError::Forbidden("the account is disabled".into())),
+            None => Err(AppError::Unauthorized(BAD_TOKEN.into())),
+        }
+    }
+
+    /// As [`App::owned_refresh_token`], and active.
+    async fn active_refresh_token(
+        &self,
+        token: &str,
+        user_id: UserId,
+    ) -> Result<RefreshTokenRecord, AppError> {
+        let record = self.owned_refresh_token(token, user_id).await?;
+        inactive(TokenStatus::of(record.revoked_at, record.expires_at, to_micros(now())), "refresh token")?;
+        Ok(record)
+    }
+
+    /// `regenRefreshToken`: a new refresh token with the same name; the old
+    /// one and every access token made from it stop working.
+    pub async fn regenerate_refresh_token(
+        &self,
+        token: &str,
+        user_id: UserId,
+    ) -> Result<(String, RefreshTokenRecord), AppError> {
+        let old = self.active_refresh_token(token, user_id).await?;
+        let at = to_micros(now());
+        let days = self.setting(REFRESH_TOKEN_LIFESPAN).await?.as_i64().unwrap_or(60);
+        let fresh = new_secret(SecretKind::RefreshToken);
+        let new = NewRefreshToken {
+            user_id,
+            name: old.name.clone(),
+            token_hash: self.secrets.digest(&fresh),
+            created_at: at,
+            expires_at: at + days * 86_400 * MICROS,
+        };
+        let expires_at = new.expires_at;
+        let event =
+            AuditEvent::success(Actor::User(user_id), "refresh_token.regenerated", format!("user:{user_id}"))
+                .with_detail(json!({"name": old.name, "lifespan_days": days}));
+        let id = self.store.regenerate_refresh_token(old.id, new, event).await.map_err(|e| match e {
+            StoreError::NotFound => revoked("refresh token"),
+            e => e.into(),
+        })?;
+        let record = RefreshTokenRecord {
+            id,
+            user_id,
+            name: old.name,
+            created_at: at,
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        Ok((fresh, record))
+    }
+
+    /// `createAPIAccessToken`: revokes every other active access token made
+    /// from the same refresh token.
+    pub async fn create_api_access_token(
+        &self,
+        refresh_token: &str,
+        user_id: UserId,
+    ) -> Result<(String, ApiAccessTokenRecord), AppError> {
+        let refresh = self.active_refresh_token(refresh_token, user_id).await?;
+        let at = to_micros(now());
+        let hours = self.setting(ACCESS_TOKEN_LIFESPAN).await?.as_i64().unwrap_or(24);
+        let token = new_secret(SecretKind::ApiAccessToken);
+        let new = NewApiAccessToken {
+            refresh_token_id: refresh.id,
+            user_id,
+            token_hash: self.secrets.digest(&token),
+            created_at: at,
+            expires_at: at + hours * 3600 * MICROS,
+        };
+        let expires_at = new.expires_at;
+        let event =
+            AuditEvent::success(Actor::User(user_id), "api_access_token.created", format!("user:{user_id}"))
+                .with_detail(json!({"refresh_token_name": refresh.name, "lifespan_hours": hours}));
+        let id = self.store.create_api_access_token(new, event).await.map_err(|e| match e {
+            StoreError::NotFound => revoked("refresh token"),
+            e => e.into(),
+        })?;
+        let record = ApiAccessTokenRecord {
+            id,
+            refresh_token_id: refresh.id,
+            user_id,
+            created_at: at,
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        Ok((token, record))
+    }
+
+    /// `revokeAPIAccessTokens`: every active access token of the refresh token.
+    pub async fn revoke_api_access_tokens(
+        &self,
+        refresh_token: &str,
+        user_id: UserId,
+    ) -> Result<u64, AppError> {
+        let refresh = self.owned_refresh_token(refresh_token, user_id).await?;
+        let event =
+            AuditEvent::success(Actor::User(user_id), "api_access_token.revoked", format!("user:{user_id}"))
+                .with_detail(json!({"refresh_token_name": refresh.name}));
+        Ok(self.store.revoke_api_access_tokens(refresh.id, to_micros(now()), event).await?)
+    }
+
+    /// `validateRefreshToken`: the record if active; otherwise says why.
+    pub async fn validate_refresh_token(
+        &self,
+        token: &str,
+        user_id: UserId,
+    ) -> Result<RefreshTokenRecord, AppError> {
+        let result = self.active_refresh_token(token, user_id).await;
+        if let Err(e) = &result {
+            self.audit.record(validation_failed("refresh_token", user_id, e));
+        }
+        result
+    }
+
+    /// `validateAPIAccessToken`: the record if active; otherwise says why.
+    pub async fn validate_api_access_token(
+        &self,
+        token: &str,
+        user_id: UserId,
+    ) -> Result<ApiAccessTokenRecord, AppError> {
+        let result = self.active_api_access_token(token, user_id).await;
+        if let Err(e) = &result {
+            self.audit.record(validation_failed("api_access_token", user_id, e));
+        }
+        result
+    }
+
+    async fn active_api_access_token(
+        &self,
+        token: &str,
+        user_id: UserId,
+    ) -> Result<ApiAccessTokenRecord, AppError> {
+        if token.len() > TOKEN_INPUT_MAX {
+            return Err(AppError::Unauthorized(BAD_TOKEN.into()));
+        }
+        let record = self.store.api_access_token_by_hash(&self.secrets.digest(token)).await?;
+        let record = record
+            .filter(|r| r.user_id == user_id)
+            .ok_or_else(|| AppError::Unauthorized(BAD_TOKEN.into()))?;
+        inactive(
+            TokenStatus::of(record.revoked_at, record.expires_at, to_micros(now())),
+            "API access token",
+        )?;
+        Ok(record)
+    }
+}
+
+fn inactive(status: TokenStatus, what: &str) -> Result<(), AppError> {
+    match status {
+        TokenStatus::Active => Ok(()),
+        TokenStatus::Expired => {
+            Err(AppError::TokenInactive { status, message: format!("the {what} has expired") })
+        }
+        TokenStatus::Revoked => Err(revoked(what)),
+    }
+}
+
+fn revoked(what: &str) -> AppError {
+    AppError::TokenInactive { status: TokenStatus::Revoked, message: format!("the {what} has been revoked") }
+}
+
+fn login_event(username: &str, addr: IpAddr, outcome: Outcome, reason: &str) -> AuditEvent {
+    let shown: String = username.chars().take(USERNAME_MAX).collect();
+    AuditEvent {
+        actor: Actor::System,
+        action: "login.failed",
+        target: Some(format!("username:{shown}")),
+        outcome,
+        client_addr: Some(addr.to_string()),
+        detail: json!({"reason": reason, "via": "createRefreshToken"}),
+    }
+}
+
+fn validation_failed(kind: &str, user_id: UserId, error: &AppError) -> AuditEvent {
+    AuditEvent {
+        actor: Actor::User(user_id),
+        action: "token.validation_failed",
+        target: Some(format!("user:{user_id}")),
+        outcome: Outcome::Failure,
+        client_addr: None,
+        detail: json!({"kind": kind, "reason": error.to_string()}),
+    }
+}
