@@ -672,15 +672,7 @@ impl Store for SqlStore {
         event: AuditEvent,
     ) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
-        let revoked = sqlx::query(
-            "UPDATE api_access_tokens SET revoked_at = $2 WHERE refresh_token_id = $1 AND revoked_at IS NULL \
-             AND expires_at > $2",
-        )
-        .bind(refresh_token_id)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let revoked = revoke_access_tokens_of(&mut tx, refresh_token_id, at).await?;
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(revoked)
