@@ -11,6 +11,7 @@ mod integration;
 mod m2m;
 mod oauth;
 mod observe;
+mod openapi;
 
 pub use error::ApiError;
 pub use observe::{MAX_HEADER_BYTES, metrics_handle};
@@ -65,6 +66,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/integration/v1/validateAPIAccessToken/", post(integration::validate_api_access_token))
         .route("/integration/v1/validateRefreshToken/", post(integration::validate_refresh_token))
         .merge(server_admin)
+        .merge(openapi::routes(app.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

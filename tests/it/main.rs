@@ -12,4 +12,5 @@ mod integration_api;
 mod jwt_access_tokens;
 mod m2m_clients;
 mod oauth_token_endpoint;
+mod openapi_docs;
 mod process;

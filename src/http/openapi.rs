@@ -1,0 +1,76 @@
+//! OpenAPI 3 documents generated from the handlers' annotations, and their
+//! Swagger UI from assets bundled in the binary, shown only while
+//! `alation.feature_flags.enable_swagger` is true.
+
+use super::error::ApiError;
+use super::integration;
+use crate::app::App;
+use crate::domain::settings::ENABLE_SWAGGER;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Token Authentication and Management APIs",
+        description = "RefreshTokens and APIAccessTokens of a user. An APIAccessToken authenticates the \
+                       platform's APIs in the `TOKEN` header.",
+        version = "1"
+    ),
+    paths(
+        integration::create_refresh_token,
+        integration::regen_refresh_token,
+        integration::create_api_access_token,
+        integration::revoke_api_access_tokens,
+        integration::validate_api_access_token,
+        integration::validate_refresh_token,
+    )
+)]
+pub struct ApiAuthenticationDoc;
+
+const API_AUTHENTICATION: &str = "/openapi/api_authentication/";
+
+pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
+    let ui: Router<Arc<App>> = SwaggerUi::new(format!("{API_AUTHENTICATION}ui"))
+        .url(format!("{API_AUTHENTICATION}openapi.json"), ApiAuthenticationDoc::openapi())
+        .into();
+    Router::new()
+        .route(API_AUTHENTICATION, get(api_authentication_document))
+        .merge(ui.route_layer(middleware::from_fn_with_state(app, swagger_enabled)))
+}
+
+/// The document as JSON; a browser asking for HTML goes to the UI instead
+/// while it is enabled.
+async fn api_authentication_document(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html && swagger_is_enabled(&app).await {
+        return Redirect::to(&format!("{API_AUTHENTICATION}ui/")).into_response();
+    }
+    axum::Json(ApiAuthenticationDoc::openapi()).into_response()
+}
+
+async fn swagger_is_enabled(app: &App) -> bool {
+    app.setting(ENABLE_SWAGGER).await.map(|s| s.as_bool()).unwrap_or(false)
+}
+
+async fn swagger_enabled(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if swagger_is_enabled(&app).await {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "the Swagger UI is off; a server admin turns it on with alation.feature_flags.enable_swagger",
+        )
+        .into_response()
+    }
+}
