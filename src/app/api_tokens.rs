@@ -7,7 +7,7 @@ use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::settings::{ACCESS_TOKEN_LIFESPAN, REFRESH_TOKEN_LIFESPAN};
 use crate::domain::throttle::{WINDOW_SECONDS, account_lock_after, lock_after};
 use crate::domain::user::{USERNAME_MAX, username_key};
-use crate::domain::{Actor, AuthSource, UserId, now, to_micros};
+use crate::domain::{Actor, AuthSource, User, UserId, now, to_micros};
 use crate::store::{
     ApiAccessTokenRecord, NewApiAccessToken, NewRefreshToken, RefreshTokenRecord, StoreError,
 };
@@ -27,16 +27,16 @@ const BAD_LOGIN: &str = "invalid username or password (accounts that sign in thr
 const BAD_TOKEN: &str = "the token is not valid for this user";
 
 impl App {
-    /// `createRefreshToken`: password login, throttled per address, per
-    /// account at that address, and per account overall.
-    pub async fn create_refresh_token(
+    /// Checks a password login, throttled per address, per account at that
+    /// address, and per account overall. `via` names the entry point in the
+    /// audit log. Every refusal looks the same.
+    pub async fn verify_login(
         &self,
         username: &str,
         password: &str,
-        name: &str,
         addr: IpAddr,
-    ) -> Result<(String, RefreshTokenRecord), AppError> {
-        validate_token_name(name).map_err(AppError::Invalid)?;
+        via: &'static str,
+    ) -> Result<User, AppError> {
         if username.chars().count() > USERNAME_MAX || password.len() > PASSWORD_INPUT_MAX {
             return Err(AppError::Unauthorized(BAD_LOGIN.into()));
         }
@@ -46,7 +46,7 @@ impl App {
         let at = to_micros(now());
         let all_keys: Vec<String> = local_keys.iter().chain(&account_key).cloned().collect();
         if let Some(until) = self.store.login_locked_until(&all_keys, at).await? {
-            self.audit.record(login_event(username, addr, Outcome::Failure, "locked"));
+            self.audit.record(login_event(username, addr, via, "locked"));
             return Err(AppError::TooManyRequests { retry_after: ((until - at) / MICROS).max(1) });
         }
 
@@ -63,11 +63,24 @@ impl App {
             self.store
                 .record_login_failure(&account_key, at, window, |n| account_lock_after(n) * MICROS)
                 .await?;
-            self.audit.record(login_event(username, addr, Outcome::Failure, "bad credentials"));
+            self.audit.record(login_event(username, addr, via, "bad credentials"));
             return Err(AppError::Unauthorized(BAD_LOGIN.into()));
         };
         self.store.clear_login_failures(&all_keys[1..]).await?;
+        Ok(user.clone())
+    }
 
+    /// `createRefreshToken`: a password login, then a refresh token.
+    pub async fn create_refresh_token(
+        &self,
+        username: &str,
+        password: &str,
+        name: &str,
+        addr: IpAddr,
+    ) -> Result<(String, RefreshTokenRecord), AppError> {
+        validate_token_name(name).map_err(AppError::Invalid)?;
+        let user = self.verify_login(username, password, addr, "createRefreshToken").await?;
+        let at = to_micros(now());
         let days = self.setting(REFRESH_TOKEN_LIFESPAN).await?.as_i64().unwrap_or(60);
         let token = new_secret(SecretKind::RefreshToken);
         let record = RefreshTokenRecord {
@@ -276,15 +289,15 @@ fn revoked(what: &str) -> AppError {
     AppError::TokenInactive { status: TokenStatus::Revoked, message: format!("the {what} has been revoked") }
 }
 
-fn login_event(username: &str, addr: IpAddr, outcome: Outcome, reason: &str) -> AuditEvent {
+fn login_event(username: &str, addr: IpAddr, via: &str, reason: &str) -> AuditEvent {
     let shown: String = username.chars().take(USERNAME_MAX).collect();
     AuditEvent {
         actor: Actor::System,
         action: "login.failed",
         target: Some(format!("username:{shown}")),
-        outcome,
+        outcome: Outcome::Failure,
         client_addr: Some(addr.to_string()),
-        detail: json!({"reason": reason, "via": "createRefreshToken"}),
+        detail: json!({"reason": reason, "via": via}),
     }
 }
 

@@ -8,6 +8,7 @@ mod audit_sink;
 mod auth;
 mod client_cache;
 mod clients;
+mod delegated;
 mod error;
 mod keys;
 mod settings;
@@ -18,6 +19,10 @@ mod users;
 pub use audit_sink::AuditSink;
 pub use auth::Credential;
 pub use clients::{ClientPatch, ClientWithSecret};
+pub use delegated::{
+    AuthorizationRequest, AuthorizeError, AuthorizeParams, ClientRegistration, SESSION_LIFETIME_SECONDS,
+    TokenResponse, redirect_with,
+};
 pub use error::AppError;
 pub use keys::{KeySet, Keyring};
 pub use tokens::{IssuedToken, Rejected};

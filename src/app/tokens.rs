@@ -120,33 +120,46 @@ impl App {
                 .into(),
             )
         })?;
-        // The client's current state, not the token's: a disabled, deleted
-        // or re-roled client is refused or re-roled from the next request on.
-        let record = self.client_record(&claims.client_id).await?;
-        match record {
-            Some(r) if !r.client.disabled && claims.sub == r.client.client_id => Ok(Caller {
-                principal: Principal::Client { client_id: r.client.client_id },
-                role: r.client.role,
-            }),
-            _ => Err(AppError::Unauthorized("the access token's client is no longer active".into())),
+        self.token_subject(&claims).await.ok_or_else(|| {
+            AppError::Unauthorized("the access token's client or user is no longer active".into())
+        })
+    }
+
+    /// Who a verified token speaks for, as they are now (not as the token
+    /// says): a disabled, deleted or re-roled client or user counts from the
+    /// next request on. Machine tokens have the client as `sub`; delegated
+    /// ones the user.
+    async fn token_subject(&self, claims: &AccessTokenClaims) -> Option<Caller> {
+        if claims.sub == claims.client_id {
+            let record = self.client_record(&claims.client_id).await.ok()??;
+            return (!record.client.disabled).then(|| Caller {
+                principal: Principal::Client { client_id: record.client.client_id },
+                role: record.client.role,
+            });
         }
+        let user_id: i64 = claims.sub.parse().ok()?;
+        let user = self.store.user(user_id).await.ok()??;
+        let client_exists = self.store.oauth_client(&claims.client_id).await.ok()?.is_some();
+        (client_exists && !user.disabled).then(|| Caller {
+            principal: Principal::User { id: user.id, username: user.username },
+            role: user.role,
+        })
     }
 
     /// RFC 7662 introspection response for `token`.
     pub async fn introspect(&self, token: &str) -> Value {
         match self.verify_access_token(token, None).await {
             Ok(c) => {
-                let client_active = matches!(
-                    self.client_record(&c.client_id).await,
-                    Ok(Some(r)) if !r.client.disabled
-                );
-                if !client_active {
-                    return json!({"active": false});
-                }
+                let Some(subject) = self.token_subject(&c).await else { return json!({"active": false}) };
+                let username = match subject.principal {
+                    Principal::User { username, .. } => Some(username),
+                    Principal::Client { .. } => None,
+                };
                 json!({
+                    "username": username,
                     "active": true, "token_type": "Bearer", "scope": c.scope, "client_id": c.client_id,
                     "sub": c.sub, "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "nbf": c.nbf,
-                    "jti": c.jti, "role": c.role,
+                    "jti": c.jti, "role": subject.role,
                 })
             }
             Err(_) => json!({"active": false}),

@@ -9,7 +9,7 @@ mod signing;
 
 pub use master_key::{MasterKey, MasterKeyError, MasterKeySource, write_private_file};
 pub use password::PasswordHasher;
-pub use secret::{SecretHasher, SecretKind, new_secret, random_bytes, random_string};
+pub use secret::{SecretHasher, SecretKind, new_secret, pkce_s256_matches, random_bytes, random_string};
 pub use signing::{KeyMaterialError, SigningAlgorithm, SigningKey};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

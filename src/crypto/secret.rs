@@ -14,6 +14,10 @@ pub enum SecretKind {
     RefreshToken,
     ApiAccessToken,
     ClientSecret,
+    /// Refresh tokens of delegated OAuth clients.
+    OAuthRefreshToken,
+    AuthorizationCode,
+    Session,
 }
 
 impl SecretKind {
@@ -22,13 +26,23 @@ impl SecretKind {
             SecretKind::RefreshToken => "kwrt_",
             SecretKind::ApiAccessToken => "kwat_",
             SecretKind::ClientSecret => "kwcs_",
+            SecretKind::OAuthRefreshToken => "kwor_",
+            SecretKind::AuthorizationCode => "kwac_",
+            SecretKind::Session => "kwss_",
         }
     }
 
     pub fn of(secret: &str) -> Option<SecretKind> {
-        [SecretKind::RefreshToken, SecretKind::ApiAccessToken, SecretKind::ClientSecret]
-            .into_iter()
-            .find(|k| secret.starts_with(k.prefix()))
+        [
+            SecretKind::RefreshToken,
+            SecretKind::ApiAccessToken,
+            SecretKind::ClientSecret,
+            SecretKind::OAuthRefreshToken,
+            SecretKind::AuthorizationCode,
+            SecretKind::Session,
+        ]
+        .into_iter()
+        .find(|k| secret.starts_with(k.prefix()))
     }
 }
 
@@ -72,6 +86,14 @@ impl SecretHasher {
     }
 }
 
+/// RFC 7636 §4.6: BASE64URL(SHA256(verifier)) == challenge, compared in
+/// constant time.
+pub fn pkce_s256_matches(verifier: &str, challenge: &str) -> bool {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    let computed = URL_SAFE_NO_PAD.encode(digest.as_ref());
+    aws_lc_rs::constant_time::verify_slices_are_equal(computed.as_bytes(), challenge.as_bytes()).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +108,16 @@ mod tests {
         assert_eq!(SecretKind::of(&a), Some(SecretKind::ApiAccessToken));
         assert_eq!(SecretKind::of(&new_secret(SecretKind::RefreshToken)), Some(SecretKind::RefreshToken));
         assert_eq!(SecretKind::of("eyJhbGciOi"), None);
+    }
+
+    #[test]
+    fn pkce_s256_matches_rfc7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        assert!(pkce_s256_matches(verifier, "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(!pkce_s256_matches(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub enum OAuthErrorCode {
     InvalidGrant,
     UnauthorizedClient,
     UnsupportedGrantType,
+    UnsupportedResponseType,
     InvalidScope,
     InvalidTarget,
 }

@@ -31,6 +31,8 @@ pub const ENABLE_SWAGGER: &str = "alation.feature_flags.enable_swagger";
 pub const SIGNING_ALGORITHM: &str = "keyward.oauth.signing_algorithm";
 pub const CLIENT_SECRET_OVERLAP: &str = "keyward.oauth.client_secret_rotation_overlap";
 pub const SIGNING_KEY_OVERLAP: &str = "keyward.oauth.signing_key_rotation_overlap";
+pub const REFRESH_REUSE_GRACE: &str = "keyward.oauth.refresh_token_reuse_grace";
+pub const ROTATE_CONFIDENTIAL_REFRESH: &str = "keyward.oauth.rotate_confidential_refresh_tokens";
 
 /// Every setting keyward knows. Unknown keys are refused, so a typo never
 /// silently configures nothing.
@@ -71,6 +73,20 @@ pub static SETTINGS: &[SettingSpec] = &[
         default: "259500",
         description: "How long a rotated signing key still verifies, in seconds (at least the longest \
                       access token lifetime, 72 hours, plus five minutes).",
+    },
+    SettingSpec {
+        key: REFRESH_REUSE_GRACE,
+        kind: SettingKind::Integer { min: 0, max: 120, unit: "seconds" },
+        default: "10",
+        description: "How long after a delegated refresh token is rotated a duplicate use of it gets the same \
+                      new pair instead of revoking the whole family, in seconds.",
+    },
+    SettingSpec {
+        key: ROTATE_CONFIDENTIAL_REFRESH,
+        kind: SettingKind::Bool,
+        default: "true",
+        description: "Rotate refresh tokens of confidential delegated clients on every use (public clients \
+                      always rotate).",
     },
 ];
 

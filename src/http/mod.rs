@@ -4,6 +4,8 @@
 
 mod admin;
 mod auth;
+mod authorize;
+mod consents;
 mod error;
 mod extract;
 mod health;
@@ -12,6 +14,7 @@ mod m2m;
 mod oauth;
 mod observe;
 mod openapi;
+mod register;
 
 pub use error::ApiError;
 pub use observe::{MAX_HEADER_BYTES, metrics_handle};
@@ -45,20 +48,48 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/api/m2m_clients/{client_id}/", get(m2m::get).patch(m2m::patch).delete(m2m::delete))
         .route("/admin/api/m2m_clients/{client_id}/rotate_secret/", post(m2m::rotate_secret));
     let server_admin = auth::require_role(server_admin, app.clone(), Role::ServerAdmin);
+    let client_admin = Router::new()
+        .route("/oauth/v1/register/", get(register::list).post(register::register))
+        .route("/oauth/v1/register/presets/", get(register::presets))
+        .route(
+            "/oauth/v1/register/{client_id}/",
+            get(register::get).put(register::replace).delete(register::delete),
+        )
+        .route("/oauth/v1/register/{client_id}/rotate_secret/", post(register::rotate_secret));
+    let client_admin = auth::require_role(client_admin, app.clone(), Role::ServerAdmin);
+    let signed_in = Router::new()
+        .route("/api/v2/oauth/consents/", get(consents::list))
+        .route("/api/v2/oauth/consents/{client_id}/", axum::routing::delete(consents::revoke));
+    let signed_in = auth::require_role(signed_in, app.clone(), Role::Viewer);
+    // Browser-based public clients call these from other origins (no
+    // cookies are involved, so no credentials are allowed).
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE])
+        .expose_headers([axum::http::header::WWW_AUTHENTICATE]);
+    // Each route also takes OPTIONS, so that the CORS layer answers the
+    // preflight instead of the router's 405.
+    let preflight = || async { StatusCode::NO_CONTENT };
+    let cross_origin = Router::new()
+        .route("/oauth/v2/token/", post(oauth::token).options(preflight))
+        .route("/oauth/v1/token/", post(oauth::token).options(preflight))
+        .route("/oauth/v2/introspect/", post(oauth::introspect).options(preflight))
+        .route("/oauth/v1/introspect/", post(oauth::introspect).options(preflight))
+        .route("/oauth/v2/revoke/", post(oauth::revoke).options(preflight))
+        .route("/oauth/v1/revoke/", post(oauth::revoke).options(preflight))
+        .route("/.well-known/oauth-authorization-server", get(oauth::metadata).options(preflight))
+        .route("/.well-known/openid-configuration", get(oauth::metadata).options(preflight))
+        .route("/.well-known/jwks.json", get(oauth::jwks).options(preflight))
+        .layer(cors);
 
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(observe::render_metrics))
-        .route("/oauth/v2/token/", post(oauth::token))
-        .route("/oauth/v1/token/", post(oauth::token))
-        .route("/oauth/v2/introspect/", post(oauth::introspect))
-        .route("/oauth/v1/introspect/", post(oauth::introspect))
-        .route("/oauth/v2/revoke/", post(oauth::revoke))
-        .route("/oauth/v1/revoke/", post(oauth::revoke))
-        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
-        .route("/.well-known/openid-configuration", get(oauth::metadata))
-        .route("/.well-known/jwks.json", get(oauth::jwks))
+        .route("/oauth/v1/authorize/", get(authorize::authorize).post(authorize::consent))
+        .route("/oauth/v1/login/", post(authorize::login))
+        .merge(cross_origin)
         .route("/integration/v1/createRefreshToken/", post(integration::create_refresh_token))
         .route("/integration/v1/regenRefreshToken/", post(integration::regen_refresh_token))
         .route("/integration/v1/createAPIAccessToken/", post(integration::create_api_access_token))
@@ -66,6 +97,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/integration/v1/validateAPIAccessToken/", post(integration::validate_api_access_token))
         .route("/integration/v1/validateRefreshToken/", post(integration::validate_refresh_token))
         .merge(server_admin)
+        .merge(client_admin)
+        .merge(signed_in)
         .merge(openapi::routes(app.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

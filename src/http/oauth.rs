@@ -112,11 +112,12 @@ impl OAuthParams {
 }
 
 /// The client's id and secret from `client_secret_basic` or
-/// `client_secret_post`; using both at once is refused (RFC 6749 §2.3).
+/// `client_secret_post` (or its id alone, for `none`); using both methods at
+/// once is refused (RFC 6749 §2.3).
 fn client_credentials<'a>(
     headers: &'a HeaderMap,
     params: &'a OAuthParams,
-) -> Result<(String, String), OAuthReply> {
+) -> Result<(String, Option<String>), OAuthReply> {
     let invalid_client = |m: &str| OAuthReply::from(OAuthError::new(OAuthErrorCode::InvalidClient, m));
     let basic = match headers.get(header::AUTHORIZATION) {
         None => None,
@@ -146,9 +147,9 @@ fn client_credentials<'a>(
             Err(OAuthError::invalid_request("client_id in the body differs from the Basic credentials")
                 .into())
         }
-        (Some(pair), _, None) => Ok(pair),
-        (None, Some(id), Some(secret)) => Ok((id.to_string(), secret.to_string())),
-        (None, _, _) => Err(invalid_client("client authentication is required")),
+        (Some((id, secret)), _, None) => Ok((id, Some(secret))),
+        (None, Some(id), secret) => Ok((id.to_string(), secret.map(str::to_string))),
+        (None, None, _) => Err(invalid_client("client authentication is required")),
     }
 }
 
@@ -164,6 +165,8 @@ async fn authenticated_client(
     addr: SocketAddr,
 ) -> Result<M2mClient, OAuthReply> {
     let (id, secret) = client_credentials(headers, params)?;
+    let secret = secret
+        .ok_or_else(|| OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication is required"))?;
     Ok(app.authenticate_client(&id, &secret, Some(addr.ip().to_string())).await?)
 }
 
@@ -175,24 +178,51 @@ pub async fn token(
 ) -> Result<Response, OAuthReply> {
     let params = OAuthParams::parse(&headers, body)?;
     let grant_type = params.required("grant_type")?;
-    if grant_type != "client_credentials" {
-        let shown: String = grant_type.chars().take(64).collect();
-        return Err(OAuthError::new(
-            OAuthErrorCode::UnsupportedGrantType,
-            format!("grant_type {shown:?} is not supported here; use client_credentials"),
-        )
-        .into());
-    }
-    let client = authenticated_client(&app, &headers, &params, addr).await?;
     let resources = params.all("resource").map(normalize_resource).collect::<Result<Vec<_>, _>>()?;
-    let issued =
-        app.client_credentials_token(&client, params.one("scope"), &resources, Some(addr.ip().to_string()))?;
-    let body = json!({
-        "access_token": issued.access_token,
-        "token_type": "Bearer",
-        "expires_in": issued.expires_in,
-        "scope": issued.scope,
-    });
+    let body = match grant_type {
+        "client_credentials" => {
+            let client = authenticated_client(&app, &headers, &params, addr).await?;
+            let issued = app.client_credentials_token(
+                &client,
+                params.one("scope"),
+                &resources,
+                Some(addr.ip().to_string()),
+            )?;
+            json!({
+                "access_token": issued.access_token,
+                "token_type": "Bearer",
+                "expires_in": issued.expires_in,
+                "scope": issued.scope,
+            })
+        }
+        "authorization_code" | "refresh_token" => {
+            let (id, secret) = client_credentials(&headers, &params)?;
+            let client = app.authenticate_oauth_client(&id, secret.as_deref()).await?;
+            let response = if grant_type == "authorization_code" {
+                let code = params.required("code")?;
+                app.exchange_code(
+                    &client,
+                    code,
+                    params.one("redirect_uri"),
+                    params.one("code_verifier"),
+                    &resources,
+                )
+                .await?
+            } else {
+                let refresh = params.required("refresh_token")?;
+                app.refresh(&client, refresh, params.one("scope"), &resources).await?
+            };
+            serde_json::to_value(response).expect("token response serializes")
+        }
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Err(OAuthError::new(
+                OAuthErrorCode::UnsupportedGrantType,
+                format!("grant_type {shown:?} is not supported; use authorization_code, refresh_token or client_credentials"),
+            )
+            .into());
+        }
+    };
     Ok((StatusCode::OK, no_store(), Json(body)).into_response())
 }
 
@@ -228,17 +258,20 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
     let auth_methods = ["client_secret_basic", "client_secret_post"];
     Json(json!({
         "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/oauth/v1/authorize/"),
         "token_endpoint": format!("{issuer}/oauth/v2/token/"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "introspection_endpoint": format!("{issuer}/oauth/v2/introspect/"),
         "revocation_endpoint": format!("{issuer}/oauth/v2/revoke/"),
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": auth_methods,
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "scopes_supported": SCOPES_SUPPORTED,
         "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
         "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
     }))
 }

@@ -12,6 +12,7 @@ pub use sql::SqlStore;
 
 use crate::domain::audit::{AuditEvent, AuditRecord};
 use crate::domain::client::M2mClient;
+use crate::domain::delegated::{ClientType, DelegatedClient};
 use crate::domain::{Role, User, UserId};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -163,6 +164,74 @@ pub struct ApiAccessTokenRecord {
     pub last_used_at: Option<i64>,
 }
 
+pub struct NewOAuthClient {
+    pub client_id: String,
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub client_type: ClientType,
+    pub secret_hash: Option<String>,
+    pub refresh_token_lifetime: i64,
+    pub access_token_lifetime: i64,
+    pub pkce_enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthClientRecord {
+    pub client: DelegatedClient,
+    pub secret_hash: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAuthorizationCode {
+    pub code_hash: String,
+    pub client_id: String,
+    pub user_id: UserId,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub resources: Vec<String>,
+    pub code_challenge: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+pub enum CodeRedemption {
+    /// The code, now used up.
+    Redeemed(NewAuthorizationCode),
+    /// Used before: what it issued must be revoked.
+    Replayed { grant_id: Option<i64> },
+    /// Unknown, expired, or another client's.
+    Invalid,
+}
+
+/// A family of tokens descending from one authorization code.
+#[derive(Debug, Clone)]
+pub struct GrantRecord {
+    pub id: i64,
+    pub client_id: String,
+    pub user_id: UserId,
+    pub scope: String,
+    pub resources: Vec<String>,
+    pub revoked: bool,
+}
+
+/// A delegated refresh token's state.
+#[derive(Debug, Clone)]
+pub struct OAuthRefreshState {
+    pub grant: GrantRecord,
+    pub expires_at: i64,
+    pub rotated_at: Option<i64>,
+    /// Sealed successor response, while the grace window lasts.
+    pub successor: Option<String>,
+    pub revoked: bool,
+}
+
+/// Tokens issued in a grant: the refresh token (if a new one) and the JWT id.
+pub struct IssuedInGrant {
+    pub refresh: Option<(String, i64)>,
+    pub jti: String,
+    pub jti_expires_at: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -282,6 +351,93 @@ pub trait Store: Send + Sync + 'static {
         retire_current_after: Option<i64>,
         event: AuditEvent,
     ) -> StoreResult<bool>;
+
+    async fn create_oauth_client(
+        &self,
+        client: NewOAuthClient,
+        event: AuditEvent,
+    ) -> StoreResult<DelegatedClient>;
+    async fn oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRecord>>;
+    async fn list_oauth_clients(&self) -> StoreResult<Vec<DelegatedClient>>;
+    /// Replaces name, redirect URIs, lifetimes and PKCE (the type and secret stay).
+    async fn replace_oauth_client(
+        &self,
+        client: NewOAuthClient,
+        event: AuditEvent,
+    ) -> StoreResult<DelegatedClient>;
+    /// Deletes the client and, with it, its grants, codes and consents.
+    async fn delete_oauth_client(&self, client_id: &str, event: AuditEvent) -> StoreResult<()>;
+    async fn set_oauth_client_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+        event: AuditEvent,
+    ) -> StoreResult<()>;
+
+    async fn create_session(
+        &self,
+        id_hash: &str,
+        user_id: UserId,
+        created_at: i64,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    /// The active user of an unexpired session.
+    async fn session_user(&self, id_hash: &str, now: i64) -> StoreResult<Option<User>>;
+
+    async fn has_consent(&self, user_id: UserId, client_id: &str, scope: &str) -> StoreResult<bool>;
+    async fn add_consent(
+        &self,
+        user_id: UserId,
+        client_id: &str,
+        scope: &str,
+        event: AuditEvent,
+    ) -> StoreResult<()>;
+    /// `(client_id, scope, created_at)` of a user's remembered consents.
+    async fn consents(&self, user_id: UserId) -> StoreResult<Vec<(String, String, i64)>>;
+    /// Forgets a user's consents to a client and revokes the grants (and
+    /// their tokens) the client holds for the user; how many consents.
+    async fn revoke_consents(
+        &self,
+        user_id: UserId,
+        client_id: &str,
+        now: i64,
+        event: AuditEvent,
+    ) -> StoreResult<u64>;
+
+    async fn insert_authorization_code(&self, code: NewAuthorizationCode) -> StoreResult<()>;
+    /// Uses up `code_hash` of `client_id` if it is unused and unexpired.
+    async fn redeem_authorization_code(
+        &self,
+        code_hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<CodeRedemption>;
+    /// Opens the grant of a redeemed code with its first tokens.
+    async fn create_grant(
+        &self,
+        code_hash: &str,
+        code: &NewAuthorizationCode,
+        issued: IssuedInGrant,
+        event: AuditEvent,
+    ) -> StoreResult<i64>;
+    async fn oauth_refresh_token(&self, token_hash: &str) -> StoreResult<Option<OAuthRefreshState>>;
+    /// Marks `old_hash` rotated, keeping `successor` (sealed) for replays in
+    /// the grace window, and stores what `issued` lists — if and only if
+    /// `old_hash` was not rotated yet (false: another request won).
+    async fn rotate_oauth_refresh_token(
+        &self,
+        old_hash: &str,
+        grant_id: i64,
+        now: i64,
+        successor: &str,
+        issued: IssuedInGrant,
+    ) -> StoreResult<bool>;
+    /// Records a JWT issued within a grant without rotating anything.
+    async fn record_grant_jti(&self, grant_id: i64, jti: &str, expires_at: i64) -> StoreResult<()>;
+    /// Forgets sealed successors rotated before `before`.
+    async fn drop_successors(&self, before: i64) -> StoreResult<()>;
+    /// Revokes a grant: its refresh tokens and every JWT issued in it.
+    async fn revoke_grant(&self, grant_id: i64, now: i64, event: AuditEvent) -> StoreResult<()>;
 
     /// Refuses the JWT `jti` from now on (kept until it would expire anyway).
     async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()>;

@@ -273,3 +273,20 @@ pub async fn api_error(response: reqwest::Response, status: u16, code: &str) -> 
     assert_eq!(body["error"], code, "error code in {body}");
     body["detail"].as_str().expect("detail is a string").to_string()
 }
+
+/// The `oauth2` crate's HTTP client, over this crate's reqwest.
+pub async fn oauth2_http(request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, std::io::Error> {
+    let client = reqwest::Client::new();
+    let (parts, body) = request.into_parts();
+    let mut builder = client.request(parts.method, parts.uri.to_string()).body(body);
+    for (name, value) in &parts.headers {
+        builder = builder.header(name, value);
+    }
+    let response = builder.send().await.map_err(std::io::Error::other)?;
+    let mut out = oauth2::http::Response::builder().status(response.status().as_u16());
+    for (name, value) in response.headers() {
+        out = out.header(name.as_str(), value.as_bytes());
+    }
+    let bytes = response.bytes().await.map_err(std::io::Error::other)?;
+    out.body(bytes.to_vec()).map_err(std::io::Error::other)
+}

@@ -3,7 +3,7 @@
 //! use (`jwt-simple`) from the published JWKS; attacks on verification; key
 //! rotation.
 
-use crate::harness::{Backend, TestServer, api_error, json_with_status};
+use crate::harness::{Backend, TestServer, api_error, json_with_status, oauth2_http as send};
 use crate::on_both_backends;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,23 +14,6 @@ use oauth2::basic::BasicClient;
 use oauth2::{ClientId, ClientSecret, Scope, TokenResponse, TokenUrl};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-
-/// The `oauth2` crate's HTTP client trait, over this crate's reqwest.
-async fn send(request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, std::io::Error> {
-    let client = reqwest::Client::new();
-    let (parts, body) = request.into_parts();
-    let mut builder = client.request(parts.method, parts.uri.to_string()).body(body);
-    for (name, value) in &parts.headers {
-        builder = builder.header(name, value);
-    }
-    let response = builder.send().await.map_err(std::io::Error::other)?;
-    let mut out = oauth2::http::Response::builder().status(response.status().as_u16());
-    for (name, value) in response.headers() {
-        out = out.header(name.as_str(), value.as_bytes());
-    }
-    let bytes = response.bytes().await.map_err(std::io::Error::other)?;
-    out.body(bytes.to_vec()).map_err(std::io::Error::other)
-}
 
 /// Verifies `jwt` with jwt-simple, using the key of the published JWKS.
 async fn verify_independently(s: &TestServer, jwt: &str, audience: &str) -> JWTClaims<Value> {

@@ -1,0 +1,739 @@
+//! Delegated OAuth (SPEC §1.1, §3): client registration, the authorization
+//! request, browser sessions and consent, authorization codes, and the
+//! `authorization_code` and `refresh_token` grants with rotation.
+
+use super::{App, AppError};
+use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
+use crate::domain::audit::{AuditEvent, Outcome};
+use crate::domain::delegated::{
+    ClientType, DelegatedClient, REDIRECT_URIS_MAX, preset, valid_pkce_string, validate_lifetimes,
+    validate_redirect_uri,
+};
+use crate::domain::oauth::{
+    DEFAULT_CLIENT_SCOPES, OAuthError, OAuthErrorCode, normalize_resource, parse_scope,
+};
+use crate::domain::settings::{REFRESH_REUSE_GRACE, ROTATE_CONFIDENTIAL_REFRESH};
+use crate::domain::token::{AccessTokenClaims, Audience};
+use crate::domain::{Actor, User, now, to_micros};
+use crate::store::{
+    CodeRedemption, IssuedInGrant, NewAuthorizationCode, NewOAuthClient, OAuthRefreshState, StoreError,
+};
+use aws_lc_rs::constant_time::verify_slices_are_equal;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::net::IpAddr;
+
+const MICROS: i64 = 1_000_000;
+/// Authorization codes live at most this long (SPEC §3: short-lived).
+pub const CODE_LIFETIME_SECONDS: i64 = 60;
+pub const SESSION_LIFETIME_SECONDS: i64 = 8 * 3600;
+const NAME_MAX: usize = 200;
+
+/// A registration or replacement, as the API receives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRegistration {
+    pub name: String,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Named presets (`vscode`, `claude`, `chatgpt`) whose URIs are added.
+    #[serde(default)]
+    pub redirect_uri_presets: Vec<String>,
+    pub grant_type: ClientType,
+    pub refresh_token_lifetime: i64,
+    pub access_token_lifetime: i64,
+    #[serde(default = "default_true")]
+    pub pkce_enabled: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The parameters of an authorization request as they arrived.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct AuthorizeParams {
+    pub response_type: Option<String>,
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub state: Option<String>,
+    pub scope: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    #[serde(default)]
+    pub resource: Vec<String>,
+}
+
+/// A validated authorization request.
+#[derive(Debug, Clone)]
+pub struct AuthorizationRequest {
+    pub client: DelegatedClient,
+    /// As requested (a loopback URI may differ in port from the registered one).
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    /// Sorted and space-separated: also the key of remembered consent.
+    pub scope: String,
+    pub code_challenge: Option<String>,
+    pub resources: Vec<String>,
+}
+
+/// Why an authorization request fails: before the client and redirect URI
+/// are known to be good the user sees a page; after, the client hears of it.
+#[derive(Debug)]
+pub enum AuthorizeError {
+    Page(String),
+    Redirect(String),
+}
+
+/// A token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+fn invalid_grant(description: &str) -> OAuthError {
+    OAuthError::new(OAuthErrorCode::InvalidGrant, description)
+}
+
+/// `redirect_uri` with `params` added to its query.
+pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(redirect_uri).expect("redirect URIs are validated absolute URLs");
+    {
+        let mut query = url.query_pairs_mut();
+        for (k, v) in params {
+            query.append_pair(k, v);
+        }
+    }
+    url.to_string()
+}
+
+impl App {
+    fn validate_registration(&self, r: &ClientRegistration) -> Result<(Vec<String>, bool), AppError> {
+        let name = r.name.trim();
+        if name.is_empty() || r.name.chars().count() > NAME_MAX || r.name.chars().any(char::is_control) {
+            return Err(AppError::Invalid(format!("name must be 1 to {NAME_MAX} characters")));
+        }
+        validate_lifetimes(r.refresh_token_lifetime, r.access_token_lifetime).map_err(AppError::Invalid)?;
+        let mut uris: Vec<String> = Vec::new();
+        for name in &r.redirect_uri_presets {
+            let found = preset(name).ok_or_else(|| {
+                AppError::Invalid(format!(
+                    "unknown redirect_uri_presets entry {name:?}; known: vscode, claude, chatgpt"
+                ))
+            })?;
+            uris.extend(found.iter().map(|u| u.to_string()));
+        }
+        uris.extend(r.redirect_uris.iter().cloned());
+        uris.dedup();
+        if uris.is_empty() {
+            return Err(AppError::Invalid("redirect_uris must name at least one redirect URI".into()));
+        }
+        if uris.len() > REDIRECT_URIS_MAX {
+            return Err(AppError::Invalid(format!("at most {REDIRECT_URIS_MAX} redirect URIs")));
+        }
+        for uri in &uris {
+            validate_redirect_uri(uri).map_err(AppError::Invalid)?;
+        }
+        // Public clients cannot keep a secret: PKCE is what protects them.
+        let pkce = r.pkce_enabled || r.grant_type == ClientType::Public;
+        Ok((uris, pkce))
+    }
+
+    /// Registers a client; the secret (confidential clients only) is shown this once.
+    pub async fn register_oauth_client(
+        &self,
+        actor: Actor,
+        r: ClientRegistration,
+    ) -> Result<(DelegatedClient, Option<String>), AppError> {
+        let (redirect_uris, pkce_enabled) = self.validate_registration(&r)?;
+        let client_id =
+            format!("oac_{}", random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let secret = (r.grant_type == ClientType::Confidential).then(|| new_secret(SecretKind::ClientSecret));
+        let event = AuditEvent::success(actor, "oauth_client.created", format!("oauth_client:{client_id}"))
+            .with_detail(json!({"name": r.name, "grant_type": r.grant_type, "redirect_uris": redirect_uris}));
+        let new = NewOAuthClient {
+            client_id,
+            name: r.name.clone(),
+            redirect_uris,
+            client_type: r.grant_type,
+            secret_hash: secret.as_deref().map(|s| self.secrets.digest(s)),
+            refresh_token_lifetime: r.refresh_token_lifetime,
+            access_token_lifetime: r.access_token_lifetime,
+            pkce_enabled,
+        };
+        Ok((self.store.create_oauth_client(new, event).await?, secret))
+    }
+
+    pub async fn oauth_client(&self, client_id: &str) -> Result<DelegatedClient, AppError> {
+        Ok(self.store.oauth_client(client_id).await?.ok_or_else(|| oauth_client_not_found(client_id))?.client)
+    }
+
+    /// PUT: replaces everything but the client type and the secret.
+    pub async fn replace_oauth_client(
+        &self,
+        actor: Actor,
+        client_id: &str,
+        r: ClientRegistration,
+    ) -> Result<DelegatedClient, AppError> {
+        let current = self.oauth_client(client_id).await?;
+        if current.grant_type != r.grant_type {
+            return Err(AppError::Invalid("grant_type cannot change; register a new client".into()));
+        }
+        let (redirect_uris, pkce_enabled) = self.validate_registration(&r)?;
+        let event = AuditEvent::success(actor, "oauth_client.updated", format!("oauth_client:{client_id}"))
+            .with_detail(json!({"name": r.name, "redirect_uris": redirect_uris}));
+        let new = NewOAuthClient {
+            client_id: client_id.to_string(),
+            name: r.name.clone(),
+            redirect_uris,
+            client_type: r.grant_type,
+            secret_hash: None,
+            refresh_token_lifetime: r.refresh_token_lifetime,
+            access_token_lifetime: r.access_token_lifetime,
+            pkce_enabled,
+        };
+        self.store.replace_oauth_client(new, event).await.map_err(|e| not_found_as(e, client_id))
+    }
+
+    pub async fn delete_oauth_client(&self, actor: Actor, client_id: &str) -> Result<(), AppError> {
+        let event = AuditEvent::success(actor, "oauth_client.deleted", format!("oauth_client:{client_id}"));
+        self.store.delete_oauth_client(client_id, event).await.map_err(|e| not_found_as(e, client_id))
+    }
+
+    pub async fn rotate_oauth_client_secret(
+        &self,
+        actor: Actor,
+        client_id: &str,
+    ) -> Result<String, AppError> {
+        let client = self.oauth_client(client_id).await?;
+        if client.grant_type == ClientType::Public {
+            return Err(AppError::Invalid("public clients have no secret".into()));
+        }
+        let secret = new_secret(SecretKind::ClientSecret);
+        let event =
+            AuditEvent::success(actor, "oauth_client.secret_rotated", format!("oauth_client:{client_id}"));
+        self.store
+            .set_oauth_client_secret(client_id, &self.secrets.digest(&secret), event)
+            .await
+            .map_err(|e| not_found_as(e, client_id))?;
+        Ok(secret)
+    }
+
+    /// Validates an authorization request. The client and redirect URI are
+    /// checked before anything else, and their failures never redirect.
+    pub async fn validate_authorization_request(
+        &self,
+        p: &AuthorizeParams,
+    ) -> Result<AuthorizationRequest, AuthorizeError> {
+        let client_id =
+            p.client_id.as_deref().ok_or_else(|| AuthorizeError::Page("client_id is required".into()))?;
+        let client = match self.store.oauth_client(client_id).await {
+            Ok(Some(r)) => r.client,
+            Ok(None) => return Err(AuthorizeError::Page("unknown client".into())),
+            Err(e) => {
+                tracing::error!(error = %e, "client lookup failed");
+                return Err(AuthorizeError::Page("the request could not be checked; try again".into()));
+            }
+        };
+        let redirect_uri = match p.redirect_uri.as_deref() {
+            Some(requested) => match client.matching_redirect_uri(requested) {
+                Some(_) => requested.to_string(),
+                None => {
+                    return Err(AuthorizeError::Page(
+                        "the redirect_uri is not registered for this client".into(),
+                    ));
+                }
+            },
+            None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+            None => return Err(AuthorizeError::Page("redirect_uri is required".into())),
+        };
+        // From here on the client hears of errors at its redirect URI.
+        let fail = |e: OAuthError| {
+            let mut params =
+                vec![("error", oauth_code(e.code)), ("error_description", e.description.as_str())];
+            if let Some(state) = &p.state {
+                params.push(("state", state.as_str()));
+            }
+            params.push(("iss", self.issuer.as_str()));
+            AuthorizeError::Redirect(redirect_with(&redirect_uri, &params))
+        };
+        if p.response_type.as_deref() != Some("code") {
+            return Err(fail(OAuthError::new(
+                OAuthErrorCode::UnsupportedResponseType,
+                "response_type must be code",
+            )));
+        }
+        let code_challenge = match (p.code_challenge.as_deref(), p.code_challenge_method.as_deref()) {
+            (None, Some(_)) => {
+                return Err(fail(OAuthError::invalid_request(
+                    "code_challenge_method without code_challenge",
+                )));
+            }
+            (None, None) if client.requires_pkce() => {
+                return Err(fail(OAuthError::invalid_request(
+                    "code_challenge (PKCE, S256) is required for this client",
+                )));
+            }
+            (None, None) => None,
+            (Some(_), method) if method != Some("S256") => {
+                return Err(fail(OAuthError::invalid_request(
+                    "code_challenge_method must be S256 (plain is not allowed)",
+                )));
+            }
+            (Some(challenge), _) if !valid_pkce_string(challenge) => {
+                return Err(fail(OAuthError::invalid_request(
+                    "code_challenge must be 43 to 128 unreserved characters",
+                )));
+            }
+            (Some(challenge), _) => Some(challenge.to_string()),
+        };
+        let mut scopes = match p.scope.as_deref() {
+            Some(raw) => parse_scope(raw).map_err(fail)?,
+            None => vec![],
+        };
+        if scopes.is_empty() {
+            scopes = DEFAULT_CLIENT_SCOPES.iter().map(|s| s.to_string()).collect();
+        }
+        scopes.sort();
+        let resources =
+            p.resource.iter().map(|r| normalize_resource(r)).collect::<Result<Vec<_>, _>>().map_err(fail)?;
+        Ok(AuthorizationRequest {
+            client,
+            redirect_uri,
+            state: p.state.clone(),
+            scope: scopes.join(" "),
+            code_challenge,
+            resources,
+        })
+    }
+
+    /// Signs a user in: a session token for the cookie.
+    pub async fn start_session(
+        &self,
+        username: &str,
+        password: &str,
+        addr: IpAddr,
+    ) -> Result<String, AppError> {
+        let user = self.verify_login(username, password, addr, "login").await?;
+        let token = new_secret(SecretKind::Session);
+        let at = to_micros(now());
+        self.store
+            .create_session(&self.secrets.digest(&token), user.id, at, at + SESSION_LIFETIME_SECONDS * MICROS)
+            .await?;
+        let mut event =
+            AuditEvent::success(Actor::User(user.id), "login.succeeded", format!("user:{}", user.id));
+        event.client_addr = Some(addr.to_string());
+        self.audit.record(event);
+        Ok(token)
+    }
+
+    /// The signed-in user of a session cookie, if it is still good.
+    pub async fn session_user(&self, session: &str) -> Option<User> {
+        if SecretKind::of(session) != Some(SecretKind::Session) || session.len() > 100 {
+            return None;
+        }
+        self.store.session_user(&self.secrets.digest(session), to_micros(now())).await.ok().flatten()
+    }
+
+    /// A form's anti-forgery token, derived from what only this browser holds
+    /// (its session or pre-login cookie) under a server key.
+    pub fn csrf_token(&self, purpose: &str, cookie: &str) -> String {
+        self.secrets.digest(&format!("csrf:{purpose}:{cookie}"))
+    }
+
+    pub fn csrf_matches(&self, purpose: &str, cookie: &str, submitted: &str) -> bool {
+        verify_slices_are_equal(self.csrf_token(purpose, cookie).as_bytes(), submitted.as_bytes()).is_ok()
+    }
+
+    pub async fn has_consent(&self, user: &User, request: &AuthorizationRequest) -> Result<bool, AppError> {
+        Ok(self.store.has_consent(user.id, &request.client.client_id, &request.scope).await?)
+    }
+
+    /// The user approved: remember it, issue a code, and say where to send
+    /// the browser (`code`, `state`, `iss`: RFC 9207).
+    pub async fn approve(
+        &self,
+        user: &User,
+        request: &AuthorizationRequest,
+        newly: bool,
+    ) -> Result<String, AppError> {
+        if newly {
+            let event = AuditEvent::success(
+                Actor::User(user.id),
+                "consent.granted",
+                format!("oauth_client:{}", request.client.client_id),
+            )
+            .with_detail(json!({"scope": request.scope}));
+            self.store.add_consent(user.id, &request.client.client_id, &request.scope, event).await?;
+        }
+        let code = new_secret(SecretKind::AuthorizationCode);
+        let at = to_micros(now());
+        self.store
+            .insert_authorization_code(NewAuthorizationCode {
+                code_hash: self.secrets.digest(&code),
+                client_id: request.client.client_id.clone(),
+                user_id: user.id,
+                redirect_uri: request.redirect_uri.clone(),
+                scope: request.scope.clone(),
+                resources: request.resources.clone(),
+                code_challenge: request.code_challenge.clone(),
+                created_at: at,
+                expires_at: at + CODE_LIFETIME_SECONDS * MICROS,
+            })
+            .await?;
+        let mut params = vec![("code", code.as_str())];
+        if let Some(state) = &request.state {
+            params.push(("state", state.as_str()));
+        }
+        params.push(("iss", self.issuer.as_str()));
+        Ok(redirect_with(&request.redirect_uri, &params))
+    }
+
+    /// The user said no (RFC 6749 §4.1.2.1 `access_denied`).
+    pub fn deny(&self, request: &AuthorizationRequest) -> String {
+        let mut params =
+            vec![("error", "access_denied"), ("error_description", "the user denied the request")];
+        if let Some(state) = &request.state {
+            params.push(("state", state.as_str()));
+        }
+        params.push(("iss", self.issuer.as_str()));
+        redirect_with(&request.redirect_uri, &params)
+    }
+
+    /// A user's remembered consents: `(client_id, scope, created_at µs)`.
+    pub async fn consents(&self, user_id: i64) -> Result<Vec<(String, String, i64)>, AppError> {
+        Ok(self.store.consents(user_id).await?)
+    }
+
+    /// Forgets a user's consent to a client and revokes what it holds.
+    pub async fn revoke_consent(&self, user_id: i64, client_id: &str) -> Result<u64, AppError> {
+        let event =
+            AuditEvent::success(Actor::User(user_id), "consent.revoked", format!("oauth_client:{client_id}"));
+        Ok(self.store.revoke_consents(user_id, client_id, to_micros(now()), event).await?)
+    }
+
+    /// Authenticates a delegated client at the token endpoint: confidential
+    /// ones by secret, public ones by nothing (PKCE protects their codes).
+    pub async fn authenticate_oauth_client(
+        &self,
+        client_id: &str,
+        secret: Option<&str>,
+    ) -> Result<DelegatedClient, OAuthError> {
+        let failed = || OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication failed");
+        let record = self.store.oauth_client(client_id).await.map_err(|e| {
+            tracing::error!(error = %e, "client lookup failed");
+            failed()
+        })?;
+        let record = record.ok_or_else(failed)?;
+        match (record.client.grant_type, secret, record.secret_hash.as_deref()) {
+            (ClientType::Public, None, _) => Ok(record.client),
+            (ClientType::Public, Some(_), _) => Err(OAuthError::new(
+                OAuthErrorCode::InvalidClient,
+                "public clients do not authenticate with a secret",
+            )),
+            (ClientType::Confidential, Some(secret), Some(hash))
+                if verify_slices_are_equal(self.secrets.digest(secret).as_bytes(), hash.as_bytes())
+                    .is_ok() =>
+            {
+                Ok(record.client)
+            }
+            _ => Err(failed()),
+        }
+    }
+
+    /// Signs an access token for `user` through `client`.
+    fn user_access_token(
+        &self,
+        client: &DelegatedClient,
+        user: &User,
+        scope: &str,
+        resources: &[String],
+    ) -> (String, String, i64) {
+        let iat = now().unix_timestamp();
+        let aud = if resources.is_empty() { vec![self.issuer.clone()] } else { resources.to_vec() };
+        let claims = AccessTokenClaims {
+            iss: self.issuer.clone(),
+            sub: user.id.to_string(),
+            aud: Audience::from_list(aud),
+            exp: iat + client.access_token_lifetime,
+            iat,
+            nbf: iat,
+            jti: crate::crypto::random_string::<16>(),
+            client_id: client.client_id.clone(),
+            scope: scope.to_string(),
+            role: user.role,
+        };
+        let mut event =
+            AuditEvent::success(Actor::User(user.id), "token.issued", format!("token:{}", claims.jti));
+        event.detail = json!({"client_id": client.client_id, "scope": scope, "exp": claims.exp});
+        self.audit.record(event);
+        (self.keys.current().signer.sign_jwt(&claims), claims.jti, claims.exp)
+    }
+
+    /// `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5).
+    pub async fn exchange_code(
+        &self,
+        client: &DelegatedClient,
+        code: &str,
+        redirect_uri: Option<&str>,
+        code_verifier: Option<&str>,
+        resources: &[String],
+    ) -> Result<TokenResponse, OAuthError> {
+        let code_hash = self.secrets.digest(code);
+        let at = to_micros(now());
+        let internal = |e: StoreError| {
+            tracing::error!(error = %e, "code exchange failed");
+            OAuthError::invalid_request("the request could not be completed; try again")
+        };
+        let record = match self
+            .store
+            .redeem_authorization_code(&code_hash, &client.client_id, at)
+            .await
+            .map_err(internal)?
+        {
+            CodeRedemption::Redeemed(r) => r,
+            CodeRedemption::Replayed { grant_id } => {
+                if let Some(grant_id) = grant_id {
+                    let event = AuditEvent {
+                        actor: Actor::System,
+                        action: "authorization_code.replayed",
+                        target: Some(format!("oauth_client:{}", client.client_id)),
+                        outcome: Outcome::Failure,
+                        client_addr: None,
+                        detail: json!({"grant_id": grant_id, "revoked": true}),
+                    };
+                    self.store.revoke_grant(grant_id, at, event).await.map_err(internal)?;
+                }
+                return Err(invalid_grant(
+                    "the authorization code was already used; what it issued is revoked",
+                ));
+            }
+            CodeRedemption::Invalid => return Err(invalid_grant("the authorization code is not valid")),
+        };
+        if redirect_uri != Some(record.redirect_uri.as_str()) {
+            return Err(invalid_grant("redirect_uri differs from the one of the authorization request"));
+        }
+        match (&record.code_challenge, code_verifier) {
+            (Some(challenge), Some(verifier))
+                if valid_pkce_string(verifier) && pkce_s256_matches(verifier, challenge) => {}
+            (Some(_), _) => return Err(invalid_grant("code_verifier does not match the code_challenge")),
+            (None, Some(_)) => {
+                return Err(invalid_grant(
+                    "code_verifier given, but the authorization request had no code_challenge",
+                ));
+            }
+            (None, None) if client.requires_pkce() => {
+                return Err(invalid_grant("PKCE is required for this client"));
+            }
+            (None, None) => {}
+        }
+        let audience = narrowed_resources(&record.resources, resources)?;
+        let user = self.active_user(record.user_id).await?;
+        let (access_token, jti, exp) = self.user_access_token(client, &user, &record.scope, &audience);
+        let refresh = new_secret(SecretKind::OAuthRefreshToken);
+        let issued = IssuedInGrant {
+            refresh: Some((self.secrets.digest(&refresh), at + client.refresh_token_lifetime * MICROS)),
+            jti,
+            jti_expires_at: exp * MICROS,
+        };
+        let event = AuditEvent::success(
+            Actor::User(user.id),
+            "grant.created",
+            format!("oauth_client:{}", client.client_id),
+        )
+        .with_detail(json!({"scope": record.scope}));
+        self.store.create_grant(&code_hash, &record, issued, event).await.map_err(internal)?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: client.access_token_lifetime,
+            refresh_token: Some(refresh),
+            scope: record.scope,
+        })
+    }
+
+    async fn active_user(&self, id: i64) -> Result<User, OAuthError> {
+        match self.store.user(id).await {
+            Ok(Some(u)) if !u.disabled => Ok(u),
+            _ => Err(invalid_grant("the user of this grant is no longer active")),
+        }
+    }
+
+    /// `grant_type=refresh_token` (RFC 6749 §6) with rotation: a rotated
+    /// token used again revokes its whole family, except within a short
+    /// grace window, where a concurrent duplicate gets the same new pair.
+    pub async fn refresh(
+        &self,
+        client: &DelegatedClient,
+        refresh_token: &str,
+        scope: Option<&str>,
+        resources: &[String],
+    ) -> Result<TokenResponse, OAuthError> {
+        let old_hash = self.secrets.digest(refresh_token);
+        let internal = |e: StoreError| {
+            tracing::error!(error = %e, "refresh failed");
+            OAuthError::invalid_request("the request could not be completed; try again")
+        };
+        let state = self.store.oauth_refresh_token(&old_hash).await.map_err(internal)?;
+        let state = state
+            .filter(|s| s.grant.client_id == client.client_id)
+            .ok_or_else(|| invalid_grant("the refresh token is not valid"))?;
+        let at = to_micros(now());
+        if state.revoked || state.grant.revoked || state.expires_at <= at {
+            return Err(invalid_grant("the refresh token is expired or revoked"));
+        }
+        if state.rotated_at.is_some() {
+            return self.replayed_refresh(&old_hash, &state, at).await;
+        }
+        let scope = narrowed_scope(&state.grant.scope, scope)?;
+        let audience = narrowed_resources(&state.grant.resources, resources)?;
+        let user = self.active_user(state.grant.user_id).await?;
+        let rotate = client.grant_type == ClientType::Public
+            || self.setting(ROTATE_CONFIDENTIAL_REFRESH).await.map(|s| s.as_bool()).unwrap_or(true);
+        let (access_token, jti, exp) = self.user_access_token(client, &user, &scope, &audience);
+        if !rotate {
+            self.store.record_grant_jti(state.grant.id, &jti, exp * MICROS).await.map_err(internal)?;
+            return Ok(TokenResponse {
+                access_token,
+                token_type: "Bearer".into(),
+                expires_in: client.access_token_lifetime,
+                refresh_token: Some(refresh_token.to_string()),
+                scope,
+            });
+        }
+        let new_refresh = new_secret(SecretKind::OAuthRefreshToken);
+        let response = TokenResponse {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: client.access_token_lifetime,
+            refresh_token: Some(new_refresh.clone()),
+            scope,
+        };
+        let sealed = STANDARD.encode(self.master_key.seal(
+            &successor_context(&old_hash),
+            &serde_json::to_vec(&response).expect("token response serializes"),
+        ));
+        let issued = IssuedInGrant {
+            refresh: Some((self.secrets.digest(&new_refresh), at + client.refresh_token_lifetime * MICROS)),
+            jti,
+            jti_expires_at: exp * MICROS,
+        };
+        let grace = self.setting(REFRESH_REUSE_GRACE).await.ok().and_then(|s| s.as_i64()).unwrap_or(10);
+        let _ = self.store.drop_successors(at - grace * MICROS).await;
+        if self
+            .store
+            .rotate_oauth_refresh_token(&old_hash, state.grant.id, at, &sealed, issued)
+            .await
+            .map_err(internal)?
+        {
+            return Ok(response);
+        }
+        // A concurrent request rotated it first: answer as it was answered.
+        let state = self.store.oauth_refresh_token(&old_hash).await.map_err(internal)?;
+        match state {
+            Some(state) => self.replayed_refresh(&old_hash, &state, to_micros(now())).await,
+            None => Err(invalid_grant("the refresh token is not valid")),
+        }
+    }
+
+    async fn replayed_refresh(
+        &self,
+        old_hash: &str,
+        state: &OAuthRefreshState,
+        at: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let grace = self.setting(REFRESH_REUSE_GRACE).await.ok().and_then(|s| s.as_i64()).unwrap_or(10);
+        let within_grace = state.rotated_at.is_some_and(|r| at - r <= grace * MICROS);
+        if let (true, Some(sealed)) = (within_grace, &state.successor) {
+            let response = STANDARD
+                .decode(sealed)
+                .ok()
+                .and_then(|s| self.master_key.open(&successor_context(old_hash), &s).ok())
+                .and_then(|plain| serde_json::from_slice::<TokenResponse>(&plain).ok());
+            if let Some(response) = response {
+                return Ok(response);
+            }
+        }
+        let event = AuditEvent {
+            actor: Actor::User(state.grant.user_id),
+            action: "refresh_token.reused",
+            target: Some(format!("oauth_client:{}", state.grant.client_id)),
+            outcome: Outcome::Failure,
+            client_addr: None,
+            detail: json!({"grant_id": state.grant.id, "family_revoked": true}),
+        };
+        self.store.revoke_grant(state.grant.id, at, event).await.map_err(|e| {
+            tracing::error!(error = %e, "revoking a token family failed");
+            OAuthError::invalid_request("the request could not be completed; try again")
+        })?;
+        Err(invalid_grant("the refresh token was already used; its whole family is revoked"))
+    }
+}
+
+fn successor_context(old_hash: &str) -> Vec<u8> {
+    format!("oauth_refresh_successor:{old_hash}").into_bytes()
+}
+
+/// RFC 6749 §6: a refresh may ask for fewer scopes, never more.
+fn narrowed_scope(granted: &str, requested: Option<&str>) -> Result<String, OAuthError> {
+    let Some(raw) = requested else { return Ok(granted.to_string()) };
+    let mut asked = parse_scope(raw)?;
+    let granted: Vec<&str> = granted.split(' ').collect();
+    if let Some(extra) = asked.iter().find(|s| !granted.contains(&s.as_str())) {
+        return Err(OAuthError::new(
+            OAuthErrorCode::InvalidScope,
+            format!("scope {extra:?} was not granted"),
+        ));
+    }
+    asked.sort();
+    Ok(asked.join(" "))
+}
+
+/// RFC 8707 §2.2: the resources of a token request narrow those granted.
+fn narrowed_resources(granted: &[String], requested: &[String]) -> Result<Vec<String>, OAuthError> {
+    if requested.is_empty() {
+        return Ok(granted.to_vec());
+    }
+    if granted.is_empty() {
+        return Ok(requested.to_vec());
+    }
+    match requested.iter().find(|r| !granted.contains(r)) {
+        Some(r) => {
+            Err(OAuthError::new(OAuthErrorCode::InvalidTarget, format!("resource {r:?} was not granted")))
+        }
+        None => Ok(requested.to_vec()),
+    }
+}
+
+/// The code of an OAuth error as its wire name.
+pub fn oauth_code(code: OAuthErrorCode) -> &'static str {
+    match code {
+        OAuthErrorCode::InvalidRequest => "invalid_request",
+        OAuthErrorCode::InvalidClient => "invalid_client",
+        OAuthErrorCode::InvalidGrant => "invalid_grant",
+        OAuthErrorCode::UnauthorizedClient => "unauthorized_client",
+        OAuthErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+        OAuthErrorCode::UnsupportedResponseType => "unsupported_response_type",
+        OAuthErrorCode::InvalidScope => "invalid_scope",
+        OAuthErrorCode::InvalidTarget => "invalid_target",
+    }
+}
+
+fn oauth_client_not_found(client_id: &str) -> AppError {
+    let shown: String = client_id.chars().take(80).collect();
+    AppError::NotFound(format!("no OAuth client with id {shown:?}"))
+}
+
+fn not_found_as(e: StoreError, client_id: &str) -> AppError {
+    match e {
+        StoreError::NotFound => oauth_client_not_found(client_id),
+        e => e.into(),
+    }
+}

@@ -1,0 +1,299 @@
+//! The browser side of delegated OAuth: `/oauth/v1/authorize/` (GET shows
+//! login or consent; POST takes the consent), `/oauth/v1/login/`. Pages are
+//! server-rendered (askama escapes everything), carry CSRF tokens, cannot be
+//! framed, and are never cached.
+
+use crate::app::{App, AuthorizationRequest, AuthorizeError, AuthorizeParams};
+use crate::domain::User;
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub const SESSION_COOKIE: &str = "kw_session";
+const LOGIN_COOKIE: &str = "kw_login";
+const AUTHORIZE_PATH: &str = "/oauth/v1/authorize/";
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    client_name: &'a str,
+    csrf: String,
+    return_to: String,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage<'a> {
+    client_name: &'a str,
+    username: &'a str,
+    redirect_host: String,
+    scopes: Vec<(String, &'static str)>,
+    csrf: String,
+    request: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    message: &'a str,
+}
+
+fn scope_description(scope: &str) -> &'static str {
+    match scope {
+        "api" => "use the platform's REST APIs as you",
+        "mcp" => "use the platform's MCP server as you",
+        "offline_access" => "keep access while you are away (a refresh token)",
+        _ => "",
+    }
+}
+
+/// The value of cookie `name`.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The origin of a URI (`scheme://host[:port]`), for the CSP.
+fn origin(uri: &str) -> String {
+    url::Url::parse(uri).map(|u| u.origin().ascii_serialization()).unwrap_or_default()
+}
+
+/// A page: HTML with the headers every page that grants access needs.
+fn page(status: StatusCode, html: String, form_target: Option<&str>) -> Response {
+    let form_action = match form_target.map(origin) {
+        Some(o) if !o.is_empty() && o != "null" => format!("'self' {o}"),
+        _ => "'self'".to_string(),
+    };
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action {form_action}; frame-ancestors 'none'; \
+         base-uri 'none'"
+    );
+    let mut response = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    response
+}
+
+fn error_page(status: StatusCode, message: &str) -> Response {
+    let html = ErrorPage { message }.render().unwrap_or_else(|_| "Cannot continue".into());
+    page(status, html, None)
+}
+
+fn set_cookie(app: &App, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if app.issuer.starts_with("https://") { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .expect("cookie values are base64url")
+}
+
+/// An authorization request's query: each parameter at most once (but
+/// `resource`, which RFC 8707 lets repeat).
+fn parse_request(query: &str) -> Result<AuthorizeParams, String> {
+    let mut p = AuthorizeParams::default();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        let value = value.into_owned();
+        let slot = match key.as_ref() {
+            "response_type" => &mut p.response_type,
+            "client_id" => &mut p.client_id,
+            "redirect_uri" => &mut p.redirect_uri,
+            "state" => &mut p.state,
+            "scope" => &mut p.scope,
+            "code_challenge" => &mut p.code_challenge,
+            "code_challenge_method" => &mut p.code_challenge_method,
+            "resource" => {
+                p.resource.push(value);
+                continue;
+            }
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(format!("the parameter {key} is given more than once"));
+        }
+        *slot = Some(value);
+    }
+    Ok(p)
+}
+
+async fn validated(app: &App, query: &str) -> Result<AuthorizationRequest, Response> {
+    if query.len() > 8 * 1024 {
+        return Err(error_page(StatusCode::BAD_REQUEST, "the request is too long"));
+    }
+    let params = parse_request(query).map_err(|m| error_page(StatusCode::BAD_REQUEST, &m))?;
+    app.validate_authorization_request(&params).await.map_err(|e| match e {
+        AuthorizeError::Page(message) => error_page(StatusCode::BAD_REQUEST, &message),
+        AuthorizeError::Redirect(url) => Redirect::to(&url).into_response(),
+    })
+}
+
+async fn signed_in(app: &App, headers: &HeaderMap) -> Option<(User, String)> {
+    let session = cookie(headers, SESSION_COOKIE)?;
+    Some((app.session_user(session).await?, session.to_string()))
+}
+
+fn login_page(
+    app: &App,
+    request: &AuthorizationRequest,
+    query: &str,
+    headers: &HeaderMap,
+    error: Option<&str>,
+) -> Response {
+    let (login_cookie, fresh) = match cookie(headers, LOGIN_COOKIE) {
+        Some(c) if c.len() <= 64 && !c.is_empty() => (c.to_string(), false),
+        _ => (crate::crypto::random_string::<24>(), true),
+    };
+    let html = LoginPage {
+        client_name: &request.client.name,
+        csrf: app.csrf_token("login", &login_cookie),
+        return_to: format!("{AUTHORIZE_PATH}?{query}"),
+        error,
+    }
+    .render()
+    .unwrap_or_default();
+    let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+    let mut response = page(status, html, Some(&request.redirect_uri));
+    if fresh {
+        response.headers_mut().append(header::SET_COOKIE, set_cookie(app, LOGIN_COOKIE, &login_cookie, 3600));
+    }
+    response
+}
+
+/// GET: validate, then sign in, then consent (or straight back to the
+/// client when this consent is remembered).
+pub async fn authorize(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let request = match validated(&app, &query).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let Some((user, session)) = signed_in(&app, &headers).await else {
+        return login_page(&app, &request, &query, &headers, None);
+    };
+    match app.has_consent(&user, &request).await {
+        Ok(true) => match app.approve(&user, &request, false).await {
+            Ok(url) => Redirect::to(&url).into_response(),
+            Err(e) => internal(e),
+        },
+        Ok(false) => {
+            let html = ConsentPage {
+                client_name: &request.client.name,
+                username: &user.username,
+                redirect_host: url::Url::parse(&request.redirect_uri)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                scopes: request.scope.split(' ').map(|s| (s.to_string(), scope_description(s))).collect(),
+                csrf: app.csrf_token("consent", &session),
+                request: &query,
+            }
+            .render()
+            .unwrap_or_default();
+            page(StatusCode::OK, html, Some(&request.redirect_uri))
+        }
+        Err(e) => internal(e),
+    }
+}
+
+fn internal(e: crate::app::AppError) -> Response {
+    tracing::error!(error = %e, "authorization failed");
+    error_page(StatusCode::INTERNAL_SERVER_ERROR, "something went wrong; try again")
+}
+
+fn form_fields(body: &Bytes) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// POST `/oauth/v1/login/`.
+pub async fn login(
+    State(app): State<Arc<App>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let fields = form_fields(&body);
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+    let return_to = field("return_to");
+    // Only back into an authorization request of this server: no open redirect.
+    let Some(query) = return_to.strip_prefix(AUTHORIZE_PATH).and_then(|r| r.strip_prefix('?')) else {
+        return error_page(StatusCode::BAD_REQUEST, "the sign-in form is not valid");
+    };
+    let request = match validated(&app, query).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let csrf_ok = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| app.csrf_matches("login", c, field("csrf")));
+    if !csrf_ok {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "the sign-in form expired or came from elsewhere; start again",
+        );
+    }
+    match app.start_session(field("username"), field("password"), addr.ip()).await {
+        Ok(session) => {
+            let mut response = Redirect::to(return_to).into_response();
+            let max_age = crate::app::SESSION_LIFETIME_SECONDS;
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, set_cookie(&app, SESSION_COOKIE, &session, max_age));
+            response
+        }
+        Err(crate::app::AppError::TooManyRequests { retry_after }) => {
+            let message = format!("Too many failed attempts. Try again in {retry_after} seconds.");
+            let mut response = login_page(&app, &request, query, &headers, Some(&message));
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            response
+        }
+        Err(crate::app::AppError::Unauthorized(_)) => {
+            login_page(&app, &request, query, &headers, Some("Wrong username or password."))
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// POST `/oauth/v1/authorize/`: the consent form.
+pub async fn consent(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let fields = form_fields(&body);
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+    let request = match validated(&app, field("request")).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let Some((user, session)) = signed_in(&app, &headers).await else {
+        return error_page(StatusCode::UNAUTHORIZED, "you are not signed in (any more); start again");
+    };
+    if !app.csrf_matches("consent", &session, field("csrf")) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "the consent form expired or came from elsewhere; start again",
+        );
+    }
+    match field("decision") {
+        "approve" => match app.approve(&user, &request, true).await {
+            Ok(url) => Redirect::to(&url).into_response(),
+            Err(e) => internal(e),
+        },
+        "deny" => Redirect::to(&app.deny(&request)).into_response(),
+        _ => error_page(StatusCode::BAD_REQUEST, "choose Allow or Deny"),
+    }
+}
