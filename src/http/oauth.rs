@@ -170,6 +170,55 @@ async fn authenticated_client(
     Ok(app.authenticate_client(&id, &secret, Some(addr.ip().to_string())).await?)
 }
 
+/// The form of a token request; which fields apply depends on `grant_type`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenRequest {
+    /// `authorization_code`, `refresh_token` or `client_credentials`.
+    grant_type: String,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+    scope: Option<String>,
+    /// RFC 8707; may repeat. Becomes the token's `aud`.
+    resource: Option<String>,
+    /// With `client_secret_post` or `none`; or use HTTP Basic.
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// A token response (RFC 6749 §5.1).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenReply {
+    access_token: String,
+    #[schema(example = "Bearer")]
+    token_type: String,
+    expires_in: i64,
+    refresh_token: Option<String>,
+    scope: String,
+}
+
+/// An OAuth error (RFC 6749 §5.2).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OAuthErrorBody {
+    #[schema(example = "invalid_grant")]
+    error: String,
+    error_description: String,
+}
+
+/// Issues tokens: `authorization_code` (with PKCE), `refresh_token` (rotating)
+/// and `client_credentials`. Clients authenticate with HTTP Basic, the body,
+/// or (public clients) not at all.
+#[utoipa::path(post, path = "/oauth/v1/token/", tag = "OAuth Tokens",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Tokens", body = TokenReply),
+        (status = 400, description = "invalid_request, invalid_grant, invalid_scope, invalid_target, unsupported_grant_type", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = OAuthErrorBody)))]
 pub async fn token(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,

@@ -35,28 +35,81 @@ use utoipa_swagger_ui::SwaggerUi;
 )]
 pub struct ApiAuthenticationDoc;
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "OAuth 2.0: client administration and tokens",
+        description = "Register the OAuth clients of third-party apps (server admins), and obtain tokens. \
+                       The authorization endpoint is /oauth/v1/authorize/ (a browser page).",
+        version = "1"
+    ),
+    paths(
+        super::register::register,
+        super::register::list,
+        super::register::get,
+        super::register::replace,
+        super::register::delete,
+        super::register::rotate_secret,
+        super::register::presets,
+        super::oauth::token,
+    ),
+    modifiers(&AdminAuthentication)
+)]
+pub struct OAuth2Doc;
+
+/// The admin API's two ways to authenticate, for "Authorize" in the UI.
+struct AdminAuthentication;
+
+impl utoipa::Modify for AdminAuthentication {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .add_security_scheme("token", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("TOKEN"))));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
 const API_AUTHENTICATION: &str = "/openapi/api_authentication/";
+const OAUTH2: &str = "/openapi/oauth2/";
 
 pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
     let ui: Router<Arc<App>> = SwaggerUi::new(format!("{API_AUTHENTICATION}ui"))
         .url(format!("{API_AUTHENTICATION}openapi.json"), ApiAuthenticationDoc::openapi())
         .into();
+    let oauth2_ui: Router<Arc<App>> = SwaggerUi::new(format!("{OAUTH2}ui"))
+        .url(format!("{OAUTH2}openapi.json"), OAuth2Doc::openapi())
+        .into();
     Router::new()
-        .route(API_AUTHENTICATION, get(api_authentication_document))
-        .merge(ui.route_layer(middleware::from_fn_with_state(app, swagger_enabled)))
+        .route(
+            API_AUTHENTICATION,
+            get(|state, headers| {
+                document(state, headers, API_AUTHENTICATION, ApiAuthenticationDoc::openapi())
+            }),
+        )
+        .route(OAUTH2, get(|state, headers| document(state, headers, OAUTH2, OAuth2Doc::openapi())))
+        .merge(ui.merge(oauth2_ui).route_layer(middleware::from_fn_with_state(app, swagger_enabled)))
 }
 
-/// The document as JSON; a browser asking for HTML goes to the UI instead
-/// while it is enabled.
-async fn api_authentication_document(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+/// The document at `base` as JSON; a browser asking for HTML goes to the UI
+/// instead while it is enabled.
+async fn document(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    base: &str,
+    doc: utoipa::openapi::OpenApi,
+) -> Response {
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"));
     if wants_html && swagger_is_enabled(&app).await {
-        return Redirect::to(&format!("{API_AUTHENTICATION}ui/")).into_response();
+        return Redirect::to(&format!("{base}ui/")).into_response();
     }
-    axum::Json(ApiAuthenticationDoc::openapi()).into_response()
+    axum::Json(doc).into_response()
 }
 
 async fn swagger_is_enabled(app: &App) -> bool {

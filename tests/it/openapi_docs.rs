@@ -64,4 +64,42 @@ async fn the_swagger_ui_follows_the_flag(backend: Backend) {
     api_error(s.http.get(s.url(&ui)).send().await.unwrap(), 404, "not_found").await;
 }
 
-on_both_backends!(the_document_describes_every_endpoint, the_swagger_ui_follows_the_flag);
+async fn the_oauth2_document_covers_registration_and_tokens(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let doc = json_with_status(s.http.get(s.url("/openapi/oauth2/")).send().await.unwrap(), 200).await;
+    let paths = &doc["paths"];
+    assert!(paths["/oauth/v1/register/"]["post"]["responses"]["201"].is_object());
+    assert!(paths["/oauth/v1/register/"]["get"].is_object());
+    for method in ["get", "put", "delete"] {
+        assert!(paths["/oauth/v1/register/{client_id}/"][method].is_object(), "{method}");
+    }
+    assert!(paths["/oauth/v1/register/{client_id}/rotate_secret/"]["post"].is_object());
+    let token = &paths["/oauth/v1/token/"]["post"];
+    assert!(token["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object());
+    assert!(token["responses"]["401"].is_object());
+    let schema = &doc["components"]["schemas"]["RegisterRequest"]["properties"];
+    for field in [
+        "name",
+        "redirect_uris",
+        "grant_type",
+        "refresh_token_lifetime",
+        "access_token_lifetime",
+        "pkce_enabled",
+    ] {
+        assert!(schema[field].is_object(), "{field}");
+    }
+    assert!(doc["components"]["securitySchemes"]["token"].is_object());
+    // Its UI follows the same flag.
+    api_error(s.http.get(s.url("/openapi/oauth2/ui/")).send().await.unwrap(), 404, "not_found").await;
+    s.app.set_setting(Actor::Cli, "alation.feature_flags.enable_swagger", "true").await.unwrap();
+    assert_eq!(s.http.get(s.url("/openapi/oauth2/ui/")).send().await.unwrap().status(), 200);
+    let spec =
+        json_with_status(s.http.get(s.url("/openapi/oauth2/openapi.json")).send().await.unwrap(), 200).await;
+    assert_eq!(spec, doc);
+}
+
+on_both_backends!(
+    the_document_describes_every_endpoint,
+    the_swagger_ui_follows_the_flag,
+    the_oauth2_document_covers_registration_and_tokens,
+);
