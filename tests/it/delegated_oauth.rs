@@ -584,9 +584,10 @@ async fn refresh_reuse_revokes_the_family_but_not_within_the_grace_window(backen
         json_with_status(exchange(&s, &id, &secret, &code, APP_CALLBACK, Some(&verifier)).await, 200).await;
     let r1 = first["refresh_token"].as_str().unwrap().to_string();
 
-    // Two refreshes at the same moment (clients from several egress IPs):
-    // both get the same new pair.
-    let (a, b) = tokio::join!(refresh_with(&s, &id, &secret, &r1), refresh_with(&s, &id, &secret, &r1));
+    // Two refreshes at the same moment, at two nodes (clients from several
+    // egress IPs behind a load balancer): both get the same new pair.
+    let other = s.another_node().await;
+    let (a, b) = tokio::join!(refresh_with(&s, &id, &secret, &r1), refresh_with(&other, &id, &secret, &r1));
     let (a, b) = (json_with_status(a, 200).await, json_with_status(b, 200).await);
     assert_eq!(a["refresh_token"], b["refresh_token"]);
     assert_eq!(a["access_token"], b["access_token"]);
