@@ -93,6 +93,17 @@ enum KeysCommand {
     },
     /// List the published signing keys.
     List,
+    /// Wrap the data keys under a new master key (generated, or from a file),
+    /// without downtime: nodes may restart with either key until
+    /// `--retire-old`. With the data dir's key file, the file is replaced.
+    RotateMaster {
+        /// A file holding the new key (base64 of 32 bytes).
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+        /// Once every node runs with the new key: forget the old ones.
+        #[arg(long, conflicts_with = "new_key_file")]
+        retire_old: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,6 +193,9 @@ async fn run(command: Command, config: NodeConfig) -> anyhow::Result<()> {
                         "new signing key {kid} ({alg}); the previous key keeps verifying during the overlap"
                     );
                 }
+                KeysCommand::RotateMaster { new_key_file, retire_old } => {
+                    rotate_master(&app, &config, new_key_file, retire_old).await?
+                }
                 KeysCommand::List => {
                     let keys = app.keys.current();
                     for jwk in keys.jwks["keys"].as_array().into_iter().flatten() {
@@ -215,6 +229,58 @@ async fn run(command: Command, config: NodeConfig) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+const PREVIOUS_MASTER_KEY_FILE: &str = "master.key.previous";
+
+async fn rotate_master(
+    app: &crate::app::App,
+    config: &NodeConfig,
+    new_key_file: Option<PathBuf>,
+    retire_old: bool,
+) -> anyhow::Result<()> {
+    let previous = config.data_dir.join(PREVIOUS_MASTER_KEY_FILE);
+    if retire_old {
+        let retired = app.retire_other_master_keys(Actor::Cli).await?;
+        if previous.exists() {
+            std::fs::remove_file(&previous)?;
+        }
+        println!(
+            "retired {retired} other master key(s); only {} opens this database now",
+            app.master_key.fingerprint()
+        );
+        return Ok(());
+    }
+    let (new, text) = match &new_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)?;
+            (crate::crypto::MasterKey::parse(&text)?, text.trim().to_string())
+        }
+        None => crate::crypto::MasterKey::generate(),
+    };
+    app.add_master_key(Actor::Cli, &new).await?;
+    if config.master_key.is_none() {
+        // The data dir's key file: swap it, keeping the old one until --retire-old.
+        let current = config.data_dir.join(crate::crypto::MASTER_KEY_FILE);
+        std::fs::rename(&current, &previous)?;
+        crate::crypto::write_private_file(&current, format!("{text}\n").as_bytes())?;
+        println!(
+            "master key {} added; {} now holds it (the old one is in {})",
+            new.fingerprint(),
+            current.display(),
+            previous.display()
+        );
+        println!("restart keyward, then run: keyward keys rotate-master --retire-old");
+    } else {
+        println!("master key {} added; both keys open the database now", new.fingerprint());
+        if new_key_file.is_none() {
+            println!("new KEYWARD_MASTER_KEY (shown once): {text}");
+        }
+        println!(
+            "set it as KEYWARD_MASTER_KEY on every node, restart them, then run: keyward keys rotate-master --retire-old"
+        );
+    }
+    Ok(())
 }
 
 /// CLI commands do not listen; the issuer they see is the configured one.

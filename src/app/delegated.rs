@@ -616,7 +616,7 @@ impl App {
             refresh_token: Some(new_refresh.clone()),
             scope,
         };
-        let sealed = STANDARD.encode(self.master_key.seal(
+        let sealed = STANDARD.encode(self.data_key.seal(
             &successor_context(&old_hash),
             &serde_json::to_vec(&response).expect("token response serializes"),
         ));
@@ -655,7 +655,7 @@ impl App {
             let response = STANDARD
                 .decode(sealed)
                 .ok()
-                .and_then(|s| self.master_key.open(&successor_context(old_hash), &s).ok())
+                .and_then(|s| self.data_key.open(&successor_context(old_hash), &s).ok())
                 .and_then(|plain| serde_json::from_slice::<TokenResponse>(&plain).ok());
             if let Some(response) = response {
                 return Ok(response);

@@ -4,7 +4,7 @@
 //! but the store has).
 
 use super::{App, AppError};
-use crate::crypto::{MasterKey, SigningAlgorithm, SigningKey, random_string};
+use crate::crypto::{AeadKey, SigningAlgorithm, SigningKey, random_string};
 use crate::domain::audit::AuditEvent;
 use crate::domain::settings::{SIGNING_ALGORITHM, SIGNING_KEY_OVERLAP};
 use crate::domain::{Actor, now, to_micros};
@@ -40,7 +40,7 @@ fn context(kid: &str) -> Vec<u8> {
 }
 
 impl Keyring {
-    pub(super) async fn load(store: &dyn Store, master: &MasterKey) -> Result<Keyring, AppError> {
+    pub(super) async fn load(store: &dyn Store, master: &AeadKey) -> Result<Keyring, AppError> {
         let set = load_set(store, master).await?;
         Ok(Keyring { current: RwLock::new(Arc::new(set)) })
     }
@@ -56,7 +56,7 @@ impl Keyring {
 
 /// Reads the published keys; on a store without an active key (first start)
 /// creates one, agreeing with concurrent first starts on a single key.
-async fn load_set(store: &dyn Store, master: &MasterKey) -> Result<KeySet, AppError> {
+async fn load_set(store: &dyn Store, master: &AeadKey) -> Result<KeySet, AppError> {
     let mut keys = store.signing_keys(to_micros(now())).await?;
     if !keys.iter().any(|k| k.active) {
         let alg = match store.setting(SIGNING_ALGORITHM).await? {
@@ -75,7 +75,7 @@ async fn load_set(store: &dyn Store, master: &MasterKey) -> Result<KeySet, AppEr
     build_set(master, &keys)
 }
 
-fn new_stored_key(master: &MasterKey, alg: SigningAlgorithm) -> StoredSigningKey {
+fn new_stored_key(master: &AeadKey, alg: SigningAlgorithm) -> StoredSigningKey {
     let kid = random_string::<12>();
     let der = SigningKey::generate_pkcs8(alg);
     StoredSigningKey {
@@ -88,7 +88,7 @@ fn new_stored_key(master: &MasterKey, alg: SigningAlgorithm) -> StoredSigningKey
     }
 }
 
-fn build_set(master: &MasterKey, keys: &[StoredSigningKey]) -> Result<KeySet, AppError> {
+fn build_set(master: &AeadKey, keys: &[StoredSigningKey]) -> Result<KeySet, AppError> {
     let corrupt =
         |kid: &str, why: &str| AppError::Startup(format!("signing key {kid} cannot be used: {why}"));
     let mut signer = None;
@@ -99,7 +99,7 @@ fn build_set(master: &MasterKey, keys: &[StoredSigningKey]) -> Result<KeySet, Ap
         let sealed = STANDARD.decode(&stored.private_key).map_err(|_| corrupt(&stored.kid, "not base64"))?;
         let der = master
             .open(&context(&stored.kid), &sealed)
-            .map_err(|_| corrupt(&stored.kid, "it does not decrypt under this master key"))?;
+            .map_err(|_| corrupt(&stored.kid, "it does not decrypt under the data key"))?;
         let key = SigningKey::from_pkcs8(&stored.kid, alg, &der)
             .map_err(|e| corrupt(&stored.kid, &e.to_string()))?;
         let jwk_json = key.public_jwk();
@@ -119,7 +119,7 @@ fn build_set(master: &MasterKey, keys: &[StoredSigningKey]) -> Result<KeySet, Ap
 impl App {
     /// Re-reads the keys from the store (after a rotation on any node).
     pub async fn refresh_keys(&self) -> Result<(), AppError> {
-        let set = load_set(self.store.as_ref(), &self.master_key).await?;
+        let set = load_set(self.store.as_ref(), &self.data_key).await?;
         self.keys.replace(set);
         Ok(())
     }
@@ -137,7 +137,7 @@ impl App {
         if !stored.iter().any(|k| k.kid == kid) {
             return Ok(None);
         }
-        self.keys.replace(build_set(&self.master_key, &stored)?);
+        self.keys.replace(build_set(&self.data_key, &stored)?);
         let set = self.keys.current();
         Ok(set.verifiers.contains_key(kid).then_some(set))
     }
@@ -154,7 +154,7 @@ impl App {
             None => self.setting(SIGNING_ALGORITHM).await?.value.parse().map_err(AppError::Invalid)?,
         };
         let overlap = self.setting(SIGNING_KEY_OVERLAP).await?.as_i64().unwrap_or(259_500);
-        let key = new_stored_key(&self.master_key, alg);
+        let key = new_stored_key(&self.data_key, alg);
         let kid = key.kid.clone();
         let event = AuditEvent::success(actor, "signing_key.rotated", format!("signing_key:{kid}"))
             .with_detail(json!({"alg": alg.as_str(), "previous_retires_in_seconds": overlap}));

@@ -28,7 +28,7 @@ pub use keys::{KeySet, Keyring};
 pub use tokens::{IssuedToken, Rejected};
 pub use users::UserPatch;
 
-use crate::crypto::{MasterKey, PasswordHasher, SecretHasher, random_bytes};
+use crate::crypto::{AeadKey, MasterKey, PasswordHasher, SecretHasher, random_bytes};
 use crate::store::DynStore;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -40,6 +40,8 @@ pub struct App {
     pub passwords: PasswordHasher,
     pub secrets: SecretHasher,
     pub master_key: Arc<MasterKey>,
+    /// Seals every record that must be recovered (signing keys, …).
+    pub data_key: AeadKey,
     pub keys: Keyring,
     pub audit: AuditSink,
     pub usage: usage::UsageRecorder,
@@ -48,29 +50,74 @@ pub struct App {
     pub issuer: String,
 }
 
-/// Meta record holding the secret-hashing data key, wrapped by the master key.
-const SECRET_HASH_KEY: &str = "secret_hash_key";
+/// The keys that protect data at rest, as the master key wraps them. They
+/// never change; the master key that wraps them can.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyMaterial {
+    /// HMAC key of stored secret hashes (base64).
+    secret_hash_key: String,
+    /// AES-256-GCM key of every sealed record (base64).
+    data_key: String,
+}
+
+/// Meta records `keyring:<master key fingerprint>` hold the key material
+/// wrapped by that master key; several exist while a rotation is under way.
+const KEYRING_PREFIX: &str = "keyring:";
+/// The fingerprint of the master key the store was set up with.
+const KEYRING_OWNER: &str = "keyring_owner";
+const KEYRING_CONTEXT: &[u8] = b"keyward keyring";
+
+fn mismatch() -> AppError {
+    AppError::Startup(
+        "the master key does not match the one this database was set up with \
+         (set KEYWARD_MASTER_KEY to that key on every node)"
+            .into(),
+    )
+}
+
+/// The key material wrapped by `master`, created on the store's first start.
+async fn key_material(store: &dyn crate::store::Store, master: &MasterKey) -> Result<KeyMaterial, AppError> {
+    let name = format!("{KEYRING_PREFIX}{}", master.fingerprint());
+    let wrapped = match store.meta_get(&name).await? {
+        Some(w) => w,
+        None => {
+            if store.meta_get_or_init(KEYRING_OWNER, master.fingerprint()).await? != master.fingerprint() {
+                return Err(mismatch());
+            }
+            let fresh = KeyMaterial {
+                secret_hash_key: STANDARD.encode(random_bytes::<32>()),
+                data_key: STANDARD.encode(random_bytes::<32>()),
+            };
+            let sealed =
+                master.seal(KEYRING_CONTEXT, &serde_json::to_vec(&fresh).expect("key material serializes"));
+            store.meta_get_or_init(&name, &STANDARD.encode(sealed)).await?
+        }
+    };
+    STANDARD
+        .decode(wrapped)
+        .ok()
+        .and_then(|sealed| master.open(KEYRING_CONTEXT, &sealed).ok())
+        .and_then(|plain| serde_json::from_slice(&plain).ok())
+        .ok_or_else(mismatch)
+}
+
+fn key32(b64: &str) -> Result<[u8; 32], AppError> {
+    STANDARD
+        .decode(b64)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| AppError::Startup("stored key material is damaged".into()))
+}
 
 impl App {
     /// Loads (or, on the store's first start, creates) the data keys, and
-    /// refuses a master key that is not the one the store was set up with.
+    /// refuses a master key that is not one the store knows.
     pub async fn new(store: DynStore, master_key: MasterKey, issuer: String) -> Result<Self, AppError> {
-        let fresh = STANDARD.encode(master_key.seal(SECRET_HASH_KEY.as_bytes(), &random_bytes::<32>()));
-        let stored = store.meta_get_or_init(SECRET_HASH_KEY, &fresh).await?;
-        let key: [u8; 32] = STANDARD
-            .decode(stored)
-            .ok()
-            .and_then(|sealed| master_key.open(SECRET_HASH_KEY.as_bytes(), &sealed).ok())
-            .and_then(|k| k.try_into().ok())
-            .ok_or_else(|| {
-                AppError::Startup(
-                    "the master key does not match the one this database was set up with \
-                     (set KEYWARD_MASTER_KEY to that key on every node)"
-                        .into(),
-                )
-            })?;
+        let material = key_material(store.as_ref(), &master_key).await?;
+        let data_key = AeadKey::from_bytes(&key32(&material.data_key)?);
+        let secrets = SecretHasher::new(&key32(&material.secret_hash_key)?);
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let keys = Keyring::load(store.as_ref(), &master_key).await?;
+        let keys = Keyring::load(store.as_ref(), &data_key).await?;
         // A store no one else writes needs no listener: local eviction is
         // all the news there is.
         let clients = Arc::new(client_cache::ClientCache::new(!store.is_shared()));
@@ -84,10 +131,44 @@ impl App {
             audit: AuditSink::spawn(store.clone()),
             store,
             passwords: PasswordHasher::new(workers),
-            secrets: SecretHasher::new(&key),
+            secrets,
             master_key: Arc::new(master_key),
+            data_key,
             keys,
             issuer,
         })
+    }
+}
+
+impl App {
+    /// Wraps the key material under `new` too, so that nodes may restart
+    /// with either master key; nothing sealed changes and running nodes go on.
+    pub async fn add_master_key(&self, actor: crate::domain::Actor, new: &MasterKey) -> Result<(), AppError> {
+        let material = key_material(self.store.as_ref(), &self.master_key).await?;
+        let sealed =
+            new.seal(KEYRING_CONTEXT, &serde_json::to_vec(&material).expect("key material serializes"));
+        let event = crate::domain::audit::AuditEvent::success(
+            actor,
+            "master_key.added",
+            format!("master_key:{}", new.fingerprint()),
+        );
+        self.store
+            .meta_put(&format!("{KEYRING_PREFIX}{}", new.fingerprint()), &STANDARD.encode(sealed), event)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets every master key but this node's: nodes must all use it now.
+    pub async fn retire_other_master_keys(&self, actor: crate::domain::Actor) -> Result<u64, AppError> {
+        use crate::domain::audit::AuditEvent;
+        let fingerprint = self.master_key.fingerprint();
+        let mine = format!("{KEYRING_PREFIX}{fingerprint}");
+        // The owner record decides first starts: from now on, only this key's.
+        let owner =
+            AuditEvent::success(actor.clone(), "master_key.owner", format!("master_key:{fingerprint}"));
+        self.store.meta_put(KEYRING_OWNER, fingerprint, owner).await?;
+        let retired =
+            AuditEvent::success(actor, "master_key.retired_others", format!("master_key:{fingerprint}"));
+        Ok(self.store.meta_delete_prefix(KEYRING_PREFIX, &mine, retired).await?)
     }
 }

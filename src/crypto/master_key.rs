@@ -14,13 +14,36 @@ use std::path::{Path, PathBuf};
 pub const MASTER_KEY_FILE: &str = "master.key";
 const SEALED_VERSION: u8 = 1;
 
-pub struct MasterKey {
+/// An AES-256-GCM key that seals small records with a random nonce and the
+/// record's identity as associated data. The master key is one; the data
+/// key it wraps is another.
+pub struct AeadKey {
     key: RandomizedNonceKey,
+}
+
+impl std::fmt::Debug for AeadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AeadKey(..)")
+    }
+}
+
+/// The master key: it wraps the data keys and nothing else.
+pub struct MasterKey {
+    aead: AeadKey,
+    /// Names this key without revealing it: which wrapped keyring is ours.
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MasterKey(..)")
+        write!(f, "MasterKey({})", self.fingerprint)
+    }
+}
+
+impl std::ops::Deref for MasterKey {
+    type Target = AeadKey;
+    fn deref(&self) -> &AeadKey {
+        &self.aead
     }
 }
 
@@ -39,38 +62,10 @@ pub enum MasterKeyError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-impl MasterKey {
+impl AeadKey {
     pub fn from_bytes(bytes: &[u8; 32]) -> Self {
         let key = RandomizedNonceKey::new(&AES_256_GCM, bytes).expect("32 bytes is an AES-256 key");
-        MasterKey { key }
-    }
-
-    pub fn parse(text: &str) -> Result<Self, MasterKeyError> {
-        let bytes = STANDARD.decode(text.trim()).map_err(|_| MasterKeyError::Malformed)?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| MasterKeyError::Malformed)?;
-        Ok(Self::from_bytes(&bytes))
-    }
-
-    /// The key from the environment if given, else from `<data_dir>/master.key`,
-    /// created with mode 0600 on first use.
-    pub fn load_or_create(
-        data_dir: &Path,
-        from_env: Option<&str>,
-    ) -> Result<(Self, MasterKeySource), MasterKeyError> {
-        if let Some(text) = from_env {
-            return Ok((Self::parse(text)?, MasterKeySource::Environment));
-        }
-        let path = data_dir.join(MASTER_KEY_FILE);
-        let io = |source| MasterKeyError::Io { path: path.clone(), source };
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok((Self::parse(&text)?, MasterKeySource::ExistingFile(path))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let bytes: [u8; 32] = super::random_bytes();
-                write_private_file(&path, format!("{}\n", STANDARD.encode(bytes)).as_bytes()).map_err(io)?;
-                Ok((Self::from_bytes(&bytes), MasterKeySource::CreatedFile(path)))
-            }
-            Err(e) => Err(io(e)),
-        }
+        AeadKey { key }
     }
 
     /// Encrypts `plaintext`; `context` names what it is (a table and row) so a
@@ -99,6 +94,55 @@ impl MasterKey {
         let plain =
             self.key.open_in_place(nonce, Aad::from(context), &mut in_out).map_err(|_| DecryptError)?;
         Ok(plain.to_vec())
+    }
+}
+
+impl MasterKey {
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
+        let id = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes),
+            b"keyward master key id",
+        );
+        let fingerprint = id.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        MasterKey { aead: AeadKey::from_bytes(bytes), fingerprint }
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// A new random key and its base64 text (what a key file holds).
+    pub fn generate() -> (Self, String) {
+        let bytes: [u8; 32] = super::random_bytes();
+        (Self::from_bytes(&bytes), STANDARD.encode(bytes))
+    }
+
+    pub fn parse(text: &str) -> Result<Self, MasterKeyError> {
+        let bytes = STANDARD.decode(text.trim()).map_err(|_| MasterKeyError::Malformed)?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| MasterKeyError::Malformed)?;
+        Ok(Self::from_bytes(&bytes))
+    }
+
+    /// The key from the environment if given, else from `<data_dir>/master.key`,
+    /// created with mode 0600 on first use.
+    pub fn load_or_create(
+        data_dir: &Path,
+        from_env: Option<&str>,
+    ) -> Result<(Self, MasterKeySource), MasterKeyError> {
+        if let Some(text) = from_env {
+            return Ok((Self::parse(text)?, MasterKeySource::Environment));
+        }
+        let path = data_dir.join(MASTER_KEY_FILE);
+        let io = |source| MasterKeyError::Io { path: path.clone(), source };
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok((Self::parse(&text)?, MasterKeySource::ExistingFile(path))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let bytes: [u8; 32] = super::random_bytes();
+                write_private_file(&path, format!("{}\n", STANDARD.encode(bytes)).as_bytes()).map_err(io)?;
+                Ok((Self::from_bytes(&bytes), MasterKeySource::CreatedFile(path)))
+            }
+            Err(e) => Err(io(e)),
+        }
     }
 }
 

@@ -254,6 +254,11 @@ pub trait Store: Send + Sync + 'static {
     /// Returns the value stored under `name`, storing `value` first if there
     /// is none. Concurrent first starts agree on one value.
     async fn meta_get_or_init(&self, name: &str, value: &str) -> StoreResult<String>;
+    async fn meta_get(&self, name: &str) -> StoreResult<Option<String>>;
+    /// Stores `value` under `name`, replacing what was there.
+    async fn meta_put(&self, name: &str, value: &str, event: AuditEvent) -> StoreResult<()>;
+    /// Deletes every meta record whose name starts with `prefix`, but `keep`.
+    async fn meta_delete_prefix(&self, prefix: &str, keep: &str, event: AuditEvent) -> StoreResult<u64>;
 
     /// Creates the first admin exactly once in the store's life; `None` when
     /// that already happened (on this node or another).

@@ -517,6 +517,42 @@ impl Store for SqlStore {
         Ok(stored)
     }
 
+    async fn meta_get(&self, name: &str) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as("SELECT value FROM meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(v,)| v))
+    }
+
+    async fn meta_put(&self, name: &str, value: &str, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn meta_delete_prefix(&self, prefix: &str, keep: &str, event: AuditEvent) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM meta").fetch_all(&mut *tx).await?;
+        let mut deleted = 0;
+        for (name,) in names.iter().filter(|(n,)| n.starts_with(prefix) && n != keep) {
+            deleted += sqlx::query("DELETE FROM meta WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     async fn bootstrap_admin(&self, admin: NewUser, event: AuditEvent) -> StoreResult<Option<User>> {
         let mut tx = self.begin_write().await?;
         let claimed = sqlx::query(

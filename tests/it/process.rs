@@ -376,3 +376,74 @@ async fn a_second_server_on_one_sqlite_file_is_refused() {
     assert!(run(conf, "").status.success());
     assert!(node.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_key_rotates_without_downtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cli = |args: &[&str], key: Option<&str>| {
+        let mut c = keyward();
+        c.args(args).arg("--data-dir").arg(&data);
+        if let Some(k) = key {
+            c.env("KEYWARD_MASTER_KEY", k);
+        }
+        run(c, "")
+    };
+    let out = cli(&["client", "add", "etl", "--role", "viewer"], None);
+    let stdout = text(&out.stdout);
+    let field = |name: &str| stdout.lines().find_map(|l| l.strip_prefix(name)).unwrap().to_string();
+    let (id, secret) = (field("client_id="), field("client_secret="));
+    let old_key = std::fs::read_to_string(data.join("master.key")).unwrap().trim().to_string();
+
+    let mut serve = keyward();
+    serve.arg("--data-dir").arg(&data);
+    let node = Node::start(serve).await;
+    let token = || {
+        reqwest::Client::new()
+            .post(format!("{}/oauth/v2/token/", node.base))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", id.as_str()),
+                ("client_secret", secret.as_str()),
+            ])
+            .send()
+    };
+    json_with_status(token().await.unwrap(), 200).await;
+
+    let out = cli(&["keys", "rotate-master"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let new_key = std::fs::read_to_string(data.join("master.key")).unwrap().trim().to_string();
+    assert_ne!(new_key, old_key);
+    assert_eq!(mode(&data.join("master.key")), 0o600);
+    assert_eq!(std::fs::read_to_string(data.join("master.key.previous")).unwrap().trim(), old_key);
+    // The running node goes on; both keys open the database.
+    json_with_status(token().await.unwrap(), 200).await;
+    for key in [&old_key, &new_key] {
+        let out = cli(&["conf", REFRESH_KEY], Some(key));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    assert!(node.terminate().success());
+
+    // Restarted on the new key file, then the old key retired.
+    let mut serve = keyward();
+    serve.arg("--data-dir").arg(&data);
+    let node = Node::start(serve).await;
+    let out = cli(&["keys", "rotate-master", "--retire-old"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!data.join("master.key.previous").exists());
+    let out = cli(&["conf", REFRESH_KEY], Some(&old_key));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("master key does not match"), "{}", text(&out.stderr));
+    let r = reqwest::Client::new()
+        .post(format!("{}/oauth/v2/token/", node.base))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id.as_str()),
+            ("client_secret", secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 200).await;
+    assert!(node.terminate().success());
+}
