@@ -11,6 +11,7 @@ mod clients;
 mod delegated;
 mod error;
 mod keys;
+mod outbound;
 mod settings;
 mod tokens;
 mod usage;

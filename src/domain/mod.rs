@@ -7,6 +7,7 @@ pub mod caller;
 pub mod client;
 pub mod delegated;
 pub mod oauth;
+pub mod outbound;
 pub mod role;
 pub mod settings;
 pub mod throttle;

@@ -14,6 +14,7 @@ mod m2m;
 mod oauth;
 mod observe;
 mod openapi;
+mod outbound;
 mod register;
 
 pub use error::ApiError;
@@ -57,6 +58,13 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/oauth/v1/register/{client_id}/rotate_secret/", post(register::rotate_secret));
     let client_admin = auth::require_role(client_admin, app.clone(), Role::ServerAdmin);
+    let catalog_admin = Router::new()
+        .route("/admin/api/outbound_clients/", get(outbound::list).post(outbound::create))
+        .route(
+            "/admin/api/outbound_clients/{id}/",
+            get(outbound::get).patch(outbound::patch).delete(outbound::delete),
+        );
+    let catalog_admin = auth::require_role(catalog_admin, app.clone(), Role::CatalogAdmin);
     let signed_in = Router::new()
         .route("/api/v2/oauth/consents/", get(consents::list))
         .route("/api/v2/oauth/consents/{client_id}/", axum::routing::delete(consents::revoke));
@@ -98,6 +106,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/integration/v1/validateRefreshToken/", post(integration::validate_refresh_token))
         .merge(server_admin)
         .merge(client_admin)
+        .merge(catalog_admin)
         .merge(signed_in)
         .merge(openapi::routes(app.clone()))
         .fallback(not_found)

@@ -232,6 +232,15 @@ pub struct IssuedInGrant {
     pub jti_expires_at: i64,
 }
 
+/// An outbound client as stored: settings, and the sealed secret.
+#[derive(Debug, Clone)]
+pub struct OutboundClientRecord {
+    pub id: String,
+    pub settings: crate::domain::outbound::OutboundClientSettings,
+    pub sealed_secret: Option<String>,
+    pub created_at: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -443,6 +452,23 @@ pub trait Store: Send + Sync + 'static {
     async fn drop_successors(&self, before: i64) -> StoreResult<()>;
     /// Revokes a grant: its refresh tokens and every JWT issued in it.
     async fn revoke_grant(&self, grant_id: i64, now: i64, event: AuditEvent) -> StoreResult<()>;
+
+    async fn create_outbound_client(
+        &self,
+        client: OutboundClientRecord,
+        event: AuditEvent,
+    ) -> StoreResult<()>;
+    async fn outbound_client(&self, id: &str) -> StoreResult<Option<OutboundClientRecord>>;
+    async fn list_outbound_clients(&self) -> StoreResult<Vec<OutboundClientRecord>>;
+    /// Replaces settings, and the sealed secret when `Some`.
+    async fn update_outbound_client(
+        &self,
+        id: &str,
+        settings: &crate::domain::outbound::OutboundClientSettings,
+        sealed_secret: Option<&str>,
+        event: AuditEvent,
+    ) -> StoreResult<()>;
+    async fn delete_outbound_client(&self, id: &str, event: AuditEvent) -> StoreResult<()>;
 
     /// Refuses the JWT `jti` from now on (kept until it would expire anyway).
     async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()>;

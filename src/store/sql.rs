@@ -354,6 +354,28 @@ impl TryFrom<OAuthClientRow> for OAuthClientRecord {
 }
 
 #[derive(FromRow)]
+struct OutboundRow {
+    id: String,
+    settings: String,
+    client_secret: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<OutboundRow> for OutboundClientRecord {
+    type Error = StoreError;
+    fn try_from(r: OutboundRow) -> StoreResult<Self> {
+        let settings = serde_json::from_str(&r.settings)
+            .map_err(|e| StoreError::Corrupt(format!("outbound client {} has bad settings: {e}", r.id)))?;
+        Ok(OutboundClientRecord {
+            id: r.id,
+            settings,
+            sealed_secret: r.client_secret,
+            created_at: r.created_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
 struct CodeRow {
     client_id: String,
     user_id: i64,
@@ -1553,6 +1575,88 @@ impl Store for SqlStore {
     async fn revoke_grant(&self, grant_id: i64, now: i64, event: AuditEvent) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         revoke_grant_in(&mut tx, grant_id, now).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_outbound_client(
+        &self,
+        client: OutboundClientRecord,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO outbound_clients (id, settings, client_secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(&client.id)
+        .bind(serde_json::to_string(&client.settings).expect("settings serialize"))
+        .bind(client.sealed_secret.clone())
+        .bind(client.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict("an outbound client with this id"))?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn outbound_client(&self, id: &str) -> StoreResult<Option<OutboundClientRecord>> {
+        let row: Option<OutboundRow> = sqlx::query_as(
+            "SELECT id, settings, client_secret, created_at FROM outbound_clients WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(OutboundClientRecord::try_from).transpose()
+    }
+
+    async fn list_outbound_clients(&self) -> StoreResult<Vec<OutboundClientRecord>> {
+        let rows: Vec<OutboundRow> = sqlx::query_as(
+            "SELECT id, settings, client_secret, created_at FROM outbound_clients ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(OutboundClientRecord::try_from).collect()
+    }
+
+    async fn update_outbound_client(
+        &self,
+        id: &str,
+        settings: &crate::domain::outbound::OutboundClientSettings,
+        sealed_secret: Option<&str>,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE outbound_clients SET settings = $2, client_secret = COALESCE($3, client_secret), updated_at = $4 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(serde_json::to_string(settings).expect("settings serialize"))
+        .bind(sealed_secret)
+        .bind(to_micros(now()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_outbound_client(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM outbound_clients WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(())

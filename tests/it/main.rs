@@ -14,4 +14,5 @@ mod jwt_access_tokens;
 mod m2m_clients;
 mod oauth_token_endpoint;
 mod openapi_docs;
+mod outbound_clients;
 mod process;

@@ -1,0 +1,199 @@
+//! Outbound OAuth clients (SPEC §1.4): other systems' OAuth apps that the
+//! platform's connectors use, as an admin registers them ("OAuth profiles").
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundGrant {
+    AuthorizationCode,
+    ClientCredentials,
+}
+
+/// How keyward authenticates at the provider's token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEndpointAuth {
+    Basic,
+    Post,
+}
+
+/// Everything about an outbound client but its secret, which is write-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundClientSettings {
+    pub name: String,
+    pub grant_type: OutboundGrant,
+    pub client_id: String,
+    /// Required for the authorization code grant.
+    pub authorization_url: Option<String>,
+    pub token_url: String,
+    pub scopes: Vec<String>,
+    /// How the provider wants scopes joined: " ", "," or "+".
+    pub scope_separator: String,
+    pub extra_authorization_params: BTreeMap<String, String>,
+    pub extra_token_params: BTreeMap<String, String>,
+    pub token_endpoint_auth: TokenEndpointAuth,
+    pub pkce_enabled: bool,
+    /// Overrides (or supplies) the provider's `expires_in`, in milliseconds.
+    pub access_token_lifetime_ms: Option<i64>,
+    /// 0: the refresh token never expires.
+    pub refresh_token_lifetime_ms: i64,
+    /// Connections may call only below this URL.
+    pub api_base_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboundClient {
+    pub id: String,
+    #[serde(flatten)]
+    pub settings: OutboundClientSettings,
+    pub has_client_secret: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}
+
+const FIELD_MAX: usize = 512;
+const PARAMS_MAX: usize = 20;
+/// Parameters keyward sets itself; an admin may not override them.
+const RESERVED_PARAMS: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "code",
+    "code_challenge",
+    "code_challenge_method",
+    "code_verifier",
+    "grant_type",
+    "redirect_uri",
+    "refresh_token",
+    "response_type",
+    "state",
+];
+
+/// An absolute https URL (http only on loopback, for development and tests)
+/// without fragment or user info.
+pub fn validate_outbound_url(field: &str, url: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{field} {why}"));
+    if url.len() > 2048 {
+        return bad("is longer than 2048 characters");
+    }
+    let Ok(parsed) = url::Url::parse(url) else { return bad("must be an absolute URL") };
+    if parsed.fragment().is_some() || !parsed.username().is_empty() || parsed.password().is_some() {
+        return bad("must not have a fragment or user info");
+    }
+    let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
+    match parsed.scheme() {
+        "https" if parsed.host_str().is_some() => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => bad("must be an https URL (http only for 127.0.0.1, [::1] or localhost)"),
+    }
+}
+
+fn validate_params(field: &str, params: &BTreeMap<String, String>) -> Result<(), String> {
+    if params.len() > PARAMS_MAX {
+        return Err(format!("{field} may have at most {PARAMS_MAX} entries"));
+    }
+    for (k, v) in params {
+        if k.is_empty() || k.len() > FIELD_MAX || v.len() > FIELD_MAX {
+            return Err(format!("{field}: names and values are 1 to {FIELD_MAX} characters"));
+        }
+        if RESERVED_PARAMS.contains(&k.as_str()) {
+            return Err(format!("{field} may not set {k:?}: keyward sets it"));
+        }
+    }
+    Ok(())
+}
+
+impl OutboundClientSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        let name = self.name.trim();
+        if name.is_empty() || self.name.chars().count() > 200 || self.name.chars().any(char::is_control) {
+            return Err("name must be 1 to 200 characters".into());
+        }
+        if self.client_id.is_empty() || self.client_id.len() > FIELD_MAX {
+            return Err(format!("client_id must be 1 to {FIELD_MAX} characters"));
+        }
+        validate_outbound_url("token_url", &self.token_url)?;
+        validate_outbound_url("api_base_url", &self.api_base_url)?;
+        match (&self.grant_type, &self.authorization_url) {
+            (OutboundGrant::AuthorizationCode, None) => {
+                return Err("authorization_url is required for the authorization_code grant".into());
+            }
+            (_, Some(url)) => validate_outbound_url("authorization_url", url)?,
+            _ => {}
+        }
+        if !matches!(self.scope_separator.as_str(), " " | "," | "+") {
+            return Err("scope_separator must be \" \", \",\" or \"+\"".into());
+        }
+        if self.scopes.len() > 50
+            || self.scopes.iter().any(|s| s.is_empty() || s.len() > 200 || s.contains(char::is_whitespace))
+        {
+            return Err("scopes: at most 50, each 1 to 200 characters without spaces".into());
+        }
+        validate_params("extra_authorization_params", &self.extra_authorization_params)?;
+        validate_params("extra_token_params", &self.extra_token_params)?;
+        if self.access_token_lifetime_ms.is_some_and(|ms| ms <= 0) {
+            return Err("access_token_lifetime_ms must be positive (or absent to use the provider's)".into());
+        }
+        if self.refresh_token_lifetime_ms < 0 {
+            return Err("refresh_token_lifetime_ms must be 0 (never expires) or positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> OutboundClientSettings {
+        OutboundClientSettings {
+            name: "End system".into(),
+            grant_type: OutboundGrant::AuthorizationCode,
+            client_id: "abc".into(),
+            authorization_url: Some("https://account.endsystem.com/api/oauth2/authorize".into()),
+            token_url: "https://api.endsystem.com/oauth2/token".into(),
+            scopes: vec!["read".into()],
+            scope_separator: " ".into(),
+            extra_authorization_params: BTreeMap::new(),
+            extra_token_params: BTreeMap::new(),
+            token_endpoint_auth: TokenEndpointAuth::Basic,
+            pkce_enabled: true,
+            access_token_lifetime_ms: Some(3_600_000),
+            refresh_token_lifetime_ms: 0,
+            api_base_url: "https://api.endsystem.com/v1/".into(),
+        }
+    }
+
+    #[test]
+    fn the_reference_profile_is_valid() {
+        assert_eq!(settings().validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_profiles_name_the_field() {
+        let cases: Vec<(Box<dyn Fn(&mut OutboundClientSettings)>, &str)> = vec![
+            (Box::new(|s| s.token_url = "http://api.endsystem.com/token".into()), "token_url"),
+            (Box::new(|s| s.authorization_url = None), "authorization_url"),
+            (Box::new(|s| s.api_base_url = "ftp://x".into()), "api_base_url"),
+            (Box::new(|s| s.scope_separator = ";".into()), "scope_separator"),
+            (
+                Box::new(|s| {
+                    s.extra_token_params.insert("client_secret".into(), "x".into());
+                }),
+                "extra_token_params",
+            ),
+            (Box::new(|s| s.refresh_token_lifetime_ms = -1), "refresh_token_lifetime_ms"),
+            (Box::new(|s| s.access_token_lifetime_ms = Some(0)), "access_token_lifetime_ms"),
+        ];
+        for (change, field) in cases {
+            let mut s = settings();
+            change(&mut s);
+            let e = s.validate().unwrap_err();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        let mut loopback = settings();
+        loopback.token_url = "http://127.0.0.1:9999/token".into();
+        assert_eq!(loopback.validate(), Ok(()));
+    }
+}
