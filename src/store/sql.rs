@@ -81,6 +81,27 @@ impl SqlStore {
         })
     }
 
+    /// Runs `sql` (a DELETE of one row by `$1`) with its audit event in one
+    /// transaction; `NotFound` when it deleted nothing.
+    async fn delete_one(
+        &self,
+        sql: &'static str,
+        key: &str,
+        announce: Option<String>,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        if sqlx::query(sql).bind(key).execute(&mut *tx).await?.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if let Some(what) = announce {
+            self.announce(&mut tx, &what).await?;
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Announces `what` to every node's cache when `tx` commits.
     async fn announce(&self, tx: &mut AnyConnection, what: &str) -> StoreResult<()> {
         if self.backend == Backend::Postgres {
@@ -1071,18 +1092,8 @@ impl Store for SqlStore {
     }
 
     async fn delete_m2m_client(&self, client_id: &str, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let deleted = sqlx::query("DELETE FROM m2m_clients WHERE client_id = $1")
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
-        if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        self.announce(&mut tx, &format!("client:{client_id}")).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        let announce = Some(format!("client:{client_id}"));
+        self.delete_one("DELETE FROM m2m_clients WHERE client_id = $1", client_id, announce, event).await
     }
 
     async fn rotate_m2m_client_secret(
@@ -1648,18 +1659,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_outbound_client(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let deleted = sqlx::query("DELETE FROM outbound_clients WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound);
-        }
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.delete_one("DELETE FROM outbound_clients WHERE id = $1", id, None, event).await
     }
 
     async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()> {
