@@ -19,6 +19,9 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Another system (a connection's provider) failed us.
+    #[error("{0}")]
+    Upstream(String),
     #[error("{0}")]
     Startup(String),
     #[error("internal error: {0}")]

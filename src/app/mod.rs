@@ -8,6 +8,7 @@ mod audit_sink;
 mod auth;
 mod client_cache;
 mod clients;
+mod connections;
 mod delegated;
 mod error;
 mod keys;
@@ -20,6 +21,7 @@ mod users;
 pub use audit_sink::AuditSink;
 pub use auth::Credential;
 pub use clients::{ClientPatch, ClientWithSecret};
+pub use connections::{ConnectionToken, ConnectionView};
 pub use delegated::{
     AuthorizationRequest, AuthorizeError, AuthorizeParams, ClientRegistration, SESSION_LIFETIME_SECONDS,
     TokenResponse, redirect_with,
@@ -46,6 +48,8 @@ pub struct App {
     pub keys: Keyring,
     pub audit: AuditSink,
     pub usage: usage::UsageRecorder,
+    /// For talking to other systems (providers of connections).
+    pub http: reqwest::Client,
     clients: Arc<client_cache::ClientCache>,
     /// The issuer, byte-identical wherever it appears (SPEC §5).
     pub issuer: String,
@@ -128,6 +132,10 @@ impl App {
         }
         Ok(App {
             usage: usage::UsageRecorder::default(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| AppError::Startup(format!("HTTP client: {e}")))?,
             clients,
             audit: AuditSink::spawn(store.clone()),
             store,

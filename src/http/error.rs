@@ -43,6 +43,7 @@ impl ApiError {
             StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            StatusCode::BAD_GATEWAY => "upstream_error",
             s if s.is_client_error() => "invalid_request",
             _ => "internal_error",
         }
@@ -91,6 +92,7 @@ impl From<AppError> for ApiError {
             AppError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, detail),
             AppError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, detail),
             AppError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, detail),
+            AppError::Upstream(_) => ApiError::new(StatusCode::BAD_GATEWAY, detail),
             AppError::Startup(_) | AppError::Internal(_) => {
                 // Logged here, once; the caller learns nothing of the cause.
                 tracing::error!(error = %detail, "request failed");

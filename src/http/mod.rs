@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod authorize;
+mod connections;
 mod consents;
 mod error;
 mod extract;
@@ -67,7 +68,10 @@ pub fn router(app: Arc<App>) -> Router {
     let catalog_admin = auth::require_role(catalog_admin, app.clone(), Role::CatalogAdmin);
     let signed_in = Router::new()
         .route("/api/v2/oauth/consents/", get(consents::list))
-        .route("/api/v2/oauth/consents/{client_id}/", axum::routing::delete(consents::revoke));
+        .route("/api/v2/oauth/consents/{client_id}/", axum::routing::delete(consents::revoke))
+        .route("/api/v2/connections/", get(connections::list).post(connections::create))
+        .route("/api/v2/connections/{id}/", get(connections::get).delete(connections::delete))
+        .route("/api/v2/connections/{id}/token/", get(connections::token));
     let signed_in = auth::require_role(signed_in, app.clone(), Role::Viewer);
     // Browser-based public clients call these from other origins (no
     // cookies are involved, so no credentials are allowed).

@@ -241,6 +241,21 @@ pub struct OutboundClientRecord {
     pub created_at: i64,
 }
 
+#[derive(Debug, Clone)]
+pub struct ConnectionRecord {
+    pub id: String,
+    pub outbound_client_id: String,
+    pub user_id: UserId,
+    pub name: String,
+    pub status: String,
+    pub status_detail: Option<String>,
+    pub sealed_access_token: Option<String>,
+    pub sealed_refresh_token: Option<String>,
+    pub obtained_at: Option<i64>,
+    pub access_expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -469,6 +484,43 @@ pub trait Store: Send + Sync + 'static {
         event: AuditEvent,
     ) -> StoreResult<()>;
     async fn delete_outbound_client(&self, id: &str, event: AuditEvent) -> StoreResult<()>;
+
+    async fn create_connection(&self, c: ConnectionRecord, event: AuditEvent) -> StoreResult<()>;
+    async fn connection(&self, id: &str) -> StoreResult<Option<ConnectionRecord>>;
+    async fn connections_of(&self, user_id: UserId) -> StoreResult<Vec<ConnectionRecord>>;
+    async fn delete_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()>;
+    /// Takes the connection's lease until `until` (ms) if nobody holds one at
+    /// `now` (ms) and its tokens are still those obtained at `seen` (the
+    /// caller's read): whoever gets it talks to the provider. The second
+    /// condition stops a caller that read before another's refresh from
+    /// refreshing again after it.
+    async fn take_connection_lease(
+        &self,
+        id: &str,
+        now: i64,
+        until: i64,
+        seen: Option<i64>,
+    ) -> StoreResult<bool>;
+    /// Stores new tokens (a `None` refresh token keeps the old one), marks
+    /// the connection active and gives the lease back.
+    async fn store_connection_tokens(
+        &self,
+        id: &str,
+        sealed_access: &str,
+        sealed_refresh: Option<&str>,
+        obtained_at: i64,
+        access_expires_at: i64,
+        event: AuditEvent,
+    ) -> StoreResult<()>;
+    /// Sets the status (and the provider's error) and gives the lease back.
+    async fn set_connection_status(
+        &self,
+        id: &str,
+        status: &str,
+        detail: Option<&str>,
+        event: AuditEvent,
+    ) -> StoreResult<()>;
+    async fn release_connection_lease(&self, id: &str) -> StoreResult<()>;
 
     /// Refuses the JWT `jti` from now on (kept until it would expire anyway).
     async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()>;

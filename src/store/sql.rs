@@ -396,6 +396,42 @@ impl TryFrom<OutboundRow> for OutboundClientRecord {
     }
 }
 
+const CONNECTION_COLUMNS: &str = "id, outbound_client_id, user_id, name, status, status_detail, access_token, \
+     refresh_token, obtained_at, access_expires_at, created_at";
+
+#[derive(FromRow)]
+struct ConnectionRow {
+    id: String,
+    outbound_client_id: String,
+    user_id: i64,
+    name: String,
+    status: String,
+    status_detail: Option<String>,
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+    obtained_at: Option<i64>,
+    access_expires_at: Option<i64>,
+    created_at: i64,
+}
+
+impl From<ConnectionRow> for ConnectionRecord {
+    fn from(r: ConnectionRow) -> Self {
+        ConnectionRecord {
+            id: r.id,
+            outbound_client_id: r.outbound_client_id,
+            user_id: r.user_id,
+            name: r.name,
+            status: r.status,
+            status_detail: r.status_detail,
+            sealed_access_token: r.access_token,
+            sealed_refresh_token: r.refresh_token,
+            obtained_at: r.obtained_at,
+            access_expires_at: r.access_expires_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
 #[derive(FromRow)]
 struct CodeRow {
     client_id: String,
@@ -1660,6 +1696,123 @@ impl Store for SqlStore {
 
     async fn delete_outbound_client(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
         self.delete_one("DELETE FROM outbound_clients WHERE id = $1", id, None, event).await
+    }
+
+    async fn create_connection(&self, c: ConnectionRecord, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO connections (id, outbound_client_id, user_id, name, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(&c.id)
+        .bind(&c.outbound_client_id)
+        .bind(c.user_id)
+        .bind(&c.name)
+        .bind(&c.status)
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict("a connection with this id"))?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn connection(&self, id: &str) -> StoreResult<Option<ConnectionRecord>> {
+        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = $1");
+        let row: Option<ConnectionRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn connections_of(&self, user_id: UserId) -> StoreResult<Vec<ConnectionRecord>> {
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE user_id = $1 ORDER BY created_at, id"
+        );
+        let rows: Vec<ConnectionRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn delete_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
+        self.delete_one("DELETE FROM connections WHERE id = $1", id, None, event).await
+    }
+
+    async fn take_connection_lease(
+        &self,
+        id: &str,
+        now: i64,
+        until: i64,
+        seen: Option<i64>,
+    ) -> StoreResult<bool> {
+        let taken = sqlx::query(
+            "UPDATE connections SET lease_until = $3 WHERE id = $1 AND (lease_until IS NULL OR lease_until < $2) \
+             AND COALESCE(obtained_at, -1) = $4",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(until)
+        .bind(seen.unwrap_or(-1))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    async fn store_connection_tokens(
+        &self,
+        id: &str,
+        sealed_access: &str,
+        sealed_refresh: Option<&str>,
+        obtained_at: i64,
+        access_expires_at: i64,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE connections SET access_token = $2, refresh_token = COALESCE($3, refresh_token), obtained_at = $4, \
+             access_expires_at = $5, status = 'active', status_detail = NULL, lease_until = NULL, updated_at = $6 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(sealed_access)
+        .bind(sealed_refresh)
+        .bind(obtained_at)
+        .bind(access_expires_at)
+        .bind(to_micros(now()))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_connection_status(
+        &self,
+        id: &str,
+        status: &str,
+        detail: Option<&str>,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE connections SET status = $2, status_detail = $3, lease_until = NULL, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .bind(detail)
+            .bind(to_micros(now()))
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_connection_lease(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE connections SET lease_until = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()> {

@@ -290,3 +290,21 @@ pub async fn oauth2_http(request: oauth2::HttpRequest) -> Result<oauth2::HttpRes
     let bytes = response.bytes().await.map_err(std::io::Error::other)?;
     out.body(bytes.to_vec()).map_err(std::io::Error::other)
 }
+
+/// Everything the database holds, as bytes an attacker would get: the
+/// SQLite file with its WAL, or `pg_dump`'s output.
+pub fn database_dump(s: &TestServer) -> String {
+    let bytes = if let Some(rest) = s.database_url.strip_prefix("sqlite://") {
+        let path = rest.split('?').next().unwrap().to_string();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
+            bytes.extend(wal);
+        }
+        bytes
+    } else {
+        let out = std::process::Command::new("pg_dump").arg(&s.database_url).output().expect("pg_dump runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    String::from_utf8_lossy(&bytes).into_owned()
+}

@@ -8,6 +8,7 @@ mod admin_config;
 mod admin_users;
 mod auth_gate;
 mod basics;
+mod connections;
 mod delegated_oauth;
 mod integration_api;
 mod jwt_access_tokens;

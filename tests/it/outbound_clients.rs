@@ -126,24 +126,8 @@ async fn a_database_dump_holds_no_secret(backend: Backend) {
     secrets.push(refresh["refresh_token"].as_str().unwrap().to_string());
     s.app.audit.flush().await;
 
-    let dump: Vec<u8> = match backend {
-        Backend::Sqlite => {
-            let path = s.database_url.trim_start_matches("sqlite://").split('?').next().unwrap().to_string();
-            let mut bytes = std::fs::read(&path).unwrap();
-            if let Ok(wal) = std::fs::read(format!("{path}-wal")) {
-                bytes.extend(wal);
-            }
-            bytes
-        }
-        Backend::Postgres => {
-            let out =
-                std::process::Command::new("pg_dump").arg(&s.database_url).output().expect("pg_dump runs");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            out.stdout
-        }
-    };
+    let dump = crate::harness::database_dump(&s);
     assert!(dump.len() > 10_000, "a real dump");
-    let dump = String::from_utf8_lossy(&dump);
     assert!(dump.contains("outbound_clients"), "the dump has the tables");
     for secret in &secrets {
         assert!(!dump.contains(secret.as_str()), "{secret:?} is in the dump in plain text");

@@ -1,0 +1,63 @@
+//! `/api/v2/connections/` (SPEC §5): a signed-in user's connections and a
+//! fresh access token for each.
+
+use super::auth::CallerExt;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use crate::app::{App, ConnectionToken, ConnectionView};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::sync::Arc;
+
+type AppState = State<Arc<App>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    outbound_client_id: String,
+    name: String,
+}
+
+pub async fn create(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiJson(body): ApiJson<CreateConnection>,
+) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(app.create_connection(&caller, &body.outbound_client_id, &body.name).await?),
+    ))
+}
+
+pub async fn list(State(app): AppState, caller: CallerExt) -> Result<Json<Vec<ConnectionView>>, ApiError> {
+    Ok(Json(app.connections(&caller).await?))
+}
+
+pub async fn get(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    Ok(Json(app.connection(&caller, &id).await?))
+}
+
+pub async fn delete(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    app.delete_connection(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn token(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let token: ConnectionToken = app.connection_token(&caller, &id).await?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(token)).into_response())
+}

@@ -1,0 +1,253 @@
+//! `/api/v2/connections/`: client-credentials connections against a real
+//! provider (another keyward), fetched exactly once under concurrency.
+
+use crate::harness::{Backend, TestServer, api_error, json_with_status};
+use crate::on_both_backends;
+use keyward::domain::Role;
+use keyward::store::AuditQuery;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const CONNECTIONS: &str = "/api/v2/connections/";
+
+/// A provider with an M2M client, and an outbound client at `s` for it.
+async fn provider_and_outbound(
+    s: &TestServer,
+    backend: Backend,
+    extra: Value,
+) -> (TestServer, String, String) {
+    let provider = TestServer::start(backend).await;
+    let (m2m_id, m2m_secret) = provider.m2m_client("viewer", 600).await;
+    let mut body = json!({
+        "name": "Provider", "grant_type": "client_credentials", "client_id": m2m_id, "client_secret": m2m_secret,
+        "token_url": provider.url("/oauth/v2/token/"), "scopes": ["api"], "api_base_url": format!("{}/", provider.base)
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let admin = s.admin_token().await;
+    let r = s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap();
+    let outbound = json_with_status(r, 201).await["id"].as_str().unwrap().to_string();
+    (provider, outbound, m2m_id)
+}
+
+async fn connect(s: &TestServer, token: &str, outbound: &str) -> String {
+    let r = s
+        .send(Method::POST, CONNECTIONS, token)
+        .json(&json!({"outbound_client_id": outbound, "name": "reports"}))
+        .send()
+        .await
+        .unwrap();
+    let created = json_with_status(r, 201).await;
+    assert_eq!(created["status"], "pending");
+    created["id"].as_str().unwrap().to_string()
+}
+
+/// How many tokens the provider issued to `client_id`.
+async fn issued_by(provider: &TestServer, client_id: &str) -> usize {
+    provider.app.audit.flush().await;
+    let q = AuditQuery {
+        action: Some("token.issued".into()),
+        actor: Some(format!("client:{client_id}")),
+        limit: 1000,
+        ..Default::default()
+    };
+    provider.app.store.audit_events(&q).await.unwrap().len()
+}
+
+async fn a_token_on_demand_and_held_until_it_expires(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (provider, outbound, m2m_id) = provider_and_outbound(&s, backend, json!({})).await;
+    let user = s.admin_token().await;
+    let id = connect(&s, &user, &outbound).await;
+    let path = format!("{CONNECTIONS}{id}/token/");
+    let r = s.get(&path, &user).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let first = json_with_status(r, 200).await;
+    assert_eq!(first["token_type"], "Bearer");
+    let access = first["access_token"].as_str().unwrap().to_string();
+    // It is the provider's token, for the scope configured.
+    let intro = provider.app.introspect(&access).await;
+    assert_eq!((intro["active"].clone(), intro["scope"].clone()), (json!(true), json!("api")));
+    let again = json_with_status(s.get(&path, &user).send().await.unwrap(), 200).await;
+    assert_eq!(again["access_token"], access.as_str(), "held while fresh");
+    assert_eq!(issued_by(&provider, &m2m_id).await, 1);
+    let got = json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &user).send().await.unwrap(), 200).await;
+    assert_eq!(got["status"], "active");
+    assert!(!got.to_string().contains(&access));
+    let list = json_with_status(s.get(CONNECTIONS, &user).send().await.unwrap(), 200).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // At rest the token is sealed.
+    assert!(!crate::harness::database_dump(&s).contains(&access));
+}
+
+async fn a_short_lifetime_is_renewed_before_it_ends(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    // The admin's override (the provider's own expires_in is 600 s).
+    let (provider, outbound, m2m_id) =
+        provider_and_outbound(&s, backend, json!({"access_token_lifetime_ms": 1500})).await;
+    let user = s.admin_token().await;
+    let id = connect(&s, &user, &outbound).await;
+    let path = format!("{CONNECTIONS}{id}/token/");
+    let first = json_with_status(s.get(&path, &user).send().await.unwrap(), 200).await;
+    let expires = first["expires_at"].as_i64().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let second = json_with_status(s.get(&path, &user).send().await.unwrap(), 200).await;
+    assert_ne!(second["access_token"], first["access_token"], "renewed within the margin");
+    assert!(second["expires_at"].as_i64().unwrap() > expires);
+    assert_eq!(issued_by(&provider, &m2m_id).await, 2);
+}
+
+async fn a_hundred_callers_on_two_nodes_cause_one_fetch(backend: Backend) {
+    let a = TestServer::start(backend).await;
+    let b = a.another_node().await;
+    let (provider, outbound, m2m_id) = provider_and_outbound(&a, backend, json!({})).await;
+    let user = a.admin_token().await;
+    let id = connect(&a, &user, &outbound).await;
+    let path = format!("{CONNECTIONS}{id}/token/");
+    let calls = (0..100).map(|i| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.get(&path, &user).send()
+    });
+    let responses = futures_join_all(calls).await;
+    let mut tokens = std::collections::HashSet::new();
+    for r in responses {
+        tokens.insert(json_with_status(r.unwrap(), 200).await["access_token"].as_str().unwrap().to_string());
+    }
+    assert_eq!(tokens.len(), 1, "every caller got the same token");
+    assert_eq!(issued_by(&provider, &m2m_id).await, 1, "the provider saw exactly one request");
+}
+
+/// Runs futures concurrently (the crate has no `futures` dependency).
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+    F: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+async fn a_refusal_marks_the_connection_for_reauthorization(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (provider, outbound, m2m_id) = provider_and_outbound(&s, backend, json!({})).await;
+    let user = s.admin_token().await;
+    let id = connect(&s, &user, &outbound).await;
+    let patch = keyward::app::ClientPatch { disabled: Some(true), ..Default::default() };
+    provider.app.update_m2m_client(keyward::domain::Actor::System, &m2m_id, patch).await.unwrap();
+    let d =
+        api_error(s.get(&format!("{CONNECTIONS}{id}/token/"), &user).send().await.unwrap(), 409, "conflict")
+            .await;
+    assert!(d.contains("invalid_client"), "{d}");
+    let got = json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &user).send().await.unwrap(), 200).await;
+    assert_eq!(got["status"], "needs_reauth");
+    assert!(got["status_detail"].as_str().unwrap().contains("invalid_client"));
+    let d =
+        api_error(s.get(&format!("{CONNECTIONS}{id}/token/"), &user).send().await.unwrap(), 409, "conflict")
+            .await;
+    assert!(d.contains("authorized again"), "{d}");
+    let events = s
+        .app
+        .store
+        .audit_events(&AuditQuery {
+            action: Some("connection.needs_reauth".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+}
+
+async fn an_unreachable_provider_is_a_502_and_no_hang(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // dropped: nobody listens
+    let body = json!({"name": "Gone", "grant_type": "client_credentials", "client_id": "x", "client_secret": "y",
+        "token_url": format!("http://{closed}/token"), "api_base_url": format!("http://{closed}/")});
+    let outbound = json_with_status(
+        s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap(),
+        201,
+    )
+    .await;
+    let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
+    for _ in 0..2 {
+        api_error(
+            s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(),
+            502,
+            "upstream_error",
+        )
+        .await;
+    }
+    let got =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &admin).send().await.unwrap(), 200).await;
+    assert_eq!(got["status"], "pending");
+}
+
+async fn connections_are_their_owners(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (_provider, outbound, _) = provider_and_outbound(&s, backend, json!({})).await;
+    let owner = s.admin_token().await;
+    let id = connect(&s, &owner, &outbound).await;
+    let other = s.token_for_role(Role::ServerAdmin).await;
+    for path in [format!("{CONNECTIONS}{id}/"), format!("{CONNECTIONS}{id}/token/")] {
+        api_error(s.get(&path, &other).send().await.unwrap(), 404, "not_found").await;
+    }
+    api_error(
+        s.send(Method::DELETE, &format!("{CONNECTIONS}{id}/"), &other).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    let r = s
+        .send(Method::POST, CONNECTIONS, &owner)
+        .json(&json!({"outbound_client_id": "obc_nope", "name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    api_error(r, 400, "invalid_request").await;
+    let r = s
+        .send(Method::POST, CONNECTIONS, &owner)
+        .json(&json!({"outbound_client_id": outbound}))
+        .send()
+        .await
+        .unwrap();
+    api_error(r, 400, "invalid_request").await;
+    assert_eq!(
+        s.send(Method::DELETE, &format!("{CONNECTIONS}{id}/"), &owner).send().await.unwrap().status(),
+        204
+    );
+    api_error(s.get(&format!("{CONNECTIONS}{id}/"), &owner).send().await.unwrap(), 404, "not_found").await;
+}
+
+async fn authorization_code_connections_wait_for_authorization(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let body = json!({"name": "End system", "grant_type": "authorization_code", "client_id": "c", "client_secret": "s",
+        "authorization_url": "https://account.endsystem.com/authorize", "token_url": "https://api.endsystem.com/token",
+        "api_base_url": "https://api.endsystem.com/v1/"});
+    let outbound = json_with_status(
+        s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap(),
+        201,
+    )
+    .await;
+    let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
+    let d =
+        api_error(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 409, "conflict")
+            .await;
+    assert!(d.contains("authorize it first"), "{d}");
+}
+
+on_both_backends!(
+    a_token_on_demand_and_held_until_it_expires,
+    a_short_lifetime_is_renewed_before_it_ends,
+    a_hundred_callers_on_two_nodes_cause_one_fetch,
+    a_refusal_marks_the_connection_for_reauthorization,
+    an_unreachable_provider_is_a_502_and_no_hang,
+    connections_are_their_owners,
+    authorization_code_connections_wait_for_authorization,
+);
