@@ -16,6 +16,10 @@ use serde::Serialize;
 use serde_json::json;
 use std::time::Duration;
 
+pub const CALLBACK_PATH: &str = "/oauth/v1/connections/callback/";
+/// How long a user has to authorize at the provider.
+const AUTHORIZATION_TTL_MS: i64 = 600_000;
+
 /// How long a lease holder may take to talk to the provider.
 const LEASE_MS: i64 = 20_000;
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -194,24 +198,103 @@ impl App {
         }
     }
 
+    /// The grant this connection uses to get a new access token now: client
+    /// credentials, or its refresh token.
     async fn request_provider_token(&self, c: &ConnectionRecord) -> Result<ConnectionToken, AppError> {
-        let client = self
-            .store
+        let client = self.connection_client(c).await?;
+        let grant = match client.settings.grant_type {
+            OutboundGrant::ClientCredentials => {
+                let mut form = vec![("grant_type".to_string(), "client_credentials".to_string())];
+                if !client.settings.scopes.is_empty() {
+                    form.push((
+                        "scope".into(),
+                        client.settings.scopes.join(&client.settings.scope_separator),
+                    ));
+                }
+                form
+            }
+            OutboundGrant::AuthorizationCode => {
+                let refresh = match &c.sealed_refresh_token {
+                    Some(sealed) => self.unseal(&c.id, "refresh_token", sealed)?,
+                    None if c.status == ConnectionStatus::Pending.as_str() => {
+                        return Err(AppError::Conflict(
+                            "this connection uses the authorization code grant and has no token yet: authorize it first".into(),
+                        ));
+                    }
+                    None => {
+                        let reason = "the access token expired and the provider gave no refresh token";
+                        self.mark_needs_reauth(c, reason, "no_refresh_token", None).await?;
+                        return Err(AppError::Conflict(format!(
+                            "the connection needs to be authorized again: {reason}"
+                        )));
+                    }
+                };
+                vec![
+                    ("grant_type".to_string(), "refresh_token".to_string()),
+                    ("refresh_token".to_string(), refresh),
+                ]
+            }
+        };
+        let action = if client.settings.grant_type == OutboundGrant::ClientCredentials {
+            "connection.token_fetched"
+        } else {
+            "connection.token_refreshed"
+        };
+        self.obtain_tokens(c, &client, grant, action).await
+    }
+
+    async fn connection_client(
+        &self,
+        c: &ConnectionRecord,
+    ) -> Result<crate::store::OutboundClientRecord, AppError> {
+        self.store
             .outbound_client(&c.outbound_client_id)
             .await?
-            .ok_or_else(|| AppError::Conflict("the connection's outbound client is gone".into()))?;
+            .ok_or_else(|| AppError::Conflict("the connection's outbound client is gone".into()))
+    }
+
+    fn unseal(&self, id: &str, which: &str, sealed: &str) -> Result<String, AppError> {
+        STANDARD
+            .decode(sealed)
+            .ok()
+            .and_then(|s| self.data_key.open(&context(id, which), &s).ok())
+            .and_then(|p| String::from_utf8(p).ok())
+            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("connection {id}: {which} does not decrypt")))
+    }
+
+    async fn mark_needs_reauth(
+        &self,
+        c: &ConnectionRecord,
+        detail: &str,
+        error: &str,
+        status: Option<u16>,
+    ) -> Result<(), AppError> {
+        let event = AuditEvent {
+            actor: Actor::System,
+            action: "connection.needs_reauth",
+            target: Some(format!("connection:{}", c.id)),
+            outcome: Outcome::Failure,
+            client_addr: None,
+            detail: json!({"provider_error": error, "status": status}),
+        };
+        self.store
+            .set_connection_status(&c.id, ConnectionStatus::NeedsReauth.as_str(), Some(detail), event)
+            .await?;
+        Ok(())
+    }
+
+    /// Asks the provider's token endpoint with `grant` (plus the client's
+    /// authentication and extra parameters), and stores what it returns. A
+    /// definitive refusal marks the connection `needs_reauth`.
+    async fn obtain_tokens(
+        &self,
+        c: &ConnectionRecord,
+        client: &crate::store::OutboundClientRecord,
+        mut form: Vec<(String, String)>,
+        action: &'static str,
+    ) -> Result<ConnectionToken, AppError> {
         let s = &client.settings;
-        if s.grant_type != OutboundGrant::ClientCredentials {
-            return Err(AppError::Conflict(
-                "this connection uses the authorization code grant and has no token yet: authorize it first"
-                    .into(),
-            ));
-        }
         let secret = self.outbound_client_secret(&client.id).await?;
-        let mut form: Vec<(String, String)> = vec![("grant_type".into(), "client_credentials".into())];
-        if !s.scopes.is_empty() {
-            form.push(("scope".into(), s.scopes.join(&s.scope_separator)));
-        }
         form.extend(s.extra_token_params.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut request =
             self.http.post(&s.token_url).timeout(PROVIDER_TIMEOUT).header("accept", "application/json");
@@ -238,28 +321,11 @@ impl App {
         if !status.is_success() {
             let error = body.get("error").and_then(|v| v.as_str()).unwrap_or("").to_string();
             if status.is_client_error() && !error.is_empty() {
-                // A definitive refusal: the connection needs an admin or user.
-                let detail = format!(
-                    "{error}: {}",
-                    body.get("error_description").and_then(|v| v.as_str()).unwrap_or("")
-                );
-                let event = AuditEvent {
-                    actor: Actor::System,
-                    action: "connection.needs_reauth",
-                    target: Some(format!("connection:{}", c.id)),
-                    outcome: Outcome::Failure,
-                    client_addr: None,
-                    detail: json!({"provider_error": error, "status": status.as_u16()}),
-                };
-                self.store
-                    .set_connection_status(
-                        &c.id,
-                        ConnectionStatus::NeedsReauth.as_str(),
-                        Some(detail.trim_end_matches([':', ' '])),
-                        event,
-                    )
-                    .await?;
-                return Err(AppError::Conflict(format!("the provider refused: {error}")));
+                let description = body.get("error_description").and_then(|v| v.as_str()).unwrap_or("");
+                let detail =
+                    if description.is_empty() { error.clone() } else { format!("{error}: {description}") };
+                self.mark_needs_reauth(c, &detail, &error, Some(status.as_u16())).await?;
+                return Err(AppError::Conflict(format!("the provider refused: {detail}")));
             }
             return Err(AppError::Upstream(format!("the provider answered {status}")));
         }
@@ -268,12 +334,10 @@ impl App {
         let seal =
             |which: &str, v: &str| STANDARD.encode(self.data_key.seal(&context(&c.id, which), v.as_bytes()));
         let sealed_access = seal("access_token", &tokens.access_token);
+        // No new refresh token in the answer: the one held stays.
         let sealed_refresh = tokens.refresh_token.as_deref().map(|r| seal("refresh_token", r));
-        let event =
-            AuditEvent::success(Actor::System, "connection.token_fetched", format!("connection:{}", c.id))
-                .with_detail(
-                    json!({"grant_type": "client_credentials", "expires_at_ms": tokens.access_expires_at_ms}),
-                );
+        let event = AuditEvent::success(Actor::System, action, format!("connection:{}", c.id))
+            .with_detail(json!({"expires_at_ms": tokens.access_expires_at_ms, "new_refresh_token": sealed_refresh.is_some()}));
         self.store
             .store_connection_tokens(
                 &c.id,
@@ -289,5 +353,128 @@ impl App {
             token_type: "Bearer",
             expires_at: tokens.access_expires_at_ms,
         })
+    }
+
+    /// Where the provider sends the user back.
+    pub fn connection_callback_url(&self) -> String {
+        format!("{}{CALLBACK_PATH}", self.issuer)
+    }
+
+    /// Starts the authorization code flow at the provider: the URL to send
+    /// the user to, with a single-use state bound to the user and the
+    /// connection, and PKCE.
+    pub async fn start_connection_authorization(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<String, AppError> {
+        let c = self.own_connection(caller, id).await?;
+        let client = self.connection_client(&c).await?;
+        let s = &client.settings;
+        let Some(authorization_url) =
+            s.authorization_url.as_deref().filter(|_| s.grant_type == OutboundGrant::AuthorizationCode)
+        else {
+            return Err(AppError::Invalid(
+                "this connection's outbound client uses client credentials: no authorization".into(),
+            ));
+        };
+        let state = crate::crypto::random_string::<32>();
+        let verifier = s.pkce_enabled.then(crate::crypto::random_string::<48>);
+        let state_hash = self.secrets.digest(&state);
+        let sealed_verifier = verifier.as_deref().map(|v| {
+            STANDARD.encode(
+                self.data_key.seal(format!("connection_authorization:{state_hash}").as_bytes(), v.as_bytes()),
+            )
+        });
+        let at = now_ms();
+        self.store
+            .insert_connection_authorization(
+                &state_hash,
+                &c.id,
+                c.user_id,
+                sealed_verifier.as_deref(),
+                at,
+                at + AUTHORIZATION_TTL_MS,
+            )
+            .await?;
+        let mut url = url::Url::parse(authorization_url)
+            .map_err(|_| AppError::Invalid("authorization_url is not a URL".into()))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code");
+            q.append_pair("client_id", &s.client_id);
+            q.append_pair("redirect_uri", &self.connection_callback_url());
+            q.append_pair("state", &state);
+            if !s.scopes.is_empty() {
+                q.append_pair("scope", &s.scopes.join(&s.scope_separator));
+            }
+            if let Some(v) = &verifier {
+                q.append_pair("code_challenge", &crate::crypto::pkce_s256_challenge(v));
+                q.append_pair("code_challenge_method", "S256");
+            }
+            for (k, v) in &s.extra_authorization_params {
+                q.append_pair(k, v);
+            }
+        }
+        let event = AuditEvent::success(
+            caller.actor(),
+            "connection.authorization_started",
+            format!("connection:{id}"),
+        );
+        self.audit.record(event);
+        Ok(url.to_string())
+    }
+
+    /// The provider sent the user back: exchange the code for tokens.
+    pub async fn complete_connection_authorization(
+        &self,
+        state: &str,
+        code: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<ConnectionView, AppError> {
+        let state_hash = self.secrets.digest(state);
+        let (connection_id, _user, sealed_verifier) =
+            self.store.redeem_connection_authorization(&state_hash, now_ms()).await?.ok_or_else(|| {
+                AppError::Invalid(
+                    "this authorization is unknown, expired or already used; start again".into(),
+                )
+            })?;
+        let c = self
+            .store
+            .connection(&connection_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("no such connection".into()))?;
+        if let Some(error) = error {
+            return Err(AppError::Conflict(format!(
+                "the provider did not authorize the connection: {error}"
+            )));
+        }
+        let code = code.ok_or_else(|| AppError::Invalid("the provider sent no code".into()))?;
+        let client = self.connection_client(&c).await?;
+        let mut form = vec![
+            ("grant_type".to_string(), "authorization_code".to_string()),
+            ("code".to_string(), code.to_string()),
+            ("redirect_uri".to_string(), self.connection_callback_url()),
+        ];
+        if let Some(sealed) = sealed_verifier {
+            let verifier = STANDARD
+                .decode(sealed)
+                .ok()
+                .and_then(|s| {
+                    self.data_key.open(format!("connection_authorization:{state_hash}").as_bytes(), &s).ok()
+                })
+                .and_then(|p| String::from_utf8(p).ok())
+                .ok_or_else(|| {
+                    AppError::Internal(anyhow::anyhow!("connection authorization: verifier does not decrypt"))
+                })?;
+            form.push(("code_verifier".into(), verifier));
+        }
+        self.obtain_tokens(&c, &client, form, "connection.authorized").await?;
+        let c = self
+            .store
+            .connection(&connection_id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("no such connection".into()))?;
+        Ok(view(&c))
     }
 }

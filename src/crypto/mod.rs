@@ -11,7 +11,9 @@ pub use master_key::{
     AeadKey, MASTER_KEY_FILE, MasterKey, MasterKeyError, MasterKeySource, write_private_file,
 };
 pub use password::PasswordHasher;
-pub use secret::{SecretHasher, SecretKind, new_secret, pkce_s256_matches, random_bytes, random_string};
+pub use secret::{
+    SecretHasher, SecretKind, new_secret, pkce_s256_challenge, pkce_s256_matches, random_bytes, random_string,
+};
 pub use signing::{KeyMaterialError, SigningAlgorithm, SigningKey};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

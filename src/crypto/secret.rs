@@ -86,11 +86,16 @@ impl SecretHasher {
     }
 }
 
+/// RFC 7636 §4.2: the S256 challenge of a verifier.
+pub fn pkce_s256_challenge(verifier: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
 /// RFC 7636 §4.6: BASE64URL(SHA256(verifier)) == challenge, compared in
 /// constant time.
 pub fn pkce_s256_matches(verifier: &str, challenge: &str) -> bool {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-    let computed = URL_SAFE_NO_PAD.encode(digest.as_ref());
+    let computed = pkce_s256_challenge(verifier);
     aws_lc_rs::constant_time::verify_slices_are_equal(computed.as_bytes(), challenge.as_bytes()).is_ok()
 }
 

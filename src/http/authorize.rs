@@ -38,6 +38,12 @@ struct ConsentPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "connected.html")]
+struct ConnectedPage<'a> {
+    name: &'a str,
+}
+
+#[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
     message: &'a str,
@@ -295,5 +301,38 @@ pub async fn consent(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
         },
         "deny" => Redirect::to(&app.deny(&request)).into_response(),
         _ => error_page(StatusCode::BAD_REQUEST, "choose Allow or Deny"),
+    }
+}
+
+/// GET `/oauth/v1/connections/callback/`: a provider sends the user back
+/// after authorizing a connection.
+pub async fn connection_callback(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let params: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let Some(state) = params.get("state") else {
+        return error_page(StatusCode::BAD_REQUEST, "the provider's answer has no state");
+    };
+    match app
+        .complete_connection_authorization(
+            state,
+            params.get("code").map(String::as_str),
+            params.get("error").map(String::as_str),
+        )
+        .await
+    {
+        Ok(connection) => {
+            let html = ConnectedPage { name: &connection.name }.render().unwrap_or_default();
+            page(StatusCode::OK, html, None)
+        }
+        Err(crate::app::AppError::Internal(e)) => internal(crate::app::AppError::Internal(e)),
+        Err(e) => {
+            let status = match e {
+                crate::app::AppError::Upstream(_) => StatusCode::BAD_GATEWAY,
+                crate::app::AppError::Conflict(_) => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            error_page(status, &e.to_string())
+        }
     }
 }

@@ -61,3 +61,20 @@ pub async fn token(
     let token: ConnectionToken = app.connection_token(&caller, &id).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(token)).into_response())
 }
+
+/// The provider's authorization URL: as JSON, or (for a browser) a redirect.
+pub async fn authorize(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(id): ApiPath<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let url = app.start_connection_authorization(&caller, &id).await?;
+    let wants_html =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        return Ok(axum::response::Redirect::to(&url).into_response());
+    }
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(serde_json::json!({"authorization_url": url})))
+        .into_response())
+}

@@ -71,7 +71,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v2/oauth/consents/{client_id}/", axum::routing::delete(consents::revoke))
         .route("/api/v2/connections/", get(connections::list).post(connections::create))
         .route("/api/v2/connections/{id}/", get(connections::get).delete(connections::delete))
-        .route("/api/v2/connections/{id}/token/", get(connections::token));
+        .route("/api/v2/connections/{id}/token/", get(connections::token))
+        .route(
+            "/api/v2/connections/{id}/authorize/",
+            get(connections::authorize).post(connections::authorize),
+        );
     let signed_in = auth::require_role(signed_in, app.clone(), Role::Viewer);
     // Browser-based public clients call these from other origins (no
     // cookies are involved, so no credentials are allowed).
@@ -101,6 +105,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(observe::render_metrics))
         .route("/oauth/v1/authorize/", get(authorize::authorize).post(authorize::consent))
         .route("/oauth/v1/login/", post(authorize::login))
+        .route("/oauth/v1/connections/callback/", get(authorize::connection_callback))
         .merge(cross_origin)
         .route("/integration/v1/createRefreshToken/", post(integration::create_refresh_token))
         .route("/integration/v1/regenRefreshToken/", post(integration::regen_refresh_token))

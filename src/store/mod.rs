@@ -521,6 +521,22 @@ pub trait Store: Send + Sync + 'static {
         event: AuditEvent,
     ) -> StoreResult<()>;
     async fn release_connection_lease(&self, id: &str) -> StoreResult<()>;
+    async fn insert_connection_authorization(
+        &self,
+        state_hash: &str,
+        connection_id: &str,
+        user_id: UserId,
+        sealed_verifier: Option<&str>,
+        created_at: i64,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    /// Uses up a pending authorization if unused and unexpired:
+    /// `(connection_id, user_id, sealed_verifier)`.
+    async fn redeem_connection_authorization(
+        &self,
+        state_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(String, UserId, Option<String>)>>;
 
     /// Refuses the JWT `jti` from now on (kept until it would expire anyway).
     async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()>;

@@ -1815,6 +1815,47 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn insert_connection_authorization(
+        &self,
+        state_hash: &str,
+        connection_id: &str,
+        user_id: UserId,
+        sealed_verifier: Option<&str>,
+        created_at: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO connection_authorizations (state_hash, connection_id, user_id, code_verifier, created_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(state_hash)
+        .bind(connection_id)
+        .bind(user_id)
+        .bind(sealed_verifier)
+        .bind(created_at)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_connection_authorization(
+        &self,
+        state_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(String, UserId, Option<String>)>> {
+        let row: Option<(String, i64, Option<String>)> = sqlx::query_as(
+            "UPDATE connection_authorizations SET used_at = $2 \
+             WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+             RETURNING connection_id, user_id, code_verifier",
+        )
+        .bind(state_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
     async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let at = to_micros(now());

@@ -242,7 +242,89 @@ async fn authorization_code_connections_wait_for_authorization(backend: Backend)
     assert!(d.contains("authorize it first"), "{d}");
 }
 
+/// The authorization code flow end to end, with keyward as the provider:
+/// authorize → the provider's login and consent → callback → token →
+/// refresh → the provider revokes → needs_reauth.
+async fn authorization_code_with_keyward_as_the_provider(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let provider = TestServer::start(backend).await;
+    let callback = format!("{}/oauth/v1/connections/callback/", s.app.issuer);
+    let (pid, psecret) = provider
+        .register_client(
+            json!({"name": "Platform connector", "redirect_uris": [callback], "grant_type": "confidential",
+            "refresh_token_lifetime": 259200, "access_token_lifetime": 3600, "pkce_enabled": true}),
+        )
+        .await;
+    let admin = s.admin_token().await;
+    let body = json!({"name": "Keyward provider", "grant_type": "authorization_code", "client_id": pid, "client_secret": psecret,
+        "authorization_url": provider.url("/oauth/v1/authorize/"), "token_url": provider.url("/oauth/v1/token/"),
+        "scopes": ["api", "offline_access"], "api_base_url": format!("{}/", provider.base), "access_token_lifetime_ms": 1500});
+    let outbound = json_with_status(
+        s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap(),
+        201,
+    )
+    .await;
+    let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
+    let token_path = format!("{CONNECTIONS}{id}/token/");
+    api_error(s.get(&token_path, &admin).send().await.unwrap(), 409, "conflict").await;
+
+    let started =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
+            .await;
+    let url = started["authorization_url"].as_str().unwrap();
+    assert!(url.contains("code_challenge=") && url.contains("state="), "{url}");
+    let browser = crate::delegated_oauth::Browser::new();
+    let back = browser.authorize(&provider, url).await;
+    assert!(back.starts_with(&callback), "{back}");
+    let page = browser.get(&back).await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Connected"));
+    // The state is single use.
+    assert_eq!(browser.get(&back).await.status(), 400);
+    let got =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &admin).send().await.unwrap(), 200).await;
+    assert_eq!(got["status"], "active");
+
+    let first = json_with_status(s.get(&token_path, &admin).send().await.unwrap(), 200).await;
+    let access = first["access_token"].as_str().unwrap().to_string();
+    let intro = provider.app.introspect(&access).await;
+    assert_eq!(intro["active"], true);
+    assert_eq!(intro["sub"], provider.user_named("admin").await.id.to_string());
+    // Expiring (the 1.5 s override): refreshed with the refresh token; the
+    // provider rotates it and keyward keeps the new one.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let second = json_with_status(s.get(&token_path, &admin).send().await.unwrap(), 200).await;
+    assert_ne!(second["access_token"], access.as_str());
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let third = json_with_status(s.get(&token_path, &admin).send().await.unwrap(), 200).await;
+    assert_ne!(third["access_token"], second["access_token"], "the rotated refresh token was kept");
+    assert!(!crate::harness::database_dump(&s).contains(third["access_token"].as_str().unwrap()));
+
+    // The user withdraws consent at the provider: the next refresh fails for good.
+    let provider_admin = provider.admin_token().await;
+    let r = provider
+        .send(Method::DELETE, &format!("/api/v2/oauth/consents/{pid}/"), &provider_admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let d = api_error(s.get(&token_path, &admin).send().await.unwrap(), 409, "conflict").await;
+    assert!(d.contains("invalid_grant"), "{d}");
+    let got =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &admin).send().await.unwrap(), 200).await;
+    assert_eq!(got["status"], "needs_reauth");
+    // A new authorization recovers it.
+    let started =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
+            .await;
+    let back = browser.authorize(&provider, started["authorization_url"].as_str().unwrap()).await;
+    assert_eq!(browser.get(&back).await.status(), 200);
+    json_with_status(s.get(&token_path, &admin).send().await.unwrap(), 200).await;
+}
+
 on_both_backends!(
+    authorization_code_with_keyward_as_the_provider,
     a_token_on_demand_and_held_until_it_expires,
     a_short_lifetime_is_renewed_before_it_ends,
     a_hundred_callers_on_two_nodes_cause_one_fetch,
