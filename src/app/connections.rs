@@ -165,6 +165,26 @@ impl App {
         }
     }
 
+    /// A new token after the API refused `rejected`: refreshed unless another
+    /// caller already replaced it.
+    pub async fn connection_token_after_rejection(
+        &self,
+        caller: &Caller,
+        id: &str,
+        rejected: &str,
+    ) -> Result<ConnectionToken, AppError> {
+        let c = self.own_connection(caller, id).await?;
+        let held =
+            c.sealed_access_token.as_deref().map(|s| self.unseal(&c.id, "access_token", s)).transpose()?;
+        if held.as_deref() == Some(rejected) {
+            let at = now_ms();
+            if self.store.take_connection_lease(id, at, at + LEASE_MS, c.obtained_at).await? {
+                return self.fetch_from_provider(&c).await;
+            }
+        }
+        self.connection_token(caller, id).await
+    }
+
     /// The stored access token, if it is good for longer than the margin.
     fn held_token(&self, c: &ConnectionRecord) -> Result<Option<ConnectionToken>, AppError> {
         let (Some(sealed), Some(obtained), Some(expires)) =

@@ -13,6 +13,7 @@ mod delegated;
 mod error;
 mod keys;
 mod outbound;
+mod proxy;
 mod settings;
 mod tokens;
 mod usage;
@@ -28,6 +29,7 @@ pub use delegated::{
 };
 pub use error::AppError;
 pub use keys::{KeySet, Keyring};
+pub use proxy::{FORWARDED_RESPONSE_HEADERS, ProxyRequest};
 pub use tokens::{IssuedToken, Rejected};
 pub use users::UserPatch;
 

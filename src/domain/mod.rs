@@ -9,6 +9,7 @@ pub mod connection;
 pub mod delegated;
 pub mod oauth;
 pub mod outbound;
+pub mod proxy;
 pub mod role;
 pub mod settings;
 pub mod throttle;

@@ -78,3 +78,51 @@ pub async fn authorize(
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(serde_json::json!({"authorization_url": url})))
         .into_response())
 }
+
+/// `/api/v2/connections/{id}/proxy/{path}`, any method.
+pub async fn proxy(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath((id, _)): ApiPath<(String, String)>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    // The raw path, not axum's decoded capture: traversal checks need it.
+    let prefix = format!("/api/v2/connections/{id}/proxy/");
+    let raw_path = parts.uri.path().strip_prefix(&prefix).unwrap_or("").to_string();
+    let body = axum::body::to_bytes(body, super::MAX_BODY_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("bodies are limited to {} bytes", super::MAX_BODY_BYTES),
+        )
+    })?;
+    let headers = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
+        .collect();
+    let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
+        .map_err(|_| ApiError::bad_request("unsupported method"))?;
+    let upstream = app
+        .proxy(
+            &caller,
+            &id,
+            crate::app::ProxyRequest {
+                method,
+                raw_path,
+                query: parts.uri.query().map(str::to_string),
+                headers,
+                body,
+            },
+        )
+        .await?;
+    let mut response = Response::builder().status(upstream.status().as_u16());
+    for name in crate::app::FORWARDED_RESPONSE_HEADERS {
+        if let Some(value) = upstream.headers().get(*name) {
+            response = response.header(*name, value.as_bytes());
+        }
+    }
+    response.body(axum::body::Body::from_stream(upstream.bytes_stream())).map_err(|e| {
+        ApiError::new(StatusCode::BAD_GATEWAY, format!("the API's answer could not be passed on: {e}"))
+    })
+}

@@ -323,7 +323,150 @@ async fn authorization_code_with_keyward_as_the_provider(backend: Backend) {
     json_with_status(s.get(&token_path, &admin).send().await.unwrap(), 200).await;
 }
 
+/// A raw HTTP/1.1 request, so that the path reaches keyward exactly as
+/// written (HTTP clients normalize `..` away); the status code.
+async fn raw_status(s: &TestServer, path: &str, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nTOKEN: {token}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+async fn the_proxy_injects_the_token_and_stays_below_the_base(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let provider = TestServer::start(backend).await;
+    let (m2m_id, m2m_secret) = provider.m2m_client("server_admin", 600).await;
+    let admin = s.admin_token().await;
+    let body = json!({"name": "Provider API", "grant_type": "client_credentials", "client_id": m2m_id, "client_secret": m2m_secret,
+        "token_url": provider.url("/oauth/v2/token/"), "api_base_url": provider.url("/admin/api/")});
+    let outbound = json_with_status(
+        s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap(),
+        201,
+    )
+    .await;
+    let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
+    let proxy = |rest: &str| format!("{CONNECTIONS}{id}/proxy/{rest}");
+
+    let users = json_with_status(s.get(&proxy("users/"), &admin).send().await.unwrap(), 200).await;
+    assert!(users.as_array().unwrap().iter().any(|u| u["username"] == "admin"));
+    let one = json_with_status(s.get(&proxy("users/?limit=1"), &admin).send().await.unwrap(), 200).await;
+    assert_eq!(one.as_array().unwrap().len(), 1, "the query passes through");
+    let put = s
+        .send(Method::PUT, &proxy("config/alation.authentication.token.refresh_token_lifespan/"), &admin)
+        .json(&json!({"value": 9}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_with_status(put, 200).await["value"], 9);
+    assert_eq!(
+        provider.app.setting("alation.authentication.token.refresh_token_lifespan").await.unwrap().value,
+        "9"
+    );
+    // The upstream's own errors come back as they are.
+    assert_eq!(s.get(&proxy("users/999999/"), &admin).send().await.unwrap().status(), 404);
+
+    // The API refuses the held token: one refresh, one retry.
+    let held =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 200)
+            .await;
+    let r = provider
+        .http
+        .post(provider.url("/oauth/v2/revoke/"))
+        .basic_auth(&m2m_id, Some(&m2m_secret))
+        .form(&[("token", held["access_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    json_with_status(s.get(&proxy("users/"), &admin).send().await.unwrap(), 200).await;
+    assert_eq!(issued_by(&provider, &m2m_id).await, 2);
+
+    // No way out of the base URL.
+    for path in [
+        "../../healthz",
+        "users/../../../healthz",
+        "%2e%2e/%2e%2e/healthz",
+        "%2E%2E/x",
+        "users%2F..%2F..%2Fhealthz",
+        "..%5c..%5chealthz",
+        "/evil.example/x",
+        "https://evil.example/x",
+        "http:/evil.example/",
+    ] {
+        assert_eq!(raw_status(&s, &proxy(path), &admin).await, 400, "{path}");
+    }
+    // Only the owner.
+    let other = s.token_for_role(Role::ServerAdmin).await;
+    api_error(s.get(&proxy("users/"), &other).send().await.unwrap(), 404, "not_found").await;
+}
+
+async fn the_proxy_follows_no_redirect_and_forwards_no_credentials(backend: Backend) {
+    use std::sync::{Arc, Mutex};
+    // A tiny API that redirects elsewhere and records what it was sent.
+    let seen: Arc<Mutex<Vec<Vec<(String, String)>>>> = Arc::default();
+    let record = seen.clone();
+    let api = axum::Router::new().route(
+        "/api/redirect",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(
+                    headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                        .collect(),
+                );
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", "http://127.0.0.2:9/elsewhere"), ("set-cookie", "upstream=1")],
+                    "",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, api).await.unwrap() });
+
+    let s = TestServer::start(backend).await;
+    let (provider, _, _) = provider_and_outbound(&s, backend, json!({})).await;
+    let (m2m_id, m2m_secret) = provider.m2m_client("viewer", 600).await;
+    let admin = s.admin_token().await;
+    let body = json!({"name": "Redirecting API", "grant_type": "client_credentials", "client_id": m2m_id, "client_secret": m2m_secret,
+        "token_url": provider.url("/oauth/v2/token/"), "api_base_url": format!("http://{api_addr}/api/")});
+    let outbound = json_with_status(
+        s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap(),
+        201,
+    )
+    .await;
+    let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
+    let r = s
+        .get(&format!("{CONNECTIONS}{id}/proxy/redirect"), &admin)
+        .header("cookie", "kw_session=secret-cookie")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "passed back, not followed");
+    assert_eq!(r.headers()["location"], "http://127.0.0.2:9/elsewhere");
+    assert!(r.headers().get("set-cookie").is_none(), "upstream cookies stay upstream");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let headers = &seen[0];
+    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert!(get("authorization").unwrap().starts_with("Bearer ey"), "the connection's token is injected");
+    assert_eq!(get("cookie"), None);
+    assert_eq!(get("token"), None, "the caller's own credential is not forwarded");
+}
+
 on_both_backends!(
+    the_proxy_injects_the_token_and_stays_below_the_base,
+    the_proxy_follows_no_redirect_and_forwards_no_credentials,
     authorization_code_with_keyward_as_the_provider,
     a_token_on_demand_and_held_until_it_expires,
     a_short_lifetime_is_renewed_before_it_ends,

@@ -1,0 +1,85 @@
+//! Where a connection's proxy may send a request (SPEC §1.4): only below
+//! the outbound client's API base URL. No open proxy.
+
+/// The URL for `raw_path` (as it arrived, not decoded) and `query` below
+/// `base`, or why not.
+pub fn proxy_target(base: &str, raw_path: &str, query: Option<&str>) -> Result<url::Url, String> {
+    let lower = raw_path.to_ascii_lowercase();
+    // Refused before any resolution: dot segments (plain or encoded),
+    // encoded separators, backslashes, and absolute or protocol-relative forms.
+    if raw_path.split('/').any(|seg| seg == ".." || seg == ".")
+        || lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || raw_path.contains('\\')
+        || raw_path.starts_with('/')
+        || raw_path.contains("://")
+        || raw_path.contains('#')
+    {
+        return Err("the path must stay below the connection's API base URL".into());
+    }
+    let mut base = url::Url::parse(base).map_err(|_| "the API base URL is not valid".to_string())?;
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    let mut target = base.join(raw_path).map_err(|_| "the path is not valid".to_string())?;
+    target.set_query(query.filter(|q| !q.is_empty()));
+    let same_origin = target.scheme() == base.scheme()
+        && target.host_str() == base.host_str()
+        && target.port_or_known_default() == base.port_or_known_default();
+    if !same_origin
+        || !target.path().starts_with(base.path())
+        || target.username() != ""
+        || target.password().is_some()
+    {
+        return Err("the path must stay below the connection's API base URL".into());
+    }
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "https://api.endsystem.com/v1/";
+
+    #[test]
+    fn paths_below_the_base_are_allowed() {
+        assert_eq!(
+            proxy_target(BASE, "users/7", None).unwrap().as_str(),
+            "https://api.endsystem.com/v1/users/7"
+        );
+        assert_eq!(
+            proxy_target(BASE, "users", Some("a=1&b=2")).unwrap().as_str(),
+            "https://api.endsystem.com/v1/users?a=1&b=2"
+        );
+        assert_eq!(
+            proxy_target("https://api.endsystem.com/v1", "x", None).unwrap().as_str(),
+            "https://api.endsystem.com/v1/x"
+        );
+        assert_eq!(proxy_target(BASE, "", None).unwrap().as_str(), BASE);
+    }
+
+    #[test]
+    fn everything_else_is_refused() {
+        for raw in [
+            "../admin",
+            "users/../../admin",
+            "./x",
+            "%2e%2e/admin",
+            "%2E%2E/admin",
+            ".%2e/x",
+            "users%2F..%2Fadmin",
+            "..%5cadmin",
+            "..\\admin",
+            "/etc/passwd",
+            "//evil.example/x",
+            "https://evil.example/x",
+            "http:/evil.example",
+            "x#frag",
+        ] {
+            assert!(proxy_target(BASE, raw, None).is_err(), "{raw}");
+        }
+    }
+}
