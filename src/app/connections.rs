@@ -23,6 +23,8 @@ const AUTHORIZATION_TTL_MS: i64 = 600_000;
 /// How long a lease holder may take to talk to the provider.
 const LEASE_MS: i64 = 20_000;
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Further tries after a transient failure at the provider.
+const PROVIDER_RETRIES: u32 = 2;
 
 #[derive(Debug, Serialize)]
 pub struct ConnectionView {
@@ -333,11 +335,26 @@ impl App {
             }
         }
         let started = now_ms();
-        let response = request.form(&form).send().await.map_err(|e| {
-            AppError::Upstream(format!("the provider could not be reached: {}", e.without_url()))
-        })?;
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+        // Transient failures (no answer, 429, 5xx) are tried again with
+        // backoff; a refusal is final.
+        let mut attempt = 0;
+        let (status, body) = loop {
+            let sent = request.try_clone().expect("form bodies can be cloned").form(&form).send().await;
+            let transient = match &sent {
+                Err(_) => true,
+                Ok(r) => r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error(),
+            };
+            if transient && attempt < PROVIDER_RETRIES {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                continue;
+            }
+            let response = sent.map_err(|e| {
+                AppError::Upstream(format!("the provider could not be reached: {}", e.without_url()))
+            })?;
+            let status = response.status();
+            break (status, response.json::<serde_json::Value>().await.unwrap_or(serde_json::Value::Null));
+        };
         if !status.is_success() {
             let error = body.get("error").and_then(|v| v.as_str()).unwrap_or("").to_string();
             if status.is_client_error() && !error.is_empty() {

@@ -464,7 +464,122 @@ async fn the_proxy_follows_no_redirect_and_forwards_no_credentials(backend: Back
     assert_eq!(get("token"), None, "the caller's own credential is not forwarded");
 }
 
+async fn transient_provider_failures_are_retried(backend: Backend) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A provider whose token endpoint fails once, then answers with quirks:
+    // expires_in as a string, and no refresh token.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let provider = axum::Router::new().route(
+        "/token",
+        axum::routing::post(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(json!({"error": "temporarily_unavailable"})),
+                    )
+                } else {
+                    (
+                        axum::http::StatusCode::OK,
+                        axum::Json(
+                            json!({"access_token": "tok-1", "token_type": "bearer", "expires_in": "3600"}),
+                        ),
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, provider).await.unwrap() });
+
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let body = json!({"name": "Flaky", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s",
+        "token_url": format!("http://{addr}/token"), "token_endpoint_auth": "post", "api_base_url": format!("http://{addr}/")});
+    let outbound = json_with_status(
+        s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap(),
+        201,
+    )
+    .await;
+    let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
+    let token =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 200)
+            .await;
+    assert_eq!(token["access_token"], "tok-1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one failure, one retry");
+    let lifetime =
+        token["expires_at"].as_i64().unwrap() - (time::OffsetDateTime::now_utc().unix_timestamp() * 1000);
+    assert!((3_500_000..=3_600_000).contains(&lifetime), "expires_in given as a string: {lifetime}");
+}
+
+/// Connects `s` to `provider` through the authorization code flow; the
+/// connection id and the provider's client id.
+async fn authorized_connection(s: &TestServer, provider: &TestServer, lifetime_ms: i64) -> (String, String) {
+    let callback = format!("{}/oauth/v1/connections/callback/", s.app.issuer);
+    let (pid, psecret) = provider
+        .register_client(
+            json!({"name": "Platform connector", "redirect_uris": [callback], "grant_type": "confidential",
+            "refresh_token_lifetime": 259200, "access_token_lifetime": 3600, "pkce_enabled": true}),
+        )
+        .await;
+    let admin = s.admin_token().await;
+    let body = json!({"name": "Keyward provider", "grant_type": "authorization_code", "client_id": pid, "client_secret": psecret,
+        "authorization_url": provider.url("/oauth/v1/authorize/"), "token_url": provider.url("/oauth/v1/token/"),
+        "scopes": ["api", "offline_access"], "api_base_url": format!("{}/", provider.base), "access_token_lifetime_ms": lifetime_ms});
+    let outbound = json_with_status(
+        s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap(),
+        201,
+    )
+    .await;
+    let id = connect(s, &admin, outbound["id"].as_str().unwrap()).await;
+    let started =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
+            .await;
+    let browser = crate::delegated_oauth::Browser::new();
+    let back = browser.authorize(provider, started["authorization_url"].as_str().unwrap()).await;
+    assert_eq!(browser.get(&back).await.status(), 200);
+    (id, pid)
+}
+
+async fn an_expired_token_is_refreshed_once_for_a_hundred_callers(backend: Backend) {
+    let a = TestServer::start(backend).await;
+    let b = a.another_node().await;
+    let provider = TestServer::start(backend).await;
+    let (id, _) = authorized_connection(&a, &provider, 1500).await;
+    let admin = a.admin_token().await;
+    let path = format!("{CONNECTIONS}{id}/token/");
+    let first = json_with_status(a.get(&path, &admin).send().await.unwrap(), 200).await;
+    let user = provider.user_named("admin").await;
+    let issued = || async {
+        provider.app.audit.flush().await;
+        let q = AuditQuery {
+            action: Some("token.issued".into()),
+            actor: Some(format!("user:{}", user.id)),
+            limit: 1000,
+            ..Default::default()
+        };
+        provider.app.store.audit_events(&q).await.unwrap().len()
+    };
+    let before = issued().await;
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await; // within the renewal margin now
+    let calls =
+        (0..100).map(|i| if i % 2 == 0 { a.get(&path, &admin).send() } else { b.get(&path, &admin).send() });
+    let mut tokens = std::collections::HashSet::new();
+    for r in futures_join_all(calls).await {
+        tokens.insert(json_with_status(r.unwrap(), 200).await["access_token"].as_str().unwrap().to_string());
+    }
+    assert_eq!(tokens.len(), 1, "every caller got the same new token");
+    assert!(!tokens.contains(first["access_token"].as_str().unwrap()));
+    assert_eq!(issued().await - before, 1, "the provider saw exactly one refresh");
+}
+
 on_both_backends!(
+    transient_provider_failures_are_retried,
+    an_expired_token_is_refreshed_once_for_a_hundred_callers,
     the_proxy_injects_the_token_and_stays_below_the_base,
     the_proxy_follows_no_redirect_and_forwards_no_credentials,
     authorization_code_with_keyward_as_the_provider,
