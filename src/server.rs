@@ -33,14 +33,24 @@ const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// How often collected `last_used_at` times are written.
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The node's periodic work: re-read signing keys, write token usage.
+/// The node's periodic work: re-read signing keys, write token usage,
+/// refresh connection tokens before they expire.
 async fn periodic_work(app: Arc<App>) {
     let mut keys = tokio::time::interval(KEY_REFRESH_INTERVAL);
     let mut usage = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+    let mut next_sweep = tokio::time::Instant::now() + Duration::from_secs(5);
     keys.tick().await;
     usage.tick().await;
     loop {
         tokio::select! {
+            _ = tokio::time::sleep_until(next_sweep) => {
+                if let Err(e) = app.sweep_connections().await {
+                    tracing::warn!(error = %e, "connection refresh round failed");
+                }
+                let seconds = app.setting(crate::domain::settings::CONNECTION_SWEEP_INTERVAL).await
+                    .ok().and_then(|s| s.as_i64()).unwrap_or(60);
+                next_sweep = tokio::time::Instant::now() + Duration::from_secs(seconds as u64);
+            }
             _ = keys.tick() => {
                 if let Err(e) = app.refresh_keys().await {
                     tracing::warn!(error = %e, "signing keys could not be refreshed");

@@ -8,6 +8,7 @@ use crate::crypto::random_bytes;
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::connection::{ConnectionStatus, parse_token_response, renewal_margin_ms};
 use crate::domain::outbound::{OutboundGrant, TokenEndpointAuth};
+use crate::domain::settings::{CONNECTION_KEEP_ALIVE, CONNECTION_SWEEP_INTERVAL};
 use crate::domain::{Actor, Caller, Principal, from_micros, now, to_micros};
 use crate::store::{ConnectionRecord, StoreError};
 use base64::Engine;
@@ -165,6 +166,27 @@ impl App {
             // Another caller (on any node) is asking the provider: wait for it.
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// One round of the background refresher: connections whose token would
+    /// expire before the next round, and idle ones (to keep their refresh
+    /// token alive). Every node runs it; the lease makes each refresh happen
+    /// once. How many it refreshed.
+    pub async fn sweep_connections(&self) -> Result<usize, AppError> {
+        let interval_ms = self.setting(CONNECTION_SWEEP_INTERVAL).await?.as_i64().unwrap_or(60) * 1000;
+        let keep_alive_ms = self.setting(CONNECTION_KEEP_ALIVE).await?.as_i64().unwrap_or(86_400) * 1000;
+        let at = now_ms();
+        let due = self.store.connections_due(at + interval_ms + 60_000, at - keep_alive_ms, 200).await?;
+        let mut refreshed = 0;
+        for c in due {
+            if self.store.take_connection_lease(&c.id, at, at + LEASE_MS, c.obtained_at).await? {
+                match self.fetch_from_provider(&c).await {
+                    Ok(_) => refreshed += 1,
+                    Err(e) => tracing::warn!(connection = %c.id, error = %e, "background refresh failed"),
+                }
+            }
+        }
+        Ok(refreshed)
     }
 
     /// A new token after the API refused `rejected`: refreshed unless another

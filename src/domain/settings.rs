@@ -33,6 +33,8 @@ pub const CLIENT_SECRET_OVERLAP: &str = "keyward.oauth.client_secret_rotation_ov
 pub const SIGNING_KEY_OVERLAP: &str = "keyward.oauth.signing_key_rotation_overlap";
 pub const REFRESH_REUSE_GRACE: &str = "keyward.oauth.refresh_token_reuse_grace";
 pub const ROTATE_CONFIDENTIAL_REFRESH: &str = "keyward.oauth.rotate_confidential_refresh_tokens";
+pub const CONNECTION_SWEEP_INTERVAL: &str = "keyward.connections.sweep_interval";
+pub const CONNECTION_KEEP_ALIVE: &str = "keyward.connections.refresh_keep_alive";
 
 /// Every setting keyward knows. Unknown keys are refused, so a typo never
 /// silently configures nothing.
@@ -87,6 +89,19 @@ pub static SETTINGS: &[SettingSpec] = &[
         default: "true",
         description: "Rotate refresh tokens of confidential delegated clients on every use (public clients \
                       always rotate).",
+    },
+    SettingSpec {
+        key: CONNECTION_SWEEP_INTERVAL,
+        kind: SettingKind::Integer { min: 5, max: 3600, unit: "seconds" },
+        default: "60",
+        description: "How often each node refreshes connection tokens that would expire before its next round.",
+    },
+    SettingSpec {
+        key: CONNECTION_KEEP_ALIVE,
+        kind: SettingKind::Integer { min: 60, max: 2_592_000, unit: "seconds" },
+        default: "86400",
+        description: "Connections unused this long get their refresh token used anyway, so that providers which \
+                      expire idle refresh tokens do not cut them off.",
     },
 ];
 

@@ -521,6 +521,14 @@ pub trait Store: Send + Sync + 'static {
         event: AuditEvent,
     ) -> StoreResult<()>;
     async fn release_connection_lease(&self, id: &str) -> StoreResult<()>;
+    /// Active connections whose access token expires before `expiring_before`
+    /// or that were last refreshed before `idle_before` (all ms).
+    async fn connections_due(
+        &self,
+        expiring_before: i64,
+        idle_before: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ConnectionRecord>>;
     async fn insert_connection_authorization(
         &self,
         state_hash: &str,

@@ -1807,6 +1807,25 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn connections_due(
+        &self,
+        expiring_before: i64,
+        idle_before: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ConnectionRecord>> {
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
+             AND (access_expires_at < $1 OR obtained_at < $2) ORDER BY access_expires_at LIMIT $3"
+        );
+        let rows: Vec<ConnectionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(expiring_before)
+            .bind(idle_before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     async fn release_connection_lease(&self, id: &str) -> StoreResult<()> {
         sqlx::query("UPDATE connections SET lease_until = NULL WHERE id = $1")
             .bind(id)

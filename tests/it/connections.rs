@@ -577,7 +577,27 @@ async fn an_expired_token_is_refreshed_once_for_a_hundred_callers(backend: Backe
     assert_eq!(issued().await - before, 1, "the provider saw exactly one refresh");
 }
 
+async fn the_background_refresher_renews_before_expiry(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (provider, outbound, m2m_id) =
+        provider_and_outbound(&s, backend, json!({"access_token_lifetime_ms": 1500})).await;
+    let user = s.admin_token().await;
+    let id = connect(&s, &user, &outbound).await;
+    let path = format!("{CONNECTIONS}{id}/token/");
+    let first = json_with_status(s.get(&path, &user).send().await.unwrap(), 200).await;
+    // A round of the refresher: the token expires before the next round.
+    assert_eq!(s.app.sweep_connections().await.unwrap(), 1);
+    assert_eq!(issued_by(&provider, &m2m_id).await, 2);
+    let after = json_with_status(s.get(&path, &user).send().await.unwrap(), 200).await;
+    assert_ne!(after["access_token"], first["access_token"], "renewed with no caller asking");
+    assert_eq!(issued_by(&provider, &m2m_id).await, 2, "and served without asking the provider again");
+    // A connection without tokens yet is left alone.
+    connect(&s, &user, &outbound).await;
+    assert_eq!(s.app.sweep_connections().await.unwrap(), 1, "only the active connection");
+}
+
 on_both_backends!(
+    the_background_refresher_renews_before_expiry,
     transient_provider_failures_are_retried,
     an_expired_token_is_refreshed_once_for_a_hundred_callers,
     the_proxy_injects_the_token_and_stays_below_the_base,
