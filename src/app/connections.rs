@@ -8,7 +8,7 @@ use crate::crypto::random_bytes;
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::connection::{ConnectionStatus, parse_token_response, renewal_margin_ms};
 use crate::domain::outbound::{OutboundGrant, TokenEndpointAuth};
-use crate::domain::settings::{CONNECTION_KEEP_ALIVE, CONNECTION_SWEEP_INTERVAL};
+use crate::domain::settings::{CONNECTION_KEEP_ALIVE, CONNECTION_SWEEP_INTERVAL, CONNECTION_WEBHOOK_URL};
 use crate::domain::{Actor, Caller, Principal, from_micros, now, to_micros};
 use crate::store::{ConnectionRecord, StoreError};
 use base64::Engine;
@@ -324,7 +324,49 @@ impl App {
         self.store
             .set_connection_status(&c.id, ConnectionStatus::NeedsReauth.as_str(), Some(detail), event)
             .await?;
+        self.notify_needs_reauth(c, detail).await;
         Ok(())
+    }
+
+    /// POSTs a signed notice to the configured webhook, in the background.
+    /// `Keyward-Signature` is a JWS (`typ: keyward-webhook+jwt`) over the
+    /// body's SHA-256, verifiable with the JWKS.
+    async fn notify_needs_reauth(&self, c: &ConnectionRecord, detail: &str) {
+        let url = match self.setting(CONNECTION_WEBHOOK_URL).await {
+            Ok(s) if !s.value.is_empty() => s.value,
+            _ => return,
+        };
+        let body = json!({
+            "event": "connection.needs_reauth", "connection_id": c.id, "outbound_client_id": c.outbound_client_id,
+            "user_id": c.user_id, "detail": detail, "at_ms": now_ms(),
+        })
+        .to_string();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());
+        let claims = json!({
+            "iss": self.issuer, "iat": now().unix_timestamp(),
+            "body_sha256": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref()),
+        });
+        let signature = self.keys.current().signer.sign_typed("keyward-webhook+jwt", &claims);
+        let http = self.http.clone();
+        tokio::spawn(async move {
+            for attempt in 0..3u32 {
+                let sent = http
+                    .post(&url)
+                    .timeout(PROVIDER_TIMEOUT)
+                    .header("content-type", "application/json")
+                    .header("keyward-signature", &signature)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => return,
+                    Ok(r) => tracing::warn!(status = %r.status(), attempt, "webhook refused"),
+                    Err(e) => tracing::warn!(error = %e.without_url(), attempt, "webhook not delivered"),
+                }
+                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+            }
+            metrics::counter!("keyward_webhooks_failed_total").increment(1);
+        });
     }
 
     /// Asks the provider's token endpoint with `grant` (plus the client's

@@ -155,9 +155,20 @@ impl SigningKey {
 
     /// `claims` as a signed JWT with header `{alg, typ: "at+jwt", kid}`.
     pub fn sign_jwt(&self, claims: &impl Serialize) -> String {
+        self.sign_with_header(&self.header_b64, claims)
+    }
+
+    /// `claims` signed with header `{alg, typ, kid}`, for signatures that
+    /// must never pass as access tokens.
+    pub fn sign_typed(&self, typ: &str, claims: &impl Serialize) -> String {
+        let header = json!({"alg": self.alg.as_str(), "typ": typ, "kid": self.kid});
+        self.sign_with_header(&URL_SAFE_NO_PAD.encode(header.to_string()), claims)
+    }
+
+    fn sign_with_header(&self, header_b64: &str, claims: &impl Serialize) -> String {
         let claims = serde_json::to_vec(claims).expect("claims serialize");
-        let mut jwt = String::with_capacity(self.header_b64.len() + claims.len() * 4 / 3 + 400);
-        jwt.push_str(&self.header_b64);
+        let mut jwt = String::with_capacity(header_b64.len() + claims.len() * 4 / 3 + 400);
+        jwt.push_str(header_b64);
         jwt.push('.');
         URL_SAFE_NO_PAD.encode_string(&claims, &mut jwt);
         let signature = self.sign(jwt.as_bytes());

@@ -15,6 +15,8 @@ pub enum SettingKind {
     Bool,
     /// One of a fixed set of names, compared case-insensitively.
     Choice(&'static [&'static str]),
+    /// An https URL (http on loopback), or empty for none.
+    Url,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +37,7 @@ pub const REFRESH_REUSE_GRACE: &str = "keyward.oauth.refresh_token_reuse_grace";
 pub const ROTATE_CONFIDENTIAL_REFRESH: &str = "keyward.oauth.rotate_confidential_refresh_tokens";
 pub const CONNECTION_SWEEP_INTERVAL: &str = "keyward.connections.sweep_interval";
 pub const CONNECTION_KEEP_ALIVE: &str = "keyward.connections.refresh_keep_alive";
+pub const CONNECTION_WEBHOOK_URL: &str = "keyward.connections.webhook_url";
 
 /// Every setting keyward knows. Unknown keys are refused, so a typo never
 /// silently configures nothing.
@@ -103,6 +106,13 @@ pub static SETTINGS: &[SettingSpec] = &[
         description: "Connections unused this long get their refresh token used anyway, so that providers which \
                       expire idle refresh tokens do not cut them off.",
     },
+    SettingSpec {
+        key: CONNECTION_WEBHOOK_URL,
+        kind: SettingKind::Url,
+        default: "",
+        description: "Where to POST a signed notice when a connection needs authorizing again (empty: nowhere). \
+                      The Keyward-Signature header is a JWS verifiable with the JWKS.",
+    },
 ];
 
 pub fn spec(key: &str) -> Option<&'static SettingSpec> {
@@ -117,6 +127,8 @@ pub enum SettingError {
     OutOfRange { key: &'static str, unit: &'static str, min: i64, max: i64, got: String },
     #[error("{key} must be one of {options}, got {got:?}")]
     NotOneOf { key: &'static str, options: String, got: String },
+    #[error("{why}")]
+    NotUrl { key: &'static str, why: String },
     #[error("{key} must be true or false, got {got:?}")]
     NotBool { key: &'static str, got: String },
 }
@@ -135,6 +147,14 @@ impl SettingSpec {
                 options.iter().find(|o| o.eq_ignore_ascii_case(raw)).map(|o| o.to_string()).ok_or_else(|| {
                     SettingError::NotOneOf { key: self.key, options: options.join(", "), got: shown() }
                 })
+            }
+            SettingKind::Url => {
+                if raw.is_empty() {
+                    return Ok(String::new());
+                }
+                crate::domain::outbound::validate_outbound_url(self.key, raw)
+                    .map(|()| raw.to_string())
+                    .map_err(|why| SettingError::NotUrl { key: self.key, why })
             }
             SettingKind::Bool => match raw.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok("true".into()),

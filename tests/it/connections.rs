@@ -596,7 +596,106 @@ async fn the_background_refresher_renews_before_expiry(backend: Backend) {
     assert_eq!(s.app.sweep_connections().await.unwrap(), 1, "only the active connection");
 }
 
+async fn needs_reauth_posts_a_signed_webhook(backend: Backend) {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let record = received.clone();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let record = record.clone();
+            async move {
+                let signature = headers
+                    .get("keyward-signature")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                record.lock().unwrap().push((signature, body));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let r = s
+        .send(Method::PUT, "/admin/api/config/keyward.connections.webhook_url/", &admin)
+        .json(&json!({"value": "http://example.com/not-https"}))
+        .send()
+        .await
+        .unwrap();
+    api_error(r, 400, "invalid_request").await;
+    let r = s
+        .send(Method::PUT, "/admin/api/config/keyward.connections.webhook_url/", &admin)
+        .json(&json!({"value": format!("http://{addr}/hook")}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 200).await;
+    let (provider, outbound, m2m_id) = provider_and_outbound(&s, backend, json!({})).await;
+    let id = connect(&s, &admin, &outbound).await;
+    let patch = keyward::app::ClientPatch { disabled: Some(true), ..Default::default() };
+    provider.app.update_m2m_client(keyward::domain::Actor::System, &m2m_id, patch).await.unwrap();
+    api_error(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 409, "conflict")
+        .await;
+
+    let mut delivered = None;
+    for _ in 0..100 {
+        if let Some(first) = received.lock().unwrap().first().cloned() {
+            delivered = Some(first);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (signature, body) = delivered.expect("the webhook was called");
+    let event: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (event["event"].clone(), event["connection_id"].clone()),
+        (json!("connection.needs_reauth"), json!(id))
+    );
+    // The signature verifies with the published JWKS and covers this body.
+    let jwks = json_with_status(s.http.get(s.url("/.well-known/jwks.json")).send().await.unwrap(), 200).await;
+    let header = jsonwebtoken::decode_header(&signature).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("keyward-webhook+jwt"));
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"].as_str() == header.kid.as_deref())
+            .unwrap()
+            .clone(),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_required_spec_claims(&["iss"]);
+    validation.set_issuer(&[&s.app.issuer]);
+    let claims = jsonwebtoken::decode::<Value>(
+        &signature,
+        &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    use base64::Engine;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body.as_bytes());
+    assert_eq!(
+        claims["body_sha256"],
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+    );
+    // Never usable as an access token.
+    api_error(
+        s.http.get(s.url("/admin/api/users/")).bearer_auth(&signature).send().await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+}
+
 on_both_backends!(
+    needs_reauth_posts_a_signed_webhook,
     the_background_refresher_renews_before_expiry,
     transient_provider_failures_are_retried,
     an_expired_token_is_refreshed_once_for_a_hundred_callers,
