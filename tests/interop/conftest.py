@@ -42,6 +42,14 @@ class Keyward:
         self.username = "admin"
         self.password = ADMIN_PASSWORD
 
+    def admin_token(self):
+        """An API access token of the admin, through the documented endpoints."""
+        refresh = requests.post(f"{self.base_url}/integration/v1/createRefreshToken/",
+                                data={"username": self.username, "password": self.password, "name": "interop"}).json()
+        access = requests.post(f"{self.base_url}/integration/v1/createAPIAccessToken/",
+                               data={"refresh_token": refresh["refresh_token"], "user_id": refresh["user_id"]}).json()
+        return access["api_access_token"]
+
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=10)

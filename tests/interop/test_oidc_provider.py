@@ -1,0 +1,123 @@
+"""keyward as the connectors' OAuth client against a real external
+authorization server: the npm `oidc-provider` (OpenID certified), started on
+loopback with rotating refresh tokens and two-second access tokens. Drives
+authorize → the provider's login and consent → callback → token → proxy,
+expiry and refresh, and client credentials."""
+
+import os
+import pathlib
+import re
+import socket
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+import requests
+
+PROVIDERS = pathlib.Path(__file__).parents[1] / "providers"
+
+
+@pytest.fixture
+def oidc_provider(keyward):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    callback = f"{keyward.base_url}/oauth/v1/connections/callback/"
+    process = subprocess.Popen(["node", "oidc_provider.mjs", str(port), callback], cwd=PROVIDERS,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in process.stdout:
+        if line.strip() == "ready":
+            break
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def walk_provider_pages(authorization_url, keyward_base):
+    """What a person does at the provider: sign in, consent. Returns the
+    redirect back to keyward."""
+    browser = requests.Session()
+    response = browser.get(authorization_url, allow_redirects=False)
+    for _ in range(20):
+        if response.status_code in (302, 303):
+            location = urllib.parse.urljoin(response.url, response.headers["location"])
+            if location.startswith(keyward_base):
+                return location
+            response = browser.get(location, allow_redirects=False)
+        elif response.status_code == 200:
+            action = re.search(r'<form[^>]*action="([^"]+)"', response.text).group(1)
+            fields = dict(re.findall(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', response.text))
+            if 'name="login"' in response.text:
+                fields.update(login="alice", password="anything")
+            response = browser.post(urllib.parse.urljoin(response.url, action), data=fields, allow_redirects=False)
+        else:
+            raise AssertionError(f"unexpected {response.status_code}: {response.text[:300]}")
+    raise AssertionError("the provider never sent the user back")
+
+
+def register(keyward, headers, body):
+    response = requests.post(f"{keyward.base_url}/admin/api/outbound_clients/", headers=headers, json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def connect(keyward, headers, outbound_id):
+    response = requests.post(f"{keyward.base_url}/api/v2/connections/", headers=headers,
+                             json={"outbound_client_id": outbound_id, "name": "oidc-provider"})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_authorization_code_token_proxy_and_refresh(keyward, oidc_provider):
+    headers = {"TOKEN": keyward.admin_token()}
+    outbound = register(keyward, headers, {
+        "name": "oidc-provider", "grant_type": "authorization_code",
+        "client_id": "keyward-code", "client_secret": "code-secret-for-tests-0123456789",
+        "authorization_url": f"{oidc_provider}/auth", "token_url": f"{oidc_provider}/token",
+        "scopes": ["openid", "offline_access", "api"], "extra_authorization_params": {"prompt": "consent"},
+        "token_endpoint_auth": "basic", "pkce_enabled": True, "api_base_url": f"{oidc_provider}/",
+    })
+    connection = connect(keyward, headers, outbound)
+    base = f"{keyward.base_url}/api/v2/connections/{connection}"
+
+    started = requests.get(f"{base}/authorize/", headers=headers)
+    assert started.status_code == 200, started.text
+    back = walk_provider_pages(started.json()["authorization_url"], keyward.base_url)
+    callback = requests.get(back)
+    assert callback.status_code == 200 and "Connected" in callback.text, callback.text
+    assert requests.get(f"{base}/", headers=headers).json()["status"] == "active"
+
+    first = requests.get(f"{base}/token/", headers=headers).json()
+    me = requests.get(f"{base}/proxy/me", headers=headers)
+    assert me.status_code == 200 and me.json()["sub"] == "alice", me.text
+
+    # Two-second access tokens: renewed with the (rotating) refresh token.
+    seen = {first["access_token"]}
+    for _ in range(2):
+        time.sleep(1.2)
+        token = requests.get(f"{base}/token/", headers=headers)
+        assert token.status_code == 200, token.text
+        assert token.json()["access_token"] not in seen
+        seen.add(token.json()["access_token"])
+        assert requests.get(f"{base}/proxy/me", headers=headers).json()["sub"] == "alice"
+
+
+def test_client_credentials(keyward, oidc_provider):
+    headers = {"TOKEN": keyward.admin_token()}
+    outbound = register(keyward, headers, {
+        "name": "oidc-provider machine", "grant_type": "client_credentials",
+        "client_id": "keyward-cc", "client_secret": "cc-secret-for-tests-0123456789",
+        "token_url": f"{oidc_provider}/token", "scopes": ["api"], "token_endpoint_auth": "post",
+        "api_base_url": f"{oidc_provider}/",
+    })
+    connection = connect(keyward, headers, outbound)
+    token = requests.get(f"{keyward.base_url}/api/v2/connections/{connection}/token/", headers=headers)
+    assert token.status_code == 200, token.text
+    again = requests.get(f"{keyward.base_url}/api/v2/connections/{connection}/token/", headers=headers)
+    assert again.json()["access_token"] == token.json()["access_token"], "held while fresh"
+    # The provider knows it: its introspection says active.
+    introspection = requests.post(f"{oidc_provider}/token/introspection",
+                                  data={"token": token.json()["access_token"], "client_id": "keyward-cc",
+                                        "client_secret": "cc-secret-for-tests-0123456789"})
+    assert introspection.status_code == 200 and introspection.json().get("active") is True, introspection.text
