@@ -511,8 +511,8 @@ async fn transient_provider_failures_are_retried(backend: Backend) {
             .await;
     assert_eq!(token["access_token"], "tok-1");
     assert_eq!(calls.load(Ordering::SeqCst), 2, "one failure, one retry");
-    let lifetime =
-        token["expires_at"].as_i64().unwrap() - (time::OffsetDateTime::now_utc().unix_timestamp() * 1000);
+    let lifetime = token["expires_at"].as_i64().unwrap()
+        - ((time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64);
     assert!((3_500_000..=3_600_000).contains(&lifetime), "expires_in given as a string: {lifetime}");
 }
 
@@ -694,7 +694,84 @@ async fn needs_reauth_posts_a_signed_webhook(backend: Backend) {
     .await;
 }
 
+/// A provider that omits `expires_in` everywhere and sends no new refresh
+/// token on refresh: keyward keeps the old one and uses it again.
+async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(backend: Backend) {
+    use std::sync::{Arc, Mutex};
+    let refreshed_with: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = refreshed_with.clone();
+    let provider = axum::Router::new()
+        .route(
+            "/authorize",
+            axum::routing::get(|axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+                let params: std::collections::HashMap<String, String> =
+                    url::form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect();
+                let back = format!("{}?code=c1&state={}", params["redirect_uri"], params["state"]);
+                axum::response::Redirect::to(&back)
+            }),
+        )
+        .route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let record = record.clone();
+                async move {
+                    let form: std::collections::HashMap<String, String> =
+                        url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                    if form["grant_type"] == "authorization_code" {
+                        return axum::Json(
+                            json!({"access_token": "a1", "refresh_token": "r1", "token_type": "bearer"}),
+                        );
+                    }
+                    let mut seen = record.lock().unwrap();
+                    seen.push(form["refresh_token"].clone());
+                    axum::Json(
+                        json!({"access_token": format!("a{}", seen.len() + 1), "token_type": "bearer"}),
+                    )
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, provider).await.unwrap() });
+
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let body = json!({"name": "Terse provider", "grant_type": "authorization_code", "client_id": "c", "client_secret": "s",
+        "authorization_url": format!("http://{addr}/authorize"), "token_url": format!("http://{addr}/token"),
+        "token_endpoint_auth": "post", "api_base_url": format!("http://{addr}/"), "access_token_lifetime_ms": 1500});
+    let outbound = json_with_status(
+        s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap(),
+        201,
+    )
+    .await;
+    let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
+    let started =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
+            .await;
+    let to_provider = s.http.get(started["authorization_url"].as_str().unwrap()).send().await.unwrap();
+    let back = to_provider.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(s.http.get(&back).send().await.unwrap().status(), 200);
+
+    let path = format!("{CONNECTIONS}{id}/token/");
+    let first = json_with_status(s.get(&path, &admin).send().await.unwrap(), 200).await;
+    assert_eq!(first["access_token"], "a1");
+    let lifetime = first["expires_at"].as_i64().unwrap()
+        - (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    assert!((0..=1500).contains(&lifetime), "no expires_in: the admin's override applies ({lifetime} ms)");
+    for expected in ["a2", "a3"] {
+        tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+        let next = json_with_status(s.get(&path, &admin).send().await.unwrap(), 200).await;
+        assert_eq!(next["access_token"], expected);
+    }
+    assert_eq!(
+        *refreshed_with.lock().unwrap(),
+        vec!["r1".to_string(), "r1".to_string()],
+        "the old refresh token was kept"
+    );
+}
+
 on_both_backends!(
+    a_refresh_without_a_new_refresh_token_keeps_the_old_one,
     needs_reauth_posts_a_signed_webhook,
     the_background_refresher_renews_before_expiry,
     transient_provider_failures_are_retried,
