@@ -88,6 +88,7 @@ mod tests {
                 role: Role::Viewer,
                 access_token_duration: 300,
                 disabled: false,
+                is_service: false,
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
                 secret_rotated_at: None,
             },

@@ -22,6 +22,7 @@ pub struct ClientWithSecret {
 
 #[derive(Debug, Default)]
 pub struct ClientPatch {
+    pub is_service: Option<bool>,
     pub name: Option<String>,
     pub role: Option<Role>,
     pub access_token_duration: Option<i64>,
@@ -98,8 +99,10 @@ impl App {
         let event = AuditEvent::success(actor, action, format!("client:{client_id}")).with_detail(json!({
             "name": patch.name, "role": patch.role,
             "access_token_duration": patch.access_token_duration, "disabled": patch.disabled,
+            "is_service": patch.is_service,
         }));
         let update = M2mClientUpdate {
+            is_service: patch.is_service,
             name: patch.name,
             role: patch.role,
             access_token_duration: patch.access_token_duration,

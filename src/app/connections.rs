@@ -139,7 +139,23 @@ impl App {
     /// A valid access token for the connection, fetching a new one first
     /// if the held one expires within the renewal margin.
     pub async fn connection_token(&self, caller: &Caller, id: &str) -> Result<ConnectionToken, AppError> {
-        self.own_connection(caller, id).await?;
+        if caller.is_service() {
+            // A service identity reads any user's token, and it is recorded.
+            let c = self
+                .store
+                .connection(id)
+                .await?
+                .ok_or_else(|| AppError::NotFound("no such connection".into()))?;
+            let event = AuditEvent::success(
+                caller.actor(),
+                "connection.token_read_by_service",
+                format!("connection:{id}"),
+            )
+            .with_detail(json!({"for_user": c.user_id, "outbound_client_id": c.outbound_client_id}));
+            self.audit.record(event);
+        } else {
+            self.own_connection(caller, id).await?;
+        }
         let deadline = now_ms() + LEASE_MS + 5_000;
         loop {
             let c = self

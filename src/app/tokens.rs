@@ -133,7 +133,10 @@ impl App {
         if claims.sub == claims.client_id {
             let record = self.client_record(&claims.client_id).await.ok()??;
             return (!record.client.disabled).then(|| Caller {
-                principal: Principal::Client { client_id: record.client.client_id },
+                principal: Principal::Client {
+                    client_id: record.client.client_id,
+                    is_service: record.client.is_service,
+                },
                 role: record.client.role,
             });
         }

@@ -13,6 +13,8 @@ pub enum Principal {
     /// A machine-to-machine client acting for itself.
     Client {
         client_id: String,
+        /// A service identity (see `M2mClient::is_service`).
+        is_service: bool,
     },
 }
 
@@ -24,10 +26,15 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Whether this caller is a service identity.
+    pub fn is_service(&self) -> bool {
+        matches!(self.principal, Principal::Client { is_service: true, .. })
+    }
+
     pub fn actor(&self) -> Actor {
         match &self.principal {
             Principal::User { id, .. } => Actor::User(*id),
-            Principal::Client { client_id } => Actor::Client(client_id.clone()),
+            Principal::Client { client_id, .. } => Actor::Client(client_id.clone()),
         }
     }
 }

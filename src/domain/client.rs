@@ -16,6 +16,9 @@ pub struct M2mClient {
     /// Seconds.
     pub access_token_duration: i64,
     pub disabled: bool,
+    /// A service identity: may read connection tokens and stored
+    /// credentials for the platform's tools.
+    pub is_service: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]

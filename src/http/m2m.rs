@@ -57,6 +57,8 @@ pub async fn get(State(app): AppState, ApiPath(id): ApiPath<String>) -> Result<J
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchClient {
+    /// Mark (or unmark) the client as a service identity.
+    is_service: Option<bool>,
     name: Option<String>,
     access_token_duration: Option<i64>,
     role: Option<Role>,
@@ -70,6 +72,7 @@ pub async fn patch(
     ApiJson(body): ApiJson<PatchClient>,
 ) -> Result<Json<M2mClient>, ApiError> {
     let patch = ClientPatch {
+        is_service: body.is_service,
         name: body.name,
         role: body.role,
         access_token_duration: body.access_token_duration,

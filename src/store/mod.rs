@@ -101,6 +101,7 @@ pub struct NewM2mClient {
 
 #[derive(Default)]
 pub struct M2mClientUpdate {
+    pub is_service: Option<bool>,
     pub name: Option<String>,
     pub role: Option<Role>,
     pub access_token_duration: Option<i64>,

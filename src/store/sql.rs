@@ -248,7 +248,7 @@ struct ApiAccessTokenGrantRow {
 }
 
 const M2M_COLUMNS: &str = "client_id, name, role, access_token_duration, disabled_at, created_at, \
-     secret_rotated_at, secret_hash, previous_secret_hash, previous_secret_expires_at";
+     secret_rotated_at, secret_hash, previous_secret_hash, previous_secret_expires_at, is_service";
 
 #[derive(FromRow)]
 struct M2mClientRow {
@@ -262,6 +262,7 @@ struct M2mClientRow {
     secret_hash: String,
     previous_secret_hash: Option<String>,
     previous_secret_expires_at: Option<i64>,
+    is_service: i64,
 }
 
 impl TryFrom<M2mClientRow> for M2mClientRecord {
@@ -278,6 +279,7 @@ impl TryFrom<M2mClientRow> for M2mClientRecord {
                 role,
                 access_token_duration: r.access_token_duration,
                 disabled: r.disabled_at.is_some(),
+                is_service: r.is_service != 0,
                 created_at: from_micros(r.created_at),
                 secret_rotated_at: r.secret_rotated_at.map(from_micros),
             },
@@ -1109,7 +1111,8 @@ impl Store for SqlStore {
             "UPDATE m2m_clients SET name = COALESCE($2, name), role = COALESCE($3, role), \
              access_token_duration = COALESCE($4, access_token_duration), \
              disabled_at = CASE WHEN $5 = 1 THEN COALESCE(disabled_at, $6) WHEN $5 = 0 THEN NULL \
-             ELSE disabled_at END, updated_at = $6 WHERE client_id = $1 RETURNING {M2M_COLUMNS}"
+             ELSE disabled_at END, is_service = COALESCE($7, is_service), updated_at = $6 WHERE client_id = $1 \
+             RETURNING {M2M_COLUMNS}"
         );
         let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(client_id)
@@ -1118,6 +1121,7 @@ impl Store for SqlStore {
             .bind(update.access_token_duration)
             .bind(update.disabled.map(i64::from))
             .bind(to_micros(now()))
+            .bind(update.is_service.map(i64::from))
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;

@@ -770,7 +770,46 @@ async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(backend: Backen
     );
 }
 
+async fn service_identities_read_connection_tokens(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (_provider, outbound, _) = provider_and_outbound(&s, backend, json!({})).await;
+    let user = s.admin_token().await;
+    let id = connect(&s, &user, &outbound).await;
+    let own =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/token/"), &user).send().await.unwrap(), 200).await;
+
+    let (tool_id, tool_secret) = s.m2m_client("viewer", 600).await;
+    let tool = s.client_jwt(&tool_id, &tool_secret).await;
+    let read = || s.http.get(s.url(&format!("{CONNECTIONS}{id}/token/"))).bearer_auth(&tool).send();
+    api_error(read().await.unwrap(), 403, "forbidden").await;
+
+    let r = s
+        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{tool_id}/"), &user)
+        .json(&json!({"is_service": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_with_status(r, 200).await["is_service"], true);
+    let token = json_with_status(read().await.unwrap(), 200).await;
+    assert_eq!(token["access_token"], own["access_token"]);
+    s.app.audit.flush().await;
+    let events = s
+        .app
+        .store
+        .audit_events(&AuditQuery {
+            action: Some("connection.token_read_by_service".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor, format!("client:{tool_id}"));
+    assert_eq!(events[0].detail["for_user"], s.user_named("admin").await.id);
+}
+
 on_both_backends!(
+    service_identities_read_connection_tokens,
     a_refresh_without_a_new_refresh_token_keeps_the_old_one,
     needs_reauth_posts_a_signed_webhook,
     the_background_refresher_renews_before_expiry,
