@@ -127,6 +127,15 @@ impl App {
         Ok(view(&self.own_connection(caller, id).await?))
     }
 
+    /// Forgets the connection's tokens; it stays, `revoked`, until
+    /// authorized again.
+    pub async fn revoke_connection(&self, caller: &Caller, id: &str) -> Result<ConnectionView, AppError> {
+        self.own_connection(caller, id).await?;
+        let event = AuditEvent::success(caller.actor(), "connection.revoked", format!("connection:{id}"));
+        self.store.revoke_connection(id, event).await?;
+        self.connection(caller, id).await
+    }
+
     pub async fn delete_connection(&self, caller: &Caller, id: &str) -> Result<(), AppError> {
         self.own_connection(caller, id).await?;
         let event = AuditEvent::success(caller.actor(), "connection.deleted", format!("connection:{id}"));
@@ -165,6 +174,9 @@ impl App {
                 .ok_or_else(|| AppError::NotFound("no such connection".into()))?;
             if let Some(token) = self.held_token(&c)? {
                 return Ok(token);
+            }
+            if c.status == ConnectionStatus::Revoked.as_str() {
+                return Err(AppError::Conflict("the connection was revoked; authorize it again".into()));
             }
             if c.status == ConnectionStatus::NeedsReauth.as_str() {
                 return Err(AppError::Conflict(format!(

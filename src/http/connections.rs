@@ -126,3 +126,11 @@ pub async fn proxy(
         ApiError::new(StatusCode::BAD_GATEWAY, format!("the API's answer could not be passed on: {e}"))
     })
 }
+
+pub async fn revoke(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ConnectionView>, ApiError> {
+    Ok(Json(app.revoke_connection(&caller, &id).await?))
+}

@@ -72,6 +72,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v2/connections/", get(connections::list).post(connections::create))
         .route("/api/v2/connections/{id}/", get(connections::get).delete(connections::delete))
         .route("/api/v2/connections/{id}/token/", get(connections::token))
+        .route("/api/v2/connections/{id}/revoke/", post(connections::revoke))
         .route("/api/v2/connections/{id}/proxy/{*path}", axum::routing::any(connections::proxy))
         .route(
             "/api/v2/connections/{id}/authorize/",

@@ -513,6 +513,8 @@ pub trait Store: Send + Sync + 'static {
         access_expires_at: i64,
         event: AuditEvent,
     ) -> StoreResult<()>;
+    /// Forgets the connection's tokens and marks it revoked.
+    async fn revoke_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()>;
     /// Sets the status (and the provider's error) and gives the lease back.
     async fn set_connection_status(
         &self,

@@ -1830,6 +1830,21 @@ impl Store for SqlStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    async fn revoke_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE connections SET status = 'revoked', status_detail = NULL, access_token = NULL, refresh_token = NULL, \
+             obtained_at = NULL, access_expires_at = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(to_micros(now()))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn release_connection_lease(&self, id: &str) -> StoreResult<()> {
         sqlx::query("UPDATE connections SET lease_until = NULL WHERE id = $1")
             .bind(id)

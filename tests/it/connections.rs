@@ -314,6 +314,15 @@ async fn authorization_code_with_keyward_as_the_provider(backend: Backend) {
     let got =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &admin).send().await.unwrap(), 200).await;
     assert_eq!(got["status"], "needs_reauth");
+    // Revoked by its owner: no token until authorized again.
+    let revoked = json_with_status(
+        s.send(Method::POST, &format!("{CONNECTIONS}{id}/revoke/"), &admin).send().await.unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(revoked["status"], "revoked");
+    let d = api_error(s.get(&token_path, &admin).send().await.unwrap(), 409, "conflict").await;
+    assert!(d.contains("revoked"), "{d}");
     // A new authorization recovers it.
     let started =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
@@ -694,6 +703,8 @@ async fn needs_reauth_posts_a_signed_webhook(backend: Backend) {
     .await;
 }
 
+const KEPT_REFRESH: &str = "refresh-token-of-a-terse-provider-7f3a9c";
+
 /// A provider that omits `expires_in` everywhere and sends no new refresh
 /// token on refresh: keyward keeps the old one and uses it again.
 async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(backend: Backend) {
@@ -719,7 +730,7 @@ async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(backend: Backen
                         url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
                     if form["grant_type"] == "authorization_code" {
                         return axum::Json(
-                            json!({"access_token": "a1", "refresh_token": "r1", "token_type": "bearer"}),
+                            json!({"access_token": "a1", "refresh_token": KEPT_REFRESH, "token_type": "bearer"}),
                         );
                     }
                     let mut seen = record.lock().unwrap();
@@ -765,9 +776,10 @@ async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(backend: Backen
     }
     assert_eq!(
         *refreshed_with.lock().unwrap(),
-        vec!["r1".to_string(), "r1".to_string()],
+        vec![KEPT_REFRESH.to_string(), KEPT_REFRESH.to_string()],
         "the old refresh token was kept"
     );
+    assert!(!crate::harness::database_dump(&s).contains(KEPT_REFRESH), "refresh tokens are sealed at rest");
 }
 
 async fn service_identities_read_connection_tokens(backend: Backend) {
