@@ -18,6 +18,7 @@ mod settings;
 mod tokens;
 mod usage;
 mod users;
+mod vault;
 
 pub use audit_sink::AuditSink;
 pub use auth::Credential;
@@ -32,6 +33,7 @@ pub use keys::{KeySet, Keyring};
 pub use proxy::{FORWARDED_RESPONSE_HEADERS, ProxyRequest};
 pub use tokens::{IssuedToken, Rejected};
 pub use users::UserPatch;
+pub use vault::{CredentialView, WarehouseLogin};
 
 use crate::crypto::{AeadKey, MasterKey, PasswordHasher, SecretHasher, random_bytes};
 use crate::store::DynStore;

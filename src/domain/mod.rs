@@ -15,6 +15,7 @@ pub mod settings;
 pub mod throttle;
 pub mod token;
 pub mod user;
+pub mod vault;
 
 pub use caller::{Actor, Caller, Principal};
 pub use role::Role;

@@ -17,6 +17,7 @@ mod observe;
 mod openapi;
 mod outbound;
 mod register;
+mod vault;
 
 pub use error::ApiError;
 pub use observe::{MAX_HEADER_BYTES, metrics_handle};
@@ -46,6 +47,11 @@ pub fn router(app: Arc<App>) -> Router {
             get(admin::get_config).put(admin::put_config).delete(admin::delete_config),
         )
         .route("/admin/api/audit/", get(admin::list_audit))
+        .route("/admin/api/data_products/", get(vault::list_data_products).post(vault::create_data_product))
+        .route(
+            "/admin/api/data_products/{dp_id}/",
+            get(vault::get_data_product).put(vault::put_data_product).delete(vault::delete_data_product),
+        )
         .route("/admin/api/m2m_clients/", get(m2m::list).post(m2m::create))
         .route("/admin/api/m2m_clients/{client_id}/", get(m2m::get).patch(m2m::patch).delete(m2m::delete))
         .route("/admin/api/m2m_clients/{client_id}/rotate_secret/", post(m2m::rotate_secret));
@@ -72,6 +78,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v2/connections/", get(connections::list).post(connections::create))
         .route("/api/v2/connections/{id}/", get(connections::get).delete(connections::delete))
         .route("/api/v2/connections/{id}/token/", get(connections::token))
+        .route("/api/v2/auth/credentials/", get(vault::list_credentials).post(vault::store_credentials))
+        .route("/api/v2/auth/credentials/{dp_id}/", axum::routing::delete(vault::delete_credentials))
+        .route("/internal/v1/credentials/", post(vault::read_credentials))
         .route("/api/v2/connections/{id}/revoke/", post(connections::revoke))
         .route("/api/v2/connections/{id}/proxy/{*path}", axum::routing::any(connections::proxy))
         .route(

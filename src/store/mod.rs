@@ -257,6 +257,16 @@ pub struct ConnectionRecord {
     pub created_at: i64,
 }
 
+#[derive(Debug, Clone)]
+pub struct CredentialRecord {
+    pub principal: String,
+    pub dp_id: String,
+    pub state: String,
+    pub username: String,
+    pub sealed_password: String,
+    pub updated_at: i64,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -548,6 +558,21 @@ pub trait Store: Send + Sync + 'static {
         state_hash: &str,
         now: i64,
     ) -> StoreResult<Option<(String, UserId, Option<String>)>>;
+
+    /// Creates or replaces a data product.
+    async fn put_data_product(
+        &self,
+        dp: &crate::domain::vault::DataProduct,
+        event: AuditEvent,
+    ) -> StoreResult<()>;
+    async fn data_product(&self, dp_id: &str) -> StoreResult<Option<crate::domain::vault::DataProduct>>;
+    async fn data_products(&self) -> StoreResult<Vec<crate::domain::vault::DataProduct>>;
+    async fn delete_data_product(&self, dp_id: &str, event: AuditEvent) -> StoreResult<()>;
+    /// Stores credentials, replacing the principal's earlier ones for the product.
+    async fn put_credentials(&self, c: &CredentialRecord, event: AuditEvent) -> StoreResult<()>;
+    async fn credentials(&self, principal: &str, dp_id: &str) -> StoreResult<Option<CredentialRecord>>;
+    async fn credentials_of(&self, principal: &str) -> StoreResult<Vec<CredentialRecord>>;
+    async fn delete_credentials(&self, principal: &str, dp_id: &str, event: AuditEvent) -> StoreResult<()>;
 
     /// Refuses the JWT `jti` from now on (kept until it would expire anyway).
     async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()>;

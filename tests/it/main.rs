@@ -17,3 +17,4 @@ mod oauth_token_endpoint;
 mod openapi_docs;
 mod outbound_clients;
 mod process;
+mod vault;
