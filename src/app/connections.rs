@@ -18,6 +18,8 @@ use serde_json::json;
 use std::time::Duration;
 
 pub const CALLBACK_PATH: &str = "/oauth/v1/connections/callback/";
+/// Where the user's browser starts a connection's authorization.
+pub const START_PATH: &str = "/oauth/v1/connections/start/";
 /// How long a user has to authorize at the provider.
 const AUTHORIZATION_TTL_MS: i64 = 600_000;
 
@@ -515,17 +517,6 @@ impl App {
                 self.data_key.seal(format!("connection_authorization:{state_hash}").as_bytes(), v.as_bytes()),
             )
         });
-        let at = now_ms();
-        self.store
-            .insert_connection_authorization(
-                &state_hash,
-                &c.id,
-                c.user_id,
-                sealed_verifier.as_deref(),
-                at,
-                at + AUTHORIZATION_TTL_MS,
-            )
-            .await?;
         let mut url = url::Url::parse(authorization_url)
             .map_err(|_| AppError::Invalid("authorization_url is not a URL".into()))?;
         {
@@ -545,13 +536,49 @@ impl App {
                 q.append_pair(k, v);
             }
         }
+        let at = now_ms();
+        self.store
+            .insert_connection_authorization(
+                &state_hash,
+                &c.id,
+                c.user_id,
+                sealed_verifier.as_deref(),
+                url.as_str(),
+                at,
+                at + AUTHORIZATION_TTL_MS,
+            )
+            .await?;
         let event = AuditEvent::success(
             caller.actor(),
             "connection.authorization_started",
             format!("connection:{id}"),
         );
         self.audit.record(event);
-        Ok(url.to_string())
+        // The user's browser goes through keyward first, which binds the
+        // authorization to it (a cookie) before sending it to the provider:
+        // a code can only come back to the browser that set out.
+        let start: String =
+            form_urlencoded::Serializer::new(String::new()).append_pair("state", &state).finish();
+        Ok(format!("{}{START_PATH}?{start}", self.issuer))
+    }
+
+    /// The browser arrives at the start URL: bind the authorization to a new
+    /// cookie value; the provider URL to send it to, and the cookie.
+    pub async fn bind_connection_browser(&self, state: &str) -> Result<(String, String), AppError> {
+        let cookie = crate::crypto::random_string::<32>();
+        self.store
+            .bind_connection_authorization(
+                &self.secrets.digest(state),
+                &self.secrets.digest(&cookie),
+                now_ms(),
+            )
+            .await?
+            .map(|url| (url, cookie))
+            .ok_or_else(|| {
+                AppError::Invalid(
+                    "this authorization is unknown, expired or already started; start again".into(),
+                )
+            })
     }
 
     /// The provider sent the user back: exchange the code for tokens.
@@ -560,14 +587,28 @@ impl App {
         state: &str,
         code: Option<&str>,
         error: Option<&str>,
+        browser_cookie: Option<&str>,
     ) -> Result<ConnectionView, AppError> {
         let state_hash = self.secrets.digest(state);
-        let (connection_id, _user, sealed_verifier) =
+        let (connection_id, _user, sealed_verifier, browser_hash) =
             self.store.redeem_connection_authorization(&state_hash, now_ms()).await?.ok_or_else(|| {
                 AppError::Invalid(
                     "this authorization is unknown, expired or already used; start again".into(),
                 )
             })?;
+        let same_browser = match (browser_hash, browser_cookie) {
+            (Some(expected), Some(cookie)) => aws_lc_rs::constant_time::verify_slices_are_equal(
+                expected.as_bytes(),
+                self.secrets.digest(cookie).as_bytes(),
+            )
+            .is_ok(),
+            _ => false,
+        };
+        if !same_browser {
+            return Err(AppError::Forbidden(
+                "this browser did not start this authorization; start again".into(),
+            ));
+        }
         let c = self
             .store
             .connection(&connection_id)

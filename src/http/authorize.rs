@@ -306,7 +306,11 @@ pub async fn consent(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
 
 /// GET `/oauth/v1/connections/callback/`: a provider sends the user back
 /// after authorizing a connection.
-pub async fn connection_callback(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+pub async fn connection_callback(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let query = query.unwrap_or_default();
     let params: std::collections::HashMap<String, String> =
         form_urlencoded::parse(query.as_bytes()).into_owned().collect();
@@ -318,6 +322,7 @@ pub async fn connection_callback(State(app): State<Arc<App>>, RawQuery(query): R
             state,
             params.get("code").map(String::as_str),
             params.get("error").map(String::as_str),
+            cookie(&headers, CONNECT_COOKIE),
         )
         .await
     {
@@ -330,9 +335,31 @@ pub async fn connection_callback(State(app): State<Arc<App>>, RawQuery(query): R
             let status = match e {
                 crate::app::AppError::Upstream(_) => StatusCode::BAD_GATEWAY,
                 crate::app::AppError::Conflict(_) => StatusCode::CONFLICT,
+                crate::app::AppError::Forbidden(_) => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_REQUEST,
             };
             error_page(status, &e.to_string())
         }
+    }
+}
+
+/// The cookie that binds a connection's authorization to one browser.
+const CONNECT_COOKIE: &str = "kw_connect";
+
+/// GET `/oauth/v1/connections/start/?state=…`: the user's browser sets out
+/// to the provider from here, carrying a cookie that only it has.
+pub async fn connection_start(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let state =
+        form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "state").map(|(_, v)| v.into_owned());
+    let Some(state) = state else { return error_page(StatusCode::BAD_REQUEST, "the link has no state") };
+    match app.bind_connection_browser(&state).await {
+        Ok((provider_url, cookie)) => {
+            let mut response = Redirect::to(&provider_url).into_response();
+            response.headers_mut().append(header::SET_COOKIE, set_cookie(&app, CONNECT_COOKIE, &cookie, 600));
+            response
+        }
+        Err(crate::app::AppError::Invalid(m)) => error_page(StatusCode::BAD_REQUEST, &m),
+        Err(e) => internal(e),
     }
 }

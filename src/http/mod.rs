@@ -117,6 +117,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/oauth/v1/authorize/", get(authorize::authorize).post(authorize::consent))
         .route("/oauth/v1/login/", post(authorize::login))
         .route("/oauth/v1/connections/callback/", get(authorize::connection_callback))
+        .route("/oauth/v1/connections/start/", get(authorize::connection_start))
         .merge(cross_origin)
         .route("/integration/v1/createRefreshToken/", post(integration::create_refresh_token))
         .route("/integration/v1/regenRefreshToken/", post(integration::regen_refresh_token))

@@ -542,22 +542,32 @@ pub trait Store: Send + Sync + 'static {
         idle_before: i64,
         limit: i64,
     ) -> StoreResult<Vec<ConnectionRecord>>;
+    #[allow(clippy::too_many_arguments)]
     async fn insert_connection_authorization(
         &self,
         state_hash: &str,
         connection_id: &str,
         user_id: UserId,
         sealed_verifier: Option<&str>,
+        provider_url: &str,
         created_at: i64,
         expires_at: i64,
     ) -> StoreResult<()>;
+    /// Binds a pending authorization to a browser (once): the provider URL
+    /// to send that browser to.
+    async fn bind_connection_authorization(
+        &self,
+        state_hash: &str,
+        browser_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>>;
     /// Uses up a pending authorization if unused and unexpired:
-    /// `(connection_id, user_id, sealed_verifier)`.
+    /// `(connection_id, user_id, sealed_verifier, browser_hash)`.
     async fn redeem_connection_authorization(
         &self,
         state_hash: &str,
         now: i64,
-    ) -> StoreResult<Option<(String, UserId, Option<String>)>>;
+    ) -> StoreResult<Option<(String, UserId, Option<String>, Option<String>)>>;
 
     /// Creates or replaces a data product.
     async fn put_data_product(

@@ -1892,17 +1892,19 @@ impl Store for SqlStore {
         connection_id: &str,
         user_id: UserId,
         sealed_verifier: Option<&str>,
+        provider_url: &str,
         created_at: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO connection_authorizations (state_hash, connection_id, user_id, code_verifier, created_at, \
-             expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO connection_authorizations (state_hash, connection_id, user_id, code_verifier, provider_url, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(state_hash)
         .bind(connection_id)
         .bind(user_id)
         .bind(sealed_verifier)
+        .bind(provider_url)
         .bind(created_at)
         .bind(expires_at)
         .execute(&self.pool)
@@ -1910,15 +1912,33 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn bind_connection_authorization(
+        &self,
+        state_hash: &str,
+        browser_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "UPDATE connection_authorizations SET browser_hash = $2 \
+             WHERE state_hash = $1 AND browser_hash IS NULL AND used_at IS NULL AND expires_at > $3 RETURNING provider_url",
+        )
+        .bind(state_hash)
+        .bind(browser_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(url,)| url))
+    }
+
     async fn redeem_connection_authorization(
         &self,
         state_hash: &str,
         now: i64,
-    ) -> StoreResult<Option<(String, UserId, Option<String>)>> {
-        let row: Option<(String, i64, Option<String>)> = sqlx::query_as(
+    ) -> StoreResult<Option<(String, UserId, Option<String>, Option<String>)>> {
+        let row: Option<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
             "UPDATE connection_authorizations SET used_at = $2 \
              WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-             RETURNING connection_id, user_id, code_verifier",
+             RETURNING connection_id, user_id, code_verifier, browser_hash",
         )
         .bind(state_hash)
         .bind(now)

@@ -35,15 +35,17 @@ def oidc_provider(keyward):
 
 
 def walk_provider_pages(authorization_url, keyward_base):
-    """What a person does at the provider: sign in, consent. Returns the
-    redirect back to keyward."""
+    """What a person does: follow keyward's link to the provider, sign in,
+    consent. Returns the browser and the redirect back to keyward."""
     browser = requests.Session()
-    response = browser.get(authorization_url, allow_redirects=False)
+    started = browser.get(authorization_url, allow_redirects=False)
+    assert started.status_code == 303, started.text
+    response = browser.get(started.headers["location"], allow_redirects=False)
     for _ in range(20):
         if response.status_code in (302, 303):
             location = urllib.parse.urljoin(response.url, response.headers["location"])
             if location.startswith(keyward_base):
-                return location
+                return browser, location
             response = browser.get(location, allow_redirects=False)
         elif response.status_code == 200:
             action = re.search(r'<form[^>]*action="([^"]+)"', response.text).group(1)
@@ -83,8 +85,11 @@ def test_authorization_code_token_proxy_and_refresh(keyward, oidc_provider):
 
     started = requests.get(f"{base}/authorize/", headers=headers)
     assert started.status_code == 200, started.text
-    back = walk_provider_pages(started.json()["authorization_url"], keyward.base_url)
-    callback = requests.get(back)
+    browser, back = walk_provider_pages(started.json()["authorization_url"], keyward.base_url)
+    assert requests.get(back).status_code == 403, "another browser cannot complete it"
+    browser, back = walk_provider_pages(requests.get(f"{base}/authorize/", headers=headers).json()["authorization_url"],
+                                        keyward.base_url)
+    callback = browser.get(back)
     assert callback.status_code == 200 and "Connected" in callback.text, callback.text
     assert requests.get(f"{base}/", headers=headers).json()["status"] == "active"
 

@@ -240,6 +240,39 @@ async fn authorization_code_connections_wait_for_authorization(backend: Backend)
         api_error(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 409, "conflict")
             .await;
     assert!(d.contains("authorize it first"), "{d}");
+    // The link keyward hands out starts at keyward, which sends the browser on
+    // to the provider with state, PKCE and the admin's extra parameters.
+    let started =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
+            .await;
+    let link = started["authorization_url"].as_str().unwrap();
+    assert!(link.starts_with(&format!("{}/oauth/v1/connections/start/?state=", s.app.issuer)), "{link}");
+    let browser = crate::delegated_oauth::Browser::new();
+    let url = start_in_browser(&browser, link).await;
+    assert!(
+        url.starts_with("https://account.endsystem.com/authorize?response_type=code&client_id=c"),
+        "{url}"
+    );
+    assert!(url.contains("code_challenge_method=S256") && url.contains("redirect_uri="), "{url}");
+    // The link works once.
+    assert_eq!(browser.get(link).await.status(), 400);
+    // A browser asking the API directly is redirected to the link.
+    let r = s
+        .get(&format!("{CONNECTIONS}{id}/authorize/"), &admin)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection());
+    // Unknown states are refused at both ends, without a redirect.
+    assert_eq!(
+        s.http.get(s.url("/oauth/v1/connections/callback/?state=nope&code=x")).send().await.unwrap().status(),
+        400
+    );
+    assert_eq!(
+        s.http.get(s.url("/oauth/v1/connections/start/?state=nope")).send().await.unwrap().status(),
+        400
+    );
 }
 
 /// The authorization code flow end to end, with keyward as the provider:
@@ -271,11 +304,19 @@ async fn authorization_code_with_keyward_as_the_provider(backend: Backend) {
     let started =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
             .await;
-    let url = started["authorization_url"].as_str().unwrap();
-    assert!(url.contains("code_challenge=") && url.contains("state="), "{url}");
     let browser = crate::delegated_oauth::Browser::new();
-    let back = browser.authorize(&provider, url).await;
+    let url = start_in_browser(&browser, started["authorization_url"].as_str().unwrap()).await;
+    assert!(url.contains("code_challenge=") && url.contains("state="), "{url}");
+    let back = browser.authorize(&provider, &url).await;
     assert!(back.starts_with(&callback), "{back}");
+    // The same answer arriving in another browser (an attacker's link) is refused.
+    assert_eq!(s.http.get(&back).send().await.unwrap().status(), 403);
+    // Start again: the state above is used up.
+    let started =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
+            .await;
+    let url = start_in_browser(&browser, started["authorization_url"].as_str().unwrap()).await;
+    let back = browser.authorize(&provider, &url).await;
     let page = browser.get(&back).await;
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("Connected"));
@@ -327,7 +368,8 @@ async fn authorization_code_with_keyward_as_the_provider(backend: Backend) {
     let started =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
             .await;
-    let back = browser.authorize(&provider, started["authorization_url"].as_str().unwrap()).await;
+    let url = start_in_browser(&browser, started["authorization_url"].as_str().unwrap()).await;
+    let back = browser.authorize(&provider, &url).await;
     assert_eq!(browser.get(&back).await.status(), 200);
     json_with_status(s.get(&token_path, &admin).send().await.unwrap(), 200).await;
 }
@@ -525,6 +567,15 @@ async fn transient_provider_failures_are_retried(backend: Backend) {
     assert!((3_500_000..=3_600_000).contains(&lifetime), "expires_in given as a string: {lifetime}");
 }
 
+/// The browser follows keyward's start link (which binds the authorization
+/// to it with a cookie); the provider URL it is sent to.
+async fn start_in_browser(browser: &crate::delegated_oauth::Browser, start_url: &str) -> String {
+    let r = browser.get(start_url).await;
+    assert_eq!(r.status(), 303, "the start link redirects to the provider");
+    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly"));
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
 /// Connects `s` to `provider` through the authorization code flow; the
 /// connection id and the provider's client id.
 async fn authorized_connection(s: &TestServer, provider: &TestServer, lifetime_ms: i64) -> (String, String) {
@@ -549,7 +600,8 @@ async fn authorized_connection(s: &TestServer, provider: &TestServer, lifetime_m
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
             .await;
     let browser = crate::delegated_oauth::Browser::new();
-    let back = browser.authorize(provider, started["authorization_url"].as_str().unwrap()).await;
+    let to_provider = start_in_browser(&browser, started["authorization_url"].as_str().unwrap()).await;
+    let back = browser.authorize(provider, &to_provider).await;
     assert_eq!(browser.get(&back).await.status(), 200);
     (id, pid)
 }
@@ -759,9 +811,11 @@ async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(backend: Backen
     let started =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
             .await;
-    let to_provider = s.http.get(started["authorization_url"].as_str().unwrap()).send().await.unwrap();
-    let back = to_provider.headers()["location"].to_str().unwrap().to_string();
-    assert_eq!(s.http.get(&back).send().await.unwrap().status(), 200);
+    let browser = crate::delegated_oauth::Browser::new();
+    let to_provider = start_in_browser(&browser, started["authorization_url"].as_str().unwrap()).await;
+    let at_provider = browser.get(&to_provider).await;
+    let back = at_provider.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(browser.get(&back).await.status(), 200);
 
     let path = format!("{CONNECTIONS}{id}/token/");
     let first = json_with_status(s.get(&path, &admin).send().await.unwrap(), 200).await;
