@@ -64,6 +64,11 @@ fn now_ms() -> i64 {
     to_micros(now()) / 1000
 }
 
+/// Associated data of a pending authorization's PKCE verifier.
+fn verifier_context(state_hash: &str) -> Vec<u8> {
+    format!("connection_authorization:{state_hash}").into_bytes()
+}
+
 fn context(id: &str, which: &str) -> Vec<u8> {
     format!("connection:{id}:{which}").into_bytes()
 }
@@ -249,14 +254,7 @@ impl App {
         if expires - renewal_margin_ms(obtained, expires) <= now_ms() {
             return Ok(None);
         }
-        let plain = STANDARD
-            .decode(sealed)
-            .ok()
-            .and_then(|s| self.data_key.open(&context(&c.id, "access_token"), &s).ok())
-            .and_then(|p| String::from_utf8(p).ok())
-            .ok_or_else(|| {
-                AppError::Internal(anyhow::anyhow!("connection {}: token does not decrypt", c.id))
-            })?;
+        let plain = self.unseal(&c.id, "access_token", sealed)?;
         Ok(Some(ConnectionToken { access_token: plain, token_type: "Bearer", expires_at: expires }))
     }
 
@@ -328,12 +326,9 @@ impl App {
     }
 
     fn unseal(&self, id: &str, which: &str, sealed: &str) -> Result<String, AppError> {
-        STANDARD
-            .decode(sealed)
-            .ok()
-            .and_then(|s| self.data_key.open(&context(id, which), &s).ok())
-            .and_then(|p| String::from_utf8(p).ok())
-            .ok_or_else(|| AppError::Internal(anyhow::anyhow!("connection {id}: {which} does not decrypt")))
+        self.data_key
+            .open_string(&context(id, which), sealed)
+            .map_err(|_| AppError::Internal(anyhow::anyhow!("connection {id}: {which} does not decrypt")))
     }
 
     async fn mark_needs_reauth(
@@ -462,8 +457,7 @@ impl App {
         }
         let tokens =
             parse_token_response(&body, started, s.access_token_lifetime_ms).map_err(AppError::Upstream)?;
-        let seal =
-            |which: &str, v: &str| STANDARD.encode(self.data_key.seal(&context(&c.id, which), v.as_bytes()));
+        let seal = |which: &str, v: &str| self.data_key.seal_text(&context(&c.id, which), v.as_bytes());
         let sealed_access = seal("access_token", &tokens.access_token);
         // No new refresh token in the answer: the one held stays.
         let sealed_refresh = tokens.refresh_token.as_deref().map(|r| seal("refresh_token", r));
@@ -512,11 +506,9 @@ impl App {
         let state = crate::crypto::random_string::<32>();
         let verifier = s.pkce_enabled.then(crate::crypto::random_string::<48>);
         let state_hash = self.secrets.digest(&state);
-        let sealed_verifier = verifier.as_deref().map(|v| {
-            STANDARD.encode(
-                self.data_key.seal(format!("connection_authorization:{state_hash}").as_bytes(), v.as_bytes()),
-            )
-        });
+        let sealed_verifier = verifier
+            .as_deref()
+            .map(|v| self.data_key.seal_text(&verifier_context(&state_hash), v.as_bytes()));
         let mut url = url::Url::parse(authorization_url)
             .map_err(|_| AppError::Invalid("authorization_url is not a URL".into()))?;
         {
@@ -627,14 +619,8 @@ impl App {
             ("redirect_uri".to_string(), self.connection_callback_url()),
         ];
         if let Some(sealed) = sealed_verifier {
-            let verifier = STANDARD
-                .decode(sealed)
-                .ok()
-                .and_then(|s| {
-                    self.data_key.open(format!("connection_authorization:{state_hash}").as_bytes(), &s).ok()
-                })
-                .and_then(|p| String::from_utf8(p).ok())
-                .ok_or_else(|| {
+            let verifier =
+                self.data_key.open_string(&verifier_context(&state_hash), &sealed).map_err(|_| {
                     AppError::Internal(anyhow::anyhow!("connection authorization: verifier does not decrypt"))
                 })?;
             form.push(("code_verifier".into(), verifier));

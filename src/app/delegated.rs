@@ -19,8 +19,6 @@ use crate::store::{
     CodeRedemption, IssuedInGrant, NewAuthorizationCode, NewOAuthClient, OAuthRefreshState, StoreError,
 };
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::net::IpAddr;
@@ -616,10 +614,10 @@ impl App {
             refresh_token: Some(new_refresh.clone()),
             scope,
         };
-        let sealed = STANDARD.encode(self.data_key.seal(
+        let sealed = self.data_key.seal_text(
             &successor_context(&old_hash),
             &serde_json::to_vec(&response).expect("token response serializes"),
-        ));
+        );
         let issued = IssuedInGrant {
             refresh: Some((self.secrets.digest(&new_refresh), at + client.refresh_token_lifetime * MICROS)),
             jti,
@@ -652,10 +650,10 @@ impl App {
         let grace = self.setting(REFRESH_REUSE_GRACE).await.ok().and_then(|s| s.as_i64()).unwrap_or(10);
         let within_grace = state.rotated_at.is_some_and(|r| at - r <= grace * MICROS);
         if let (true, Some(sealed)) = (within_grace, &state.successor) {
-            let response = STANDARD
-                .decode(sealed)
+            let response = self
+                .data_key
+                .open_text(&successor_context(old_hash), sealed)
                 .ok()
-                .and_then(|s| self.data_key.open(&successor_context(old_hash), &s).ok())
                 .and_then(|plain| serde_json::from_slice::<TokenResponse>(&plain).ok());
             if let Some(response) = response {
                 return Ok(response);

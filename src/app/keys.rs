@@ -9,8 +9,6 @@ use crate::domain::audit::AuditEvent;
 use crate::domain::settings::{SIGNING_ALGORITHM, SIGNING_KEY_OVERLAP};
 use crate::domain::{Actor, now, to_micros};
 use crate::store::{Store, StoredSigningKey};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::Jwk;
 use serde_json::{Value, json};
@@ -79,7 +77,7 @@ fn new_stored_key(master: &AeadKey, alg: SigningAlgorithm) -> StoredSigningKey {
     let kid = random_string::<12>();
     let der = SigningKey::generate_pkcs8(alg);
     StoredSigningKey {
-        private_key: STANDARD.encode(master.seal(&context(&kid), &der)),
+        private_key: master.seal_text(&context(&kid), &der),
         kid,
         alg: alg.as_str().to_string(),
         active: true,
@@ -96,9 +94,8 @@ fn build_set(master: &AeadKey, keys: &[StoredSigningKey]) -> Result<KeySet, AppE
     let mut published = Vec::new();
     for stored in keys {
         let alg: SigningAlgorithm = stored.alg.parse().map_err(|e: String| corrupt(&stored.kid, &e))?;
-        let sealed = STANDARD.decode(&stored.private_key).map_err(|_| corrupt(&stored.kid, "not base64"))?;
         let der = master
-            .open(&context(&stored.kid), &sealed)
+            .open_text(&context(&stored.kid), &stored.private_key)
             .map_err(|_| corrupt(&stored.kid, "it does not decrypt under the data key"))?;
         let key = SigningKey::from_pkcs8(&stored.kid, alg, &der)
             .map_err(|e| corrupt(&stored.kid, &e.to_string()))?;

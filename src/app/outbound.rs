@@ -7,8 +7,6 @@ use crate::domain::audit::AuditEvent;
 use crate::domain::outbound::{OutboundClient, OutboundClientSettings};
 use crate::domain::{Actor, from_micros, now, to_micros};
 use crate::store::{OutboundClientRecord, StoreError};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 
 pub const CLIENT_SECRET_MAX: usize = 4096;
@@ -33,7 +31,7 @@ impl App {
                 "client_secret must be 1 to {CLIENT_SECRET_MAX} characters"
             )));
         }
-        Ok(STANDARD.encode(self.data_key.seal(&secret_context(id), secret.as_bytes())))
+        Ok(self.data_key.seal_text(&secret_context(id), secret.as_bytes()))
     }
 
     pub async fn create_outbound_client(
@@ -91,14 +89,9 @@ impl App {
         record
             .sealed_secret
             .map(|sealed| {
-                STANDARD
-                    .decode(sealed)
-                    .ok()
-                    .and_then(|s| self.data_key.open(&secret_context(id), &s).ok())
-                    .and_then(|p| String::from_utf8(p).ok())
-                    .ok_or_else(|| {
-                        AppError::Internal(anyhow::anyhow!("outbound client {id}: secret does not decrypt"))
-                    })
+                self.data_key.open_string(&secret_context(id), &sealed).map_err(|_| {
+                    AppError::Internal(anyhow::anyhow!("outbound client {id}: secret does not decrypt"))
+                })
             })
             .transpose()
     }

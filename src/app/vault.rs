@@ -7,8 +7,6 @@ use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::vault::{DataProduct, Warehouse, validate_credentials, validate_data_product};
 use crate::domain::{Actor, Caller, Principal, from_micros, now, to_micros};
 use crate::store::{CredentialRecord, StoreError};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use serde_json::json;
 use std::time::Duration;
@@ -141,8 +139,7 @@ impl App {
             dp_id: dp_id.to_string(),
             state: state.to_string(),
             username: username.to_string(),
-            sealed_password: STANDARD
-                .encode(self.data_key.seal(&context(&principal, dp_id), password.as_bytes())),
+            sealed_password: self.data_key.seal_text(&context(&principal, dp_id), password.as_bytes()),
             updated_at: to_micros(now()),
         };
         let event = AuditEvent::success(caller.actor(), "credential.stored", format!("data_product:{dp_id}"))
@@ -194,12 +191,8 @@ impl App {
             .credentials(principal, dp_id)
             .await?
             .ok_or_else(|| AppError::NotFound(format!("{principal} has no credentials for {dp_id:?}")))?;
-        let password = STANDARD
-            .decode(&record.sealed_password)
-            .ok()
-            .and_then(|s| self.data_key.open(&context(principal, dp_id), &s).ok())
-            .and_then(|p| String::from_utf8(p).ok())
-            .ok_or_else(|| {
+        let password =
+            self.data_key.open_string(&context(principal, dp_id), &record.sealed_password).map_err(|_| {
                 AppError::Internal(anyhow::anyhow!("credentials of {principal} for {dp_id} do not decrypt"))
             })?;
         Ok(WarehouseLogin {

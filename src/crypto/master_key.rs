@@ -83,6 +83,22 @@ impl AeadKey {
         out
     }
 
+    /// `plaintext` sealed and base64-encoded: how records store it.
+    pub fn seal_text(&self, context: &[u8], plaintext: &[u8]) -> String {
+        STANDARD.encode(self.seal(context, plaintext))
+    }
+
+    /// The plaintext of [`AeadKey::seal_text`]'s output.
+    pub fn open_text(&self, context: &[u8], sealed: &str) -> Result<Vec<u8>, DecryptError> {
+        let sealed = STANDARD.decode(sealed).map_err(|_| DecryptError)?;
+        self.open(context, &sealed)
+    }
+
+    /// As [`AeadKey::open_text`], for a sealed UTF-8 string.
+    pub fn open_string(&self, context: &[u8], sealed: &str) -> Result<String, DecryptError> {
+        String::from_utf8(self.open_text(context, sealed)?).map_err(|_| DecryptError)
+    }
+
     pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, DecryptError> {
         let (&version, rest) = sealed.split_first().ok_or(DecryptError)?;
         if version != SEALED_VERSION || rest.len() < NONCE_LEN {
@@ -176,6 +192,15 @@ mod tests {
         assert_eq!(other.open(b"table:1", &sealed), Err(DecryptError));
         assert_eq!(key.open(b"table:1", &sealed[..5]), Err(DecryptError));
         assert_eq!(key.open(b"table:1", &[]), Err(DecryptError));
+    }
+
+    #[test]
+    fn text_form_round_trips() {
+        let key = AeadKey::from_bytes(&[9u8; 32]);
+        let sealed = key.seal_text(b"ctx", "pässword".as_bytes());
+        assert_eq!(key.open_string(b"ctx", &sealed).unwrap(), "pässword");
+        assert_eq!(key.open_string(b"other", &sealed), Err(DecryptError));
+        assert_eq!(key.open_string(b"ctx", "not base64!"), Err(DecryptError));
     }
 
     #[test]
