@@ -2,6 +2,7 @@
 //! request, browser sessions and consent, authorization codes, and the
 //! `authorization_code` and `refresh_token` grants with rotation.
 
+use super::tokens::{AccessTokenGrant, SignedToken, TokenResponse};
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
 use crate::domain::audit::{AuditEvent, Outcome};
@@ -13,7 +14,6 @@ use crate::domain::oauth::{
     DEFAULT_CLIENT_SCOPES, OAuthError, OAuthErrorCode, normalize_resource, parse_scope,
 };
 use crate::domain::settings::{REFRESH_REUSE_GRACE, ROTATE_CONFIDENTIAL_REFRESH};
-use crate::domain::token::{AccessTokenClaims, Audience};
 use crate::domain::{Actor, User, now, to_micros};
 use crate::store::{
     CodeRedemption, IssuedInGrant, NewAuthorizationCode, NewOAuthClient, OAuthRefreshState, StoreError,
@@ -83,17 +83,6 @@ pub struct AuthorizationRequest {
 pub enum AuthorizeError {
     Page(String),
     Redirect(String),
-}
-
-/// A token response (RFC 6749 §5.1).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenResponse {
-    pub access_token: String,
-    pub token_type: String,
-    pub expires_in: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    pub scope: String,
 }
 
 fn invalid_grant(description: &str) -> OAuthError {
@@ -255,7 +244,7 @@ impl App {
         // From here on the client hears of errors at its redirect URI.
         let fail = |e: OAuthError| {
             let mut params =
-                vec![("error", oauth_code(e.code)), ("error_description", e.description.as_str())];
+                vec![("error", e.code.as_str()), ("error_description", e.description.as_str())];
             if let Some(state) = &p.state {
                 params.push(("state", state.as_str()));
             }
@@ -446,33 +435,26 @@ impl App {
         }
     }
 
-    /// Signs an access token for `user` through `client`.
+    /// An access token for `user` through `client`.
     fn user_access_token(
         &self,
         client: &DelegatedClient,
         user: &User,
         scope: &str,
         resources: &[String],
-    ) -> (String, String, i64) {
-        let iat = now().unix_timestamp();
-        let aud = if resources.is_empty() { vec![self.issuer.clone()] } else { resources.to_vec() };
-        let claims = AccessTokenClaims {
-            iss: self.issuer.clone(),
+        grant_type: &'static str,
+    ) -> SignedToken {
+        self.sign_access_token(AccessTokenGrant {
+            actor: Actor::User(user.id),
             sub: user.id.to_string(),
-            aud: Audience::from_list(aud),
-            exp: iat + client.access_token_lifetime,
-            iat,
-            nbf: iat,
-            jti: crate::crypto::random_string::<16>(),
-            client_id: client.client_id.clone(),
-            scope: scope.to_string(),
+            client_id: &client.client_id,
             role: user.role,
-        };
-        let mut event =
-            AuditEvent::success(Actor::User(user.id), "token.issued", format!("token:{}", claims.jti));
-        event.detail = json!({"client_id": client.client_id, "scope": scope, "exp": claims.exp});
-        self.audit.record(event);
-        (self.keys.current().signer.sign_jwt(&claims), claims.jti, claims.exp)
+            scope,
+            resources,
+            lifetime: client.access_token_lifetime,
+            grant_type,
+            client_addr: None,
+        })
     }
 
     /// `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5).
@@ -534,7 +516,8 @@ impl App {
         }
         let audience = narrowed_resources(&record.resources, resources)?;
         let user = self.active_user(record.user_id).await?;
-        let (access_token, jti, exp) = self.user_access_token(client, &user, &record.scope, &audience);
+        let SignedToken { jwt: access_token, jti, exp } =
+            self.user_access_token(client, &user, &record.scope, &audience, "authorization_code");
         let refresh = new_secret(SecretKind::OAuthRefreshToken);
         let issued = IssuedInGrant {
             refresh: Some((self.secrets.digest(&refresh), at + client.refresh_token_lifetime * MICROS)),
@@ -595,7 +578,8 @@ impl App {
         let user = self.active_user(state.grant.user_id).await?;
         let rotate = client.grant_type == ClientType::Public
             || self.setting(ROTATE_CONFIDENTIAL_REFRESH).await.map(|s| s.as_bool()).unwrap_or(true);
-        let (access_token, jti, exp) = self.user_access_token(client, &user, &scope, &audience);
+        let SignedToken { jwt: access_token, jti, exp } =
+            self.user_access_token(client, &user, &scope, &audience, "refresh_token");
         if !rotate {
             self.store.record_grant_jti(state.grant.id, &jti, exp * MICROS).await.map_err(internal)?;
             return Ok(TokenResponse {
@@ -707,20 +691,6 @@ fn narrowed_resources(granted: &[String], requested: &[String]) -> Result<Vec<St
             Err(OAuthError::new(OAuthErrorCode::InvalidTarget, format!("resource {r:?} was not granted")))
         }
         None => Ok(requested.to_vec()),
-    }
-}
-
-/// The code of an OAuth error as its wire name.
-pub fn oauth_code(code: OAuthErrorCode) -> &'static str {
-    match code {
-        OAuthErrorCode::InvalidRequest => "invalid_request",
-        OAuthErrorCode::InvalidClient => "invalid_client",
-        OAuthErrorCode::InvalidGrant => "invalid_grant",
-        OAuthErrorCode::UnauthorizedClient => "unauthorized_client",
-        OAuthErrorCode::UnsupportedGrantType => "unsupported_grant_type",
-        OAuthErrorCode::UnsupportedResponseType => "unsupported_response_type",
-        OAuthErrorCode::InvalidScope => "invalid_scope",
-        OAuthErrorCode::InvalidTarget => "invalid_target",
     }
 }
 

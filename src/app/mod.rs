@@ -26,12 +26,12 @@ pub use clients::{ClientPatch, ClientWithSecret};
 pub use connections::{ConnectionToken, ConnectionView};
 pub use delegated::{
     AuthorizationRequest, AuthorizeError, AuthorizeParams, ClientRegistration, SESSION_LIFETIME_SECONDS,
-    TokenResponse, redirect_with,
+    redirect_with,
 };
 pub use error::AppError;
 pub use keys::{KeySet, Keyring};
 pub use proxy::{FORWARDED_RESPONSE_HEADERS, ProxyRequest};
-pub use tokens::{IssuedToken, Rejected};
+pub use tokens::{Rejected, TokenResponse};
 pub use users::UserPatch;
 pub use vault::{CredentialView, WarehouseLogin};
 

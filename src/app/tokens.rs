@@ -7,16 +7,45 @@ use crate::domain::audit::AuditEvent;
 use crate::domain::client::M2mClient;
 use crate::domain::oauth::{OAuthError, OAuthErrorCode, client_credentials_scope};
 use crate::domain::token::{AccessTokenClaims, Audience};
-use crate::domain::{Actor, Caller, Principal, now};
+use crate::domain::{Actor, Caller, Principal, Role, now};
 use jsonwebtoken::Validation;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// A token response's content (RFC 6749 §5.1).
-#[derive(Debug)]
-pub struct IssuedToken {
+/// A token response (RFC 6749 §5.1), for every grant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
     pub access_token: String,
+    pub token_type: String,
     pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     pub scope: String,
+}
+
+/// What an access token is made for.
+pub(super) struct AccessTokenGrant<'a> {
+    /// Who the issuance is audited as.
+    pub actor: Actor,
+    /// The client id (machine tokens) or the user id (delegated ones).
+    pub sub: String,
+    pub client_id: &'a str,
+    pub role: Role,
+    pub scope: &'a str,
+    /// Become `aud`; none means keyward itself.
+    pub resources: &'a [String],
+    /// Seconds.
+    pub lifetime: i64,
+    pub grant_type: &'static str,
+    pub client_addr: Option<String>,
+}
+
+/// A signed access token and what it is known by.
+pub(super) struct SignedToken {
+    pub jwt: String,
+    pub jti: String,
+    /// Unix seconds.
+    pub exp: i64,
 }
 
 /// Leeway for clocks of nodes and resource servers that differ a little.
@@ -31,6 +60,35 @@ pub enum Rejected {
 }
 
 impl App {
+    /// Signs an access token (RFC 9068): the one place its claims are made,
+    /// for every grant. The issuance is audited in batches.
+    pub(super) fn sign_access_token(&self, grant: AccessTokenGrant<'_>) -> SignedToken {
+        let aud =
+            if grant.resources.is_empty() { vec![self.issuer.clone()] } else { grant.resources.to_vec() };
+        let iat = now().unix_timestamp();
+        let claims = AccessTokenClaims {
+            iss: self.issuer.clone(),
+            sub: grant.sub,
+            aud: Audience::from_list(aud),
+            exp: iat + grant.lifetime,
+            iat,
+            nbf: iat,
+            jti: random_string::<16>(),
+            client_id: grant.client_id.to_string(),
+            scope: grant.scope.to_string(),
+            role: grant.role,
+        };
+        let jwt = self.keys.current().signer.sign_jwt(&claims);
+        let mut event = AuditEvent::success(grant.actor, "token.issued", format!("token:{}", claims.jti))
+            .with_detail(json!({
+                "grant_type": grant.grant_type, "client_id": claims.client_id, "scope": claims.scope,
+                "aud": claims.aud, "exp": claims.exp,
+            }));
+        event.client_addr = grant.client_addr;
+        self.audit.record(event);
+        SignedToken { jwt, jti: claims.jti, exp: claims.exp }
+    }
+
     /// `client_credentials` (RFC 6749 §4.4) for an authenticated client.
     pub fn client_credentials_token(
         &self,
@@ -38,34 +96,26 @@ impl App {
         scope: Option<&str>,
         resources: &[String],
         client_addr: Option<String>,
-    ) -> Result<IssuedToken, OAuthError> {
+    ) -> Result<TokenResponse, OAuthError> {
         let scope = client_credentials_scope(scope)?;
-        let aud = if resources.is_empty() { vec![self.issuer.clone()] } else { resources.to_vec() };
-        let iat = now().unix_timestamp();
-        let claims = AccessTokenClaims {
-            iss: self.issuer.clone(),
+        let token = self.sign_access_token(AccessTokenGrant {
+            actor: Actor::Client(client.client_id.clone()),
             sub: client.client_id.clone(),
-            aud: Audience::from_list(aud),
-            exp: iat + client.access_token_duration,
-            iat,
-            nbf: iat,
-            jti: random_string::<16>(),
-            client_id: client.client_id.clone(),
-            scope: scope.clone(),
+            client_id: &client.client_id,
             role: client.role,
-        };
-        let access_token = self.keys.current().signer.sign_jwt(&claims);
-        let mut event = AuditEvent::success(
-            Actor::Client(client.client_id.clone()),
-            "token.issued",
-            format!("token:{}", claims.jti),
-        )
-        .with_detail(
-            json!({"grant_type": "client_credentials", "scope": scope, "aud": claims.aud, "exp": claims.exp}),
-        );
-        event.client_addr = client_addr;
-        self.audit.record(event);
-        Ok(IssuedToken { access_token, expires_in: client.access_token_duration, scope })
+            scope: &scope,
+            resources,
+            lifetime: client.access_token_duration,
+            grant_type: "client_credentials",
+            client_addr,
+        });
+        Ok(TokenResponse {
+            access_token: token.jwt,
+            token_type: "Bearer".into(),
+            expires_in: client.access_token_duration,
+            refresh_token: None,
+            scope,
+        })
     }
 
     /// Checks signature (algorithm pinned to the key named by `kid`), `typ`,

@@ -1,10 +1,7 @@
 //! OAuth 2.0 vocabulary shared by the endpoints: error codes (RFC 6749 §5.2,
 //! RFC 8707), scopes (§3.3) and resource indicators (RFC 8707).
 
-use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OAuthErrorCode {
     InvalidRequest,
     InvalidClient,
@@ -14,6 +11,22 @@ pub enum OAuthErrorCode {
     UnsupportedResponseType,
     InvalidScope,
     InvalidTarget,
+}
+
+impl OAuthErrorCode {
+    /// The name on the wire (RFC 6749 §4.1.2.1, §5.2; RFC 8707).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OAuthErrorCode::InvalidRequest => "invalid_request",
+            OAuthErrorCode::InvalidClient => "invalid_client",
+            OAuthErrorCode::InvalidGrant => "invalid_grant",
+            OAuthErrorCode::UnauthorizedClient => "unauthorized_client",
+            OAuthErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            OAuthErrorCode::InvalidScope => "invalid_scope",
+            OAuthErrorCode::InvalidTarget => "invalid_target",
+        }
+    }
 }
 
 /// An OAuth error: the code and a description for the developer.
