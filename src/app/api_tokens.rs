@@ -17,6 +17,9 @@ use std::net::IpAddr;
 const MICROS: i64 = 1_000_000;
 /// Tokens this long are not ours; refused before any hashing.
 pub const TOKEN_INPUT_MAX: usize = 256;
+/// Active refresh tokens one user may hold: enough for every script, not
+/// for an unbounded table.
+pub const REFRESH_TOKENS_PER_USER: i64 = 100;
 pub const PASSWORD_INPUT_MAX: usize = crate::domain::user::PASSWORD_MAX;
 
 /// The same answer for an unknown user, a wrong password, an SSO-only or a
@@ -41,11 +44,29 @@ impl App {
             return Err(AppError::Unauthorized(BAD_LOGIN.into()));
         }
         let user_key = username_key(username);
-        let local_keys = vec![format!("addr:{addr}"), format!("pair:{user_key}|{addr}")];
-        let account_key = vec![format!("user:{user_key}")];
+        let addr_key = format!("addr:{addr}");
+        let pair_key = format!("pair:{user_key}|{addr}");
+        let account_key = format!("user:{user_key}");
         let at = to_micros(now());
-        let all_keys: Vec<String> = local_keys.iter().chain(&account_key).cloned().collect();
-        if let Some(until) = self.store.login_locked_until(&all_keys, at).await? {
+        // Every attempt takes its failure slot before the password is
+        // checked, atomically across requests and nodes: a burst cannot all
+        // pass one check and then all count. The account-wide key is
+        // charged only for attempts the address allowed, so one address
+        // cannot push the account into its lock.
+        let reserved = self
+            .store
+            .reserve_login_attempt(
+                &[
+                    (addr_key.clone(), lock_after),
+                    (pair_key.clone(), lock_after),
+                    (account_key.clone(), account_lock_after),
+                ],
+                at,
+                at - WINDOW_SECONDS * MICROS,
+                MICROS,
+            )
+            .await?;
+        if let Some(until) = reserved {
             self.audit.record(login_event(username, addr, via, "locked"));
             return Err(AppError::TooManyRequests { retry_after: ((until - at) / MICROS).max(1) });
         }
@@ -58,15 +79,12 @@ impl App {
         // Verified even when there is no user, so both paths take as long.
         let verified = self.passwords.verify(password, hash).await;
         let Some(user) = user.filter(|_| verified) else {
-            let window = at - WINDOW_SECONDS * MICROS;
-            self.store.record_login_failure(&local_keys, at, window, |n| lock_after(n) * MICROS).await?;
-            self.store
-                .record_login_failure(&account_key, at, window, |n| account_lock_after(n) * MICROS)
-                .await?;
             self.audit.record(login_event(username, addr, via, "bad credentials"));
             return Err(AppError::Unauthorized(BAD_LOGIN.into()));
         };
-        self.store.clear_login_failures(&all_keys[1..]).await?;
+        // A success gives its slot back and clears the account's count.
+        self.store.release_login_attempt(&addr_key).await?;
+        self.store.clear_login_failures(&[pair_key, account_key]).await?;
         Ok(user.clone())
     }
 
@@ -97,6 +115,7 @@ impl App {
                 .with_detail(json!({"name": name, "lifespan_days": days}));
         event.client_addr = Some(addr.to_string());
         let new = NewRefreshToken {
+            max_active: REFRESH_TOKENS_PER_USER,
             user_id: user.id,
             name: name.to_string(),
             token_hash: self.secrets.digest(&token),
@@ -121,9 +140,15 @@ impl App {
         let record = record
             .filter(|r| r.user_id == user_id)
             .ok_or_else(|| AppError::Unauthorized(BAD_TOKEN.into()))?;
+        self.token_owner_enabled(user_id).await?;
+        Ok(record)
+    }
+
+    /// The reference's 403 for a token of a disabled account (asked after
+    /// the token is known to be this user's, so only its holder learns it).
+    async fn token_owner_enabled(&self, user_id: UserId) -> Result<(), AppError> {
         match self.store.user(user_id).await? {
-            Some(u) if !u.disabled => Ok(record),
-            // Only a holder of this user's valid token learns this.
+            Some(u) if !u.disabled => Ok(()),
             Some(_) => Err(AppError::Forbidden("the account is disabled".into())),
             None => Err(AppError::Unauthorized(BAD_TOKEN.into())),
         }
@@ -151,7 +176,9 @@ impl App {
         let at = to_micros(now());
         let days = self.setting(REFRESH_TOKEN_LIFESPAN).await?.as_i64().unwrap_or(60);
         let fresh = new_secret(SecretKind::RefreshToken);
+        // Replaces one: the count stays as it was.
         let new = NewRefreshToken {
+            max_active: REFRESH_TOKENS_PER_USER,
             user_id,
             name: old.name.clone(),
             token_hash: self.secrets.digest(&fresh),
@@ -267,6 +294,7 @@ impl App {
         let record = record
             .filter(|r| r.user_id == user_id)
             .ok_or_else(|| AppError::Unauthorized(BAD_TOKEN.into()))?;
+        self.token_owner_enabled(user_id).await?;
         inactive(
             TokenStatus::of(record.revoked_at, record.expires_at, to_micros(now())),
             "API access token",

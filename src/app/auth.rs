@@ -46,6 +46,7 @@ impl App {
         Ok(Caller {
             principal: Principal::User { id: grant.user.id, username: grant.user.username },
             role: grant.user.role,
+            scope: None,
         })
     }
 }

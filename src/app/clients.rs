@@ -119,8 +119,12 @@ impl App {
 
     pub async fn delete_m2m_client(&self, actor: Actor, client_id: &str) -> Result<(), AppError> {
         let event = AuditEvent::success(actor, "client.deleted", format!("client:{client_id}"));
-        let deleted =
-            self.store.delete_m2m_client(client_id, event).await.map_err(|e| not_found_as(e, client_id));
+        let principal = Actor::Client(client_id.to_string()).to_string();
+        let deleted = self
+            .store
+            .delete_m2m_client(client_id, &principal, event)
+            .await
+            .map_err(|e| not_found_as(e, client_id));
         self.forget_client(client_id);
         deleted
     }

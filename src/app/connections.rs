@@ -372,7 +372,13 @@ impl App {
             "body_sha256": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref()),
         });
         let signature = self.keys.current().signer.sign_typed("keyward-webhook+jwt", &claims);
-        let http = self.http.clone();
+        let http = match self.outbound_http(&url).await {
+            Ok(http) => http.clone(),
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook not sent");
+                return;
+            }
+        };
         tokio::spawn(async move {
             for attempt in 0..3u32 {
                 let sent = http
@@ -407,8 +413,12 @@ impl App {
         let s = &client.settings;
         let secret = self.outbound_client_secret(&client.id).await?;
         form.extend(s.extra_token_params.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut request =
-            self.http.post(&s.token_url).timeout(PROVIDER_TIMEOUT).header("accept", "application/json");
+        let mut request = self
+            .outbound_http(&s.token_url)
+            .await?
+            .post(&s.token_url)
+            .timeout(PROVIDER_TIMEOUT)
+            .header("accept", "application/json");
         match s.token_endpoint_auth {
             TokenEndpointAuth::Basic => {
                 // RFC 6749 §2.3.1: form-encode, then Basic.
@@ -428,7 +438,10 @@ impl App {
         // backoff; a refusal is final.
         let mut attempt = 0;
         let (status, body) = loop {
-            let sent = request.try_clone().expect("form bodies can be cloned").form(&form).send().await;
+            let Some(retry) = request.try_clone() else {
+                return Err(AppError::Internal(anyhow::anyhow!("a token request could not be repeated")));
+            };
+            let sent = retry.form(&form).send().await;
             let transient = match &sent {
                 Err(_) => true,
                 Ok(r) => r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error(),

@@ -11,7 +11,7 @@ use crate::domain::delegated::{
     validate_redirect_uri,
 };
 use crate::domain::oauth::{
-    DEFAULT_CLIENT_SCOPES, OAuthError, OAuthErrorCode, normalize_resource, parse_scope,
+    DEFAULT_CLIENT_SCOPES, OAuthError, OAuthErrorCode, OFFLINE_ACCESS, normalize_resource, parse_scope,
 };
 use crate::domain::settings::{REFRESH_REUSE_GRACE, ROTATE_CONFIDENTIAL_REFRESH};
 use crate::domain::{Actor, User, now, to_micros};
@@ -28,6 +28,8 @@ const MICROS: i64 = 1_000_000;
 pub const CODE_LIFETIME_SECONDS: i64 = 60;
 pub const SESSION_LIFETIME_SECONDS: i64 = 8 * 3600;
 const NAME_MAX: usize = 200;
+/// Every delegated client id starts so (M2M ones with `m2m_`).
+pub const DELEGATED_CLIENT_PREFIX: &str = "oac_";
 
 /// A registration or replacement, as the API receives it.
 #[derive(Debug, Clone, Deserialize)]
@@ -89,16 +91,21 @@ fn invalid_grant(description: &str) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidGrant, description)
 }
 
-/// `redirect_uri` with `params` added to its query.
-pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
-    let mut url = url::Url::parse(redirect_uri).expect("redirect URIs are validated absolute URLs");
+/// `redirect_uri` with `params` added to its query; `None` when it is not
+/// a URL (requests are checked for that before anything redirects).
+pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> Option<String> {
+    let mut url = url::Url::parse(redirect_uri).ok()?;
     {
         let mut query = url.query_pairs_mut();
         for (k, v) in params {
             query.append_pair(k, v);
         }
     }
-    url.to_string()
+    Some(url.to_string())
+}
+
+fn not_a_url() -> AppError {
+    AppError::Invalid("the redirect_uri is not a valid URL".into())
 }
 
 impl App {
@@ -140,8 +147,10 @@ impl App {
         r: ClientRegistration,
     ) -> Result<(DelegatedClient, Option<String>), AppError> {
         let (redirect_uris, pkce_enabled) = self.validate_registration(&r)?;
-        let client_id =
-            format!("oac_{}", random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let client_id = format!(
+            "{DELEGATED_CLIENT_PREFIX}{}",
+            random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
         let secret = (r.grant_type == ClientType::Confidential).then(|| new_secret(SecretKind::ClientSecret));
         let event = AuditEvent::success(actor, "oauth_client.created", format!("oauth_client:{client_id}"))
             .with_detail(json!({"name": r.name, "grant_type": r.grant_type, "redirect_uris": redirect_uris}));
@@ -231,7 +240,8 @@ impl App {
         };
         let redirect_uri = match p.redirect_uri.as_deref() {
             Some(requested) => match client.matching_redirect_uri(requested) {
-                Some(_) => requested.to_string(),
+                Some(_) if url::Url::parse(requested).is_ok() => requested.to_string(),
+                Some(_) => return Err(AuthorizeError::Page(not_a_url().to_string())),
                 None => {
                     return Err(AuthorizeError::Page(
                         "the redirect_uri is not registered for this client".into(),
@@ -243,13 +253,15 @@ impl App {
         };
         // From here on the client hears of errors at its redirect URI.
         let fail = |e: OAuthError| {
-            let mut params =
-                vec![("error", e.code.as_str()), ("error_description", e.description.as_str())];
+            let mut params = vec![("error", e.code.as_str()), ("error_description", e.description.as_str())];
             if let Some(state) = &p.state {
                 params.push(("state", state.as_str()));
             }
             params.push(("iss", self.issuer.as_str()));
-            AuthorizeError::Redirect(redirect_with(&redirect_uri, &params))
+            match redirect_with(&redirect_uri, &params) {
+                Some(url) => AuthorizeError::Redirect(url),
+                None => AuthorizeError::Page(not_a_url().to_string()),
+            }
         };
         if p.response_type.as_deref() != Some("code") {
             return Err(fail(OAuthError::new(
@@ -380,11 +392,11 @@ impl App {
             params.push(("state", state.as_str()));
         }
         params.push(("iss", self.issuer.as_str()));
-        Ok(redirect_with(&request.redirect_uri, &params))
+        redirect_with(&request.redirect_uri, &params).ok_or_else(not_a_url)
     }
 
     /// The user said no (RFC 6749 §4.1.2.1 `access_denied`).
-    pub fn deny(&self, request: &AuthorizationRequest) -> String {
+    pub fn deny(&self, request: &AuthorizationRequest) -> Option<String> {
         let mut params =
             vec![("error", "access_denied"), ("error_description", "the user denied the request")];
         if let Some(state) = &request.state {
@@ -518,9 +530,16 @@ impl App {
         let user = self.active_user(record.user_id).await?;
         let SignedToken { jwt: access_token, jti, exp } =
             self.user_access_token(client, &user, &record.scope, &audience, "authorization_code");
-        let refresh = new_secret(SecretKind::OAuthRefreshToken);
+        // A refresh token only for a grant that includes offline_access.
+        let refresh = record
+            .scope
+            .split(' ')
+            .any(|s| s == OFFLINE_ACCESS)
+            .then(|| new_secret(SecretKind::OAuthRefreshToken));
         let issued = IssuedInGrant {
-            refresh: Some((self.secrets.digest(&refresh), at + client.refresh_token_lifetime * MICROS)),
+            refresh: refresh
+                .as_deref()
+                .map(|r| (self.secrets.digest(r), at + client.refresh_token_lifetime * MICROS)),
             jti,
             jti_expires_at: exp * MICROS,
         };
@@ -535,7 +554,7 @@ impl App {
             access_token,
             token_type: "Bearer".into(),
             expires_in: client.access_token_lifetime,
-            refresh_token: Some(refresh),
+            refresh_token: refresh,
             scope: record.scope,
         })
     }

@@ -34,6 +34,7 @@ impl From<StoreError> for AppError {
             StoreError::Conflict(what) => AppError::Conflict(format!("{what} already exists")),
             StoreError::NotFound => AppError::NotFound("not found".into()),
             StoreError::LastServerAdmin => AppError::Conflict(e.to_string()),
+            StoreError::LimitReached(_) => AppError::Invalid(e.to_string()),
             other => AppError::Internal(other.into()),
         }
     }

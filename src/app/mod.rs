@@ -13,6 +13,7 @@ mod delegated;
 mod error;
 mod keys;
 mod outbound;
+mod outbound_http;
 mod proxy;
 mod settings;
 mod tokens;
@@ -25,8 +26,8 @@ pub use auth::Credential;
 pub use clients::{ClientPatch, ClientWithSecret};
 pub use connections::{ConnectionToken, ConnectionView};
 pub use delegated::{
-    AuthorizationRequest, AuthorizeError, AuthorizeParams, ClientRegistration, SESSION_LIFETIME_SECONDS,
-    redirect_with,
+    AuthorizationRequest, AuthorizeError, AuthorizeParams, ClientRegistration, DELEGATED_CLIENT_PREFIX,
+    SESSION_LIFETIME_SECONDS, redirect_with,
 };
 pub use error::AppError;
 pub use keys::{KeySet, Keyring};
@@ -52,8 +53,8 @@ pub struct App {
     pub keys: Keyring,
     pub audit: AuditSink,
     pub usage: usage::UsageRecorder,
-    /// For talking to other systems (providers of connections).
-    pub http: reqwest::Client,
+    /// For talking to other systems: through [`App::outbound_http`] only.
+    http: outbound_http::OutboundHttp,
     clients: Arc<client_cache::ClientCache>,
     /// The issuer, byte-identical wherever it appears (SPEC §5).
     pub issuer: String,
@@ -136,10 +137,7 @@ impl App {
         }
         Ok(App {
             usage: usage::UsageRecorder::default(),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| AppError::Startup(format!("HTTP client: {e}")))?,
+            http: outbound_http::OutboundHttp::new()?,
             clients,
             audit: AuditSink::spawn(store.clone()),
             store,

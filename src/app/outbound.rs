@@ -4,7 +4,8 @@
 use super::{App, AppError};
 use crate::crypto::random_bytes;
 use crate::domain::audit::AuditEvent;
-use crate::domain::outbound::{OutboundClient, OutboundClientSettings};
+use crate::domain::connection::ConnectionStatus;
+use crate::domain::outbound::{OutboundClient, OutboundClientSettings, OutboundGrant};
 use crate::domain::{Actor, from_micros, now, to_micros};
 use crate::store::{OutboundClientRecord, StoreError};
 use serde_json::json;
@@ -40,7 +41,7 @@ impl App {
         settings: OutboundClientSettings,
         client_secret: Option<&str>,
     ) -> Result<OutboundClient, AppError> {
-        settings.validate().map_err(AppError::Invalid)?;
+        settings.validate(self.allow_private_addresses().await).map_err(AppError::Invalid)?;
         let id =
             format!("obc_{}", random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect::<String>());
         let sealed_secret = client_secret.map(|s| self.seal_outbound_secret(&id, s)).transpose()?;
@@ -67,12 +68,31 @@ impl App {
         settings: OutboundClientSettings,
         client_secret: Option<&str>,
     ) -> Result<OutboundClient, AppError> {
-        settings.validate().map_err(AppError::Invalid)?;
+        settings.validate(self.allow_private_addresses().await).map_err(AppError::Invalid)?;
+        let current = self.store.outbound_client(id).await?.ok_or_else(|| not_found(id))?;
+        // Where secrets and tokens go may change only with the secret given
+        // again, and what the old endpoints issued is never sent to the new
+        // ones: a client that an admin repoints at their own server gets no
+        // user's token and no stored secret.
+        let moved = current.settings.endpoints() != settings.endpoints();
+        if moved && current.sealed_secret.is_some() && client_secret.is_none() {
+            return Err(AppError::Invalid(
+                "changing token_url, authorization_url or api_base_url requires client_secret again".into(),
+            ));
+        }
+        let reset = moved.then(|| {
+            let status = match settings.grant_type {
+                OutboundGrant::AuthorizationCode => ConnectionStatus::NeedsReauth,
+                OutboundGrant::ClientCredentials => ConnectionStatus::Pending,
+            };
+            (status.as_str(), "the outbound client's endpoints changed; authorize again")
+        });
         let sealed = client_secret.map(|s| self.seal_outbound_secret(id, s)).transpose()?;
         let event = AuditEvent::success(actor, "outbound_client.updated", format!("outbound_client:{id}"))
-            .with_detail(json!({"name": settings.name, "secret_changed": sealed.is_some()}));
+            .with_detail(json!({"name": settings.name, "secret_changed": sealed.is_some(),
+                "endpoints_changed": moved}));
         self.store
-            .update_outbound_client(id, &settings, sealed.as_deref(), event)
+            .update_outbound_client(id, &settings, sealed.as_deref(), reset, event)
             .await
             .map_err(|e| not_found_as(e, id))?;
         self.outbound_client(id).await

@@ -75,12 +75,12 @@ impl App {
             .ok_or_else(|| AppError::Conflict("the connection's outbound client is gone".into()))?;
         let target = proxy_target(&client.settings.api_base_url, &request.raw_path, request.query.as_deref())
             .map_err(AppError::Invalid)?;
+        let http = self.outbound_http(target.as_str()).await?;
         let mut token = self.connection_token(caller, id).await?.access_token;
         let mut refreshed = false;
         let mut attempt = 0;
         loop {
-            let mut upstream = self
-                .http
+            let mut upstream = http
                 .request(request.method.clone(), target.clone())
                 .timeout(UPSTREAM_TIMEOUT)
                 .bearer_auth(&token)

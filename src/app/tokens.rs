@@ -2,12 +2,13 @@
 //! (RFC 7662) and revoking (RFC 7009).
 
 use super::{App, AppError};
-use crate::crypto::random_string;
+use crate::crypto::{SecretKind, random_string};
 use crate::domain::audit::AuditEvent;
 use crate::domain::client::M2mClient;
 use crate::domain::oauth::{OAuthError, OAuthErrorCode, client_credentials_scope};
 use crate::domain::token::{AccessTokenClaims, Audience};
-use crate::domain::{Actor, Caller, Principal, Role, now};
+use crate::domain::{Actor, Caller, Principal, Role, now, to_micros};
+use crate::store::StoreError;
 use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -188,6 +189,7 @@ impl App {
                     is_service: record.client.is_service,
                 },
                 role: record.client.role,
+                scope: Some(claims.scope.clone()),
             });
         }
         let user_id: i64 = claims.sub.parse().ok()?;
@@ -196,10 +198,27 @@ impl App {
         (client_exists && !user.disabled).then(|| Caller {
             principal: Principal::User { id: user.id, username: user.username },
             role: user.role,
+            scope: Some(claims.scope.clone()),
         })
     }
 
-    /// RFC 7662 introspection response for `token`.
+    /// RFC 7662 introspection response for `token`, as `client` may see it.
+    /// Who the token speaks for (`sub`, `username`, `role`, `jti`) is told
+    /// only to service identities (the platform's resource servers) and to
+    /// the client the token was issued to; any other client learns whether
+    /// it is active and what it is for, nothing about the person.
+    pub async fn introspect_for(&self, client: &M2mClient, token: &str) -> Value {
+        let mut answer = self.introspect(token).await;
+        let entitled = client.is_service || answer["client_id"].as_str() == Some(client.client_id.as_str());
+        if let (false, Some(fields)) = (entitled, answer.as_object_mut()) {
+            for private in ["sub", "username", "role", "jti"] {
+                fields.remove(private);
+            }
+        }
+        answer
+    }
+
+    /// The whole RFC 7662 answer for `token`.
     pub async fn introspect(&self, token: &str) -> Value {
         match self.verify_access_token(token, None).await {
             Ok(c) => {
@@ -219,27 +238,49 @@ impl App {
         }
     }
 
-    /// RFC 7009: revokes `token` if it is a valid access token issued to
-    /// `client`. Unknown, invalid or expired tokens are no error (§2.2).
-    pub async fn revoke(&self, client: &M2mClient, token: &str) -> Result<(), OAuthError> {
+    /// RFC 7009: revokes `token` if `client_id` (authenticated) may: an
+    /// access token issued to that client, or a delegated client's refresh
+    /// token, which takes its whole family with it. Unknown, invalid or
+    /// expired tokens are no error (§2.2).
+    pub async fn revoke(&self, client_id: &str, token: &str) -> Result<(), OAuthError> {
+        let failed = |e: StoreError| {
+            tracing::error!(error = %e, "revocation failed");
+            OAuthError::invalid_request("the token could not be revoked; try again")
+        };
+        let not_yours =
+            || OAuthError::new(OAuthErrorCode::UnauthorizedClient, "the token was not issued to this client");
+        if SecretKind::of(token) == Some(SecretKind::OAuthRefreshToken) {
+            let Some(state) =
+                self.store.oauth_refresh_token(&self.secrets.digest(token)).await.map_err(failed)?
+            else {
+                return Ok(());
+            };
+            if state.grant.client_id != client_id {
+                return Err(not_yours());
+            }
+            if state.grant.revoked {
+                return Ok(());
+            }
+            let event = AuditEvent::success(
+                Actor::Client(client_id.to_string()),
+                "grant.revoked",
+                format!("oauth_client:{client_id}"),
+            )
+            .with_detail(json!({"grant_id": state.grant.id, "via": "revocation_endpoint"}));
+            return self.store.revoke_grant(state.grant.id, to_micros(now()), event).await.map_err(failed);
+        }
         let claims = match self.verify_access_token(token, None).await {
             Ok(c) => c,
             Err(_) => return Ok(()),
         };
-        if claims.client_id != client.client_id {
-            return Err(OAuthError::new(
-                OAuthErrorCode::UnauthorizedClient,
-                "the token was not issued to this client",
-            ));
+        if claims.client_id != client_id {
+            return Err(not_yours());
         }
         let event = AuditEvent::success(
-            Actor::Client(client.client_id.clone()),
+            Actor::Client(client_id.to_string()),
             "token.revoked",
             format!("token:{}", claims.jti),
         );
-        self.store.revoke_jti(&claims.jti, claims.exp * 1_000_000, event).await.map_err(|e| {
-            tracing::error!(error = %e, "revocation failed");
-            OAuthError::invalid_request("the token could not be revoked; try again")
-        })
+        self.store.revoke_jti(&claims.jti, claims.exp * 1_000_000, event).await.map_err(failed)
     }
 }

@@ -48,12 +48,18 @@ impl App {
             Some(p) => Some(self.passwords.hash(p).await?),
             None => None,
         };
+        // A new password or a disabled account ends every session, token
+        // and grant the user had: whoever held the old password, or the
+        // account, keeps nothing made with it.
+        let end_credentials = patch.password.is_some() || patch.disabled == Some(true);
         let event = AuditEvent::success(actor, "user.updated", format!("user:{id}")).with_detail(json!({
             "role": patch.role,
             "password_changed": patch.password.is_some(),
             "disabled": patch.disabled,
+            "credentials_ended": end_credentials,
         }));
-        let update = UserUpdate { role: patch.role, password_hash, disabled: patch.disabled };
+        let update =
+            UserUpdate { role: patch.role, password_hash, disabled: patch.disabled, end_credentials };
         self.store.update_user(id, update, event).await.map_err(|e| match e {
             StoreError::NotFound => user_not_found(id),
             e => e.into(),
@@ -62,7 +68,7 @@ impl App {
 
     pub async fn delete_user(&self, actor: Actor, id: UserId) -> Result<(), AppError> {
         let event = AuditEvent::success(actor, "user.deleted", format!("user:{id}"));
-        self.store.delete_user(id, event).await.map_err(|e| match e {
+        self.store.delete_user(id, &Actor::User(id).to_string(), event).await.map_err(|e| match e {
             StoreError::NotFound => user_not_found(id),
             e => e.into(),
         })

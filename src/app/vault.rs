@@ -4,19 +4,18 @@
 
 use super::{App, AppError};
 use crate::domain::audit::{AuditEvent, Outcome};
+use crate::domain::throttle::{WINDOW_SECONDS, lock_after};
 use crate::domain::vault::{DataProduct, Warehouse, validate_credentials, validate_data_product};
-use crate::domain::{Actor, Caller, Principal, from_micros, now, to_micros};
+use crate::domain::{Actor, Caller, from_micros, now, to_micros};
 use crate::store::{CredentialRecord, StoreError};
 use serde::Serialize;
 use serde_json::json;
 use std::time::Duration;
 
 /// How the vault names whose credentials these are.
+/// (`user:<id>` or `client:<client_id>`: the audit log's name for them.)
 pub fn principal_key(caller: &Caller) -> String {
-    match &caller.principal {
-        Principal::User { id, .. } => format!("user:{id}"),
-        Principal::Client { client_id, .. } => format!("client:{client_id}"),
-    }
+    caller.actor().to_string()
 }
 
 fn context(principal: &str, dp_id: &str) -> Vec<u8> {
@@ -121,6 +120,19 @@ impl App {
         let dp = self.data_product(dp_id).await?;
         let principal = principal_key(caller);
         if verify {
+            // Verification is a password oracle against the warehouse:
+            // throttled like a login, per principal and per warehouse user
+            // (whoever asks), with each attempt counted before it is made.
+            let warehouse = serde_json::to_string(&dp.warehouse).unwrap_or_default();
+            let keys = [
+                (format!("vault-principal:{principal}"), lock_after as fn(i64) -> i64),
+                (format!("vault-warehouse-user:{warehouse}|{username}"), lock_after),
+            ];
+            let at = to_micros(now());
+            let window_start = at - WINDOW_SECONDS * 1_000_000;
+            if let Some(until) = self.store.reserve_login_attempt(&keys, at, window_start, 1_000_000).await? {
+                return Err(AppError::TooManyRequests { retry_after: ((until - at) / 1_000_000).max(1) });
+            }
             if let Err(why) = warehouse_login(&dp.warehouse, username, password).await {
                 let event = AuditEvent {
                     actor: caller.actor(),
@@ -133,6 +145,8 @@ impl App {
                 self.audit.record(event);
                 return Err(AppError::Invalid(format!("the warehouse refused the login: {why}")));
             }
+            let [(principal_key, _), (warehouse_key, _)] = keys;
+            self.store.clear_login_failures(&[principal_key, warehouse_key]).await?;
         }
         let record = CredentialRecord {
             principal: principal.clone(),

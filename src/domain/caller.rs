@@ -23,9 +23,23 @@ pub enum Principal {
 pub struct Caller {
     pub principal: Principal,
     pub role: Role,
+    /// The OAuth scopes of the access token (space-separated), or `None` for
+    /// an API access token, which is the user's own credential and limited
+    /// by the role alone.
+    pub scope: Option<String>,
 }
 
+/// The scope a credential needs for keyward's own REST APIs (SPEC §5): the
+/// table in docs/security.md says what each scope allows.
+pub const API_SCOPE: &str = "api";
+
 impl Caller {
+    /// Whether the credential was granted `scope` (always, for an API access
+    /// token).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope.as_deref().is_none_or(|granted| granted.split(' ').any(|s| s == scope))
+    }
+
     /// Whether this caller is a service identity.
     pub fn is_service(&self) -> bool {
         matches!(self.principal, Principal::Client { is_service: true, .. })
@@ -58,5 +72,25 @@ impl fmt::Display for Actor {
             Actor::Cli => f.write_str("cli"),
             Actor::System => f.write_str("system"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_limit_jwt_callers_only() {
+        let caller = |scope: Option<&str>| Caller {
+            principal: Principal::Client { client_id: "c".into(), is_service: false },
+            role: Role::ServerAdmin,
+            scope: scope.map(str::to_string),
+        };
+        assert!(caller(None).has_scope(API_SCOPE));
+        assert!(caller(Some("api mcp")).has_scope(API_SCOPE));
+        assert!(!caller(Some("mcp")).has_scope(API_SCOPE));
+        assert!(!caller(Some("offline_access")).has_scope(API_SCOPE));
+        assert!(!caller(Some("")).has_scope(API_SCOPE));
+        assert!(!caller(Some("apix")).has_scope(API_SCOPE));
     }
 }

@@ -51,9 +51,14 @@ impl DelegatedClient {
         true
     }
 
-    /// The registered URI that `requested` matches, if any (SPEC §3).
+    /// The registered URI that `requested` matches, if any (SPEC §3): the
+    /// loopback port may vary only for public (native) clients, RFC 8252 §7.3.
     pub fn matching_redirect_uri(&self, requested: &str) -> Option<&str> {
-        self.redirect_uris.iter().find(|r| redirect_uri_matches(r, requested)).map(String::as_str)
+        let any_port = self.grant_type == ClientType::Public;
+        self.redirect_uris
+            .iter()
+            .find(|r| *r == requested || any_port && redirect_uri_matches(r, requested))
+            .map(String::as_str)
     }
 }
 
@@ -90,7 +95,12 @@ fn split(uri: &str) -> Option<Parts<'_>> {
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let close = v6.find(']')?;
         let host = &authority[..close + 2];
-        let port = authority[close + 2..].strip_prefix(':');
+        // After the bracket: nothing, or a port.
+        let after = &authority[close + 2..];
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':')?),
+        };
         (host, port)
     } else {
         match authority.rsplit_once(':') {
@@ -98,7 +108,10 @@ fn split(uri: &str) -> Option<Parts<'_>> {
             None => (authority, None),
         }
     };
-    if host.is_empty() || port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+    // A port is 1 to 5 digits and at most 65535: what a URL parser accepts.
+    let port_ok = |p: &str| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok();
+    let stray_bracket = !host.starts_with('[') && host.contains(['[', ']']);
+    if host.is_empty() || stray_bracket || port.is_some_and(|p| !port_ok(p)) {
         return None;
     }
     Some(Parts { scheme, host, rest })
@@ -215,6 +228,35 @@ mod tests {
         assert!(!redirect_uri_matches("http://127.0.0.1/", "http://localhost:1/"));
         assert!(!redirect_uri_matches("http://127.0.0.1/", "https://127.0.0.1:1/"));
         assert!(!redirect_uri_matches("http://127.0.0.1/", "http://127.0.0.1.evil.example/"));
+        // Crafted authorities that once passed and then failed to parse.
+        assert!(!redirect_uri_matches("http://127.0.0.1/", "http://127.0.0.1:65536/"));
+        assert!(!redirect_uri_matches("http://127.0.0.1/", "http://127.0.0.1:99999999999/"));
+        assert!(!redirect_uri_matches("http://[::1]/", "http://[::1]junk/"));
+        assert!(!redirect_uri_matches("http://[::1]/", "http://[::1]:/"));
+        assert!(redirect_uri_matches("http://[::1]/", "http://[::1]:65535/"));
+        // Whatever matches also parses as a URL.
+        for q in ["http://127.0.0.1:0/", "http://[::1]:8080/", "http://localhost:65535/"] {
+            assert!(redirect_uri_matches("http://localhost/", q) == q.contains("localhost"));
+            assert!(url::Url::parse(q).is_ok());
+        }
+    }
+
+    #[test]
+    fn loopback_ports_vary_only_for_public_clients() {
+        let mut client = DelegatedClient {
+            client_id: "c".into(),
+            name: "n".into(),
+            redirect_uris: vec!["http://127.0.0.1:8080/cb".into()],
+            grant_type: ClientType::Public,
+            refresh_token_lifetime: REFRESH_LIFETIME_MIN,
+            access_token_lifetime: ACCESS_LIFETIME_MIN,
+            pkce_enabled: true,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        assert!(client.matching_redirect_uri("http://127.0.0.1:9/cb").is_some());
+        client.grant_type = ClientType::Confidential;
+        assert!(client.matching_redirect_uri("http://127.0.0.1:9/cb").is_none());
+        assert!(client.matching_redirect_uri("http://127.0.0.1:8080/cb").is_some());
     }
 
     #[test]

@@ -47,9 +47,27 @@ impl OAuthError {
     }
 }
 
-/// The scopes keyward grants: the platform's REST APIs, its MCP server, and
-/// refresh tokens for delegated clients.
-pub const SCOPES_SUPPORTED: [&str; 3] = ["api", "mcp", "offline_access"];
+/// The scopes keyward grants: the platform's REST APIs (keyward's own among
+/// them) at the principal's role, the platform's MCP server only, and a
+/// refresh token for a delegated client (nothing on its own).
+pub const SCOPES_SUPPORTED: [&str; 3] = ["api", "mcp", OFFLINE_ACCESS];
+pub const OFFLINE_ACCESS: &str = "offline_access";
+
+/// What a scope lets an app do, in the words of the consent page.
+pub fn scope_description(scope: &str) -> &'static str {
+    match scope {
+        "api" => {
+            "use the platform's REST APIs as you, with everything your role allows \
+                  (including administration if you are an admin)"
+        }
+        "mcp" => "use the platform's MCP server as you (no other API)",
+        OFFLINE_ACCESS => {
+            "stay signed in while you are away: a refresh token that keeps the access \
+                           above alive until you withdraw it (grants nothing on its own)"
+        }
+        _ => "",
+    }
+}
 /// What a client-credentials token gets when it asks for no scope.
 pub const DEFAULT_CLIENT_SCOPES: [&str; 2] = ["api", "mcp"];
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,9 +71,9 @@ const RESERVED_PARAMS: &[&str] = &[
     "state",
 ];
 
-/// An absolute https URL (http only on loopback, for development and tests)
-/// without fragment or user info.
-pub fn validate_outbound_url(field: &str, url: &str) -> Result<(), String> {
+/// An absolute URL without fragment or user info that keyward may send
+/// secrets to (see [`check_outbound_target`]).
+pub fn validate_outbound_url(field: &str, url: &str, allow_private: bool) -> Result<(), String> {
     let bad = |why: &str| Err(format!("{field} {why}"));
     if url.len() > 2048 {
         return bad("is longer than 2048 characters");
@@ -81,11 +82,70 @@ pub fn validate_outbound_url(field: &str, url: &str) -> Result<(), String> {
     if parsed.fragment().is_some() || !parsed.username().is_empty() || parsed.password().is_some() {
         return bad("must not have a fragment or user info");
     }
-    let loopback = matches!(parsed.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"));
-    match parsed.scheme() {
-        "https" if parsed.host_str().is_some() => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => bad("must be an https URL (http only for 127.0.0.1, [::1] or localhost)"),
+    check_outbound_target(&parsed, allow_private).map_err(|why| format!("{field} {why}"))
+}
+
+/// The rule for every URL keyward calls out to (tokens, the proxy,
+/// webhooks): https to a public host, unless the setting
+/// `keyward.outbound.allow_private_addresses` allows http and loopback or
+/// private addresses (development and tests). Names are checked again
+/// where they resolve, at connect time.
+pub fn check_outbound_target(url: &url::Url, allow_private: bool) -> Result<(), String> {
+    const HINT: &str = "(http and loopback or private addresses only with the setting \
+                        keyward.outbound.allow_private_addresses)";
+    let Some(host) = url.host() else { return Err("must have a host".into()) };
+    if allow_private {
+        return match url.scheme() {
+            "https" | "http" => Ok(()),
+            _ => Err("must be an http(s) URL".into()),
+        };
+    }
+    if url.scheme() != "https" {
+        return Err(format!("must be an https URL {HINT}"));
+    }
+    let public = match host {
+        url::Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name != "localhost" && !name.ends_with(".localhost")
+        }
+        url::Host::Ipv4(ip) => is_public_address(IpAddr::V4(ip)),
+        url::Host::Ipv6(ip) => is_public_address(IpAddr::V6(ip)),
+    };
+    if public { Ok(()) } else { Err(format!("must name a public host {HINT}")) }
+}
+
+/// Whether `ip` belongs to the public internet: not loopback, private,
+/// shared (CGNAT), link-local, unique-local, multicast, unspecified,
+/// broadcast or documentation space, also when mapped into IPv6.
+pub fn is_public_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_address(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || first == 0x0064 && v6.segments()[1] == 0xff9b)
+        }
     }
 }
 
@@ -105,7 +165,13 @@ fn validate_params(field: &str, params: &BTreeMap<String, String>) -> Result<(),
 }
 
 impl OutboundClientSettings {
-    pub fn validate(&self) -> Result<(), String> {
+    /// Where the client sends its secret and its connections' tokens: a
+    /// change of any of these is a change of who receives them.
+    pub fn endpoints(&self) -> (&str, Option<&str>, &str) {
+        (&self.token_url, self.authorization_url.as_deref(), &self.api_base_url)
+    }
+
+    pub fn validate(&self, allow_private: bool) -> Result<(), String> {
         let name = self.name.trim();
         if name.is_empty() || self.name.chars().count() > 200 || self.name.chars().any(char::is_control) {
             return Err("name must be 1 to 200 characters".into());
@@ -113,13 +179,13 @@ impl OutboundClientSettings {
         if self.client_id.is_empty() || self.client_id.len() > FIELD_MAX {
             return Err(format!("client_id must be 1 to {FIELD_MAX} characters"));
         }
-        validate_outbound_url("token_url", &self.token_url)?;
-        validate_outbound_url("api_base_url", &self.api_base_url)?;
+        validate_outbound_url("token_url", &self.token_url, allow_private)?;
+        validate_outbound_url("api_base_url", &self.api_base_url, allow_private)?;
         match (&self.grant_type, &self.authorization_url) {
             (OutboundGrant::AuthorizationCode, None) => {
                 return Err("authorization_url is required for the authorization_code grant".into());
             }
-            (_, Some(url)) => validate_outbound_url("authorization_url", url)?,
+            (_, Some(url)) => validate_outbound_url("authorization_url", url, allow_private)?,
             _ => {}
         }
         if !matches!(self.scope_separator.as_str(), " " | "," | "+") {
@@ -167,7 +233,7 @@ mod tests {
 
     #[test]
     fn the_reference_profile_is_valid() {
-        assert_eq!(settings().validate(), Ok(()));
+        assert_eq!(settings().validate(false), Ok(()));
     }
 
     #[test]
@@ -189,11 +255,40 @@ mod tests {
         for (change, field) in cases {
             let mut s = settings();
             change(&mut s);
-            let e = s.validate().unwrap_err();
+            let e = s.validate(false).unwrap_err();
             assert!(e.contains(field), "{field}: {e}");
         }
         let mut loopback = settings();
         loopback.token_url = "http://127.0.0.1:9999/token".into();
-        assert_eq!(loopback.validate(), Ok(()));
+        assert!(loopback.validate(false).unwrap_err().contains("allow_private_addresses"));
+        assert_eq!(loopback.validate(true), Ok(()));
+    }
+
+    #[test]
+    fn private_targets_need_the_setting() {
+        for private in [
+            "https://127.0.0.1/",
+            "https://localhost/",
+            "https://api.localhost/",
+            "https://10.1.2.3/",
+            "https://172.16.0.1/",
+            "https://192.168.1.1/",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://100.64.0.1/",
+            "https://0.0.0.0/",
+            "https://[::1]/",
+            "https://[fd00::1]/",
+            "https://[fe80::1]/",
+            "https://[::ffff:127.0.0.1]/",
+            "http://api.endsystem.com/",
+        ] {
+            let url = url::Url::parse(private).unwrap();
+            assert!(check_outbound_target(&url, false).is_err(), "{private}");
+            assert!(check_outbound_target(&url, true).is_ok(), "{private}");
+        }
+        for public in ["https://api.endsystem.com/v1/", "https://8.8.8.8/", "https://[2606:4700::1111]/"] {
+            assert!(check_outbound_target(&url::Url::parse(public).unwrap(), false).is_ok(), "{public}");
+        }
+        assert!(check_outbound_target(&url::Url::parse("ftp://x.example/").unwrap(), true).is_err());
     }
 }

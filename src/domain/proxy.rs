@@ -1,13 +1,19 @@
 //! Where a connection's proxy may send a request (SPEC §1.4): only below
 //! the outbound client's API base URL. No open proxy.
 
+/// The methods the proxy passes on: what REST APIs use. Others (TRACE,
+/// CONNECT, WebDAV's PROPFIND, …) reach servers' less-guarded corners.
+pub const PROXY_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
 /// The URL for `raw_path` (as it arrived, not decoded) and `query` below
 /// `base`, or why not.
 pub fn proxy_target(base: &str, raw_path: &str, query: Option<&str>) -> Result<url::Url, String> {
     let lower = raw_path.to_ascii_lowercase();
     // Refused before any resolution: dot segments (plain or encoded),
     // encoded separators, backslashes, and absolute or protocol-relative forms.
-    if raw_path.split('/').any(|seg| seg == ".." || seg == ".")
+    // A segment's path parameters (`..;x`, read as `..` by some servers)
+    // do not hide a dot segment either.
+    if raw_path.split('/').any(|seg| matches!(seg.split(';').next(), Some(".." | ".")))
         || lower.contains("%2e")
         || lower.contains("%2f")
         || lower.contains("%5c")
@@ -41,6 +47,14 @@ pub fn proxy_target(base: &str, raw_path: &str, query: Option<&str>) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_parameters_do_not_hide_dot_segments() {
+        for bad in ["..;/admin", "a/..;x/b", ".;/x", "a/..;"] {
+            assert!(proxy_target(BASE, bad, None).is_err(), "{bad}");
+        }
+        assert!(proxy_target(BASE, "a;v=1/b", None).is_ok());
+    }
 
     const BASE: &str = "https://api.endsystem.com/v1/";
 

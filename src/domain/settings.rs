@@ -38,6 +38,7 @@ pub const ROTATE_CONFIDENTIAL_REFRESH: &str = "keyward.oauth.rotate_confidential
 pub const CONNECTION_SWEEP_INTERVAL: &str = "keyward.connections.sweep_interval";
 pub const CONNECTION_KEEP_ALIVE: &str = "keyward.connections.refresh_keep_alive";
 pub const CONNECTION_WEBHOOK_URL: &str = "keyward.connections.webhook_url";
+pub const OUTBOUND_ALLOW_PRIVATE: &str = "keyward.outbound.allow_private_addresses";
 
 /// Every setting keyward knows. Unknown keys are refused, so a typo never
 /// silently configures nothing.
@@ -113,6 +114,14 @@ pub static SETTINGS: &[SettingSpec] = &[
         description: "Where to POST a signed notice when a connection needs authorizing again (empty: nowhere). \
                       The Keyward-Signature header is a JWS verifiable with the JWKS.",
     },
+    SettingSpec {
+        key: OUTBOUND_ALLOW_PRIVATE,
+        kind: SettingKind::Bool,
+        default: "false",
+        description: "Let outbound clients, connections, the proxy and the webhook use http and loopback or \
+                      private addresses (development and tests only: otherwise an admin could reach services \
+                      on keyward's own network through them).",
+    },
 ];
 
 pub fn spec(key: &str) -> Option<&'static SettingSpec> {
@@ -152,7 +161,12 @@ impl SettingSpec {
                 if raw.is_empty() {
                     return Ok(String::new());
                 }
-                crate::domain::outbound::validate_outbound_url(self.key, raw)
+                // https, or http to loopback for development; where it may
+                // point is checked again when it is used.
+                let loopback_http = url::Url::parse(raw).is_ok_and(|u| {
+                    u.scheme() == "http" && matches!(u.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
+                });
+                crate::domain::outbound::validate_outbound_url(self.key, raw, loopback_http)
                     .map(|()| raw.to_string())
                     .map_err(|why| SettingError::NotUrl { key: self.key, why })
             }

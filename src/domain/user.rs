@@ -48,8 +48,15 @@ pub fn username_key(username: &str) -> String {
 pub fn validate_username(username: &str) -> Result<(), UserInputError> {
     let ok = !username.is_empty()
         && username.chars().count() <= USERNAME_MAX
-        && !username.chars().any(|c| c.is_whitespace() || c.is_control());
+        && !username.chars().any(|c| c.is_whitespace() || c.is_control() || is_format_char(c));
     if ok { Ok(()) } else { Err(UserInputError::BadUsername) }
+}
+
+/// Unicode `Cf` (format) characters are invisible: zero-width joiners, bidi
+/// overrides. In a name they make two accounts look alike.
+pub fn is_format_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.general_category() == GeneralCategory::Format
 }
 
 pub fn validate_password(password: &str) -> Result<(), UserInputError> {
@@ -70,6 +77,10 @@ mod tests {
         assert!(validate_username("").is_err());
         assert!(validate_username("a b").is_err());
         assert!(validate_username("a\u{0}b").is_err());
+        for invisible in ["adm\u{200b}in", "\u{202e}nimda", "admin\u{feff}", "a\u{2066}b"] {
+            assert!(validate_username(invisible).is_err(), "{invisible:?}");
+        }
+        assert!(validate_username("zoë").is_ok());
         assert!(validate_username(&"x".repeat(USERNAME_MAX)).is_ok());
         assert!(validate_username(&"x".repeat(USERNAME_MAX + 1)).is_err());
         assert_eq!(username_key("Jane@Example.COM"), "jane@example.com");

@@ -6,6 +6,7 @@
 
 use super::error::ApiError;
 use crate::app::{App, Credential};
+use crate::domain::caller::API_SCOPE;
 use crate::domain::{Caller, Role};
 use axum::Router;
 use axum::extract::{Request, State};
@@ -31,6 +32,11 @@ struct Gate {
 async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Result<Response, ApiError> {
     let credential = credential(request.headers())?;
     let caller = gate.app.authenticate(credential).await?;
+    // The scope first: a token that may not use these APIs at all learns
+    // nothing about its role from the answer.
+    if !caller.has_scope(API_SCOPE) {
+        return Err(ApiError::insufficient_scope(API_SCOPE));
+    }
     if !caller.role.satisfies(gate.min) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -5,11 +5,12 @@
 
 use crate::app::{App, AuthorizationRequest, AuthorizeError, AuthorizeParams};
 use crate::domain::User;
+use crate::domain::oauth::scope_description;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -49,15 +50,6 @@ struct ErrorPage<'a> {
     message: &'a str,
 }
 
-fn scope_description(scope: &str) -> &'static str {
-    match scope {
-        "api" => "use the platform's REST APIs as you",
-        "mcp" => "use the platform's MCP server as you",
-        "offline_access" => "keep access while you are away (a refresh token)",
-        _ => "",
-    }
-}
-
 /// The value of cookie `name`.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -95,6 +87,15 @@ fn page(status: StatusCode, html: String, form_target: Option<&str>) -> Response
         headers.insert(header::CONTENT_SECURITY_POLICY, v);
     }
     response
+}
+
+/// A 303 to `location`, or an error page when it cannot be a header value
+/// (axum's `Redirect::to` panics on one).
+pub(super) fn see_other(location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
+        Err(_) => error_page(StatusCode::BAD_REQUEST, "the address to continue at is not valid"),
+    }
 }
 
 fn error_page(status: StatusCode, message: &str) -> Response {
@@ -145,7 +146,7 @@ async fn validated(app: &App, query: &str) -> Result<AuthorizationRequest, Respo
     let params = parse_request(query).map_err(|m| error_page(StatusCode::BAD_REQUEST, &m))?;
     app.validate_authorization_request(&params).await.map_err(|e| match e {
         AuthorizeError::Page(message) => error_page(StatusCode::BAD_REQUEST, &message),
-        AuthorizeError::Redirect(url) => Redirect::to(&url).into_response(),
+        AuthorizeError::Redirect(url) => see_other(&url),
     })
 }
 
@@ -198,7 +199,7 @@ pub async fn authorize(
     };
     match app.has_consent(&user, &request).await {
         Ok(true) => match app.approve(&user, &request, false).await {
-            Ok(url) => Redirect::to(&url).into_response(),
+            Ok(url) => see_other(&url),
             Err(e) => internal(e),
         },
         Ok(false) => {
@@ -244,6 +245,11 @@ pub async fn login(
     let Some(query) = return_to.strip_prefix(AUTHORIZE_PATH).and_then(|r| r.strip_prefix('?')) else {
         return error_page(StatusCode::BAD_REQUEST, "the sign-in form is not valid");
     };
+    // Checked before the password, so that a sign-in never ends in an
+    // answer that cannot be sent.
+    if HeaderValue::from_str(return_to).is_err() {
+        return error_page(StatusCode::BAD_REQUEST, "the sign-in form is not valid");
+    }
     let request = match validated(&app, query).await {
         Ok(r) => r,
         Err(response) => return response,
@@ -257,7 +263,7 @@ pub async fn login(
     }
     match app.start_session(field("username"), field("password"), addr.ip()).await {
         Ok(session) => {
-            let mut response = Redirect::to(return_to).into_response();
+            let mut response = see_other(return_to);
             let max_age = crate::app::SESSION_LIFETIME_SECONDS;
             response
                 .headers_mut()
@@ -296,10 +302,13 @@ pub async fn consent(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
     }
     match field("decision") {
         "approve" => match app.approve(&user, &request, true).await {
-            Ok(url) => Redirect::to(&url).into_response(),
+            Ok(url) => see_other(&url),
             Err(e) => internal(e),
         },
-        "deny" => Redirect::to(&app.deny(&request)).into_response(),
+        "deny" => match app.deny(&request) {
+            Some(url) => see_other(&url),
+            None => error_page(StatusCode::BAD_REQUEST, "the redirect_uri is not a valid URL"),
+        },
         _ => error_page(StatusCode::BAD_REQUEST, "choose Allow or Deny"),
     }
 }
@@ -355,7 +364,7 @@ pub async fn connection_start(State(app): State<Arc<App>>, RawQuery(query): RawQ
     let Some(state) = state else { return error_page(StatusCode::BAD_REQUEST, "the link has no state") };
     match app.bind_connection_browser(&state).await {
         Ok((provider_url, cookie)) => {
-            let mut response = Redirect::to(&provider_url).into_response();
+            let mut response = see_other(&provider_url);
             response.headers_mut().append(header::SET_COOKIE, set_cookie(&app, CONNECT_COOKIE, &cookie, 600));
             response
         }

@@ -5,6 +5,7 @@ use super::auth::CallerExt;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::app::{App, ConnectionToken, ConnectionView};
+use crate::domain::proxy::PROXY_METHODS;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -73,7 +74,7 @@ pub async fn authorize(
     let wants_html =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
     if wants_html {
-        return Ok(axum::response::Redirect::to(&url).into_response());
+        return Ok(super::authorize::see_other(&url));
     }
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(serde_json::json!({"authorization_url": url})))
         .into_response())
@@ -101,6 +102,12 @@ pub async fn proxy(
         .iter()
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
         .collect();
+    if !PROXY_METHODS.contains(&parts.method.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("the proxy passes on {} only", PROXY_METHODS.join(", ")),
+        ));
+    }
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
         .map_err(|_| ApiError::bad_request("unsupported method"))?;
     let upstream = app

@@ -18,11 +18,25 @@ pub struct ApiError {
     pub token_status: Option<TokenStatus>,
     /// Seconds, for 429.
     pub retry_after: Option<i64>,
+    /// For 403 `insufficient_scope` (RFC 6750 §3.1): the scope needed.
+    pub needs_scope: Option<&'static str>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        ApiError { status, detail: detail.into(), token_status: None, retry_after: None }
+        ApiError { status, detail: detail.into(), token_status: None, retry_after: None, needs_scope: None }
+    }
+
+    /// 403 for a token that lacks `scope`, with the challenge that makes
+    /// OAuth clients ask for it (RFC 6750 §3.1).
+    pub fn insufficient_scope(scope: &'static str) -> Self {
+        ApiError {
+            needs_scope: Some(scope),
+            ..Self::new(
+                StatusCode::FORBIDDEN,
+                format!("the access token was not granted the {scope:?} scope, which this API requires"),
+            )
+        }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -31,6 +45,9 @@ impl ApiError {
 
     /// The stable machine-readable code for a status.
     pub fn code(&self) -> &'static str {
+        if self.needs_scope.is_some() {
+            return "insufficient_scope";
+        }
         match self.status {
             StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
             StatusCode::UNAUTHORIZED => "unauthorized",
@@ -66,6 +83,12 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(scope) = self.needs_scope {
+            let challenge = format!(r#"Bearer realm="keyward", error="insufficient_scope", scope="{scope}""#);
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
         }
         if status == StatusCode::UNAUTHORIZED {
             response

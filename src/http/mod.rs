@@ -7,6 +7,7 @@ mod auth;
 mod authorize;
 mod connections;
 mod consents;
+mod edge;
 mod error;
 mod extract;
 mod health;
@@ -133,6 +134,10 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(edge::screen))
+        // A panic in a handler is a bug; it still gets an answer (a logged
+        // 500), never a dropped connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(observe::observe))
         .with_state(app)
 }
@@ -143,4 +148,14 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this route does not accept that method")
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    // The panic's message went to the log through the panic hook; the caller
+    // learns nothing of it.
+    tracing::error!("a request handler panicked");
+    axum::response::IntoResponse::into_response(ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error",
+    ))
 }

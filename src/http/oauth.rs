@@ -2,7 +2,7 @@
 //! revocation (RFC 7009), metadata (RFC 8414) and JWKS. Their errors use
 //! the OAuth shape `{"error", "error_description"}`, not the API one.
 
-use crate::app::App;
+use crate::app::{App, DELEGATED_CLIENT_PREFIX};
 use crate::domain::client::M2mClient;
 use crate::domain::oauth::{OAuthError, OAuthErrorCode, SCOPES_SUPPORTED, normalize_resource};
 use axum::Json;
@@ -275,9 +275,9 @@ pub async fn introspect(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthReply> {
     let params = OAuthParams::parse(&headers, body)?;
-    authenticated_client(&app, &headers, &params, addr).await?;
+    let client = authenticated_client(&app, &headers, &params, addr).await?;
     let token = params.required("token")?;
-    Ok((StatusCode::OK, no_store(), Json(app.introspect(token).await)).into_response())
+    Ok((StatusCode::OK, no_store(), Json(app.introspect_for(&client, token).await)).into_response())
 }
 
 pub async fn revoke(
@@ -287,9 +287,16 @@ pub async fn revoke(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthReply> {
     let params = OAuthParams::parse(&headers, body)?;
-    let client = authenticated_client(&app, &headers, &params, addr).await?;
     let token = params.required("token")?;
-    app.revoke(&client, token).await?;
+    // Delegated clients (public ones by id alone, as at the token
+    // endpoint) revoke their own tokens too, RFC 7009 §2.1.
+    let (id, secret) = client_credentials(&headers, &params)?;
+    let client_id = if id.starts_with(DELEGATED_CLIENT_PREFIX) {
+        app.authenticate_oauth_client(&id, secret.as_deref()).await?.client_id
+    } else {
+        authenticated_client(&app, &headers, &params, addr).await?.client_id
+    };
+    app.revoke(&client_id, token).await?;
     Ok((StatusCode::OK, no_store()).into_response())
 }
 

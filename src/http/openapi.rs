@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::domain::settings::ENABLE_SWAGGER;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -118,7 +118,18 @@ async fn swagger_is_enabled(app: &App) -> bool {
 
 async fn swagger_enabled(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     if swagger_is_enabled(&app).await {
-        next.run(request).await
+        // Like every other page: never framed (a framed "Try it out" could be
+        // clickjacked into minting tokens), never sniffed.
+        let mut response = next.run(request).await;
+        let headers = response.headers_mut();
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'; base-uri 'none'; object-src 'none'"),
+        );
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        response
     } else {
         ApiError::new(
             StatusCode::NOT_FOUND,

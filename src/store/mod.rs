@@ -31,6 +31,8 @@ pub enum StoreError {
     NotFound,
     #[error("this would leave no active server_admin")]
     LastServerAdmin,
+    #[error("at most {0} may be active at once; revoke some first")]
+    LimitReached(i64),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -53,6 +55,8 @@ pub struct UserUpdate {
     pub role: Option<Role>,
     pub password_hash: Option<String>,
     pub disabled: Option<bool>,
+    /// End the user's sessions, tokens and grants in the same transaction.
+    pub end_credentials: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -65,6 +69,9 @@ pub struct AuditQuery {
 }
 
 pub struct NewRefreshToken {
+    /// How many of the user's refresh tokens may be active at once,
+    /// counting this one.
+    pub max_active: i64,
     pub user_id: UserId,
     pub name: String,
     pub token_hash: String,
@@ -305,7 +312,7 @@ pub trait Store: Send + Sync + 'static {
     async fn user_credentials(&self, username: &str) -> StoreResult<Option<(User, Option<String>)>>;
     async fn list_users(&self, limit: i64, offset: i64) -> StoreResult<Vec<User>>;
     async fn update_user(&self, id: UserId, update: UserUpdate, event: AuditEvent) -> StoreResult<User>;
-    async fn delete_user(&self, id: UserId, event: AuditEvent) -> StoreResult<()>;
+    async fn delete_user(&self, id: UserId, principal: &str, event: AuditEvent) -> StoreResult<()>;
 
     async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
     async fn settings(&self) -> StoreResult<Vec<(String, String)>>;
@@ -342,17 +349,21 @@ pub trait Store: Send + Sync + 'static {
     /// Records last use, batched: `(token id, unix µs)` pairs.
     async fn touch_api_access_tokens(&self, uses: &[(i64, i64)]) -> StoreResult<()>;
 
-    /// The latest `locked_until` among `keys` (unix µs), if any is later than `now`.
-    async fn login_locked_until(&self, keys: &[String], now: i64) -> StoreResult<Option<i64>>;
-    /// Counts a failure for each key (forgetting failures older than
-    /// `window_start`) and locks each for `lock_for(failures)` µs.
-    async fn record_login_failure(
+    /// Counts one login attempt against each key, in order, before its
+    /// password is checked, as one atomic step (across nodes): if a key is
+    /// locked at `now`, nothing is counted and the end of the lock is the
+    /// answer. Otherwise each count grows by one (starting over when the
+    /// last failure is older than `window_start`) and the key is locked
+    /// for `lock_for(count) * unit`.
+    async fn reserve_login_attempt(
         &self,
-        keys: &[String],
+        keys: &[(String, fn(i64) -> i64)],
         now: i64,
         window_start: i64,
-        lock_for: fn(i64) -> i64,
-    ) -> StoreResult<()>;
+        unit: i64,
+    ) -> StoreResult<Option<i64>>;
+    /// Gives back the slot an attempt that succeeded had reserved.
+    async fn release_login_attempt(&self, key: &str) -> StoreResult<()>;
     async fn clear_login_failures(&self, keys: &[String]) -> StoreResult<()>;
     async fn api_access_token_grant(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenGrant>>;
 
@@ -368,7 +379,8 @@ pub trait Store: Send + Sync + 'static {
         update: M2mClientUpdate,
         event: AuditEvent,
     ) -> StoreResult<M2mClient>;
-    async fn delete_m2m_client(&self, client_id: &str, event: AuditEvent) -> StoreResult<()>;
+    async fn delete_m2m_client(&self, client_id: &str, principal: &str, event: AuditEvent)
+    -> StoreResult<()>;
     /// Replaces the secret; the current one keeps verifying until
     /// `previous_expires_at`.
     async fn rotate_m2m_client_secret(
@@ -492,6 +504,7 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         settings: &crate::domain::outbound::OutboundClientSettings,
         sealed_secret: Option<&str>,
+        reset_connections: Option<(&str, &str)>,
         event: AuditEvent,
     ) -> StoreResult<()>;
     async fn delete_outbound_client(&self, id: &str, event: AuditEvent) -> StoreResult<()>;

@@ -553,6 +553,34 @@ async fn revoke_grant_in(conn: &mut AnyConnection, grant_id: i64, now: i64) -> S
     Ok(())
 }
 
+/// Ends everything a user is signed in with: browser sessions, refresh and
+/// API access tokens, and delegated grants (with their access tokens).
+async fn end_user_credentials_in(conn: &mut AnyConnection, user_id: UserId, now: i64) -> StoreResult<()> {
+    sqlx::query("DELETE FROM user_sessions WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
+    for table in ["refresh_tokens", "api_access_tokens"] {
+        let sql = format!("UPDATE {table} SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(now).execute(&mut *conn).await?;
+    }
+    let grants: Vec<(i64,)> =
+        sqlx::query_as("SELECT id FROM oauth_grants WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (grant_id,) in grants {
+        revoke_grant_in(conn, grant_id, now).await?;
+    }
+    Ok(())
+}
+
+/// A deleted principal's warehouse credentials go with it.
+async fn delete_principal_credentials_in(conn: &mut AnyConnection, principal: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM warehouse_credentials WHERE principal = $1")
+        .bind(principal)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 async fn insert_user(conn: &mut AnyConnection, user: &NewUser) -> StoreResult<User> {
     let at = to_micros(now());
     let source = if user.password_hash.is_some() { "password" } else { "sso" };
@@ -746,12 +774,15 @@ impl Store for SqlStore {
             .bind(at)
             .fetch_one(&mut *tx)
             .await?;
+        if update.end_credentials {
+            end_user_credentials_in(&mut tx, id, at).await?;
+        }
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
         row.try_into()
     }
 
-    async fn delete_user(&self, id: UserId, event: AuditEvent) -> StoreResult<()> {
+    async fn delete_user(&self, id: UserId, principal: &str, event: AuditEvent) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let admins = self.lock_active_admins(&mut tx).await?;
         if admins == [id] {
@@ -761,6 +792,7 @@ impl Store for SqlStore {
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        delete_principal_credentials_in(&mut tx, principal).await?;
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(())
@@ -838,6 +870,23 @@ impl Store for SqlStore {
 
     async fn create_refresh_token(&self, token: NewRefreshToken, event: AuditEvent) -> StoreResult<i64> {
         let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            // Concurrent creations for one user count one after the other.
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                .bind(token.user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (active,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(token.user_id)
+        .bind(token.created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        if active >= token.max_active {
+            return Err(StoreError::LimitReached(token.max_active));
+        }
         let id = insert_refresh_token(&mut tx, &token).await?;
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
@@ -977,53 +1026,56 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn login_locked_until(&self, keys: &[String], now: i64) -> StoreResult<Option<i64>> {
-        let mut latest: Option<i64> = None;
-        for key in keys {
-            let row: Option<(i64,)> = sqlx::query_as(
-                "SELECT locked_until FROM login_throttle WHERE key = $1 AND locked_until > $2",
-            )
-            .bind(key)
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-            if let Some((until,)) = row {
-                latest = Some(latest.map_or(until, |l| l.max(until)));
-            }
-        }
-        Ok(latest)
-    }
-
-    async fn record_login_failure(
+    async fn reserve_login_attempt(
         &self,
-        keys: &[String],
+        keys: &[(String, fn(i64) -> i64)],
         now: i64,
         window_start: i64,
-        lock_for: fn(i64) -> i64,
-    ) -> StoreResult<()> {
+        unit: i64,
+    ) -> StoreResult<Option<i64>> {
+        // SQLite: the write transaction serializes attempts. PostgreSQL: the
+        // upsert locks the row and sees the latest lock, which this
+        // transaction sets before it commits.
         let mut tx = self.begin_write().await?;
-        for key in keys {
-            let (failures,): (i64,) = sqlx::query_as(
+        for (key, lock_for) in keys {
+            let counted: Option<(i64,)> = sqlx::query_as(
                 "INSERT INTO login_throttle (key, failures, last_failure_at, locked_until) VALUES ($1, 1, $2, 0) \
                  ON CONFLICT (key) DO UPDATE SET \
                  failures = CASE WHEN login_throttle.last_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
-                 last_failure_at = $2 RETURNING failures",
+                 last_failure_at = $2 WHERE login_throttle.locked_until <= $2 RETURNING failures",
             )
             .bind(key)
             .bind(now)
             .bind(window_start)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            let Some((failures,)) = counted else {
+                let (until,): (i64,) =
+                    sqlx::query_as("SELECT locked_until FROM login_throttle WHERE key = $1")
+                        .bind(key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                tx.rollback().await?;
+                return Ok(Some(until));
+            };
             let lock = lock_for(failures);
             if lock > 0 {
                 sqlx::query("UPDATE login_throttle SET locked_until = $2 WHERE key = $1")
                     .bind(key)
-                    .bind(now + lock)
+                    .bind(now + lock * unit)
                     .execute(&mut *tx)
                     .await?;
             }
         }
         tx.commit().await?;
+        Ok(None)
+    }
+
+    async fn release_login_attempt(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -1164,9 +1216,25 @@ impl Store for SqlStore {
         Ok(M2mClientRecord::try_from(row)?.client)
     }
 
-    async fn delete_m2m_client(&self, client_id: &str, event: AuditEvent) -> StoreResult<()> {
-        let announce = Some(format!("client:{client_id}"));
-        self.delete_one("DELETE FROM m2m_clients WHERE client_id = $1", client_id, announce, event).await
+    async fn delete_m2m_client(
+        &self,
+        client_id: &str,
+        principal: &str,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM m2m_clients WHERE client_id = $1")
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        delete_principal_credentials_in(&mut tx, principal).await?;
+        self.announce(&mut tx, &format!("client:{client_id}")).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn rotate_m2m_client_secret(
@@ -1709,9 +1777,23 @@ impl Store for SqlStore {
         id: &str,
         settings: &crate::domain::outbound::OutboundClientSettings,
         sealed_secret: Option<&str>,
+        reset_connections: Option<(&str, &str)>,
         event: AuditEvent,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
+        if let Some((status, detail)) = reset_connections {
+            sqlx::query(
+                "UPDATE connections SET access_token = NULL, refresh_token = NULL, obtained_at = NULL, \
+                 access_expires_at = NULL, lease_until = NULL, status = $2, status_detail = $3, updated_at = $4 \
+                 WHERE outbound_client_id = $1 AND status <> 'revoked'",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(detail)
+            .bind(to_micros(now()))
+            .execute(&mut *tx)
+            .await?;
+        }
         let updated = sqlx::query(
             "UPDATE outbound_clients SET settings = $2, client_secret = COALESCE($3, client_secret), updated_at = $4 \
              WHERE id = $1",

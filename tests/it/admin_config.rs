@@ -37,7 +37,7 @@ async fn read_change_and_reset(backend: Backend) {
     let audit =
         json_with_status(s.get("/admin/api/audit/?action=config.changed", &token).send().await.unwrap(), 200)
             .await;
-    assert_eq!(audit.as_array().unwrap().len(), 3);
+    assert_eq!(lifespan_changes(&audit), 3);
 }
 
 async fn bad_values_are_400_and_change_nothing(backend: Backend) {
@@ -68,7 +68,13 @@ async fn bad_values_are_400_and_change_nothing(backend: Backend) {
     let audit =
         json_with_status(s.get("/admin/api/audit/?action=config.changed", &token).send().await.unwrap(), 200)
             .await;
-    assert!(audit.as_array().unwrap().is_empty());
+    assert_eq!(lifespan_changes(&audit), 0);
+}
+
+/// Audit records of changes the test made (the harness itself sets
+/// `keyward.outbound.allow_private_addresses` at start).
+fn lifespan_changes(audit: &serde_json::Value) -> usize {
+    audit.as_array().unwrap().iter().filter(|e| !e.to_string().contains("allow_private_addresses")).count()
 }
 
 async fn nodes_see_each_others_changes(backend: Backend) {

@@ -344,7 +344,12 @@ async fn public_client_with_a_loopback_port(backend: Backend) {
     let redirect = "http://127.0.0.1:54321/callback";
     let client = s.oauth2_client(&id, None, redirect);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, _) = client.authorize_url(CsrfToken::new_random).set_pkce_challenge(challenge).url();
+    let (url, _) = client
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("api".into()))
+        .add_scope(Scope::new("offline_access".into()))
+        .set_pkce_challenge(challenge)
+        .url();
     let back = Browser::new().authorize(&s, url.as_str()).await;
     assert!(back.starts_with(redirect), "{back}");
     let code = param(&back, "code").unwrap();
@@ -388,8 +393,9 @@ fn authorize_url(s: &TestServer, client_id: &str, redirect: &str, extra: &str) -
     (url, verifier)
 }
 
+/// A code for a grant with a refresh token (`offline_access`).
 async fn code_for(s: &TestServer, client_id: &str, redirect: &str) -> (String, String) {
-    let (url, verifier) = authorize_url(s, client_id, redirect, "");
+    let (url, verifier) = authorize_url(s, client_id, redirect, "&scope=api%20mcp%20offline_access");
     let back = Browser::new().authorize(s, &url).await;
     (param(&back, "code").unwrap(), verifier)
 }

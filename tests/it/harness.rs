@@ -124,6 +124,11 @@ impl TestServer {
         };
         let (app, _) =
             keyward::bootstrap::open(&config, config.issuer_for(addr), true).await.expect("bootstrap");
+        // The tests' providers and APIs listen on loopback, as development
+        // setups do; a test of the default turns this off again.
+        app.set_setting(Actor::Cli, keyward::domain::settings::OUTBOUND_ALLOW_PRIVATE, "true")
+            .await
+            .expect("allow loopback providers");
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(keyward::server::serve(listener, app.clone(), async {
             let _ = rx.await;
@@ -237,6 +242,7 @@ pub async fn issue_token(app: &App, user: &User, seconds: i64) -> String {
         .store
         .create_refresh_token(
             NewRefreshToken {
+                max_active: i64::MAX,
                 user_id: user.id,
                 name: "test".into(),
                 token_hash: app.secrets.digest(&refresh),

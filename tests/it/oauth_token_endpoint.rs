@@ -5,6 +5,7 @@ use crate::harness::{Backend, TestServer, api_error, json_with_status, oauth_err
 use crate::on_both_backends;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use reqwest::Method;
 use serde_json::json;
 
 async fn the_reference_curl_works(backend: Backend) {
@@ -230,11 +231,26 @@ async fn introspection_and_revocation(backend: Backend) {
             .send()
     };
 
+    // A client that is neither the token's own nor a resource server (a
+    // service identity) learns that it is active, not whose it is.
     let r = introspect(&b, &jwt).await.unwrap();
     assert_eq!(r.headers()["cache-control"], "no-store");
     let body = json_with_status(r, 200).await;
     assert_eq!(body["active"], true);
     assert_eq!(body["client_id"], id.as_str());
+    for private in ["sub", "role", "username", "jti"] {
+        assert!(body.get(private).is_none(), "{private} told to a stranger: {body}");
+    }
+    let admin = a.admin_token().await;
+    let r = a
+        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{other_id}/"), &admin)
+        .json(&json!({"is_service": true}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 200).await;
+    let body = json_with_status(introspect(&b, &jwt).await.unwrap(), 200).await;
+    assert_eq!(body["active"], true);
     assert_eq!(body["sub"], id.as_str());
     assert_eq!(body["role"], "server_admin");
     assert_eq!(body["token_type"], "Bearer");

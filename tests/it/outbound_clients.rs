@@ -2,7 +2,8 @@
 
 use crate::harness::{ADMIN_PASSWORD, Backend, MASTER_KEY, TestServer, api_error, json_with_status};
 use crate::on_both_backends;
-use keyward::domain::Role;
+use keyward::domain::settings::OUTBOUND_ALLOW_PRIVATE;
+use keyward::domain::{Actor, Role};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -74,6 +75,7 @@ async fn registry_with_a_write_only_secret(backend: Backend) {
 
 async fn bad_input_names_the_field(backend: Backend) {
     let s = TestServer::start(backend).await;
+    s.app.reset_setting(Actor::Cli, OUTBOUND_ALLOW_PRIVATE).await.unwrap();
     let token = s.token_for_role(Role::ServerAdmin).await;
     for (field, value) in [
         ("token_url", json!("http://api.endsystem.com/token")),
@@ -84,6 +86,12 @@ async fn bad_input_names_the_field(backend: Backend) {
         ("refresh_token_lifetime_ms", json!(-1)),
         ("extra_token_params", json!({"grant_type": "x"})),
         ("client_secret", json!("")),
+        // Loopback, private and metadata addresses, while the setting
+        // keyward.outbound.allow_private_addresses is off (the default).
+        ("token_url", json!("https://127.0.0.1/token")),
+        ("api_base_url", json!("https://169.254.169.254/latest/")),
+        ("authorization_url", json!("https://10.0.0.1/authorize")),
+        ("api_base_url", json!("https://localhost:8443/")),
     ] {
         let mut body = reference_profile();
         body[field] = value;

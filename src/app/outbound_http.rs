@@ -1,0 +1,70 @@
+//! The HTTP clients keyward calls other systems with (providers' token
+//! endpoints, the connection proxy, the webhook), and the rule of where
+//! they may go (`domain::outbound::check_outbound_target`): checked on the
+//! URL before each call, and again on every address a name resolves to,
+//! at connect time, so that a public name pointing at 127.0.0.1 gets
+//! nowhere either.
+
+use super::{App, AppError};
+use crate::domain::outbound::{check_outbound_target, is_public_address};
+use crate::domain::settings::OUTBOUND_ALLOW_PRIVATE;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub struct OutboundHttp {
+    /// Resolves names to public addresses only.
+    public_only: reqwest::Client,
+    /// For development and tests, while the setting allows it.
+    any: reqwest::Client,
+}
+
+/// A resolver that keeps only public addresses.
+struct PublicAddresses;
+
+impl reqwest::dns::Resolve for PublicAddresses {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = found.into_iter().filter(|a| is_public_address(a.ip())).collect();
+            if public.is_empty() {
+                let error: Box<dyn std::error::Error + Send + Sync> =
+                    format!("{host} resolves to no public address").into();
+                return Err(error);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+impl OutboundHttp {
+    pub fn new() -> Result<Self, AppError> {
+        // Redirects are never followed: a provider or an API could send the
+        // next request (and its secrets) anywhere.
+        let build = |b: reqwest::ClientBuilder| {
+            b.redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| AppError::Startup(format!("HTTP client: {e}")))
+        };
+        Ok(OutboundHttp {
+            public_only: build(reqwest::Client::builder().dns_resolver(Arc::new(PublicAddresses)))?,
+            any: build(reqwest::Client::builder())?,
+        })
+    }
+}
+
+impl App {
+    /// The client to call `url` with, if keyward may call it at all.
+    pub async fn outbound_http(&self, url: &str) -> Result<&reqwest::Client, AppError> {
+        let allow_private = self.allow_private_addresses().await;
+        let parsed = url::Url::parse(url).map_err(|_| AppError::Invalid("the target is not a URL".into()))?;
+        check_outbound_target(&parsed, allow_private)
+            .map_err(|why| AppError::Forbidden(format!("keyward does not call this address: it {why}")))?;
+        Ok(if allow_private { &self.http.any } else { &self.http.public_only })
+    }
+
+    /// Whether the setting lets outbound URLs point at private addresses.
+    pub async fn allow_private_addresses(&self) -> bool {
+        self.setting(OUTBOUND_ALLOW_PRIVATE).await.map(|s| s.as_bool()).unwrap_or(false)
+    }
+}
