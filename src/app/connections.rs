@@ -9,8 +9,8 @@ use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::connection::{ConnectionStatus, parse_token_response, renewal_margin_ms};
 use crate::domain::outbound::{OutboundGrant, TokenEndpointAuth};
 use crate::domain::settings::{CONNECTION_KEEP_ALIVE, CONNECTION_SWEEP_INTERVAL, CONNECTION_WEBHOOK_URL};
-use crate::domain::{Actor, Caller, Principal, from_micros, now, to_micros};
-use crate::store::{ConnectionRecord, StoreError};
+use crate::domain::{Actor, Caller, Principal, User, from_micros, now, to_micros};
+use crate::store::{BindOutcome, ConnectionRecord, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
@@ -498,9 +498,10 @@ impl App {
         format!("{}{CALLBACK_PATH}", self.issuer)
     }
 
-    /// Starts the authorization code flow at the provider: the URL to send
-    /// the user to, with a single-use state bound to the user and the
-    /// connection, and PKCE.
+    /// Starts the authorization code flow: a single-use link, through
+    /// keyward, that only the connection's owner, signed in to keyward in
+    /// the browser that opens it, can follow to the provider. Only the
+    /// HMAC of its `state` is kept (and the PKCE verifier, sealed).
     pub async fn start_connection_authorization(
         &self,
         caller: &Caller,
@@ -508,39 +509,13 @@ impl App {
     ) -> Result<String, AppError> {
         let c = self.own_connection(caller, id).await?;
         let client = self.connection_client(&c).await?;
-        let s = &client.settings;
-        let Some(authorization_url) =
-            s.authorization_url.as_deref().filter(|_| s.grant_type == OutboundGrant::AuthorizationCode)
-        else {
-            return Err(AppError::Invalid(
-                "this connection's outbound client uses client credentials: no authorization".into(),
-            ));
-        };
+        authorization_url_of(&client)?;
         let state = crate::crypto::random_string::<32>();
-        let verifier = s.pkce_enabled.then(crate::crypto::random_string::<48>);
+        let verifier = client.settings.pkce_enabled.then(crate::crypto::random_string::<48>);
         let state_hash = self.secrets.digest(&state);
         let sealed_verifier = verifier
             .as_deref()
             .map(|v| self.data_key.seal_text(&verifier_context(&state_hash), v.as_bytes()));
-        let mut url = url::Url::parse(authorization_url)
-            .map_err(|_| AppError::Invalid("authorization_url is not a URL".into()))?;
-        {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("response_type", "code");
-            q.append_pair("client_id", &s.client_id);
-            q.append_pair("redirect_uri", &self.connection_callback_url());
-            q.append_pair("state", &state);
-            if !s.scopes.is_empty() {
-                q.append_pair("scope", &s.scopes.join(&s.scope_separator));
-            }
-            if let Some(v) = &verifier {
-                q.append_pair("code_challenge", &crate::crypto::pkce_s256_challenge(v));
-                q.append_pair("code_challenge_method", "S256");
-            }
-            for (k, v) in &s.extra_authorization_params {
-                q.append_pair(k, v);
-            }
-        }
         let at = now_ms();
         self.store
             .insert_connection_authorization(
@@ -548,7 +523,6 @@ impl App {
                 &c.id,
                 c.user_id,
                 sealed_verifier.as_deref(),
-                url.as_str(),
                 at,
                 at + AUTHORIZATION_TTL_MS,
             )
@@ -559,48 +533,114 @@ impl App {
             format!("connection:{id}"),
         );
         self.audit.record(event);
-        // The user's browser goes through keyward first, which binds the
-        // authorization to it (a cookie) before sending it to the provider:
-        // a code can only come back to the browser that set out.
         let start: String =
             form_urlencoded::Serializer::new(String::new()).append_pair("state", &state).finish();
         Ok(format!("{}{START_PATH}?{start}", self.issuer))
     }
 
-    /// The browser arrives at the start URL: bind the authorization to a new
-    /// cookie value; the provider URL to send it to, and the cookie.
-    pub async fn bind_connection_browser(&self, state: &str) -> Result<(String, String), AppError> {
+    /// The owner's browser arrives at the start link: bind the authorization
+    /// to it (a new cookie value) and build the provider URL to send it to.
+    /// Refused unless `user` (the browser's keyward session) owns the
+    /// connection: a link sent to someone else leads nowhere.
+    pub async fn bind_connection_browser(
+        &self,
+        state: &str,
+        user: &User,
+    ) -> Result<(String, String), AppError> {
         let cookie = crate::crypto::random_string::<32>();
-        self.store
-            .bind_connection_authorization(
-                &self.secrets.digest(state),
-                &self.secrets.digest(&cookie),
-                now_ms(),
-            )
-            .await?
-            .map(|url| (url, cookie))
-            .ok_or_else(|| {
-                AppError::Invalid(
-                    "this authorization is unknown, expired or already started; start again".into(),
-                )
-            })
+        let state_hash = self.secrets.digest(state);
+        let unusable = || {
+            AppError::Invalid("this authorization is unknown, expired or already started; start again".into())
+        };
+        let pending = self
+            .store
+            .bind_connection_authorization(&state_hash, &self.secrets.digest(&cookie), user.id, now_ms())
+            .await?;
+        let (connection_id, sealed_verifier) = match pending {
+            BindOutcome::Bound { connection_id, sealed_verifier } => (connection_id, sealed_verifier),
+            BindOutcome::OtherUser => {
+                let event = AuditEvent {
+                    actor: Actor::User(user.id),
+                    action: "connection.authorization_refused",
+                    target: None,
+                    outcome: Outcome::Failure,
+                    client_addr: None,
+                    detail: json!({"reason": "the link belongs to another user's connection"}),
+                };
+                self.audit.record(event);
+                return Err(AppError::Forbidden(
+                    "this link belongs to another user's connection; only its owner can authorize it".into(),
+                ));
+            }
+            BindOutcome::Unusable => return Err(unusable()),
+        };
+        let c = self.store.connection(&connection_id).await?.ok_or_else(unusable)?;
+        let client = self.connection_client(&c).await?;
+        let verifier = sealed_verifier.map(|sealed| self.open_verifier(&state_hash, &sealed)).transpose()?;
+        let url = self.provider_authorization_url(&client, state, verifier.as_deref())?;
+        Ok((url, cookie))
+    }
+
+    fn open_verifier(&self, state_hash: &str, sealed: &str) -> Result<String, AppError> {
+        self.data_key.open_string(&verifier_context(state_hash), sealed).map_err(|_| {
+            AppError::Internal(anyhow::anyhow!("connection authorization: verifier does not decrypt"))
+        })
+    }
+
+    /// The provider's authorization URL for `state`, with PKCE and the
+    /// client's extra parameters. Built when the browser leaves, never stored.
+    fn provider_authorization_url(
+        &self,
+        client: &crate::store::OutboundClientRecord,
+        state: &str,
+        verifier: Option<&str>,
+    ) -> Result<String, AppError> {
+        let s = &client.settings;
+        let mut url = url::Url::parse(authorization_url_of(client)?)
+            .map_err(|_| AppError::Invalid("authorization_url is not a URL".into()))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code");
+            q.append_pair("client_id", &s.client_id);
+            q.append_pair("redirect_uri", &self.connection_callback_url());
+            q.append_pair("state", state);
+            if !s.scopes.is_empty() {
+                q.append_pair("scope", &s.scopes.join(&s.scope_separator));
+            }
+            if let Some(v) = verifier {
+                q.append_pair("code_challenge", &crate::crypto::pkce_s256_challenge(v));
+                q.append_pair("code_challenge_method", "S256");
+            }
+            for (k, v) in &s.extra_authorization_params {
+                q.append_pair(k, v);
+            }
+        }
+        Ok(url.into())
     }
 
     /// The provider sent the user back: exchange the code for tokens.
+    /// Accepted only in the browser that set out (its cookie) and only for
+    /// the connection's owner signed in there (`user`, from its session).
     pub async fn complete_connection_authorization(
         &self,
         state: &str,
         code: Option<&str>,
         error: Option<&str>,
         browser_cookie: Option<&str>,
+        user: Option<&User>,
     ) -> Result<ConnectionView, AppError> {
         let state_hash = self.secrets.digest(state);
-        let (connection_id, _user, sealed_verifier, browser_hash) =
+        let (connection_id, owner, sealed_verifier, browser_hash) =
             self.store.redeem_connection_authorization(&state_hash, now_ms()).await?.ok_or_else(|| {
                 AppError::Invalid(
                     "this authorization is unknown, expired or already used; start again".into(),
                 )
             })?;
+        if user.map(|u| u.id) != Some(owner) {
+            return Err(AppError::Forbidden(
+                "sign in to keyward as the connection's owner in this browser, then start again".into(),
+            ));
+        }
         let same_browser = match (browser_hash, browser_cookie) {
             (Some(expected), Some(cookie)) => aws_lc_rs::constant_time::verify_slices_are_equal(
                 expected.as_bytes(),
@@ -632,11 +672,7 @@ impl App {
             ("redirect_uri".to_string(), self.connection_callback_url()),
         ];
         if let Some(sealed) = sealed_verifier {
-            let verifier =
-                self.data_key.open_string(&verifier_context(&state_hash), &sealed).map_err(|_| {
-                    AppError::Internal(anyhow::anyhow!("connection authorization: verifier does not decrypt"))
-                })?;
-            form.push(("code_verifier".into(), verifier));
+            form.push(("code_verifier".into(), self.open_verifier(&state_hash, &sealed)?));
         }
         self.obtain_tokens(&c, &client, form, "connection.authorized").await?;
         let c = self
@@ -646,4 +682,16 @@ impl App {
             .ok_or_else(|| AppError::NotFound("no such connection".into()))?;
         Ok(view(&c))
     }
+}
+
+/// The authorization endpoint of an authorization code client.
+fn authorization_url_of(client: &crate::store::OutboundClientRecord) -> Result<&str, AppError> {
+    let s = &client.settings;
+    s.authorization_url.as_deref().filter(|_| s.grant_type == OutboundGrant::AuthorizationCode).ok_or_else(
+        || {
+            AppError::Invalid(
+                "this connection's outbound client uses client credentials: no authorization".into(),
+            )
+        },
+    )
 }

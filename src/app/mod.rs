@@ -24,7 +24,7 @@ mod vault;
 pub use audit_sink::AuditSink;
 pub use auth::Credential;
 pub use clients::{ClientPatch, ClientWithSecret};
-pub use connections::{ConnectionToken, ConnectionView};
+pub use connections::{ConnectionToken, ConnectionView, START_PATH};
 pub use delegated::{
     AuthorizationRequest, AuthorizeError, AuthorizeParams, ClientRegistration, DELEGATED_CLIENT_PREFIX,
     SESSION_LIFETIME_SECONDS, redirect_with,

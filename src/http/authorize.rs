@@ -17,6 +17,7 @@ use std::sync::Arc;
 pub const SESSION_COOKIE: &str = "kw_session";
 const LOGIN_COOKIE: &str = "kw_login";
 const AUTHORIZE_PATH: &str = "/oauth/v1/authorize/";
+use crate::app::START_PATH;
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -155,10 +156,28 @@ async fn signed_in(app: &App, headers: &HeaderMap) -> Option<(User, String)> {
     Some((app.session_user(session).await?, session.to_string()))
 }
 
+/// Where a sign-in continues: an authorization request of this server, or
+/// the start of a connection's authorization. Nothing else (no open redirect).
+enum Continuation<'a> {
+    Authorize(&'a str),
+    ConnectionStart,
+}
+
+fn continuation(return_to: &str) -> Option<Continuation<'_>> {
+    if let Some(query) = return_to.strip_prefix(AUTHORIZE_PATH).and_then(|r| r.strip_prefix('?')) {
+        return Some(Continuation::Authorize(query));
+    }
+    let query = return_to.strip_prefix(START_PATH)?.strip_prefix('?')?;
+    query.starts_with("state=").then_some(Continuation::ConnectionStart)
+}
+
+/// The sign-in page, continuing at `return_to`; `for_whom` names what the
+/// user signs in for, `form_target` is where the page may later post.
 fn login_page(
     app: &App,
-    request: &AuthorizationRequest,
-    query: &str,
+    for_whom: &str,
+    form_target: Option<&str>,
+    return_to: String,
     headers: &HeaderMap,
     error: Option<&str>,
 ) -> Response {
@@ -166,21 +185,31 @@ fn login_page(
         Some(c) if c.len() <= 64 && !c.is_empty() => (c.to_string(), false),
         _ => (crate::crypto::random_string::<24>(), true),
     };
-    let html = LoginPage {
-        client_name: &request.client.name,
-        csrf: app.csrf_token("login", &login_cookie),
-        return_to: format!("{AUTHORIZE_PATH}?{query}"),
-        error,
-    }
-    .render()
-    .unwrap_or_default();
+    let html =
+        LoginPage { client_name: for_whom, csrf: app.csrf_token("login", &login_cookie), return_to, error }
+            .render()
+            .unwrap_or_default();
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
-    let mut response = page(status, html, Some(&request.redirect_uri));
+    let mut response = page(status, html, form_target);
     if fresh {
         response.headers_mut().append(header::SET_COOKIE, set_cookie(app, LOGIN_COOKIE, &login_cookie, 3600));
     }
     response
 }
+
+fn authorize_login_page(
+    app: &App,
+    request: &AuthorizationRequest,
+    query: &str,
+    headers: &HeaderMap,
+    error: Option<&str>,
+) -> Response {
+    let return_to = format!("{AUTHORIZE_PATH}?{query}");
+    login_page(app, &request.client.name, Some(&request.redirect_uri), return_to, headers, error)
+}
+
+/// What a person signing in for a connection is told they sign in to.
+const CONNECTION_SIGN_IN: &str = "connect an account (keyward)";
 
 /// GET: validate, then sign in, then consent (or straight back to the
 /// client when this consent is remembered).
@@ -195,7 +224,7 @@ pub async fn authorize(
         Err(response) => return response,
     };
     let Some((user, session)) = signed_in(&app, &headers).await else {
-        return login_page(&app, &request, &query, &headers, None);
+        return authorize_login_page(&app, &request, &query, &headers, None);
     };
     match app.has_consent(&user, &request).await {
         Ok(true) => match app.approve(&user, &request, false).await {
@@ -241,18 +270,21 @@ pub async fn login(
     let fields = form_fields(&body);
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
     let return_to = field("return_to");
-    // Only back into an authorization request of this server: no open redirect.
-    let Some(query) = return_to.strip_prefix(AUTHORIZE_PATH).and_then(|r| r.strip_prefix('?')) else {
-        return error_page(StatusCode::BAD_REQUEST, "the sign-in form is not valid");
-    };
     // Checked before the password, so that a sign-in never ends in an
     // answer that cannot be sent.
-    if HeaderValue::from_str(return_to).is_err() {
+    let Some(next) = continuation(return_to).filter(|_| HeaderValue::from_str(return_to).is_ok()) else {
         return error_page(StatusCode::BAD_REQUEST, "the sign-in form is not valid");
-    }
-    let request = match validated(&app, query).await {
-        Ok(r) => r,
-        Err(response) => return response,
+    };
+    let request = match next {
+        Continuation::Authorize(query) => match validated(&app, query).await {
+            Ok(r) => Some((r, query)),
+            Err(response) => return response,
+        },
+        Continuation::ConnectionStart => None,
+    };
+    let again = |error: &str| match &request {
+        Some((request, query)) => authorize_login_page(&app, request, query, &headers, Some(error)),
+        None => login_page(&app, CONNECTION_SIGN_IN, None, return_to.to_string(), &headers, Some(error)),
     };
     let csrf_ok = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| app.csrf_matches("login", c, field("csrf")));
     if !csrf_ok {
@@ -271,14 +303,12 @@ pub async fn login(
             response
         }
         Err(crate::app::AppError::TooManyRequests { retry_after }) => {
-            let message = format!("Too many failed attempts. Try again in {retry_after} seconds.");
-            let mut response = login_page(&app, &request, query, &headers, Some(&message));
+            let mut response =
+                again(&format!("Too many failed attempts. Try again in {retry_after} seconds."));
             *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             response
         }
-        Err(crate::app::AppError::Unauthorized(_)) => {
-            login_page(&app, &request, query, &headers, Some("Wrong username or password."))
-        }
+        Err(crate::app::AppError::Unauthorized(_)) => again("Wrong username or password."),
         Err(e) => internal(e),
     }
 }
@@ -326,12 +356,14 @@ pub async fn connection_callback(
     let Some(state) = params.get("state") else {
         return error_page(StatusCode::BAD_REQUEST, "the provider's answer has no state");
     };
+    let user = signed_in(&app, &headers).await.map(|(user, _)| user);
     match app
         .complete_connection_authorization(
             state,
             params.get("code").map(String::as_str),
             params.get("error").map(String::as_str),
             cookie(&headers, CONNECT_COOKIE),
+            user.as_ref(),
         )
         .await
     {
@@ -355,20 +387,35 @@ pub async fn connection_callback(
 /// The cookie that binds a connection's authorization to one browser.
 const CONNECT_COOKIE: &str = "kw_connect";
 
-/// GET `/oauth/v1/connections/start/?state=…`: the user's browser sets out
-/// to the provider from here, carrying a cookie that only it has.
-pub async fn connection_start(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Response {
+/// GET `/oauth/v1/connections/start/?state=…`: the owner's browser sets
+/// out to the provider from here, signed in to keyward (the sign-in page
+/// comes first if it is not) and carrying a cookie that only it has.
+pub async fn connection_start(
+    State(app): State<Arc<App>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let query = query.unwrap_or_default();
     let state =
         form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "state").map(|(_, v)| v.into_owned());
-    let Some(state) = state else { return error_page(StatusCode::BAD_REQUEST, "the link has no state") };
-    match app.bind_connection_browser(&state).await {
+    let Some(state) = state.filter(|s| !s.is_empty() && s.len() <= 100) else {
+        return error_page(StatusCode::BAD_REQUEST, "the link has no state");
+    };
+    let Some((user, _)) = signed_in(&app, &headers).await else {
+        let return_to = format!(
+            "{START_PATH}?{}",
+            form_urlencoded::Serializer::new(String::new()).append_pair("state", &state).finish()
+        );
+        return login_page(&app, CONNECTION_SIGN_IN, None, return_to, &headers, None);
+    };
+    match app.bind_connection_browser(&state, &user).await {
         Ok((provider_url, cookie)) => {
             let mut response = see_other(&provider_url);
             response.headers_mut().append(header::SET_COOKIE, set_cookie(&app, CONNECT_COOKIE, &cookie, 600));
             response
         }
         Err(crate::app::AppError::Invalid(m)) => error_page(StatusCode::BAD_REQUEST, &m),
+        Err(crate::app::AppError::Forbidden(m)) => error_page(StatusCode::FORBIDDEN, &m),
         Err(e) => internal(e),
     }
 }

@@ -264,6 +264,19 @@ pub struct ConnectionRecord {
     pub created_at: i64,
 }
 
+/// What binding a pending connection authorization to a browser did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindOutcome {
+    Bound {
+        connection_id: String,
+        sealed_verifier: Option<String>,
+    },
+    /// It exists, unused, but was started for another user: left as it is.
+    OtherUser,
+    /// Unknown, expired, used or already bound.
+    Unusable,
+}
+
 #[derive(Debug, Clone)]
 pub struct CredentialRecord {
     pub principal: String,
@@ -562,18 +575,18 @@ pub trait Store: Send + Sync + 'static {
         connection_id: &str,
         user_id: UserId,
         sealed_verifier: Option<&str>,
-        provider_url: &str,
         created_at: i64,
         expires_at: i64,
     ) -> StoreResult<()>;
-    /// Binds a pending authorization to a browser (once): the provider URL
-    /// to send that browser to.
+    /// Binds a pending authorization to a browser (once), if `user_id` is
+    /// the one it was started for.
     async fn bind_connection_authorization(
         &self,
         state_hash: &str,
         browser_hash: &str,
+        user_id: UserId,
         now: i64,
-    ) -> StoreResult<Option<String>>;
+    ) -> StoreResult<BindOutcome>;
     /// Uses up a pending authorization if unused and unexpired:
     /// `(connection_id, user_id, sealed_verifier, browser_hash)`.
     async fn redeem_connection_authorization(

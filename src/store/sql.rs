@@ -1974,19 +1974,17 @@ impl Store for SqlStore {
         connection_id: &str,
         user_id: UserId,
         sealed_verifier: Option<&str>,
-        provider_url: &str,
         created_at: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO connection_authorizations (state_hash, connection_id, user_id, code_verifier, provider_url, \
-             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO connection_authorizations (state_hash, connection_id, user_id, code_verifier, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(state_hash)
         .bind(connection_id)
         .bind(user_id)
         .bind(sealed_verifier)
-        .bind(provider_url)
         .bind(created_at)
         .bind(expires_at)
         .execute(&self.pool)
@@ -1998,18 +1996,33 @@ impl Store for SqlStore {
         &self,
         state_hash: &str,
         browser_hash: &str,
+        user_id: UserId,
         now: i64,
-    ) -> StoreResult<Option<String>> {
-        let row: Option<(Option<String>,)> = sqlx::query_as(
+    ) -> StoreResult<BindOutcome> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
             "UPDATE connection_authorizations SET browser_hash = $2 \
-             WHERE state_hash = $1 AND browser_hash IS NULL AND used_at IS NULL AND expires_at > $3 RETURNING provider_url",
+             WHERE state_hash = $1 AND user_id = $3 AND browser_hash IS NULL AND used_at IS NULL \
+             AND expires_at > $4 RETURNING connection_id, code_verifier",
         )
         .bind(state_hash)
         .bind(browser_hash)
+        .bind(user_id)
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.and_then(|(url,)| url))
+        if let Some((connection_id, sealed_verifier)) = row {
+            return Ok(BindOutcome::Bound { connection_id, sealed_verifier });
+        }
+        let other: Option<(i64,)> = sqlx::query_as(
+            "SELECT user_id FROM connection_authorizations WHERE state_hash = $1 AND user_id <> $2 \
+             AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(state_hash)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(if other.is_some() { BindOutcome::OtherUser } else { BindOutcome::Unusable })
     }
 
     async fn redeem_connection_authorization(

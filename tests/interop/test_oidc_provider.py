@@ -4,6 +4,7 @@ loopback with rotating refresh tokens and two-second access tokens. Drives
 authorize → the provider's login and consent → callback → token → proxy,
 expiry and refresh, and client credentials."""
 
+import html
 import os
 import pathlib
 import re
@@ -34,28 +35,39 @@ def oidc_provider(keyward):
     process.wait(timeout=10)
 
 
-def walk_provider_pages(authorization_url, keyward_base):
-    """What a person does: follow keyward's link to the provider, sign in,
-    consent. Returns the browser and the redirect back to keyward."""
+def walk_provider_pages(authorization_url, keyward):
+    """What a person does: follow keyward's link, sign in to keyward as the
+    connection's owner, then at the provider sign in and consent. Returns
+    the browser and the redirect back to keyward's callback."""
+    callback = f"{keyward.base_url}/oauth/v1/connections/callback/"
     browser = requests.Session()
-    started = browser.get(authorization_url, allow_redirects=False)
-    assert started.status_code == 303, started.text
-    response = browser.get(started.headers["location"], allow_redirects=False)
+    response = browser.get(authorization_url, allow_redirects=False)
     for _ in range(20):
         if response.status_code in (302, 303):
             location = urllib.parse.urljoin(response.url, response.headers["location"])
-            if location.startswith(keyward_base):
+            if location.startswith(callback):
                 return browser, location
             response = browser.get(location, allow_redirects=False)
         elif response.status_code == 200:
             action = re.search(r'<form[^>]*action="([^"]+)"', response.text).group(1)
             fields = dict(re.findall(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', response.text))
+            fields = {k: html.unescape(v) for k, v in fields.items()}
             if 'name="login"' in response.text:
                 fields.update(login="alice", password="anything")
+            elif 'name="username"' in response.text:
+                fields.update(username=keyward.username, password=keyward.password)
             response = browser.post(urllib.parse.urljoin(response.url, action), data=fields, allow_redirects=False)
         else:
             raise AssertionError(f"unexpected {response.status_code}: {response.text[:300]}")
     raise AssertionError("the provider never sent the user back")
+
+
+def allow_loopback_providers(keyward, headers):
+    """The provider runs on loopback: development mode, turned on as the
+    docs say (off by default)."""
+    response = requests.put(f"{keyward.base_url}/admin/api/config/keyward.outbound.allow_private_addresses/",
+                            headers=headers, json={"value": True})
+    assert response.status_code == 200, response.text
 
 
 def register(keyward, headers, body):
@@ -73,6 +85,7 @@ def connect(keyward, headers, outbound_id):
 
 def test_authorization_code_token_proxy_and_refresh(keyward, oidc_provider):
     headers = {"TOKEN": keyward.admin_token()}
+    allow_loopback_providers(keyward, headers)
     outbound = register(keyward, headers, {
         "name": "oidc-provider", "grant_type": "authorization_code",
         "client_id": "keyward-code", "client_secret": "code-secret-for-tests-0123456789",
@@ -85,10 +98,10 @@ def test_authorization_code_token_proxy_and_refresh(keyward, oidc_provider):
 
     started = requests.get(f"{base}/authorize/", headers=headers)
     assert started.status_code == 200, started.text
-    browser, back = walk_provider_pages(started.json()["authorization_url"], keyward.base_url)
+    browser, back = walk_provider_pages(started.json()["authorization_url"], keyward)
     assert requests.get(back).status_code == 403, "another browser cannot complete it"
     browser, back = walk_provider_pages(requests.get(f"{base}/authorize/", headers=headers).json()["authorization_url"],
-                                        keyward.base_url)
+                                        keyward)
     callback = browser.get(back)
     assert callback.status_code == 200 and "Connected" in callback.text, callback.text
     assert requests.get(f"{base}/", headers=headers).json()["status"] == "active"
@@ -110,6 +123,7 @@ def test_authorization_code_token_proxy_and_refresh(keyward, oidc_provider):
 
 def test_client_credentials(keyward, oidc_provider):
     headers = {"TOKEN": keyward.admin_token()}
+    allow_loopback_providers(keyward, headers)
     outbound = register(keyward, headers, {
         "name": "oidc-provider machine", "grant_type": "client_credentials",
         "client_id": "keyward-cc", "client_secret": "cc-secret-for-tests-0123456789",

@@ -1,7 +1,7 @@
 //! `/api/v2/connections/`: client-credentials connections against a real
 //! provider (another keyward), fetched exactly once under concurrency.
 
-use crate::harness::{Backend, TestServer, api_error, json_with_status};
+use crate::harness::{ADMIN_PASSWORD, Backend, TestServer, api_error, json_with_status};
 use crate::on_both_backends;
 use keyward::domain::Role;
 use keyward::store::AuditQuery;
@@ -16,7 +16,7 @@ async fn provider_and_outbound(
     backend: Backend,
     extra: Value,
 ) -> (TestServer, String, String) {
-    let provider = TestServer::start(backend).await;
+    let provider = TestServer::start_at(backend, "127.0.0.2").await;
     let (m2m_id, m2m_secret) = provider.m2m_client("viewer", 600).await;
     let mut body = json!({
         "name": "Provider", "grant_type": "client_credentials", "client_id": m2m_id, "client_secret": m2m_secret,
@@ -248,7 +248,7 @@ async fn authorization_code_connections_wait_for_authorization(backend: Backend)
     let link = started["authorization_url"].as_str().unwrap();
     assert!(link.starts_with(&format!("{}/oauth/v1/connections/start/?state=", s.app.issuer)), "{link}");
     let browser = crate::delegated_oauth::Browser::new();
-    let url = start_in_browser(&browser, link).await;
+    let url = start_in_browser(&browser, &s, link).await;
     assert!(
         url.starts_with("https://account.endsystem.com/authorize?response_type=code&client_id=c"),
         "{url}"
@@ -269,10 +269,11 @@ async fn authorization_code_connections_wait_for_authorization(backend: Backend)
         s.http.get(s.url("/oauth/v1/connections/callback/?state=nope&code=x")).send().await.unwrap().status(),
         400
     );
-    assert_eq!(
-        s.http.get(s.url("/oauth/v1/connections/start/?state=nope")).send().await.unwrap().status(),
-        400
-    );
+    assert_eq!(browser.get(&s.url("/oauth/v1/connections/start/?state=nope")).await.status(), 400);
+    // Without a keyward session, the start link asks to sign in first.
+    let r = s.http.get(s.url("/oauth/v1/connections/start/?state=nope")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Sign in"));
 }
 
 /// The authorization code flow end to end, with keyward as the provider:
@@ -280,7 +281,8 @@ async fn authorization_code_connections_wait_for_authorization(backend: Backend)
 /// refresh → the provider revokes → needs_reauth.
 async fn authorization_code_with_keyward_as_the_provider(backend: Backend) {
     let s = TestServer::start(backend).await;
-    let provider = TestServer::start(backend).await;
+    // Another host, as a provider is: browsers keep cookies per host.
+    let provider = TestServer::start_at(backend, "127.0.0.2").await;
     let callback = format!("{}/oauth/v1/connections/callback/", s.app.issuer);
     let (pid, psecret) = provider
         .register_client(
@@ -305,7 +307,7 @@ async fn authorization_code_with_keyward_as_the_provider(backend: Backend) {
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
             .await;
     let browser = crate::delegated_oauth::Browser::new();
-    let url = start_in_browser(&browser, started["authorization_url"].as_str().unwrap()).await;
+    let url = start_in_browser(&browser, &s, started["authorization_url"].as_str().unwrap()).await;
     assert!(url.contains("code_challenge=") && url.contains("state="), "{url}");
     let back = browser.authorize(&provider, &url).await;
     assert!(back.starts_with(&callback), "{back}");
@@ -315,7 +317,7 @@ async fn authorization_code_with_keyward_as_the_provider(backend: Backend) {
     let started =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
             .await;
-    let url = start_in_browser(&browser, started["authorization_url"].as_str().unwrap()).await;
+    let url = start_in_browser(&browser, &s, started["authorization_url"].as_str().unwrap()).await;
     let back = browser.authorize(&provider, &url).await;
     let page = browser.get(&back).await;
     assert_eq!(page.status(), 200);
@@ -368,7 +370,7 @@ async fn authorization_code_with_keyward_as_the_provider(backend: Backend) {
     let started =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
             .await;
-    let url = start_in_browser(&browser, started["authorization_url"].as_str().unwrap()).await;
+    let url = start_in_browser(&browser, &s, started["authorization_url"].as_str().unwrap()).await;
     let back = browser.authorize(&provider, &url).await;
     assert_eq!(browser.get(&back).await.status(), 200);
     json_with_status(s.get(&token_path, &admin).send().await.unwrap(), 200).await;
@@ -391,7 +393,8 @@ async fn raw_status(s: &TestServer, path: &str, token: &str) -> u16 {
 
 async fn the_proxy_injects_the_token_and_stays_below_the_base(backend: Backend) {
     let s = TestServer::start(backend).await;
-    let provider = TestServer::start(backend).await;
+    // Another host, as a provider is: browsers keep cookies per host.
+    let provider = TestServer::start_at(backend, "127.0.0.2").await;
     let (m2m_id, m2m_secret) = provider.m2m_client("server_admin", 600).await;
     let admin = s.admin_token().await;
     let body = json!({"name": "Provider API", "grant_type": "client_credentials", "client_id": m2m_id, "client_secret": m2m_secret,
@@ -567,10 +570,23 @@ async fn transient_provider_failures_are_retried(backend: Backend) {
     assert!((3_500_000..=3_600_000).contains(&lifetime), "expires_in given as a string: {lifetime}");
 }
 
-/// The browser follows keyward's start link (which binds the authorization
-/// to it with a cookie); the provider URL it is sent to.
-async fn start_in_browser(browser: &crate::delegated_oauth::Browser, start_url: &str) -> String {
-    let r = browser.get(start_url).await;
+/// The browser follows keyward's start link, signing in to `s` as its
+/// admin (the connection's owner) first; the provider URL it is sent to.
+async fn start_in_browser(
+    browser: &crate::delegated_oauth::Browser,
+    s: &TestServer,
+    start_url: &str,
+) -> String {
+    let mut r = browser.get(start_url).await;
+    if r.status() == 200 {
+        let signed_in = browser.sign_in(s, start_url, "admin", ADMIN_PASSWORD).await;
+        assert_eq!(signed_in.status(), 303, "signed in");
+        assert_eq!(
+            signed_in.headers()["location"].to_str().unwrap(),
+            start_url.strip_prefix(&s.base).unwrap()
+        );
+        r = browser.get(start_url).await;
+    }
     assert_eq!(r.status(), 303, "the start link redirects to the provider");
     assert!(r.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly"));
     r.headers()["location"].to_str().unwrap().to_string()
@@ -600,7 +616,7 @@ async fn authorized_connection(s: &TestServer, provider: &TestServer, lifetime_m
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
             .await;
     let browser = crate::delegated_oauth::Browser::new();
-    let to_provider = start_in_browser(&browser, started["authorization_url"].as_str().unwrap()).await;
+    let to_provider = start_in_browser(&browser, &s, started["authorization_url"].as_str().unwrap()).await;
     let back = browser.authorize(provider, &to_provider).await;
     assert_eq!(browser.get(&back).await.status(), 200);
     (id, pid)
@@ -609,7 +625,7 @@ async fn authorized_connection(s: &TestServer, provider: &TestServer, lifetime_m
 async fn an_expired_token_is_refreshed_once_for_a_hundred_callers(backend: Backend) {
     let a = TestServer::start(backend).await;
     let b = a.another_node().await;
-    let provider = TestServer::start(backend).await;
+    let provider = TestServer::start_at(backend, "127.0.0.2").await;
     let (id, _) = authorized_connection(&a, &provider, 1500).await;
     let admin = a.admin_token().await;
     let path = format!("{CONNECTIONS}{id}/token/");
@@ -812,7 +828,7 @@ async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(backend: Backen
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
             .await;
     let browser = crate::delegated_oauth::Browser::new();
-    let to_provider = start_in_browser(&browser, started["authorization_url"].as_str().unwrap()).await;
+    let to_provider = start_in_browser(&browser, &s, started["authorization_url"].as_str().unwrap()).await;
     let at_provider = browser.get(&to_provider).await;
     let back = at_provider.headers()["location"].to_str().unwrap().to_string();
     assert_eq!(browser.get(&back).await.status(), 200);

@@ -88,9 +88,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(backend: Backend) -> TestServer {
+        Self::start_at(backend, "127.0.0.1").await
+    }
+
+    /// A server on another loopback address: another host to a browser,
+    /// which keeps cookies per host, not per port.
+    pub async fn start_at(backend: Backend, host: &str) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let url = fresh_database(backend, dir.path()).await;
-        Self::start_node(&url, dir, None).await
+        Self::start_node(&url, dir, None, host).await
     }
 
     /// Another node on the same database, with the same master key and
@@ -108,11 +114,17 @@ impl TestServer {
                 shutdown: None,
             };
         }
-        Self::start_node(&self.database_url, self.dir.clone(), Some(self.app.issuer.clone())).await
+        let host = url::Url::parse(&self.base).unwrap().host_str().unwrap().to_string();
+        Self::start_node(&self.database_url, self.dir.clone(), Some(self.app.issuer.clone()), &host).await
     }
 
-    async fn start_node(database_url: &str, dir: Arc<TempDir>, issuer: Option<String>) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    async fn start_node(
+        database_url: &str,
+        dir: Arc<TempDir>,
+        issuer: Option<String>,
+        host: &str,
+    ) -> TestServer {
+        let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = NodeConfig {
             data_dir: dir.path().to_path_buf(),
