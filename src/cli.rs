@@ -36,6 +36,9 @@ struct NodeArgs {
     /// Log format [default: text]
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
+    /// Connections served at once; more get 503 [default: 3/4 of the file descriptor limit]
+    #[arg(long, global = true)]
+    max_connections: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -131,6 +134,7 @@ pub fn main() -> std::process::ExitCode {
         data_dir: cli.node.data_dir,
         database_url: cli.node.database_url,
         log_format: cli.node.log_format,
+        max_connections: cli.node.max_connections,
     };
     let config = match NodeConfig::load(cli.config.as_deref(), &overrides) {
         Ok(c) => c,
@@ -320,7 +324,13 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         _ => {}
     }
     let store = app.store.clone();
-    crate::server::serve(listener, app, crate::server::shutdown_signal()).await?;
+    let limits = config.connection_limits();
+    tracing::info!(
+        max_connections = limits.max_connections,
+        head_timeout_s = limits.head_timeout.as_secs(),
+        "serving"
+    );
+    crate::server::serve(listener, app, limits, crate::server::shutdown_signal()).await?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -20,6 +20,11 @@ pub struct NodeConfig {
     pub admin_password: Option<String>,
     /// Base64 of 32 bytes; generated into the data dir when absent.
     pub master_key: Option<String>,
+    /// Connections served at once; `None`: three quarters of the file
+    /// descriptor limit.
+    pub max_connections: Option<usize>,
+    /// Seconds a request head may take, and an idle connection may wait.
+    pub head_timeout: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -39,6 +44,8 @@ impl Default for NodeConfig {
             log_format: LogFormat::Text,
             admin_password: None,
             master_key: None,
+            max_connections: None,
+            head_timeout: 10,
         }
     }
 }
@@ -69,10 +76,21 @@ pub struct Overrides {
     pub database_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
 }
 
-const ENV_KEYS: [&str; 7] =
-    ["listen", "issuer", "data_dir", "database_url", "log_format", "admin_password", "master_key"];
+const ENV_KEYS: [&str; 9] = [
+    "listen",
+    "issuer",
+    "data_dir",
+    "database_url",
+    "log_format",
+    "admin_password",
+    "master_key",
+    "max_connections",
+    "head_timeout",
+];
 
 impl NodeConfig {
     pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
@@ -99,7 +117,19 @@ impl NodeConfig {
         if let Some(issuer) = &self.issuer {
             validate_issuer(issuer)?;
         }
+        anyhow::ensure!(self.max_connections.is_none_or(|n| n >= 1), "max_connections must be at least 1");
+        anyhow::ensure!((1..=300).contains(&self.head_timeout), "head_timeout must be 1 to 300 seconds");
         Ok(())
+    }
+
+    /// What this node lets its clients hold.
+    pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
+        let mut limits = crate::server::ConnectionLimits::for_this_process();
+        if let Some(n) = self.max_connections {
+            limits.max_connections = n;
+        }
+        limits.head_timeout = std::time::Duration::from_secs(self.head_timeout);
+        limits
     }
 
     /// The configured issuer, or one derived from the address actually bound

@@ -1,29 +1,146 @@
 //! Serving: bind, serve with client addresses, stop gracefully.
 
 use crate::app::App;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// What one node lets its clients hold (SPEC §3: every header has a limit,
+/// and so has the number of connections and the time a request head may
+/// take).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// A request head must arrive within this; an idle keep-alive
+    /// connection is closed after it too.
+    pub head_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// Defaults: a request head within 10 s, and connections up to three
+    /// quarters of the process's file descriptor limit (the rest is for the
+    /// database pool, outbound calls and files), at most 16,384.
+    pub fn for_this_process() -> Self {
+        ConnectionLimits { max_connections: default_max_connections(), head_timeout: Duration::from_secs(10) }
+    }
+}
+
+fn default_max_connections() -> usize {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes into the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur as usize
+    } else {
+        1024
+    };
+    (soft.saturating_sub(64) * 3 / 4).clamp(16, 16_384)
+}
+
+/// Connections beyond the cap that are still told "503" before they are
+/// closed; past this many at once they are closed without a word.
+const SHED_AT_ONCE: usize = 64;
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets requests
 /// in flight finish.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::http::metrics_handle();
     let refresher = tokio::spawn(periodic_work(app.clone()));
     let router = crate::http::router(app.clone());
-    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let shedding = Arc::new(Semaphore::new(SHED_AT_ONCE));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.head_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.head_timeout))
+        .keep_alive_timeout(limits.head_timeout)
+        .max_concurrent_streams(64);
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait, then go on
+                    // (the connections held will time out or finish).
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("keyward_connections_shed_total").increment(1);
+            if let Ok(permit) = shedding.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    shed(stream).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let builder = builder.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(request.map(axum::body::Body::new))
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stop.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(slot);
+        });
+    }
+    // Let the connections finish what they are doing.
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(30), slots.acquire_many(all)).await;
     refresher.abort();
     app.audit.flush().await;
     app.usage.flush(&app.store).await;
-    served
+    Ok(())
+}
+
+/// Over the cap: a short 503 and the connection is closed, without reading
+/// the request (an attacker's open connections cost nothing more).
+async fn shed(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str = r#"{"error":"unavailable","detail":"too many connections; try again shortly"}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// How often a node re-reads the signing keys, to pick up a rotation made on

@@ -142,7 +142,7 @@ impl TestServer {
             .await
             .expect("allow loopback providers");
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(keyward::server::serve(listener, app.clone(), async {
+        tokio::spawn(keyward::server::serve(listener, app.clone(), config.connection_limits(), async {
             let _ = rx.await;
         }));
         TestServer {
