@@ -99,7 +99,15 @@ pub async fn serve(
         let router = router.clone();
         let builder = builder.clone();
         let mut stop = stop_rx.clone();
+        let head_timeout = limits.head_timeout;
         tokio::spawn(async move {
+            // The first byte must come within the head timeout too (the
+            // version sniffing of the auto builder would wait for ever).
+            let mut first = [0u8; 1];
+            if !matches!(tokio::time::timeout(head_timeout, stream.peek(&mut first)).await, Ok(Ok(1..))) {
+                drop(slot);
+                return;
+            }
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(request.map(axum::body::Body::new))
@@ -147,14 +155,18 @@ async fn shed(mut stream: tokio::net::TcpStream) {
 /// another node. (A token naming an unknown key triggers a read at once.)
 const KEY_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How often each node deletes what has expired.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
 /// How often collected `last_used_at` times are written.
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The node's periodic work: re-read signing keys, write token usage,
-/// refresh connection tokens before they expire.
+/// refresh connection tokens before they expire, purge what expired.
 async fn periodic_work(app: Arc<App>) {
     let mut keys = tokio::time::interval(KEY_REFRESH_INTERVAL);
     let mut usage = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+    let mut purge = tokio::time::interval(PURGE_INTERVAL);
     let mut next_sweep = tokio::time::Instant::now() + Duration::from_secs(5);
     keys.tick().await;
     usage.tick().await;
@@ -174,6 +186,11 @@ async fn periodic_work(app: Arc<App>) {
                 }
             }
             _ = usage.tick() => app.usage.flush(&app.store).await,
+            _ = purge.tick() => {
+                if let Err(e) = app.purge_expired().await {
+                    tracing::warn!(error = %e, "purging expired rows failed");
+                }
+            }
         }
     }
 }

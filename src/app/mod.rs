@@ -11,6 +11,7 @@ mod clients;
 mod connections;
 mod delegated;
 mod error;
+mod housekeeping;
 mod keys;
 mod outbound;
 mod outbound_http;
@@ -21,6 +22,7 @@ mod usage;
 mod users;
 mod vault;
 
+pub use api_tokens::REFRESH_TOKENS_PER_USER;
 pub use audit_sink::AuditSink;
 pub use auth::Credential;
 pub use clients::{ClientPatch, ClientWithSecret};

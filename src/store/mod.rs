@@ -378,6 +378,19 @@ pub trait Store: Send + Sync + 'static {
     /// Gives back the slot an attempt that succeeded had reserved.
     async fn release_login_attempt(&self, key: &str) -> StoreResult<()>;
     async fn clear_login_failures(&self, keys: &[String]) -> StoreResult<()>;
+    /// Deletes rows nothing needs any more: sessions, revoked JWT ids and
+    /// grant JWT ids past their expiry (`now`, µs), pending connection
+    /// authorizations past theirs (`now_ms`), authorization codes that
+    /// expired before `codes_before` (kept a while to catch replays), and
+    /// unlocked throttle counts last touched before `throttle_before`. How
+    /// many rows went.
+    async fn purge_expired(
+        &self,
+        now: i64,
+        now_ms: i64,
+        codes_before: i64,
+        throttle_before: i64,
+    ) -> StoreResult<u64>;
     async fn api_access_token_grant(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenGrant>>;
 
     /// Writes many audit events in one transaction (for high-rate events).

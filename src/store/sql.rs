@@ -1071,6 +1071,32 @@ impl Store for SqlStore {
         Ok(None)
     }
 
+    async fn purge_expired(
+        &self,
+        now: i64,
+        now_ms: i64,
+        codes_before: i64,
+        throttle_before: i64,
+    ) -> StoreResult<u64> {
+        let statements: [(&str, i64); 6] = [
+            ("DELETE FROM user_sessions WHERE expires_at < $1", now),
+            ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
+            ("DELETE FROM oauth_grant_jtis WHERE expires_at < $1", now),
+            ("DELETE FROM connection_authorizations WHERE expires_at < $1", now_ms),
+            ("DELETE FROM oauth_authorization_codes WHERE expires_at < $1", codes_before),
+            ("DELETE FROM login_throttle WHERE last_failure_at < $1 AND locked_until < $2", throttle_before),
+        ];
+        let mut purged = 0;
+        for (sql, before) in statements {
+            let mut query = sqlx::query(sql).bind(before);
+            if sql.contains("$2") {
+                query = query.bind(now);
+            }
+            purged += query.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(purged)
+    }
+
     async fn release_login_attempt(&self, key: &str) -> StoreResult<()> {
         sqlx::query("UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0")
             .bind(key)

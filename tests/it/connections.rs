@@ -8,10 +8,10 @@ use keyward::store::AuditQuery;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const CONNECTIONS: &str = "/api/v2/connections/";
+pub(crate) const CONNECTIONS: &str = "/api/v2/connections/";
 
 /// A provider with an M2M client, and an outbound client at `s` for it.
-async fn provider_and_outbound(
+pub(crate) async fn provider_and_outbound(
     s: &TestServer,
     backend: Backend,
     extra: Value,
@@ -31,7 +31,7 @@ async fn provider_and_outbound(
     (provider, outbound, m2m_id)
 }
 
-async fn connect(s: &TestServer, token: &str, outbound: &str) -> String {
+pub(crate) async fn connect(s: &TestServer, token: &str, outbound: &str) -> String {
     let r = s
         .send(Method::POST, CONNECTIONS, token)
         .json(&json!({"outbound_client_id": outbound, "name": "reports"}))
@@ -119,7 +119,9 @@ async fn a_hundred_callers_on_two_nodes_cause_one_fetch(backend: Backend) {
 }
 
 /// Runs futures concurrently (the crate has no `futures` dependency).
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+pub(crate) async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
 where
     F::Output: Send + 'static,
     F: Send + 'static,
@@ -572,7 +574,7 @@ async fn transient_provider_failures_are_retried(backend: Backend) {
 
 /// The browser follows keyward's start link, signing in to `s` as its
 /// admin (the connection's owner) first; the provider URL it is sent to.
-async fn start_in_browser(
+pub(crate) async fn start_in_browser(
     browser: &crate::delegated_oauth::Browser,
     s: &TestServer,
     start_url: &str,

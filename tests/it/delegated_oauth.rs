@@ -16,7 +16,7 @@ use oauth2::{
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const REGISTER: &str = "/oauth/v1/register/";
+pub(crate) const REGISTER: &str = "/oauth/v1/register/";
 const APP_CALLBACK: &str = "https://app.example/oauth/callback";
 
 /// A browser: keeps cookies, does not follow redirects.
@@ -36,14 +36,14 @@ fn html_unescape(s: &str) -> String {
 }
 
 /// The value of hidden input `name` in a page.
-fn hidden(html: &str, name: &str) -> String {
+pub(crate) fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} field in {html}")) + marker.len();
     let end = start + html[start..].find('"').unwrap();
     html_unescape(&html[start..end])
 }
 
-fn location(r: &reqwest::Response) -> String {
+pub(crate) fn location(r: &reqwest::Response) -> String {
     r.headers()
         .get("location")
         .unwrap_or_else(|| panic!("no redirect: {}", r.status()))
@@ -53,7 +53,7 @@ fn location(r: &reqwest::Response) -> String {
 }
 
 /// A query parameter of a URL.
-fn param(url: &str, name: &str) -> Option<String> {
+pub(crate) fn param(url: &str, name: &str) -> Option<String> {
     url::Url::parse(url).unwrap().query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
@@ -66,6 +66,11 @@ impl Browser {
                 .build()
                 .unwrap(),
         }
+    }
+
+    /// The browser's HTTP client (its cookies), for requests a form cannot make.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub async fn get(&self, url: &str) -> reqwest::Response {
@@ -170,12 +175,12 @@ impl TestServer {
     }
 }
 
-fn confidential(redirect: &str) -> Value {
+pub(crate) fn confidential(redirect: &str) -> Value {
     json!({"name": "Reporting App", "redirect_uris": [redirect], "grant_type": "confidential",
            "refresh_token_lifetime": 2592000, "access_token_lifetime": 3600, "pkce_enabled": true})
 }
 
-fn public(redirect: &str) -> Value {
+pub(crate) fn public(redirect: &str) -> Value {
     json!({"name": "Desktop App", "redirect_uris": [redirect], "grant_type": "public",
            "refresh_token_lifetime": 259200, "access_token_lifetime": 7200, "pkce_enabled": false})
 }
@@ -378,7 +383,12 @@ async fn public_client_with_a_loopback_port(backend: Backend) {
 }
 
 /// An authorization URL for `client_id` with PKCE; (url, verifier).
-fn authorize_url(s: &TestServer, client_id: &str, redirect: &str, extra: &str) -> (String, String) {
+pub(crate) fn authorize_url(
+    s: &TestServer,
+    client_id: &str,
+    redirect: &str,
+    extra: &str,
+) -> (String, String) {
     let verifier = keyward::crypto::random_string::<32>();
     let challenge = {
         use base64::Engine;

@@ -96,7 +96,15 @@ impl TestServer {
     pub async fn start_at(backend: Backend, host: &str) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let url = fresh_database(backend, dir.path()).await;
-        Self::start_node(&url, dir, None, host).await
+        Self::start_node(&url, dir, None, host, None).await
+    }
+
+    /// A server that holds at most `max_connections` and waits `head_timeout`
+    /// seconds for a request head.
+    pub async fn start_limited(backend: Backend, max_connections: usize, head_timeout: u64) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let url = fresh_database(backend, dir.path()).await;
+        Self::start_node(&url, dir, None, "127.0.0.1", Some((max_connections, head_timeout))).await
     }
 
     /// Another node on the same database, with the same master key and
@@ -115,7 +123,8 @@ impl TestServer {
             };
         }
         let host = url::Url::parse(&self.base).unwrap().host_str().unwrap().to_string();
-        Self::start_node(&self.database_url, self.dir.clone(), Some(self.app.issuer.clone()), &host).await
+        Self::start_node(&self.database_url, self.dir.clone(), Some(self.app.issuer.clone()), &host, None)
+            .await
     }
 
     async fn start_node(
@@ -123,6 +132,7 @@ impl TestServer {
         dir: Arc<TempDir>,
         issuer: Option<String>,
         host: &str,
+        limits: Option<(usize, u64)>,
     ) -> TestServer {
         let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -132,6 +142,8 @@ impl TestServer {
             admin_password: Some(ADMIN_PASSWORD.into()),
             master_key: Some(MASTER_KEY.into()),
             issuer,
+            max_connections: limits.map(|(n, _)| n),
+            head_timeout: limits.map_or(10, |(_, t)| t),
             ..NodeConfig::default()
         };
         let (app, _) =

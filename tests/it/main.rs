@@ -17,4 +17,5 @@ mod oauth_token_endpoint;
 mod openapi_docs;
 mod outbound_clients;
 mod process;
+mod security_review;
 mod vault;

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 
 /// A warehouse: a new login role with a password and a database it owns.
-async fn warehouse() -> (String, String, String, u16, String) {
+pub(crate) async fn warehouse() -> (String, String, String, u16, String) {
     let admin = postgres_admin_url();
     let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
     let suffix = keyward::crypto::random_bytes::<6>().iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -26,7 +26,7 @@ async fn warehouse() -> (String, String, String, u16, String) {
     (role, password, url.host_str().unwrap().to_string(), url.port().unwrap_or(5432), database)
 }
 
-async fn data_product(s: &TestServer, dp_id: &str, host: &str, port: u16, database: &str) {
+pub(crate) async fn data_product(s: &TestServer, dp_id: &str, host: &str, port: u16, database: &str) {
     let admin = s.admin_token().await;
     let body = json!({"dp_id": dp_id, "name": "Sales", "warehouse": {"kind": "postgresql", "host": host, "port": port, "database": database}});
     json_with_status(

@@ -1,0 +1,30 @@
+//! Housekeeping: what expired is deleted on a schedule, so that no table
+//! grows with the traffic it has seen (SPEC §3: unauthenticated callers
+//! must not be able to fill the database).
+
+use super::{App, AppError};
+use crate::domain::throttle::WINDOW_SECONDS;
+use crate::domain::{now, to_micros};
+
+/// Authorization codes are kept this long after they expire, so that a late
+/// replay is still recognized (and revokes what the code issued).
+const SPENT_CODES_KEPT_SECONDS: i64 = 86_400;
+
+impl App {
+    /// Deletes expired sessions, codes, revocation entries, pending
+    /// authorizations and stale throttle counts; how many rows went.
+    pub async fn purge_expired(&self) -> Result<u64, AppError> {
+        let at = to_micros(now());
+        let purged = self
+            .store
+            .purge_expired(
+                at,
+                at / 1000,
+                at - SPENT_CODES_KEPT_SECONDS * 1_000_000,
+                at - WINDOW_SECONDS * 1_000_000,
+            )
+            .await?;
+        metrics::counter!("keyward_rows_purged_total").increment(purged);
+        Ok(purged)
+    }
+}

@@ -1,0 +1,635 @@
+//! Regression tests for the defects an outside review found (issue 10), one
+//! function per item, each on both backends. Every one of them failed on the
+//! code before its fix.
+
+use crate::connections::{CONNECTIONS, connect, futures_join_all, provider_and_outbound};
+use crate::delegated_oauth::{Browser, authorize_url, confidential, hidden, location, param, public};
+use crate::harness::{ADMIN_PASSWORD, Backend, TestServer, api_error, json_with_status, oauth_error};
+use crate::on_both_backends;
+use keyward::domain::settings::OUTBOUND_ALLOW_PRIVATE;
+use keyward::domain::{Actor, Role};
+use keyward::store::AuditQuery;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const USERS: &str = "/admin/api/users/";
+
+/// A user with a password, and an API access token for it.
+async fn user_with_token(s: &TestServer, name: &str, role: Role) -> (keyward::domain::User, String) {
+    let user = s.app.create_user(Actor::System, name, Some("password-123"), role).await.unwrap();
+    let token = s.token_for(&user).await;
+    (user, token)
+}
+
+/// A public client's tokens for the admin, for `scope`.
+async fn delegated_tokens(s: &TestServer, scope: &str) -> Value {
+    let (id, _) = s.register_client(public("http://127.0.0.1/cb")).await;
+    let extra = format!("&scope={}", scope.replace(' ', "%20"));
+    let (url, verifier) = authorize_url(s, &id, "http://127.0.0.1/cb", &extra);
+    let back = Browser::new().authorize(s, &url).await;
+    let code = param(&back, "code").expect("a code");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("redirect_uri", "http://127.0.0.1/cb"),
+        ("client_id", &id),
+        ("code_verifier", &verifier),
+    ];
+    let r = s.http.post(s.url("/oauth/v1/token/")).form(&form).send().await.unwrap();
+    let mut tokens = json_with_status(r, 200).await;
+    tokens["client_id"] = json!(id);
+    tokens
+}
+
+/// 1. A token limits its caller to its scopes: `api` for keyward's own APIs.
+async fn scopes_limit_what_a_token_may_do(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    // A machine token for an admin client, with only `mcp`.
+    let (id, secret) = s.m2m_client("server_admin", 900).await;
+    let r = s
+        .token_request(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &id),
+            ("client_secret", &secret),
+            ("scope", "mcp"),
+        ])
+        .await;
+    let mcp_only = json_with_status(r, 200).await["access_token"].as_str().unwrap().to_string();
+    let r = s.http.get(s.url(USERS)).bearer_auth(&mcp_only).send().await.unwrap();
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(challenge.contains(r#"error="insufficient_scope""#) && challenge.contains(r#"scope="api""#));
+    api_error(r, 403, "insufficient_scope").await;
+    let full = s.client_jwt(&id, &secret).await;
+    json_with_status(s.http.get(s.url(USERS)).bearer_auth(&full).send().await.unwrap(), 200).await;
+
+    // An app the admin approved for `offline_access` only: a refresh token,
+    // and an access token that can do nothing (here: create an admin).
+    let tokens = delegated_tokens(&s, "offline_access").await;
+    assert!(tokens["refresh_token"].is_string());
+    let access = tokens["access_token"].as_str().unwrap();
+    let r = s
+        .http
+        .post(s.url(USERS))
+        .bearer_auth(access)
+        .json(&json!({"username": "planted", "password": "password-123", "role": "server_admin"}))
+        .send()
+        .await
+        .unwrap();
+    api_error(r, 403, "insufficient_scope").await;
+    assert!(s.app.store.user_credentials("planted").await.unwrap().is_none());
+    for path in ["/api/v2/connections/", "/api/v2/auth/credentials/", "/api/v2/oauth/consents/"] {
+        api_error(
+            s.http.get(s.url(path)).bearer_auth(access).send().await.unwrap(),
+            403,
+            "insufficient_scope",
+        )
+        .await;
+    }
+    // `mcp` alone: no keyward API, and no refresh token without offline_access.
+    let tokens = delegated_tokens(&s, "mcp").await;
+    assert!(tokens.get("refresh_token").is_none(), "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    api_error(s.http.get(s.url(USERS)).bearer_auth(access).send().await.unwrap(), 403, "insufficient_scope")
+        .await;
+    // `api`: the REST APIs at the user's role.
+    let tokens = delegated_tokens(&s, "api").await;
+    assert!(tokens.get("refresh_token").is_none());
+    let access = tokens["access_token"].as_str().unwrap();
+    json_with_status(s.http.get(s.url(USERS)).bearer_auth(access).send().await.unwrap(), 200).await;
+
+    // The consent page says what each scope grants.
+    let (id, _) = s.register_client(public("http://127.0.0.1/cb")).await;
+    let (url, _) = authorize_url(&s, &id, "http://127.0.0.1/cb", "&scope=api%20mcp%20offline_access");
+    let browser = Browser::new();
+    let signed_in = browser.sign_in(&s, &url, "admin", ADMIN_PASSWORD).await;
+    let page = browser.get(&s.url(&location(&signed_in))).await.text().await.unwrap();
+    for words in ["everything your role allows", "no other API", "grants nothing on its own"] {
+        assert!(page.contains(words), "{words}: {page}");
+    }
+}
+
+/// 2. A connection's link works only for its owner, signed in to keyward.
+async fn a_connection_link_serves_only_its_owner(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (_, mallory) = user_with_token(&s, "mallory", Role::CatalogAdmin).await;
+    let body = json!({"name": "End system", "grant_type": "authorization_code", "client_id": "c", "client_secret": "s",
+        "authorization_url": "https://account.endsystem.com/authorize", "token_url": "https://api.endsystem.com/token",
+        "api_base_url": "https://api.endsystem.com/v1/"});
+    let r = s.send(Method::POST, "/admin/api/outbound_clients/", &mallory).json(&body).send().await.unwrap();
+    let outbound = json_with_status(r, 201).await["id"].as_str().unwrap().to_string();
+    let id = connect(&s, &mallory, &outbound).await;
+    let started = s.get(&format!("{CONNECTIONS}{id}/authorize/"), &mallory).send().await.unwrap();
+    let link = json_with_status(started, 200).await["authorization_url"].as_str().unwrap().to_string();
+    let state = param(&link, "state").unwrap();
+    // Only the state's HMAC is kept.
+    assert!(!crate::harness::database_dump(&s).contains(&state));
+
+    // The victim, signed in to keyward, opens Mallory's link: refused.
+    let victim = Browser::new();
+    let page = victim.get(&link).await;
+    assert_eq!(page.status(), 200, "sign in first");
+    let signed_in = victim.sign_in(&s, &link, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(signed_in.status(), 303);
+    let r = victim.get(&link).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("location").is_none());
+    assert!(r.text().await.unwrap().contains("another user"));
+    // The link is still Mallory's: in her browser it leads to the provider.
+    let own = Browser::new();
+    let r = own.get(&link).await;
+    assert_eq!(r.status(), 200);
+    let signed_in = own.sign_in(&s, &link, "mallory", "password-123").await;
+    assert_eq!(signed_in.status(), 303);
+    let r = own.get(&link).await;
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).starts_with("https://account.endsystem.com/authorize?"));
+    // A provider's answer for it, arriving in the victim's browser (signed
+    // in, but not the owner and without the start cookie), is refused.
+    let callback = s.url(&format!("/oauth/v1/connections/callback/?state={state}&code=victims-code"));
+    assert_eq!(victim.get(&callback).await.status(), 403);
+    let got =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &mallory).send().await.unwrap(), 200).await;
+    assert_eq!(got["status"], "pending");
+}
+
+/// 3. Repointing an outbound client needs its secret and drops the tokens
+/// its connections held.
+async fn repointing_an_outbound_client_drops_its_tokens(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (_provider, outbound, _) = provider_and_outbound(&s, backend, json!({})).await;
+    let (_, catalog_admin) = user_with_token(&s, "cat", Role::CatalogAdmin).await;
+    let admin = s.admin_token().await;
+    let id = connect(&s, &admin, &outbound).await;
+    let token =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 200)
+            .await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let path = format!("/admin/api/outbound_clients/{outbound}/");
+    let attacker = "http://127.0.0.1:9/token";
+    for field in ["token_url", "api_base_url"] {
+        let r = s
+            .send(Method::PATCH, &path, &catalog_admin)
+            .json(&json!({field: attacker}))
+            .send()
+            .await
+            .unwrap();
+        let d = api_error(r, 400, "invalid_request").await;
+        assert!(d.contains("client_secret"), "{d}");
+    }
+    let held = s.app.store.connection(&id).await.unwrap().unwrap();
+    assert!(held.sealed_access_token.is_some(), "a refused change changes nothing");
+    let r = s
+        .send(Method::PATCH, &path, &catalog_admin)
+        .json(&json!({"token_url": attacker, "client_secret": "the-attackers-own"}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 200).await;
+    let held = s.app.store.connection(&id).await.unwrap().unwrap();
+    assert!(held.sealed_access_token.is_none() && held.sealed_refresh_token.is_none());
+    assert_eq!(held.status, "pending");
+    // Nothing the old provider issued comes back.
+    let r = s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap();
+    assert!(!r.text().await.unwrap().contains(&token));
+}
+
+/// 4. A burst of guesses from one address is counted before it is checked,
+/// and cannot lock the owner out at another address.
+async fn a_burst_of_guesses_cannot_lock_the_owner_out(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.app.create_user(Actor::System, "owner", Some("owners-password"), Role::Viewer).await.unwrap();
+    let url = s.url("/integration/v1/createRefreshToken/");
+    let guesses = (0..60).map(|i| {
+        let (http, url) = (s.http.clone(), url.clone());
+        async move {
+            let form =
+                [("username", "owner".to_string()), ("password", format!("guess-{i}")), ("name", "x".into())];
+            http.post(url).form(&form).send().await.unwrap().status()
+        }
+    });
+    let statuses = futures_join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| s.as_u16() == 401).count();
+    let refused = statuses.iter().filter(|s| s.as_u16() == 429).count();
+    assert_eq!(checked + refused, 60, "{statuses:?}");
+    assert!(checked <= 8, "{checked} of 60 concurrent guesses were checked");
+    // The owner, at another address, signs in.
+    let elsewhere = reqwest::Client::builder().local_address("127.0.0.2".parse().ok()).build().unwrap();
+    let form = [("username", "owner"), ("password", "owners-password"), ("name", "mine")];
+    let r = elsewhere.post(s.url("/integration/v1/createRefreshToken/")).form(&form).send().await.unwrap();
+    json_with_status(r, 201).await;
+}
+
+/// 5. Slow request heads and idle connections are cut; connections over the
+/// cap get a 503, and the server answers again once they are gone.
+async fn slow_heads_are_cut_and_connections_capped(backend: Backend) {
+    let s = TestServer::start_limited(backend, 8, 1).await;
+    let addr = s.base.strip_prefix("http://").unwrap().to_string();
+    // A head that never ends is closed after the head timeout.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a slow head is cut within the timeout");
+    // Idle connections fill the cap; the next one is told 503 and closed.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut over = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), over.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // The idle ones time out; the server serves again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = s.http.get(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(idle);
+}
+
+/// 6. Crafted loopback redirect URIs: an error page, not a dropped connection.
+async fn crafted_loopback_redirects_are_an_error_page(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let mut body = public("http://127.0.0.1/cb");
+    body["redirect_uris"] = json!(["http://127.0.0.1/cb", "http://[::1]/cb"]);
+    let (id, _) = s.register_client(body).await;
+    for redirect in
+        ["http://127.0.0.1:99999/cb", "http://127.0.0.1:65536/cb", "http://[::1]junk/cb", "http://[::1]:/cb"]
+    {
+        let (url, _) = authorize_url(&s, &id, redirect, "");
+        let r = s.http.get(&url).send().await.expect("an answer, not a dropped connection");
+        assert_eq!(r.status(), 400, "{redirect}");
+        assert!(r.headers().get("location").is_none());
+    }
+}
+
+/// 7. Warehouse verification is throttled per principal and per warehouse
+/// user, and failures are audited.
+async fn vault_verification_is_throttled(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (role, _password, host, port, database) = crate::vault::warehouse().await;
+    crate::vault::data_product(&s, "DP", &host, port, &database).await;
+    let (_, viewer) = user_with_token(&s, "guesser", Role::Viewer).await;
+    let guess = |token: String, i: usize| {
+        let s = &s;
+        let role = role.clone();
+        async move {
+            let body = json!({"state": "s", "username": role, "password": format!("guess-{i}"), "dp_id": "DP", "verify": true});
+            s.http
+                .post(s.url("/api/v2/auth/credentials/"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(guess(viewer.clone(), i).await.as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|&&s| s == 400).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Another principal guessing the same warehouse user meets the same wall.
+    let (_, other) = user_with_token(&s, "accomplice", Role::Viewer).await;
+    assert_eq!(guess(other, 99).await.as_u16(), 429);
+    s.app.audit.flush().await;
+    let q = AuditQuery {
+        action: Some("credential.verification_failed".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert!(!s.app.store.audit_events(&q).await.unwrap().is_empty());
+}
+
+/// 8. Private and loopback targets only behind the setting, checked when
+/// the call is made.
+async fn private_targets_need_the_setting(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (_provider, outbound, _) = provider_and_outbound(&s, backend, json!({})).await;
+    let admin = s.admin_token().await;
+    let id = connect(&s, &admin, &outbound).await;
+    s.app.reset_setting(Actor::Cli, OUTBOUND_ALLOW_PRIVATE).await.unwrap();
+    let d = api_error(
+        s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    assert!(d.contains("allow_private_addresses"), "{d}");
+    api_error(
+        s.get(&format!("{CONNECTIONS}{id}/proxy/healthz"), &admin).send().await.unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    // Registering one is refused too.
+    let body = json!({"name": "Local", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s",
+        "token_url": "http://127.0.0.1:1/token", "api_base_url": "https://api.endsystem.com/"});
+    api_error(
+        s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+}
+
+/// 9. A NUL byte or another control character is a 400 everywhere.
+async fn control_characters_are_400(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let r = s
+        .http
+        .post(s.url("/integration/v1/createRefreshToken/"))
+        .json(&json!({"username": "a\u{0}b", "password": "x", "name": "n"}))
+        .send()
+        .await
+        .unwrap();
+    api_error(r, 400, "invalid_request").await;
+    let r = s
+        .http
+        .post(s.url("/integration/v1/createRefreshToken/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=a%00b&password=x&name=n")
+        .send()
+        .await
+        .unwrap();
+    api_error(r, 400, "invalid_request").await;
+    let r = s
+        .send(Method::POST, USERS, &admin)
+        .json(&json!({"username": "x\u{0}", "role": "viewer"}))
+        .send()
+        .await;
+    api_error(r.unwrap(), 400, "invalid_request").await;
+    let r = s.http.get(s.url("/oauth/v1/authorize/?client_id=%00&response_type=code")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = s
+        .token_request(&[("grant_type", "client_credentials"), ("client_id", "a\0b"), ("client_secret", "x")])
+        .await;
+    oauth_error(r, 400, "invalid_request").await;
+    let r = s.get("/admin/api/users/%00/", &admin).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+/// 10. Delegated clients revoke their refresh tokens (RFC 7009), which ends
+/// the family; another client cannot.
+async fn delegated_clients_revoke_their_refresh_tokens(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let tokens = delegated_tokens(&s, "api offline_access").await;
+    let (client_id, refresh, access) = (
+        tokens["client_id"].as_str().unwrap(),
+        tokens["refresh_token"].as_str().unwrap(),
+        tokens["access_token"].as_str().unwrap(),
+    );
+    let (other, _) = s.register_client(public("http://127.0.0.1/cb")).await;
+    let revoke = |id: &str| {
+        s.http.post(s.url("/oauth/v2/revoke/")).form(&[("token", refresh), ("client_id", id)]).send()
+    };
+    oauth_error(revoke(&other).await.unwrap(), 400, "unauthorized_client").await;
+    assert_eq!(revoke(client_id).await.unwrap().status(), 200);
+    let r = s
+        .http
+        .post(s.url("/oauth/v1/token/"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh), ("client_id", client_id)])
+        .send()
+        .await
+        .unwrap();
+    oauth_error(r, 400, "invalid_grant").await;
+    api_error(s.http.get(s.url(USERS)).bearer_auth(access).send().await.unwrap(), 401, "unauthorized").await;
+}
+
+/// 11. A password change or a disabled account ends sessions and tokens.
+async fn password_change_and_disable_end_everything(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let user = s.app.create_user(Actor::System, "jane", Some("janes-password"), Role::Viewer).await.unwrap();
+    let create = |password: &str| {
+        let form = [("username", "jane"), ("password", password), ("name", "script")];
+        s.http.post(s.url("/integration/v1/createRefreshToken/")).form(&form).send()
+    };
+    let refresh = json_with_status(create("janes-password").await.unwrap(), 201).await;
+    let refresh = refresh["refresh_token"].as_str().unwrap().to_string();
+    let form = [("refresh_token", refresh.as_str()), ("user_id", &user.id.to_string())];
+    let r = s.http.post(s.url("/integration/v1/createAPIAccessToken/")).form(&form).send().await.unwrap();
+    let access = json_with_status(r, 201).await["api_access_token"].as_str().unwrap().to_string();
+    let browser = Browser::new();
+    let (client, _) = s.register_client(public("http://127.0.0.1/cb")).await;
+    let (url, _) = authorize_url(&s, &client, "http://127.0.0.1/cb", "");
+    assert_eq!(browser.sign_in(&s, &url, "jane", "janes-password").await.status(), 303);
+    assert!(!browser.get(&url).await.text().await.unwrap().contains("Sign in"), "signed in");
+
+    let r = s
+        .send(Method::PATCH, &format!("{USERS}{}/", user.id), &admin)
+        .json(&json!({"password": "a-new-password"}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 200).await;
+    api_error(s.get(USERS, &access).send().await.unwrap(), 401, "unauthorized").await;
+    let r = s.http.post(s.url("/integration/v1/validateRefreshToken/")).form(&form).send().await.unwrap();
+    assert_eq!(json_with_status(r, 401).await["token_status"], "REVOKED");
+    assert!(browser.get(&url).await.text().await.unwrap().contains("Sign in"), "the session ended");
+
+    // Disabled: its tokens answer 403 (the reference's answer), both kinds.
+    let refresh = json_with_status(create("a-new-password").await.unwrap(), 201).await;
+    let refresh = refresh["refresh_token"].as_str().unwrap().to_string();
+    let form = [("refresh_token", refresh.as_str()), ("user_id", &user.id.to_string())];
+    let r = s.http.post(s.url("/integration/v1/createAPIAccessToken/")).form(&form).send().await.unwrap();
+    let access = json_with_status(r, 201).await["api_access_token"].as_str().unwrap().to_string();
+    let r = s
+        .send(Method::PATCH, &format!("{USERS}{}/", user.id), &admin)
+        .json(&json!({"disabled": true}))
+        .send();
+    json_with_status(r.await.unwrap(), 200).await;
+    let validate = [("api_access_token", access.as_str()), ("user_id", &user.id.to_string())];
+    let r =
+        s.http.post(s.url("/integration/v1/validateAPIAccessToken/")).form(&validate).send().await.unwrap();
+    api_error(r, 403, "forbidden").await;
+    let r = s.http.post(s.url("/integration/v1/validateRefreshToken/")).form(&form).send().await.unwrap();
+    api_error(r, 403, "forbidden").await;
+}
+
+/// 12. Deleting a user or an M2M client deletes its warehouse credentials.
+async fn deleting_a_principal_deletes_its_credentials(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let body = json!({"dp_id": "DP", "name": "Sales", "warehouse": {"kind": "postgresql", "host": "127.0.0.1", "port": 5432, "database": "x"}});
+    json_with_status(
+        s.send(Method::POST, "/admin/api/data_products/", &admin).json(&body).send().await.unwrap(),
+        201,
+    )
+    .await;
+    let (user, token) = user_with_token(&s, "leaver", Role::Viewer).await;
+    let (client_id, secret) = s.m2m_client("viewer", 900).await;
+    let client_token = s.client_jwt(&client_id, &secret).await;
+    for token in [&token, &client_token] {
+        let body = json!({"state": "s", "username": "u", "password": "p", "dp_id": "DP"});
+        let r = s.http.post(s.url("/api/v2/auth/credentials/")).bearer_auth(token).json(&body).send().await;
+        json_with_status(r.unwrap(), 201).await;
+    }
+    let (service, service_secret) = s.m2m_client("viewer", 900).await;
+    let r = s
+        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{service}/"), &admin)
+        .json(&json!({"is_service": true}));
+    json_with_status(r.send().await.unwrap(), 200).await;
+    let service_token = s.client_jwt(&service, &service_secret).await;
+    let read = |principal: String| {
+        s.http
+            .post(s.url("/internal/v1/credentials/"))
+            .bearer_auth(&service_token)
+            .json(&json!({"principal": principal, "dp_id": "DP"}))
+            .send()
+    };
+    json_with_status(read(format!("user:{}", user.id)).await.unwrap(), 200).await;
+    json_with_status(read(format!("client:{client_id}")).await.unwrap(), 200).await;
+    assert_eq!(
+        s.send(Method::DELETE, &format!("{USERS}{}/", user.id), &admin).send().await.unwrap().status(),
+        204
+    );
+    let r =
+        s.send(Method::DELETE, &format!("/admin/api/m2m_clients/{client_id}/"), &admin).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    api_error(read(format!("user:{}", user.id)).await.unwrap(), 404, "not_found").await;
+    api_error(read(format!("client:{client_id}")).await.unwrap(), 404, "not_found").await;
+}
+
+/// 13. Confidential clients' loopback redirect URIs match exactly.
+async fn confidential_loopback_redirects_match_exactly(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (id, _) = s.register_client(confidential("http://127.0.0.1:8080/cb")).await;
+    let (url, _) = authorize_url(&s, &id, "http://127.0.0.1:9999/cb", "");
+    let r = s.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    let (url, _) = authorize_url(&s, &id, "http://127.0.0.1:8080/cb", "");
+    assert_eq!(s.http.get(&url).send().await.unwrap().status(), 200);
+}
+
+/// 14. Failures are coalesced in the audit log, and expired rows purged.
+async fn failures_are_coalesced_and_expired_rows_purged(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    for _ in 0..30 {
+        let form =
+            [("grant_type", "client_credentials"), ("client_id", "m2m_nobody"), ("client_secret", "x")];
+        oauth_error(s.token_request(&form).await, 401, "invalid_client").await;
+    }
+    s.app.audit.flush().await;
+    let q = AuditQuery { limit: 1000, ..Default::default() };
+    let failures: Vec<_> =
+        s.app.store.audit_events(&q).await.unwrap().into_iter().filter(|e| e.outcome == "failure").collect();
+    assert!(failures.len() <= 3, "{} failure records for 30 attempts", failures.len());
+    let counted: i64 = failures.iter().map(|e| e.detail["repeated"].as_i64().unwrap_or(1)).sum();
+    assert_eq!(counted, 30);
+
+    // Expired sessions, throttle rows, codes and pending authorizations go.
+    let user = s.user_named("admin").await;
+    let long_ago = 1_000_000;
+    s.app.store.create_session("expired-session", user.id, long_ago, long_ago + 1).await.unwrap();
+    let reserve = [("addr:192.0.2.9".to_string(), keyward::domain::throttle::lock_after as fn(i64) -> i64)];
+    s.app.store.reserve_login_attempt(&reserve, long_ago, 0, 1).await.unwrap();
+    assert_eq!(s.app.purge_expired().await.unwrap(), 2);
+    assert_eq!(s.app.purge_expired().await.unwrap(), 0);
+}
+
+/// 15. A control character in the sign-in form's `return_to`: refused
+/// before the password is checked, no session handed out.
+async fn a_bad_return_to_is_refused_before_sign_in(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (id, _) = s.register_client(public("http://127.0.0.1/cb")).await;
+    let (url, _) = authorize_url(&s, &id, "http://127.0.0.1/cb", "");
+    let browser = Browser::new();
+    let page = browser.get(&url).await.text().await.unwrap();
+    let raw = browser.client();
+    for bad in ["/oauth/v1/authorize/?x=\r\nSet-Cookie: a=b", "/oauth/v1/authorize/?x=\u{7f}"] {
+        let form = [
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("csrf", &hidden(&page, "csrf")),
+            ("return_to", bad),
+        ];
+        let r = raw.post(s.url("/oauth/v1/login/")).form(&form).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad:?}");
+        assert!(r.headers().get("set-cookie").is_none());
+    }
+}
+
+/// 16. The Swagger UI pages cannot be framed.
+async fn swagger_ui_cannot_be_framed(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.app.set_setting(Actor::Cli, "alation.feature_flags.enable_swagger", "true").await.unwrap();
+    for path in ["/openapi/oauth2/ui/", "/openapi/api_authentication/ui/"] {
+        let r = s.http.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["x-frame-options"], "DENY");
+        assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    }
+}
+
+/// 17. The smaller ones: duplicate JSON keys, refresh tokens per user,
+/// invisible characters in usernames, the proxy's methods and `..;`.
+async fn the_smaller_findings(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let r = s
+        .http
+        .post(s.url("/integration/v1/createRefreshToken/"))
+        .header("content-type", "application/json")
+        .body(r#"{"username": "admin", "username": "other", "password": "x", "name": "n"}"#)
+        .send()
+        .await
+        .unwrap();
+    let d = api_error(r, 400, "invalid_request").await;
+    assert!(d.contains("twice"), "{d}");
+
+    let user =
+        s.app.create_user(Actor::System, "hoarder", Some("hoarders-password"), Role::Viewer).await.unwrap();
+    for _ in 0..keyward::app::REFRESH_TOKENS_PER_USER {
+        s.token_for(&user).await;
+    }
+    let form = [("username", "hoarder"), ("password", "hoarders-password"), ("name", "one-more")];
+    let r = s.http.post(s.url("/integration/v1/createRefreshToken/")).form(&form).send().await.unwrap();
+    let d = api_error(r, 400, "invalid_request").await;
+    assert!(d.contains("at most 100"), "{d}");
+
+    for name in ["adm\u{200b}in", "\u{202e}nimda", "admin\u{feff}"] {
+        let r = s
+            .send(Method::POST, USERS, &admin)
+            .json(&json!({"username": name, "password": "password-123", "role": "viewer"}));
+        api_error(r.send().await.unwrap(), 400, "invalid_request").await;
+    }
+
+    let (_provider, outbound, _) = provider_and_outbound(&s, backend, json!({})).await;
+    let id = connect(&s, &admin, &outbound).await;
+    for method in ["TRACE", "PROPFIND", "MKCOL"] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let r = s.send(method.clone(), &format!("{CONNECTIONS}{id}/proxy/x"), &admin).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{method}");
+    }
+    let r = s.get(&format!("{CONNECTIONS}{id}/proxy/..;/admin/api/users/"), &admin).send().await.unwrap();
+    api_error(r, 400, "invalid_request").await;
+}
+
+on_both_backends!(
+    scopes_limit_what_a_token_may_do,
+    a_connection_link_serves_only_its_owner,
+    repointing_an_outbound_client_drops_its_tokens,
+    a_burst_of_guesses_cannot_lock_the_owner_out,
+    slow_heads_are_cut_and_connections_capped,
+    crafted_loopback_redirects_are_an_error_page,
+    vault_verification_is_throttled,
+    private_targets_need_the_setting,
+    control_characters_are_400,
+    delegated_clients_revoke_their_refresh_tokens,
+    password_change_and_disable_end_everything,
+    deleting_a_principal_deletes_its_credentials,
+    confidential_loopback_redirects_match_exactly,
+    failures_are_coalesced_and_expired_rows_purged,
+    a_bad_return_to_is_refused_before_sign_in,
+    swagger_ui_cannot_be_framed,
+    the_smaller_findings,
+);
