@@ -68,3 +68,19 @@ impl App {
         self.setting(OUTBOUND_ALLOW_PRIVATE).await.map(|s| s.as_bool()).unwrap_or(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::dns::Resolve;
+    use std::str::FromStr;
+
+    #[tokio::test]
+    async fn names_that_resolve_to_private_addresses_get_nowhere() {
+        // What a public-looking name pointing at 127.0.0.1 would meet at
+        // connect time ("localhost" resolves here without a DNS server).
+        let name = reqwest::dns::Name::from_str("localhost").unwrap();
+        let refused = PublicAddresses.resolve(name).await.err().expect("refused");
+        assert!(refused.to_string().contains("no public address"), "{refused}");
+    }
+}

@@ -159,3 +159,26 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> axum::resp
         "internal error",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_logged_500_with_the_error_shape() {
+        async fn boom() -> &'static str {
+            panic!("a bug")
+        }
+        let router: Router = Router::new()
+            .route("/boom", get(boom))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response));
+        let request = axum::http::Request::get("/boom").body(axum::body::Body::empty()).unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "internal_error");
+        assert!(!body.to_string().contains("a bug"));
+    }
+}
