@@ -581,6 +581,21 @@ impl App {
         Ok((url, cookie))
     }
 
+    /// Where the start link for `state` will send the browser: the origin
+    /// of the provider's authorization endpoint, for the sign-in page's
+    /// `form-action` (which browsers apply to the redirects after a form).
+    pub async fn connection_provider_origin(&self, state: &str) -> Option<String> {
+        let id = self
+            .store
+            .pending_connection_authorization(&self.secrets.digest(state), now_ms())
+            .await
+            .ok()??;
+        let c = self.store.connection(&id).await.ok()??;
+        let client = self.connection_client(&c).await.ok()?;
+        let url = url::Url::parse(authorization_url_of(&client).ok()?).ok()?;
+        Some(url.origin().ascii_serialization())
+    }
+
     fn open_verifier(&self, state_hash: &str, sealed: &str) -> Result<String, AppError> {
         self.data_key.open_string(&verifier_context(state_hash), sealed).map_err(|_| {
             AppError::Internal(anyhow::anyhow!("connection authorization: verifier does not decrypt"))

@@ -160,7 +160,8 @@ async fn signed_in(app: &App, headers: &HeaderMap) -> Option<(User, String)> {
 /// the start of a connection's authorization. Nothing else (no open redirect).
 enum Continuation<'a> {
     Authorize(&'a str),
-    ConnectionStart,
+    /// With the link's `state`.
+    ConnectionStart(String),
 }
 
 fn continuation(return_to: &str) -> Option<Continuation<'_>> {
@@ -168,7 +169,26 @@ fn continuation(return_to: &str) -> Option<Continuation<'_>> {
         return Some(Continuation::Authorize(query));
     }
     let query = return_to.strip_prefix(START_PATH)?.strip_prefix('?')?;
-    query.starts_with("state=").then_some(Continuation::ConnectionStart)
+    start_state(query).map(Continuation::ConnectionStart)
+}
+
+/// The `state` of a start link's query.
+fn start_state(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .filter(|s| !s.is_empty() && s.len() <= 100)
+}
+
+/// The sign-in page before a connection's start link: its form may lead
+/// (through the start link) to the provider.
+async fn connection_login_page(app: &App, state: &str, headers: &HeaderMap, error: Option<&str>) -> Response {
+    let return_to = format!(
+        "{START_PATH}?{}",
+        form_urlencoded::Serializer::new(String::new()).append_pair("state", state).finish()
+    );
+    let provider = app.connection_provider_origin(state).await;
+    login_page(app, CONNECTION_SIGN_IN, provider.as_deref(), return_to, headers, error)
 }
 
 /// The sign-in page, continuing at `return_to`; `for_whom` names what the
@@ -209,7 +229,7 @@ fn authorize_login_page(
 }
 
 /// What a person signing in for a connection is told they sign in to.
-const CONNECTION_SIGN_IN: &str = "connect an account (keyward)";
+const CONNECTION_SIGN_IN: &str = "keyward, to connect an account";
 
 /// GET: validate, then sign in, then consent (or straight back to the
 /// client when this consent is remembered).
@@ -280,11 +300,14 @@ pub async fn login(
             Ok(r) => Some((r, query)),
             Err(response) => return response,
         },
-        Continuation::ConnectionStart => None,
+        Continuation::ConnectionStart(_) => None,
     };
-    let again = |error: &str| match &request {
-        Some((request, query)) => authorize_login_page(&app, request, query, &headers, Some(error)),
-        None => login_page(&app, CONNECTION_SIGN_IN, None, return_to.to_string(), &headers, Some(error)),
+    let again = async |error: &str| match (&request, &next) {
+        (Some((request, query)), _) => authorize_login_page(&app, request, query, &headers, Some(error)),
+        (None, Continuation::ConnectionStart(state)) => {
+            connection_login_page(&app, state, &headers, Some(error)).await
+        }
+        (None, Continuation::Authorize(_)) => error_page(StatusCode::BAD_REQUEST, "start again"),
     };
     let csrf_ok = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| app.csrf_matches("login", c, field("csrf")));
     if !csrf_ok {
@@ -304,11 +327,11 @@ pub async fn login(
         }
         Err(crate::app::AppError::TooManyRequests { retry_after }) => {
             let mut response =
-                again(&format!("Too many failed attempts. Try again in {retry_after} seconds."));
+                again(&format!("Too many failed attempts. Try again in {retry_after} seconds.")).await;
             *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             response
         }
-        Err(crate::app::AppError::Unauthorized(_)) => again("Wrong username or password."),
+        Err(crate::app::AppError::Unauthorized(_)) => again("Wrong username or password.").await,
         Err(e) => internal(e),
     }
 }
@@ -396,17 +419,11 @@ pub async fn connection_start(
     headers: HeaderMap,
 ) -> Response {
     let query = query.unwrap_or_default();
-    let state =
-        form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "state").map(|(_, v)| v.into_owned());
-    let Some(state) = state.filter(|s| !s.is_empty() && s.len() <= 100) else {
+    let Some(state) = start_state(&query) else {
         return error_page(StatusCode::BAD_REQUEST, "the link has no state");
     };
     let Some((user, _)) = signed_in(&app, &headers).await else {
-        let return_to = format!(
-            "{START_PATH}?{}",
-            form_urlencoded::Serializer::new(String::new()).append_pair("state", &state).finish()
-        );
-        return login_page(&app, CONNECTION_SIGN_IN, None, return_to, &headers, None);
+        return connection_login_page(&app, &state, &headers, None).await;
     };
     match app.bind_connection_browser(&state, &user).await {
         Ok((provider_url, cookie)) => {

@@ -591,6 +591,12 @@ pub trait Store: Send + Sync + 'static {
         created_at: i64,
         expires_at: i64,
     ) -> StoreResult<()>;
+    /// The connection of a pending (unused, unexpired) authorization.
+    async fn pending_connection_authorization(
+        &self,
+        state_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>>;
     /// Binds a pending authorization to a browser (once), if `user_id` is
     /// the one it was started for.
     async fn bind_connection_authorization(

@@ -2018,6 +2018,22 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn pending_connection_authorization(
+        &self,
+        state_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT connection_id FROM connection_authorizations WHERE state_hash = $1 AND used_at IS NULL \
+             AND expires_at > $2",
+        )
+        .bind(state_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
     async fn bind_connection_authorization(
         &self,
         state_hash: &str,

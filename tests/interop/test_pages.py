@@ -1,0 +1,71 @@
+"""keyward's sign-in and consent pages as a person sees them, in headless
+Chromium: the consent page says what each scope grants, and a connection's
+start link asks its owner to sign in and refuses anyone else. Screenshots
+are written to $KEYWARD_SCREENSHOTS (default: a temp dir) to be looked at."""
+
+import base64
+import hashlib
+import json
+import os
+import pathlib
+import secrets
+import subprocess
+import tempfile
+import urllib.parse
+
+import requests
+
+BROWSER_TESTS = pathlib.Path(__file__).parents[1] / "browser"
+SHOTS = os.environ.get("KEYWARD_SCREENSHOTS") or tempfile.mkdtemp(prefix="keyward-shots-")
+
+
+def walk(url, username, password, name):
+    out = subprocess.run(["node", str(BROWSER_TESTS / "sign_in_pages.js"), url, username, password, SHOTS, name],
+                         capture_output=True, text=True, timeout=120, cwd=BROWSER_TESTS, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    assert os.path.getsize(os.path.join(SHOTS, f"{name}-sign-in.png")) > 5000
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_consent_page_says_what_each_scope_grants(keyward):
+    headers = {"TOKEN": keyward.admin_token()}
+    client = requests.post(f"{keyward.base_url}/oauth/v1/register/", headers=headers, json={
+        "name": "Reporting Assistant", "redirect_uris": ["http://127.0.0.1/cb"], "grant_type": "public",
+        "refresh_token_lifetime": 259200, "access_token_lifetime": 3600}).json()
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    query = urllib.parse.urlencode({"response_type": "code", "client_id": client["client_id"],
+                                    "redirect_uri": "http://127.0.0.1/cb", "scope": "api mcp offline_access",
+                                    "state": "s", "code_challenge": challenge, "code_challenge_method": "S256"})
+    seen = walk(f"{keyward.base_url}/oauth/v1/authorize/?{query}", keyward.username, keyward.password, "consent")
+    assert "Reporting Assistant" in seen["signIn"]
+    consent = seen["after"]
+    for words in ["everything your role allows", "no other API", "grants nothing on its own", "Allow", "Deny"]:
+        assert words in consent, consent
+
+
+def test_a_connection_link_asks_its_owner_to_sign_in_and_refuses_others(keyward):
+    # Its sign-in form leads (through the start link) to the provider, so
+    # the page's form-action must allow the provider's origin: only a real
+    # browser shows that.
+    headers = {"TOKEN": keyward.admin_token()}
+    outbound = requests.post(f"{keyward.base_url}/admin/api/outbound_clients/", headers=headers, json={
+        "name": "End system", "grant_type": "authorization_code", "client_id": "c", "client_secret": "s",
+        "authorization_url": "https://account.endsystem.example/authorize",
+        "token_url": "https://api.endsystem.example/token", "api_base_url": "https://api.endsystem.example/"}).json()
+    connection = requests.post(f"{keyward.base_url}/api/v2/connections/", headers=headers,
+                               json={"outbound_client_id": outbound["id"], "name": "mine"}).json()
+    link = requests.get(f"{keyward.base_url}/api/v2/connections/{connection['id']}/authorize/",
+                        headers=headers).json()["authorization_url"]
+    created = requests.post(f"{keyward.base_url}/admin/api/users/", headers=headers,
+                            json={"username": "victim", "password": "victims-password", "role": "viewer"})
+    assert created.status_code == 201, created.text
+    seen = walk(link, "victim", "victims-password", "connection-other-user")
+    assert "Sign in" in seen["signIn"] and "connect an account" in seen["signIn"]
+    assert seen["status"] == 403 and "another user" in seen["after"], seen
+    assert not any("endsystem" in u for u in seen["visited"]), seen
+    seen = walk(requests.get(f"{keyward.base_url}/api/v2/connections/{connection['id']}/authorize/",
+                             headers=headers).json()["authorization_url"], keyward.username, keyward.password,
+                "connection-owner")
+    assert seen["visited"][-1].startswith("https://account.endsystem.example/authorize?"), seen
+    assert "code_challenge=" in seen["visited"][-1]
