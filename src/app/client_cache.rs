@@ -91,6 +91,7 @@ mod tests {
                 is_service: false,
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
                 secret_rotated_at: None,
+                tokens_not_before: None,
             },
             secret_hash: "h".into(),
             previous_secret_hash: None,

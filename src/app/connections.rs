@@ -476,16 +476,28 @@ impl App {
         let sealed_refresh = tokens.refresh_token.as_deref().map(|r| seal("refresh_token", r));
         let event = AuditEvent::success(Actor::System, action, format!("connection:{}", c.id))
             .with_detail(json!({"expires_at_ms": tokens.access_expires_at_ms, "new_refresh_token": sealed_refresh.is_some()}));
-        self.store
+        // Only if the client still points where it did when the request
+        // left: a token from endpoints an admin has since replaced is
+        // dropped, never handed to the new ones.
+        let stored = self
+            .store
             .store_connection_tokens(
                 &c.id,
                 &sealed_access,
                 sealed_refresh.as_deref(),
                 started,
                 tokens.access_expires_at_ms,
+                client.updated_at,
                 event,
             )
             .await?;
+        if !stored {
+            return Err(AppError::Conflict(
+                "the outbound client changed while its token was being fetched; try again \
+                 (authorize again for an authorization code connection)"
+                    .into(),
+            ));
+        }
         Ok(ConnectionToken {
             access_token: tokens.access_token,
             token_type: "Bearer",
@@ -645,30 +657,28 @@ impl App {
         user: Option<&User>,
     ) -> Result<ConnectionView, AppError> {
         let state_hash = self.secrets.digest(state);
-        let (connection_id, owner, sealed_verifier, browser_hash) =
-            self.store.redeem_connection_authorization(&state_hash, now_ms()).await?.ok_or_else(|| {
-                AppError::Invalid(
-                    "this authorization is unknown, expired or already used; start again".into(),
-                )
-            })?;
-        if user.map(|u| u.id) != Some(owner) {
-            return Err(AppError::Forbidden(
-                "sign in to keyward as the connection's owner in this browser, then start again".into(),
-            ));
-        }
-        let same_browser = match (browser_hash, browser_cookie) {
-            (Some(expected), Some(cookie)) => aws_lc_rs::constant_time::verify_slices_are_equal(
-                expected.as_bytes(),
-                self.secrets.digest(cookie).as_bytes(),
-            )
-            .is_ok(),
-            _ => false,
+        let at = now_ms();
+        let redeemed = match (user, browser_cookie) {
+            (Some(user), Some(cookie)) => {
+                let browser_hash = self.secrets.digest(cookie);
+                self.store.redeem_connection_authorization(&state_hash, user.id, &browser_hash, at).await?
+            }
+            _ => None,
         };
-        if !same_browser {
-            return Err(AppError::Forbidden(
-                "this browser did not start this authorization; start again".into(),
-            ));
-        }
+        let Some((connection_id, sealed_verifier)) = redeemed else {
+            // Refused without using it up: someone else's attempt (who has
+            // seen the state at the provider) cannot spoil the owner's.
+            return Err(match self.store.pending_connection_authorization(&state_hash, at).await? {
+                Some(_) => AppError::Forbidden(
+                    "only the connection's owner, signed in to keyward in the browser that started this \
+                     authorization, can complete it"
+                        .into(),
+                ),
+                None => AppError::Invalid(
+                    "this authorization is unknown, expired or already used; start again".into(),
+                ),
+            });
+        };
         let c = self
             .store
             .connection(&connection_id)

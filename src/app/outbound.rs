@@ -47,7 +47,8 @@ impl App {
         let sealed_secret = client_secret.map(|s| self.seal_outbound_secret(&id, s)).transpose()?;
         let event = AuditEvent::success(actor, "outbound_client.created", format!("outbound_client:{id}"))
             .with_detail(json!({"name": settings.name, "token_url": settings.token_url, "grant_type": settings.grant_type}));
-        let record = OutboundClientRecord { id, settings, sealed_secret, created_at: to_micros(now()) };
+        let at = to_micros(now());
+        let record = OutboundClientRecord { id, settings, sealed_secret, created_at: at, updated_at: at };
         self.store.create_outbound_client(record.clone(), event).await?;
         Ok(view(record))
     }

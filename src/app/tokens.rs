@@ -183,7 +183,8 @@ impl App {
     async fn token_subject(&self, claims: &AccessTokenClaims) -> Option<Caller> {
         if claims.sub == claims.client_id {
             let record = self.client_record(&claims.client_id).await.ok()??;
-            return (!record.client.disabled).then(|| Caller {
+            let revived = record.client.tokens_not_before.is_some_and(|t| claims.iat <= t);
+            return (!record.client.disabled && !revived).then(|| Caller {
                 principal: Principal::Client {
                     client_id: record.client.client_id,
                     is_service: record.client.is_service,

@@ -23,6 +23,10 @@ pub struct M2mClient {
     pub created_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
     pub secret_rotated_at: Option<time::OffsetDateTime>,
+    /// Tokens issued at or before this (unix seconds) are refused: set when
+    /// the client is disabled, so enabling it again revives none of them.
+    #[serde(skip)]
+    pub tokens_not_before: Option<i64>,
 }
 
 pub fn validate_client_name(name: &str) -> Result<(), String> {

@@ -137,7 +137,18 @@ pub fn is_public_address(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public_address(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let first = segments[0];
+            // 6to4 (2002::/16) carries an IPv4 address: judge that one.
+            if first == 0x2002 {
+                let [a, b] = segments[1].to_be_bytes();
+                let [c, d] = segments[2].to_be_bytes();
+                return is_public_address(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
+            // Teredo (2001::/32) tunnels to an address it hides.
+            if first == 0x2001 && segments[1] == 0 {
+                return false;
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -280,6 +291,9 @@ mod tests {
             "https://[fd00::1]/",
             "https://[fe80::1]/",
             "https://[::ffff:127.0.0.1]/",
+            "https://[2002:7f00:1::]/",
+            "https://[2002:a00:1::]/",
+            "https://[2001:0:4136:e378::1]/",
             "http://api.endsystem.com/",
         ] {
             let url = url::Url::parse(private).unwrap();

@@ -5,6 +5,15 @@
 /// CONNECT, WebDAV's PROPFIND, …) reach servers' less-guarded corners.
 pub const PROXY_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
+/// Whether a path segment is, or decodes (once or twice, path parameters
+/// cut off) to, `.` or `..`, or carries an encoded separator.
+fn hides_a_dot_segment(segment: &str) -> bool {
+    let once = percent_encoding::percent_decode_str(segment).decode_utf8_lossy().to_ascii_lowercase();
+    let twice = percent_encoding::percent_decode_str(&once).decode_utf8_lossy().to_string();
+    [segment.to_string(), once.clone(), twice].iter().any(|s| matches!(s.split(';').next(), Some(".." | ".")))
+        || ["%2e", "%2f", "%5c"].iter().any(|e| once.contains(e))
+}
+
 /// The URL for `raw_path` (as it arrived, not decoded) and `query` below
 /// `base`, or why not.
 pub fn proxy_target(base: &str, raw_path: &str, query: Option<&str>) -> Result<url::Url, String> {
@@ -12,8 +21,8 @@ pub fn proxy_target(base: &str, raw_path: &str, query: Option<&str>) -> Result<u
     // Refused before any resolution: dot segments (plain or encoded),
     // encoded separators, backslashes, and absolute or protocol-relative forms.
     // A segment's path parameters (`..;x`, read as `..` by some servers)
-    // do not hide a dot segment either.
-    if raw_path.split('/').any(|seg| matches!(seg.split(';').next(), Some(".." | ".")))
+    // do not hide a dot segment either, nor does encoding it twice.
+    if raw_path.split('/').any(hides_a_dot_segment)
         || lower.contains("%2e")
         || lower.contains("%2f")
         || lower.contains("%5c")
@@ -50,7 +59,7 @@ mod tests {
 
     #[test]
     fn path_parameters_do_not_hide_dot_segments() {
-        for bad in ["..;/admin", "a/..;x/b", ".;/x", "a/..;"] {
+        for bad in ["..;/admin", "a/..;x/b", ".;/x", "a/..;", "x/..%3b/y", "x/%252e%252e/y", "x/%252f/y"] {
             assert!(proxy_target(BASE, bad, None).is_err(), "{bad}");
         }
         assert!(proxy_target(BASE, "a;v=1/b", None).is_ok());

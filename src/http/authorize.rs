@@ -260,7 +260,9 @@ pub async fn authorize(
                     .and_then(|u| u.host_str().map(str::to_owned))
                     .unwrap_or_default(),
                 scopes: request.scope.split(' ').map(|s| (s.to_string(), scope_description(s))).collect(),
-                csrf: app.csrf_token("consent", &session),
+                // Bound to this very request: the form cannot be replayed
+                // with another one (other scopes) under the same token.
+                csrf: app.csrf_token(&format!("consent:{query}"), &session),
                 request: &query,
             }
             .render()
@@ -347,7 +349,7 @@ pub async fn consent(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
     let Some((user, session)) = signed_in(&app, &headers).await else {
         return error_page(StatusCode::UNAUTHORIZED, "you are not signed in (any more); start again");
     };
-    if !app.csrf_matches("consent", &session, field("csrf")) {
+    if !app.csrf_matches(&format!("consent:{}", field("request")), &session, field("csrf")) {
         return error_page(
             StatusCode::FORBIDDEN,
             "the consent form expired or came from elsewhere; start again",

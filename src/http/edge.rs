@@ -2,13 +2,18 @@
 //! once, before routing. Control characters in the path, the query or a
 //! form or JSON body (a NUL byte is an error in PostgreSQL text, and other
 //! controls only ever smuggle), and a JSON object that names a key twice
-//! (parsers disagree on which one wins).
+//! (parsers disagree on which one wins). It also reads every body within a
+//! deadline.
 
 use super::MAX_BODY_BYTES;
 use super::error::ApiError;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
+use std::time::Duration;
+
+/// How long a request body may take to arrive, all of it.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -56,9 +61,7 @@ pub async fn screen(request: Request, next: Next) -> Response {
     if uri.query().is_some_and(|q| !clean_uri_part(&q.replace('+', " "))) {
         return refusal(&path, StatusCode::BAD_REQUEST, control_characters("the query"));
     }
-    if is_proxied(uri.path()) {
-        return next.run(request).await;
-    }
+    let proxied = is_proxied(uri.path());
     let kind = match request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         Some(ct) => {
             let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -71,18 +74,24 @@ pub async fn screen(request: Request, next: Next) -> Response {
         }
         None => BodyKind::Other,
     };
-    if matches!(kind, BodyKind::Other) {
-        return next.run(request).await;
-    }
+    // Every body is read here, whole, within a deadline: a client that
+    // announces a body and stalls holds its connection no longer than this.
     let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
             let message = format!("the body is larger than {MAX_BODY_BYTES} bytes");
             return refusal(&path, StatusCode::PAYLOAD_TOO_LARGE, message);
         }
+        Err(_) => {
+            let message = format!("the body did not arrive within {} seconds", BODY_TIMEOUT.as_secs());
+            let mut response = refusal(&path, StatusCode::REQUEST_TIMEOUT, message);
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
     };
     let verdict = match kind {
+        _ if proxied => Ok(()),
         BodyKind::Form => screen_form(&bytes),
         BodyKind::Json => screen_json(&bytes),
         BodyKind::Other => Ok(()),

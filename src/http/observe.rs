@@ -37,7 +37,7 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -55,8 +55,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let labels =
-        [("method", method.as_str().to_owned()), ("route", route.clone()), ("status", status.to_string())];
+    let labels = [("method", method.to_owned()), ("route", route.clone()), ("status", status.to_string())];
     metrics::counter!(REQUESTS, &labels).increment(1);
     metrics::histogram!(DURATION, &labels).record(elapsed.as_secs_f64());
     tracing::info!(
@@ -67,6 +66,36 @@ pub async fn observe(request: Request, next: Next) -> Response {
         "request"
     );
     response
+}
+
+/// The method as a metric label: the standard ones by name, any other as
+/// `other`, so that a client cannot add series (memory) at will.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    const NAMES: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"];
+    KNOWN.iter().position(|m| m == method).map_or("other", |i| NAMES[i])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let m = |s: &str| super::method_label(&axum::http::Method::from_bytes(s.as_bytes()).unwrap());
+        assert_eq!(m("GET"), "GET");
+        assert_eq!(m("PROPFIND"), "other");
+        assert_eq!(m(&"Z".repeat(1000)), "other");
+    }
 }
 
 pub async fn render_metrics() -> impl IntoResponse {

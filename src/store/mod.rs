@@ -247,6 +247,9 @@ pub struct OutboundClientRecord {
     pub settings: crate::domain::outbound::OutboundClientSettings,
     pub sealed_secret: Option<String>,
     pub created_at: i64,
+    /// Changes with every update: tokens fetched under one version are
+    /// stored only while it is still the current one.
+    pub updated_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -560,8 +563,9 @@ pub trait Store: Send + Sync + 'static {
         sealed_refresh: Option<&str>,
         obtained_at: i64,
         access_expires_at: i64,
+        client_version: i64,
         event: AuditEvent,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// Forgets the connection's tokens and marks it revoked.
     async fn revoke_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()>;
     /// Sets the status (and the provider's error) and gives the lease back.
@@ -606,13 +610,16 @@ pub trait Store: Send + Sync + 'static {
         user_id: UserId,
         now: i64,
     ) -> StoreResult<BindOutcome>;
-    /// Uses up a pending authorization if unused and unexpired:
-    /// `(connection_id, user_id, sealed_verifier, browser_hash)`.
+    /// Uses up a pending authorization if unused, unexpired, and arriving
+    /// for `user_id` in the browser it was bound to (anyone else leaves it
+    /// as it is): `(connection_id, sealed_verifier)`.
     async fn redeem_connection_authorization(
         &self,
         state_hash: &str,
+        user_id: UserId,
+        browser_hash: &str,
         now: i64,
-    ) -> StoreResult<Option<(String, UserId, Option<String>, Option<String>)>>;
+    ) -> StoreResult<Option<(String, Option<String>)>>;
 
     /// Creates or replaces a data product.
     async fn put_data_product(

@@ -248,7 +248,7 @@ struct ApiAccessTokenGrantRow {
 }
 
 const M2M_COLUMNS: &str = "client_id, name, role, access_token_duration, disabled_at, created_at, \
-     secret_rotated_at, secret_hash, previous_secret_hash, previous_secret_expires_at, is_service";
+     secret_rotated_at, secret_hash, previous_secret_hash, previous_secret_expires_at, is_service, tokens_not_before";
 
 #[derive(FromRow)]
 struct M2mClientRow {
@@ -263,6 +263,7 @@ struct M2mClientRow {
     previous_secret_hash: Option<String>,
     previous_secret_expires_at: Option<i64>,
     is_service: i64,
+    tokens_not_before: Option<i64>,
 }
 
 impl TryFrom<M2mClientRow> for M2mClientRecord {
@@ -282,6 +283,7 @@ impl TryFrom<M2mClientRow> for M2mClientRecord {
                 is_service: r.is_service != 0,
                 created_at: from_micros(r.created_at),
                 secret_rotated_at: r.secret_rotated_at.map(from_micros),
+                tokens_not_before: r.tokens_not_before,
             },
             secret_hash: r.secret_hash,
             previous_secret_hash: r.previous_secret_hash,
@@ -382,6 +384,7 @@ struct OutboundRow {
     settings: String,
     client_secret: Option<String>,
     created_at: i64,
+    updated_at: i64,
 }
 
 impl TryFrom<OutboundRow> for OutboundClientRecord {
@@ -394,6 +397,7 @@ impl TryFrom<OutboundRow> for OutboundClientRecord {
             settings,
             sealed_secret: r.client_secret,
             created_at: r.created_at,
+            updated_at: r.updated_at,
         })
     }
 }
@@ -1222,7 +1226,8 @@ impl Store for SqlStore {
             "UPDATE m2m_clients SET name = COALESCE($2, name), role = COALESCE($3, role), \
              access_token_duration = COALESCE($4, access_token_duration), \
              disabled_at = CASE WHEN $5 = 1 THEN COALESCE(disabled_at, $6) WHEN $5 = 0 THEN NULL \
-             ELSE disabled_at END, is_service = COALESCE($7, is_service), updated_at = $6 WHERE client_id = $1 \
+             ELSE disabled_at END, tokens_not_before = CASE WHEN $5 = 1 THEN $8 ELSE tokens_not_before END, \
+             is_service = COALESCE($7, is_service), updated_at = $6 WHERE client_id = $1 \
              RETURNING {M2M_COLUMNS}"
         );
         let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -1233,6 +1238,7 @@ impl Store for SqlStore {
             .bind(update.disabled.map(i64::from))
             .bind(to_micros(now()))
             .bind(update.is_service.map(i64::from))
+            .bind(now().unix_timestamp())
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
@@ -1781,7 +1787,7 @@ impl Store for SqlStore {
 
     async fn outbound_client(&self, id: &str) -> StoreResult<Option<OutboundClientRecord>> {
         let row: Option<OutboundRow> = sqlx::query_as(
-            "SELECT id, settings, client_secret, created_at FROM outbound_clients WHERE id = $1",
+            "SELECT id, settings, client_secret, created_at, updated_at FROM outbound_clients WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -1791,7 +1797,7 @@ impl Store for SqlStore {
 
     async fn list_outbound_clients(&self) -> StoreResult<Vec<OutboundClientRecord>> {
         let rows: Vec<OutboundRow> = sqlx::query_as(
-            "SELECT id, settings, client_secret, created_at FROM outbound_clients ORDER BY created_at, id",
+            "SELECT id, settings, client_secret, created_at, updated_at FROM outbound_clients ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -1911,13 +1917,15 @@ impl Store for SqlStore {
         sealed_refresh: Option<&str>,
         obtained_at: i64,
         access_expires_at: i64,
+        client_version: i64,
         event: AuditEvent,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        let stored = sqlx::query(
             "UPDATE connections SET access_token = $2, refresh_token = COALESCE($3, refresh_token), obtained_at = $4, \
              access_expires_at = $5, status = 'active', status_detail = NULL, lease_until = NULL, updated_at = $6 \
-             WHERE id = $1",
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM outbound_clients o \
+             WHERE o.id = connections.outbound_client_id AND o.updated_at = $7)",
         )
         .bind(id)
         .bind(sealed_access)
@@ -1925,11 +1933,16 @@ impl Store for SqlStore {
         .bind(obtained_at)
         .bind(access_expires_at)
         .bind(to_micros(now()))
+        .bind(client_version)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if stored == 0 {
+            return Ok(false);
+        }
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn set_connection_status(
@@ -2070,15 +2083,19 @@ impl Store for SqlStore {
     async fn redeem_connection_authorization(
         &self,
         state_hash: &str,
+        user_id: UserId,
+        browser_hash: &str,
         now: i64,
-    ) -> StoreResult<Option<(String, UserId, Option<String>, Option<String>)>> {
-        let row: Option<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
+    ) -> StoreResult<Option<(String, Option<String>)>> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
             "UPDATE connection_authorizations SET used_at = $2 \
-             WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-             RETURNING connection_id, user_id, code_verifier, browser_hash",
+             WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2 AND user_id = $3 AND browser_hash = $4 \
+             RETURNING connection_id, code_verifier",
         )
         .bind(state_hash)
         .bind(now)
+        .bind(user_id)
+        .bind(browser_hash)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row)

@@ -108,6 +108,13 @@ async fn scopes_limit_what_a_token_may_do(backend: Backend) {
     for words in ["everything your role allows", "no other API", "grants nothing on its own"] {
         assert!(page.contains(words), "{words}: {page}");
     }
+    // The consent form's token is bound to the request it shows: the same
+    // token with the scopes edited is refused.
+    let edited = hidden(&page, "request").replace("scope=api%20mcp%20offline_access", "scope=api");
+    assert_ne!(edited, hidden(&page, "request"));
+    let form = [("csrf", hidden(&page, "csrf")), ("request", edited), ("decision", "approve".into())];
+    let r = browser.client().post(s.url("/oauth/v1/authorize/")).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), 403);
 }
 
 /// 2. A connection's link works only for its owner, signed in to keyward.
@@ -149,6 +156,11 @@ async fn a_connection_link_serves_only_its_owner(backend: Backend) {
     // in, but not the owner and without the start cookie), is refused.
     let callback = s.url(&format!("/oauth/v1/connections/callback/?state={state}&code=victims-code"));
     assert_eq!(victim.get(&callback).await.status(), 403);
+    assert_eq!(s.http.get(&callback).send().await.unwrap().status(), 403);
+    // Those refusals did not use the authorization up: it is still the owner's.
+    let state_hash = s.app.secrets.digest(&state);
+    let pending = s.app.store.pending_connection_authorization(&state_hash, 0).await.unwrap();
+    assert_eq!(pending.as_deref(), Some(id.as_str()));
     let got =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &mallory).send().await.unwrap(), 200).await;
     assert_eq!(got["status"], "pending");
@@ -195,6 +207,45 @@ async fn repointing_an_outbound_client_drops_its_tokens(backend: Backend) {
     // Nothing the old provider issued comes back.
     let r = s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap();
     assert!(!r.text().await.unwrap().contains(&token));
+}
+
+/// 3, raced: a token request in flight at the old endpoints while an admin
+/// repoints the client is dropped when it returns, not stored for the new.
+async fn a_token_in_flight_during_a_repoint_is_dropped(backend: Backend) {
+    let slow_provider = axum::Router::new().route(
+        "/token",
+        axum::routing::post(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            axum::Json(json!({"access_token": "issued-by-the-old-provider", "token_type": "Bearer", "expires_in": 3600}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, slow_provider).await.unwrap() });
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let body = json!({"name": "Slow", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s",
+        "token_url": format!("http://{addr}/token"), "api_base_url": format!("http://{addr}/api/")});
+    let r = s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap();
+    let outbound = json_with_status(r, 201).await["id"].as_str().unwrap().to_string();
+    let id = connect(&s, &admin, &outbound).await;
+    let fetch = {
+        let request = s.get(&format!("{CONNECTIONS}{id}/token/"), &admin);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = s
+        .send(Method::PATCH, &format!("/admin/api/outbound_clients/{outbound}/"), &admin)
+        .json(&json!({"api_base_url": "http://127.0.0.1:9/elsewhere/", "client_secret": "another"}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 200).await;
+    let answer = fetch.await.unwrap();
+    let text = api_error(answer, 409, "conflict").await;
+    assert!(text.contains("changed"), "{text}");
+    let held = s.app.store.connection(&id).await.unwrap().unwrap();
+    assert!(held.sealed_access_token.is_none(), "the old provider's token was not stored");
 }
 
 /// 4. A burst of guesses from one address is counted before it is checked,
@@ -251,6 +302,33 @@ async fn slow_heads_are_cut_and_connections_capped(backend: Backend) {
     drop(idle);
 }
 
+/// 5, the body: a client that announces a body and stalls is answered 408
+/// and cut off once the body deadline passes, on any route.
+async fn a_stalled_body_is_cut_off(backend: Backend) {
+    let s = TestServer::start_limited(backend, 4, 1).await;
+    let addr = s.base.strip_prefix("http://").unwrap().to_string();
+    let started = std::time::Instant::now();
+    let mut stalled = Vec::new();
+    for path in ["/integration/v1/createRefreshToken/", "/oauth/v2/token/", "/no/such/route"] {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: 60000\r\n\r\nu"
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(c);
+    }
+    for mut c in stalled {
+        let mut answer = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), c.read_to_string(&mut answer)).await;
+        assert!(read.is_ok(), "still open after 20 s");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(15), "{waited:?}");
+    assert_eq!(s.http.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+}
+
 /// 6. Crafted loopback redirect URIs: an error page, not a dropped connection.
 async fn crafted_loopback_redirects_are_an_error_page(backend: Backend) {
     let s = TestServer::start(backend).await;
@@ -295,9 +373,10 @@ async fn vault_verification_is_throttled(backend: Backend) {
     }
     assert_eq!(statuses.iter().filter(|&&s| s == 400).count(), 5, "{statuses:?}");
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
-    // Another principal guessing the same warehouse user meets the same wall.
-    let (_, other) = user_with_token(&s, "accomplice", Role::Viewer).await;
-    assert_eq!(guess(other, 99).await.as_u16(), 429);
+    // The guesser's lock is its own: another principal verifying the same
+    // warehouse user is not locked out by it.
+    let (_, other) = user_with_token(&s, "colleague", Role::Viewer).await;
+    assert_eq!(guess(other, 99).await.as_u16(), 400);
     s.app.audit.flush().await;
     let q = AuditQuery {
         action: Some("credential.verification_failed".into()),
@@ -452,6 +531,36 @@ async fn password_change_and_disable_end_everything(backend: Backend) {
     api_error(r, 403, "forbidden").await;
     let r = s.http.post(s.url("/integration/v1/validateRefreshToken/")).form(&form).send().await.unwrap();
     api_error(r, 403, "forbidden").await;
+}
+
+/// 11, for machines: disabling an M2M client ends its tokens for good;
+/// enabling it again revives none of them.
+async fn disabling_a_client_ends_its_tokens_for_good(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let (id, secret) = s.m2m_client("viewer", 900).await;
+    let old = s.client_jwt(&id, &secret).await;
+    json_with_status(
+        s.http.get(s.url("/api/v2/auth/credentials/")).bearer_auth(&old).send().await.unwrap(),
+        200,
+    )
+    .await;
+    let path = format!("/admin/api/m2m_clients/{id}/");
+    for disabled in [true, false] {
+        let r =
+            s.send(Method::PATCH, &path, &admin).json(&json!({"disabled": disabled})).send().await.unwrap();
+        json_with_status(r, 200).await;
+    }
+    let r = s.http.get(s.url("/api/v2/auth/credentials/")).bearer_auth(&old).send().await.unwrap();
+    api_error(r, 401, "unauthorized").await;
+    // A token issued after it is enabled again works (the next second on).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fresh = s.client_jwt(&id, &secret).await;
+    json_with_status(
+        s.http.get(s.url("/api/v2/auth/credentials/")).bearer_auth(&fresh).send().await.unwrap(),
+        200,
+    )
+    .await;
 }
 
 /// 12. Deleting a user or an M2M client deletes its warehouse credentials.
@@ -618,14 +727,17 @@ on_both_backends!(
     scopes_limit_what_a_token_may_do,
     a_connection_link_serves_only_its_owner,
     repointing_an_outbound_client_drops_its_tokens,
+    a_token_in_flight_during_a_repoint_is_dropped,
     a_burst_of_guesses_cannot_lock_the_owner_out,
     slow_heads_are_cut_and_connections_capped,
+    a_stalled_body_is_cut_off,
     crafted_loopback_redirects_are_an_error_page,
     vault_verification_is_throttled,
     private_targets_need_the_setting,
     control_characters_are_400,
     delegated_clients_revoke_their_refresh_tokens,
     password_change_and_disable_end_everything,
+    disabling_a_client_ends_its_tokens_for_good,
     deleting_a_principal_deletes_its_credentials,
     confidential_loopback_redirects_match_exactly,
     failures_are_coalesced_and_expired_rows_purged,
