@@ -654,12 +654,14 @@ async fn a_bad_return_to_is_refused_before_sign_in(backend: Backend) {
     let browser = Browser::new();
     let page = browser.get(&url).await.text().await.unwrap();
     let raw = browser.client();
-    for bad in ["/oauth/v1/authorize/?x=\r\nSet-Cookie: a=b", "/oauth/v1/authorize/?x=\u{7f}"] {
+    // A real authorization request, with a parameter nobody reads added.
+    let return_to = hidden(&page, "return_to");
+    for bad in [format!("{return_to}&x=\r\nSet-Cookie: a=b"), format!("{return_to}&x=\u{7f}")] {
         let form = [
             ("username", "admin"),
             ("password", ADMIN_PASSWORD),
             ("csrf", &hidden(&page, "csrf")),
-            ("return_to", bad),
+            ("return_to", &bad),
         ];
         let r = raw.post(s.url("/oauth/v1/login/")).form(&form).send().await.unwrap();
         assert_eq!(r.status(), 400, "{bad:?}");
