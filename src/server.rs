@@ -57,7 +57,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     crate::http::metrics_handle();
     let refresher = tokio::spawn(periodic_work(app.clone()));
-    let router = crate::http::router(app.clone());
+    let router = crate::http::service(app.clone());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let shedding = Arc::new(Semaphore::new(SHED_AT_ONCE));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -35,6 +35,31 @@ use std::sync::Arc;
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The service a node serves: the router, with a panic in a handler (a
+/// bug) turned into a logged 500 instead of a dropped connection. Wrapped
+/// around the whole router once: every `Router::layer` wraps each route
+/// again, which the token endpoint pays for on every request.
+pub type Service = tower_http::catch_panic::CatchPanic<Router, PanicTo500>;
+
+/// What a panic in a handler answers.
+#[derive(Clone, Copy)]
+pub struct PanicTo500;
+
+impl tower_http::catch_panic::ResponseForPanic for PanicTo500 {
+    type ResponseBody = axum::body::Body;
+
+    fn response_for_panic(
+        &mut self,
+        panic: Box<dyn std::any::Any + Send + 'static>,
+    ) -> axum::http::Response<axum::body::Body> {
+        panic_response(panic)
+    }
+}
+
+pub fn service(app: Arc<App>) -> Service {
+    tower::Layer::layer(&tower_http::catch_panic::CatchPanicLayer::custom(PanicTo500), router(app))
+}
+
 pub fn router(app: Arc<App>) -> Router {
     let server_admin = Router::new()
         .route("/admin/api/users/", get(admin::list_users).post(admin::create_user))
@@ -134,10 +159,6 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(edge::screen))
-        // A panic in a handler is a bug; it still gets an answer (a logged
-        // 500), never a dropped connection.
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(observe::observe))
         .with_state(app)
 }
@@ -170,13 +191,13 @@ mod tests {
         async fn boom() -> &'static str {
             panic!("a bug")
         }
-        let router: Router = Router::new()
-            .route("/boom", get(boom))
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response));
+        let router: Router = Router::new().route("/boom", get(boom));
+        let router =
+            tower::Layer::layer(&tower_http::catch_panic::CatchPanicLayer::custom(PanicTo500), router);
         let request = axum::http::Request::get("/boom").body(axum::body::Body::empty()).unwrap();
         let response = router.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        let body = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 1024).await.unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"], "internal_error");
         assert!(!body.to_string().contains("a bug"));

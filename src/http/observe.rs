@@ -1,4 +1,5 @@
-//! Request metrics, request logs and the header-size limit.
+//! Request metrics, request logs, the header-size limit, and the edge
+//! screen (`edge.rs`) before anything else sees the request.
 //!
 //! Logs carry method, route template, status and latency only: never the
 //! raw URI (query strings carry codes and tokens) nor any header.
@@ -35,7 +36,7 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
-pub async fn observe(request: Request, next: Next) -> Response {
+pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
     let route = request
@@ -51,7 +52,10 @@ pub async fn observe(request: Request, next: Next) -> Response {
         )
         .into_response()
     } else {
-        next.run(request).await
+        match super::edge::screen(&mut request).await {
+            Ok(()) => next.run(request).await,
+            Err(refused) => refused,
+        }
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
