@@ -6,7 +6,7 @@ use crate::config::{NodeConfig, redact_url};
 use crate::crypto::{MasterKey, MasterKeySource, random_string};
 use crate::domain::audit::AuditEvent;
 use crate::domain::{Actor, Role};
-use crate::store::{NewUser, SqlStore};
+use crate::store::{NewUser, Store};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub async fn open(
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let url = config.database_url()?;
     let store =
-        SqlStore::open(&url).await.with_context(|| format!("cannot open database {}", redact_url(&url)))?;
+        Store::open(&url).await.with_context(|| format!("cannot open database {}", redact_url(&url)))?;
     let (master_key, source) = MasterKey::load_or_create(&config.data_dir, config.master_key.as_deref())?;
     let mut report = StartupReport { database: redact_url(&url), ..Default::default() };
     if let MasterKeySource::CreatedFile(path) = source {

@@ -38,7 +38,7 @@ fn context(kid: &str) -> Vec<u8> {
 }
 
 impl Keyring {
-    pub(super) async fn load(store: &dyn Store, master: &AeadKey) -> Result<Keyring, AppError> {
+    pub(super) async fn load(store: &Store, master: &AeadKey) -> Result<Keyring, AppError> {
         let set = load_set(store, master).await?;
         Ok(Keyring { current: RwLock::new(Arc::new(set)) })
     }
@@ -54,7 +54,7 @@ impl Keyring {
 
 /// Reads the published keys; on a store without an active key (first start)
 /// creates one, agreeing with concurrent first starts on a single key.
-async fn load_set(store: &dyn Store, master: &AeadKey) -> Result<KeySet, AppError> {
+async fn load_set(store: &Store, master: &AeadKey) -> Result<KeySet, AppError> {
     let mut keys = store.signing_keys(to_micros(now())).await?;
     if !keys.iter().any(|k| k.active) {
         let alg = match store.setting(SIGNING_ALGORITHM).await? {

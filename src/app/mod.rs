@@ -88,7 +88,7 @@ fn mismatch() -> AppError {
 }
 
 /// The key material wrapped by `master`, created on the store's first start.
-async fn key_material(store: &dyn crate::store::Store, master: &MasterKey) -> Result<KeyMaterial, AppError> {
+async fn key_material(store: &crate::store::Store, master: &MasterKey) -> Result<KeyMaterial, AppError> {
     let name = format!("{KEYRING_PREFIX}{}", master.fingerprint());
     let wrapped = match store.meta_get(&name).await? {
         Some(w) => w,

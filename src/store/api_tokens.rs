@@ -1,0 +1,328 @@
+//! Refresh tokens and API access tokens (`/integration/v1`).
+
+use super::*;
+use crate::domain::audit::AuditEvent;
+use crate::domain::{User, UserId};
+use sqlx::{AnyConnection, FromRow};
+
+pub struct NewRefreshToken {
+    /// How many of the user's refresh tokens may be active at once,
+    /// counting this one.
+    pub max_active: i64,
+    pub user_id: UserId,
+    pub name: String,
+    pub token_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+pub struct NewApiAccessToken {
+    pub refresh_token_id: i64,
+    pub user_id: UserId,
+    pub token_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What authentication needs to know about an API access token: its state,
+/// its refresh token's state and its user.
+#[derive(Debug, Clone)]
+pub struct ApiAccessTokenGrant {
+    pub token_id: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub refresh_revoked_at: Option<i64>,
+    pub user: User,
+}
+
+/// A refresh token as stored (never the token itself).
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRecord {
+    pub id: i64,
+    pub user_id: UserId,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// An API access token as stored (never the token itself).
+#[derive(Debug, Clone)]
+pub struct ApiAccessTokenRecord {
+    pub id: i64,
+    pub refresh_token_id: i64,
+    pub user_id: UserId,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+#[derive(FromRow)]
+pub(super) struct RefreshTokenRow {
+    id: i64,
+    user_id: i64,
+    name: String,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+#[derive(FromRow)]
+pub(super) struct ApiAccessTokenRow {
+    id: i64,
+    refresh_token_id: i64,
+    user_id: i64,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+#[derive(FromRow)]
+pub(super) struct ApiAccessTokenGrantRow {
+    token_id: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    refresh_revoked_at: Option<i64>,
+    #[sqlx(flatten)]
+    user: UserRow,
+}
+
+/// Stores a new refresh token; its id.
+pub(super) async fn insert_refresh_token(
+    conn: &mut AnyConnection,
+    token: &NewRefreshToken,
+) -> StoreResult<i64> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO refresh_tokens (user_id, name, token_hash, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(token.user_id)
+    .bind(&token.name)
+    .bind(&token.token_hash)
+    .bind(token.created_at)
+    .bind(token.expires_at)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(conflict("a refresh token with this hash"))?;
+    Ok(id)
+}
+
+/// Revokes the active access tokens made from a refresh token; how many.
+pub(super) async fn revoke_access_tokens_of(
+    conn: &mut AnyConnection,
+    refresh_token_id: i64,
+    at: i64,
+) -> StoreResult<u64> {
+    Ok(sqlx::query(
+        "UPDATE api_access_tokens SET revoked_at = $2 WHERE refresh_token_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(refresh_token_id)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
+impl Store {
+    pub async fn create_refresh_token(&self, token: NewRefreshToken, event: AuditEvent) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            // Concurrent creations for one user count one after the other.
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                .bind(token.user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (active,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(token.user_id)
+        .bind(token.created_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        if active >= token.max_active {
+            return Err(StoreError::LimitReached(token.max_active));
+        }
+        let id = insert_refresh_token(&mut tx, &token).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Stores a new API access token and revokes every other active one made
+    /// from the same refresh token, atomically; `NotFound` unless the refresh
+    /// token is still active at `token.created_at`.
+    pub async fn create_api_access_token(
+        &self,
+        token: NewApiAccessToken,
+        event: AuditEvent,
+    ) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        // Marks the refresh token used, only if it is still active; on
+        // PostgreSQL this also locks it, so that concurrent creations from
+        // one refresh token run one after the other and the last one wins.
+        let active = sqlx::query(
+            "UPDATE refresh_tokens SET last_used_at = $2 WHERE id = $1 AND user_id = $3 \
+             AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(token.refresh_token_id)
+        .bind(token.created_at)
+        .bind(token.user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if active == 0 {
+            return Err(StoreError::NotFound);
+        }
+        revoke_access_tokens_of(&mut tx, token.refresh_token_id, token.created_at).await?;
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO api_access_tokens (refresh_token_id, user_id, token_hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(token.refresh_token_id)
+        .bind(token.user_id)
+        .bind(&token.token_hash)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(conflict("an API access token with this hash"))?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn refresh_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>> {
+        let row: Option<RefreshTokenRow> = sqlx::query_as(
+            "SELECT id, user_id, name, created_at, expires_at, revoked_at, last_used_at FROM refresh_tokens \
+             WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| RefreshTokenRecord {
+            id: r.id,
+            user_id: r.user_id,
+            name: r.name,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            last_used_at: r.last_used_at,
+        }))
+    }
+
+    pub async fn api_access_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<ApiAccessTokenRecord>> {
+        let row: Option<ApiAccessTokenRow> = sqlx::query_as(
+            "SELECT id, refresh_token_id, user_id, created_at, expires_at, revoked_at, last_used_at \
+             FROM api_access_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| ApiAccessTokenRecord {
+            id: r.id,
+            refresh_token_id: r.refresh_token_id,
+            user_id: r.user_id,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            last_used_at: r.last_used_at,
+        }))
+    }
+
+    /// Revokes refresh token `old_id` (if still active at `new.created_at`)
+    /// and the access tokens made from it, and stores `new`, atomically.
+    /// `NotFound` when `old_id` was no longer active: two concurrent
+    /// regenerations cannot both succeed.
+    pub async fn regenerate_refresh_token(
+        &self,
+        old_id: i64,
+        new: NewRefreshToken,
+        event: AuditEvent,
+    ) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        let revoked = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE id = $1 AND user_id = $3 \
+             AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(old_id)
+        .bind(new.created_at)
+        .bind(new.user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if revoked == 0 {
+            return Err(StoreError::NotFound);
+        }
+        revoke_access_tokens_of(&mut tx, old_id, new.created_at).await?;
+        let id = insert_refresh_token(&mut tx, &new).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Revokes the active access tokens made from a refresh token; how many.
+    pub async fn revoke_api_access_tokens(
+        &self,
+        refresh_token_id: i64,
+        at: i64,
+        event: AuditEvent,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let revoked = revoke_access_tokens_of(&mut tx, refresh_token_id, at).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Records last use, batched: `(token id, unix µs)` pairs.
+    pub async fn touch_api_access_tokens(&self, uses: &[(i64, i64)]) -> StoreResult<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE api_access_tokens SET last_used_at = $2 WHERE id = $1 \
+                 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn api_access_token_grant(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenGrant>> {
+        let row: Option<ApiAccessTokenGrantRow> = sqlx::query_as(
+            "SELECT t.id AS token_id, t.expires_at, t.revoked_at, r.revoked_at AS refresh_revoked_at, \
+                    u.id, u.username, u.role, u.auth_source, u.disabled_at, u.created_at \
+             FROM api_access_tokens t \
+             JOIN refresh_tokens r ON r.id = t.refresh_token_id \
+             JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ApiAccessTokenGrant {
+                token_id: r.token_id,
+                expires_at: r.expires_at,
+                revoked_at: r.revoked_at,
+                refresh_revoked_at: r.refresh_revoked_at,
+                user: r.user.try_into()?,
+            })
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,463 @@
+//! Outbound OAuth clients, connections, their leases and pending authorizations.
+
+use super::*;
+use crate::domain::audit::AuditEvent;
+use crate::domain::{UserId, now, to_micros};
+use sqlx::FromRow;
+
+/// An outbound client as stored: settings, and the sealed secret.
+#[derive(Debug, Clone)]
+pub struct OutboundClientRecord {
+    pub id: String,
+    pub settings: crate::domain::outbound::OutboundClientSettings,
+    pub sealed_secret: Option<String>,
+    pub created_at: i64,
+    /// Changes with every update: tokens fetched under one version are
+    /// stored only while it is still the current one.
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionRecord {
+    pub id: String,
+    pub outbound_client_id: String,
+    pub user_id: UserId,
+    pub name: String,
+    pub status: String,
+    pub status_detail: Option<String>,
+    pub sealed_access_token: Option<String>,
+    pub sealed_refresh_token: Option<String>,
+    pub obtained_at: Option<i64>,
+    pub access_expires_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// What binding a pending connection authorization to a browser did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindOutcome {
+    Bound {
+        connection_id: String,
+        sealed_verifier: Option<String>,
+    },
+    /// It exists, unused, but was started for another user: left as it is.
+    OtherUser,
+    /// Unknown, expired, used or already bound.
+    Unusable,
+}
+
+#[derive(FromRow)]
+pub(super) struct OutboundRow {
+    id: String,
+    settings: String,
+    client_secret: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<OutboundRow> for OutboundClientRecord {
+    type Error = StoreError;
+    fn try_from(r: OutboundRow) -> StoreResult<Self> {
+        let settings = serde_json::from_str(&r.settings)
+            .map_err(|e| StoreError::Corrupt(format!("outbound client {} has bad settings: {e}", r.id)))?;
+        Ok(OutboundClientRecord {
+            id: r.id,
+            settings,
+            sealed_secret: r.client_secret,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+pub(super) const CONNECTION_COLUMNS: &str = "id, outbound_client_id, user_id, name, status, status_detail, access_token, \
+     refresh_token, obtained_at, access_expires_at, created_at";
+
+#[derive(FromRow)]
+pub(super) struct ConnectionRow {
+    id: String,
+    outbound_client_id: String,
+    user_id: i64,
+    name: String,
+    status: String,
+    status_detail: Option<String>,
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+    obtained_at: Option<i64>,
+    access_expires_at: Option<i64>,
+    created_at: i64,
+}
+
+impl From<ConnectionRow> for ConnectionRecord {
+    fn from(r: ConnectionRow) -> Self {
+        ConnectionRecord {
+            id: r.id,
+            outbound_client_id: r.outbound_client_id,
+            user_id: r.user_id,
+            name: r.name,
+            status: r.status,
+            status_detail: r.status_detail,
+            sealed_access_token: r.access_token,
+            sealed_refresh_token: r.refresh_token,
+            obtained_at: r.obtained_at,
+            access_expires_at: r.access_expires_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
+impl Store {
+    pub async fn create_outbound_client(
+        &self,
+        client: OutboundClientRecord,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO outbound_clients (id, settings, client_secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(&client.id)
+        .bind(serde_json::to_string(&client.settings).expect("settings serialize"))
+        .bind(client.sealed_secret.clone())
+        .bind(client.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict("an outbound client with this id"))?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn outbound_client(&self, id: &str) -> StoreResult<Option<OutboundClientRecord>> {
+        let row: Option<OutboundRow> = sqlx::query_as(
+            "SELECT id, settings, client_secret, created_at, updated_at FROM outbound_clients WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(OutboundClientRecord::try_from).transpose()
+    }
+
+    pub async fn list_outbound_clients(&self) -> StoreResult<Vec<OutboundClientRecord>> {
+        let rows: Vec<OutboundRow> = sqlx::query_as(
+            "SELECT id, settings, client_secret, created_at, updated_at FROM outbound_clients ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(OutboundClientRecord::try_from).collect()
+    }
+
+    /// Replaces settings, and the sealed secret when `Some`.
+    pub async fn update_outbound_client(
+        &self,
+        id: &str,
+        settings: &crate::domain::outbound::OutboundClientSettings,
+        sealed_secret: Option<&str>,
+        reset_connections: Option<(&str, &str)>,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        if let Some((status, detail)) = reset_connections {
+            sqlx::query(
+                "UPDATE connections SET access_token = NULL, refresh_token = NULL, obtained_at = NULL, \
+                 access_expires_at = NULL, lease_until = NULL, status = $2, status_detail = $3, updated_at = $4 \
+                 WHERE outbound_client_id = $1 AND status <> 'revoked'",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(detail)
+            .bind(to_micros(now()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let updated = sqlx::query(
+            "UPDATE outbound_clients SET settings = $2, client_secret = COALESCE($3, client_secret), updated_at = $4 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(serde_json::to_string(settings).expect("settings serialize"))
+        .bind(sealed_secret)
+        .bind(to_micros(now()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn delete_outbound_client(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
+        self.delete_one("DELETE FROM outbound_clients WHERE id = $1", id, None, event).await
+    }
+
+    pub async fn create_connection(&self, c: ConnectionRecord, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO connections (id, outbound_client_id, user_id, name, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(&c.id)
+        .bind(&c.outbound_client_id)
+        .bind(c.user_id)
+        .bind(&c.name)
+        .bind(&c.status)
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict("a connection with this id"))?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn connection(&self, id: &str) -> StoreResult<Option<ConnectionRecord>> {
+        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = $1");
+        let row: Option<ConnectionRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(Into::into))
+    }
+
+    pub async fn connections_of(&self, user_id: UserId) -> StoreResult<Vec<ConnectionRecord>> {
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE user_id = $1 ORDER BY created_at, id"
+        );
+        let rows: Vec<ConnectionRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    pub async fn delete_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
+        self.delete_one("DELETE FROM connections WHERE id = $1", id, None, event).await
+    }
+
+    /// Takes the connection's lease until `until` (ms) if nobody holds one at
+    /// `now` (ms) and its tokens are still those obtained at `seen` (the
+    /// caller's read): whoever gets it talks to the provider. The second
+    /// condition stops a caller that read before another's refresh from
+    /// refreshing again after it.
+    pub async fn take_connection_lease(
+        &self,
+        id: &str,
+        now: i64,
+        until: i64,
+        seen: Option<i64>,
+    ) -> StoreResult<bool> {
+        let taken = sqlx::query(
+            "UPDATE connections SET lease_until = $3 WHERE id = $1 AND (lease_until IS NULL OR lease_until < $2) \
+             AND COALESCE(obtained_at, -1) = $4",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(until)
+        .bind(seen.unwrap_or(-1))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    /// Stores new tokens (a `None` refresh token keeps the old one), marks
+    /// the connection active and gives the lease back.
+    pub async fn store_connection_tokens(
+        &self,
+        id: &str,
+        sealed_access: &str,
+        sealed_refresh: Option<&str>,
+        obtained_at: i64,
+        access_expires_at: i64,
+        client_version: i64,
+        event: AuditEvent,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let stored = sqlx::query(
+            "UPDATE connections SET access_token = $2, refresh_token = COALESCE($3, refresh_token), obtained_at = $4, \
+             access_expires_at = $5, status = 'active', status_detail = NULL, lease_until = NULL, updated_at = $6 \
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM outbound_clients o \
+             WHERE o.id = connections.outbound_client_id AND o.updated_at = $7)",
+        )
+        .bind(id)
+        .bind(sealed_access)
+        .bind(sealed_refresh)
+        .bind(obtained_at)
+        .bind(access_expires_at)
+        .bind(to_micros(now()))
+        .bind(client_version)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if stored == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Sets the status (and the provider's error) and gives the lease back.
+    pub async fn set_connection_status(
+        &self,
+        id: &str,
+        status: &str,
+        detail: Option<&str>,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE connections SET status = $2, status_detail = $3, lease_until = NULL, updated_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(status)
+            .bind(detail)
+            .bind(to_micros(now()))
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Active connections whose access token expires before `expiring_before`
+    /// or that were last refreshed before `idle_before` (all ms).
+    pub async fn connections_due(
+        &self,
+        expiring_before: i64,
+        idle_before: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ConnectionRecord>> {
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
+             AND (access_expires_at < $1 OR obtained_at < $2) ORDER BY access_expires_at LIMIT $3"
+        );
+        let rows: Vec<ConnectionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(expiring_before)
+            .bind(idle_before)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Forgets the connection's tokens and marks it revoked.
+    pub async fn revoke_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE connections SET status = 'revoked', status_detail = NULL, access_token = NULL, refresh_token = NULL, \
+             obtained_at = NULL, access_expires_at = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(to_micros(now()))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn release_connection_lease(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE connections SET lease_until = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_connection_authorization(
+        &self,
+        state_hash: &str,
+        connection_id: &str,
+        user_id: UserId,
+        sealed_verifier: Option<&str>,
+        created_at: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO connection_authorizations (state_hash, connection_id, user_id, code_verifier, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(state_hash)
+        .bind(connection_id)
+        .bind(user_id)
+        .bind(sealed_verifier)
+        .bind(created_at)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The connection of a pending (unused, unexpired) authorization.
+    pub async fn pending_connection_authorization(
+        &self,
+        state_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT connection_id FROM connection_authorizations WHERE state_hash = $1 AND used_at IS NULL \
+             AND expires_at > $2",
+        )
+        .bind(state_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    /// Binds a pending authorization to a browser (once), if `user_id` is
+    /// the one it was started for.
+    pub async fn bind_connection_authorization(
+        &self,
+        state_hash: &str,
+        browser_hash: &str,
+        user_id: UserId,
+        now: i64,
+    ) -> StoreResult<BindOutcome> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "UPDATE connection_authorizations SET browser_hash = $2 \
+             WHERE state_hash = $1 AND user_id = $3 AND browser_hash IS NULL AND used_at IS NULL \
+             AND expires_at > $4 RETURNING connection_id, code_verifier",
+        )
+        .bind(state_hash)
+        .bind(browser_hash)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((connection_id, sealed_verifier)) = row {
+            return Ok(BindOutcome::Bound { connection_id, sealed_verifier });
+        }
+        let other: Option<(i64,)> = sqlx::query_as(
+            "SELECT user_id FROM connection_authorizations WHERE state_hash = $1 AND user_id <> $2 \
+             AND used_at IS NULL AND expires_at > $3",
+        )
+        .bind(state_hash)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(if other.is_some() { BindOutcome::OtherUser } else { BindOutcome::Unusable })
+    }
+
+    /// Uses up a pending authorization if unused, unexpired, and arriving
+    /// for `user_id` in the browser it was bound to (anyone else leaves it
+    /// as it is): `(connection_id, sealed_verifier)`.
+    pub async fn redeem_connection_authorization(
+        &self,
+        state_hash: &str,
+        user_id: UserId,
+        browser_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(String, Option<String>)>> {
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "UPDATE connection_authorizations SET used_at = $2 \
+             WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2 AND user_id = $3 AND browser_hash = $4 \
+             RETURNING connection_id, code_verifier",
+        )
+        .bind(state_hash)
+        .bind(now)
+        .bind(user_id)
+        .bind(browser_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row)
+    }
+}

@@ -1,0 +1,588 @@
+//! Delegated OAuth: clients, consents, authorization codes, grants and refresh-token families.
+
+use super::*;
+use crate::domain::audit::AuditEvent;
+use crate::domain::delegated::{ClientType, DelegatedClient};
+use crate::domain::{UserId, from_micros, now, to_micros};
+use sqlx::{AnyConnection, FromRow};
+
+pub struct NewOAuthClient {
+    pub client_id: String,
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub client_type: ClientType,
+    pub secret_hash: Option<String>,
+    pub refresh_token_lifetime: i64,
+    pub access_token_lifetime: i64,
+    pub pkce_enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthClientRecord {
+    pub client: DelegatedClient,
+    pub secret_hash: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAuthorizationCode {
+    pub code_hash: String,
+    pub client_id: String,
+    pub user_id: UserId,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub resources: Vec<String>,
+    pub code_challenge: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+pub enum CodeRedemption {
+    /// The code, now used up.
+    Redeemed(NewAuthorizationCode),
+    /// Used before: what it issued must be revoked.
+    Replayed { grant_id: Option<i64> },
+    /// Unknown, expired, or another client's.
+    Invalid,
+}
+
+/// A family of tokens descending from one authorization code.
+#[derive(Debug, Clone)]
+pub struct GrantRecord {
+    pub id: i64,
+    pub client_id: String,
+    pub user_id: UserId,
+    pub scope: String,
+    pub resources: Vec<String>,
+    pub revoked: bool,
+}
+
+/// A delegated refresh token's state.
+#[derive(Debug, Clone)]
+pub struct OAuthRefreshState {
+    pub grant: GrantRecord,
+    pub expires_at: i64,
+    pub rotated_at: Option<i64>,
+    /// Sealed successor response, while the grace window lasts.
+    pub successor: Option<String>,
+    pub revoked: bool,
+}
+
+/// Tokens issued in a grant: the refresh token (if a new one) and the JWT id.
+pub struct IssuedInGrant {
+    pub refresh: Option<(String, i64)>,
+    pub jti: String,
+    pub jti_expires_at: i64,
+}
+
+pub(super) const OAUTH_CLIENT_COLUMNS: &str = "client_id, name, redirect_uris, client_type, secret_hash, \
+     refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at";
+
+#[derive(FromRow)]
+pub(super) struct OAuthClientRow {
+    client_id: String,
+    name: String,
+    redirect_uris: String,
+    client_type: String,
+    secret_hash: Option<String>,
+    refresh_token_lifetime: i64,
+    access_token_lifetime: i64,
+    pkce_enabled: i64,
+    created_at: i64,
+}
+
+impl TryFrom<OAuthClientRow> for OAuthClientRecord {
+    type Error = StoreError;
+    fn try_from(r: OAuthClientRow) -> StoreResult<Self> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("OAuth client {} has {what}", r.client_id));
+        let redirect_uris =
+            serde_json::from_str(&r.redirect_uris).map_err(|_| corrupt("bad redirect URIs"))?;
+        let grant_type = match r.client_type.as_str() {
+            "confidential" => ClientType::Confidential,
+            "public" => ClientType::Public,
+            _ => return Err(corrupt("an unknown type")),
+        };
+        Ok(OAuthClientRecord {
+            client: DelegatedClient {
+                client_id: r.client_id,
+                name: r.name,
+                redirect_uris,
+                grant_type,
+                refresh_token_lifetime: r.refresh_token_lifetime,
+                access_token_lifetime: r.access_token_lifetime,
+                pkce_enabled: r.pkce_enabled != 0,
+                created_at: from_micros(r.created_at),
+            },
+            secret_hash: r.secret_hash,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct CodeRow {
+    client_id: String,
+    user_id: i64,
+    redirect_uri: String,
+    scope: String,
+    resources: String,
+    code_challenge: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+}
+
+#[derive(FromRow)]
+pub(super) struct RefreshStateRow {
+    grant_id: i64,
+    client_id: String,
+    user_id: i64,
+    scope: String,
+    resources: String,
+    grant_revoked_at: Option<i64>,
+    expires_at: i64,
+    rotated_at: Option<i64>,
+    successor: Option<String>,
+    revoked_at: Option<i64>,
+}
+
+pub(super) fn resources_json(resources: &[String]) -> String {
+    serde_json::to_string(resources).expect("strings serialize")
+}
+
+pub(super) fn resources_from(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// Stores the refresh token and the JWT id issued within a grant.
+pub(super) async fn insert_issued(
+    conn: &mut AnyConnection,
+    grant_id: i64,
+    issued: &IssuedInGrant,
+    now: i64,
+) -> StoreResult<()> {
+    if let Some((hash, expires_at)) = &issued.refresh {
+        sqlx::query(
+            "INSERT INTO oauth_refresh_tokens (token_hash, grant_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash)
+        .bind(grant_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(conflict("a refresh token with this hash"))?;
+    }
+    sqlx::query("INSERT INTO oauth_grant_jtis (jti, grant_id, expires_at) VALUES ($1, $2, $3)")
+        .bind(&issued.jti)
+        .bind(grant_id)
+        .bind(issued.jti_expires_at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Revokes grant `grant_id`, its refresh tokens and its JWTs, in `conn`'s
+/// transaction.
+pub(super) async fn revoke_grant_in(conn: &mut AnyConnection, grant_id: i64, now: i64) -> StoreResult<()> {
+    sqlx::query("UPDATE oauth_grants SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+        .bind(grant_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE oauth_refresh_tokens SET revoked_at = COALESCE(revoked_at, $2), successor = NULL WHERE grant_id = $1")
+        .bind(grant_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) \
+         SELECT jti, expires_at, $2 FROM oauth_grant_jtis WHERE grant_id = $1 ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(grant_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    pub async fn create_oauth_client(
+        &self,
+        client: NewOAuthClient,
+        event: AuditEvent,
+    ) -> StoreResult<DelegatedClient> {
+        let mut tx = self.begin_write().await?;
+        let at = to_micros(now());
+        let sql = format!(
+            "INSERT INTO oauth_clients (client_id, name, redirect_uris, client_type, secret_hash, \
+             refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {OAUTH_CLIENT_COLUMNS}"
+        );
+        let row: OAuthClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&client.client_id)
+            .bind(&client.name)
+            .bind(resources_json(&client.redirect_uris))
+            .bind(client.client_type.as_str())
+            .bind(client.secret_hash.clone())
+            .bind(client.refresh_token_lifetime)
+            .bind(client.access_token_lifetime)
+            .bind(i64::from(client.pkce_enabled))
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(conflict("an OAuth client with this id"))?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(OAuthClientRecord::try_from(row)?.client)
+    }
+
+    pub async fn oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRecord>> {
+        let sql = format!("SELECT {OAUTH_CLIENT_COLUMNS} FROM oauth_clients WHERE client_id = $1");
+        let row: Option<OAuthClientRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(client_id).fetch_optional(&self.pool).await?;
+        row.map(OAuthClientRecord::try_from).transpose()
+    }
+
+    pub async fn list_oauth_clients(&self) -> StoreResult<Vec<DelegatedClient>> {
+        let sql = format!("SELECT {OAUTH_CLIENT_COLUMNS} FROM oauth_clients ORDER BY created_at, client_id");
+        let rows: Vec<OAuthClientRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.into_iter().map(|r| Ok(OAuthClientRecord::try_from(r)?.client)).collect()
+    }
+
+    /// Replaces name, redirect URIs, lifetimes and PKCE (the type and secret stay).
+    pub async fn replace_oauth_client(
+        &self,
+        client: NewOAuthClient,
+        event: AuditEvent,
+    ) -> StoreResult<DelegatedClient> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "UPDATE oauth_clients SET name = $2, redirect_uris = $3, refresh_token_lifetime = $4, \
+             access_token_lifetime = $5, pkce_enabled = $6, updated_at = $7 WHERE client_id = $1 \
+             RETURNING {OAUTH_CLIENT_COLUMNS}"
+        );
+        let row: OAuthClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&client.client_id)
+            .bind(&client.name)
+            .bind(resources_json(&client.redirect_uris))
+            .bind(client.refresh_token_lifetime)
+            .bind(client.access_token_lifetime)
+            .bind(i64::from(client.pkce_enabled))
+            .bind(to_micros(now()))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(OAuthClientRecord::try_from(row)?.client)
+    }
+
+    /// Deletes the client and, with it, its grants, codes and consents.
+    pub async fn delete_oauth_client(&self, client_id: &str, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let at = to_micros(now());
+        let grants: Vec<(i64,)> = sqlx::query_as("SELECT id FROM oauth_grants WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        for (grant_id,) in grants {
+            revoke_grant_in(&mut tx, grant_id, at).await?;
+        }
+        let deleted = sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1")
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_oauth_client_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE oauth_clients SET secret_hash = $2, updated_at = $3 WHERE client_id = $1 \
+             AND client_type = 'confidential'",
+        )
+        .bind(client_id)
+        .bind(secret_hash)
+        .bind(to_micros(now()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn has_consent(&self, user_id: UserId, client_id: &str, scope: &str) -> StoreResult<bool> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT created_at FROM oauth_consents WHERE user_id = $1 AND client_id = $2 AND scope = $3",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .bind(scope)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn add_consent(
+        &self,
+        user_id: UserId,
+        client_id: &str,
+        scope: &str,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO oauth_consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .bind(scope)
+        .bind(to_micros(now()))
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `(client_id, scope, created_at)` of a user's remembered consents.
+    pub async fn consents(&self, user_id: UserId) -> StoreResult<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT client_id, scope, created_at FROM oauth_consents WHERE user_id = $1 ORDER BY client_id, scope",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Forgets a user's consents to a client and revokes the grants (and
+    /// their tokens) the client holds for the user; how many consents.
+    pub async fn revoke_consents(
+        &self,
+        user_id: UserId,
+        client_id: &str,
+        now: i64,
+        event: AuditEvent,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let forgotten = sqlx::query("DELETE FROM oauth_consents WHERE user_id = $1 AND client_id = $2")
+            .bind(user_id)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let grants: Vec<(i64,)> = sqlx::query_as(
+            "SELECT id FROM oauth_grants WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (grant_id,) in grants {
+            revoke_grant_in(&mut tx, grant_id, now).await?;
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(forgotten)
+    }
+
+    pub async fn insert_authorization_code(&self, code: NewAuthorizationCode) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO oauth_authorization_codes (code_hash, client_id, user_id, redirect_uri, scope, resources, \
+             code_challenge, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&code.code_hash)
+        .bind(&code.client_id)
+        .bind(code.user_id)
+        .bind(&code.redirect_uri)
+        .bind(&code.scope)
+        .bind(resources_json(&code.resources))
+        .bind(code.code_challenge.clone())
+        .bind(code.created_at)
+        .bind(code.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Uses up `code_hash` of `client_id` if it is unused and unexpired.
+    pub async fn redeem_authorization_code(
+        &self,
+        code_hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<CodeRedemption> {
+        let mut tx = self.begin_write().await?;
+        let row: Option<CodeRow> = sqlx::query_as(
+            "UPDATE oauth_authorization_codes SET used_at = $3 \
+             WHERE code_hash = $1 AND client_id = $2 AND used_at IS NULL AND expires_at > $3 \
+             RETURNING client_id, user_id, redirect_uri, scope, resources, code_challenge, created_at, expires_at",
+        )
+        .bind(code_hash)
+        .bind(client_id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match row {
+            Some(r) => CodeRedemption::Redeemed(NewAuthorizationCode {
+                code_hash: code_hash.to_string(),
+                client_id: r.client_id,
+                user_id: r.user_id,
+                redirect_uri: r.redirect_uri,
+                scope: r.scope,
+                resources: resources_from(&r.resources),
+                code_challenge: r.code_challenge,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+            }),
+            None => {
+                let used: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+                    "SELECT used_at, grant_id FROM oauth_authorization_codes WHERE code_hash = $1 AND client_id = $2",
+                )
+                .bind(code_hash)
+                .bind(client_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match used {
+                    Some((Some(_), grant_id)) => CodeRedemption::Replayed { grant_id },
+                    _ => CodeRedemption::Invalid,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Opens the grant of a redeemed code with its first tokens.
+    pub async fn create_grant(
+        &self,
+        code_hash: &str,
+        code: &NewAuthorizationCode,
+        issued: IssuedInGrant,
+        event: AuditEvent,
+    ) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        let at = to_micros(now());
+        let (grant_id,): (i64,) = sqlx::query_as(
+            "INSERT INTO oauth_grants (client_id, user_id, scope, resources, created_at) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING id",
+        )
+        .bind(&code.client_id)
+        .bind(code.user_id)
+        .bind(&code.scope)
+        .bind(resources_json(&code.resources))
+        .bind(at)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE oauth_authorization_codes SET grant_id = $2 WHERE code_hash = $1")
+            .bind(code_hash)
+            .bind(grant_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_issued(&mut tx, grant_id, &issued, at).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(grant_id)
+    }
+
+    pub async fn oauth_refresh_token(&self, token_hash: &str) -> StoreResult<Option<OAuthRefreshState>> {
+        let row: Option<RefreshStateRow> = sqlx::query_as(
+            "SELECT g.id AS grant_id, g.client_id, g.user_id, g.scope, g.resources, g.revoked_at AS grant_revoked_at, \
+                    t.expires_at, t.rotated_at, t.successor, t.revoked_at \
+             FROM oauth_refresh_tokens t JOIN oauth_grants g ON g.id = t.grant_id WHERE t.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| OAuthRefreshState {
+            grant: GrantRecord {
+                id: r.grant_id,
+                client_id: r.client_id,
+                user_id: r.user_id,
+                scope: r.scope,
+                resources: resources_from(&r.resources),
+                revoked: r.grant_revoked_at.is_some(),
+            },
+            expires_at: r.expires_at,
+            rotated_at: r.rotated_at,
+            successor: r.successor,
+            revoked: r.revoked_at.is_some(),
+        }))
+    }
+
+    /// Marks `old_hash` rotated, keeping `successor` (sealed) for replays in
+    /// the grace window, and stores what `issued` lists — if and only if
+    /// `old_hash` was not rotated yet (false: another request won).
+    pub async fn rotate_oauth_refresh_token(
+        &self,
+        old_hash: &str,
+        grant_id: i64,
+        now: i64,
+        successor: &str,
+        issued: IssuedInGrant,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        // The conditional update is the race's referee: on PostgreSQL the
+        // loser waits for the winner's commit and then matches no row.
+        let won = sqlx::query(
+            "UPDATE oauth_refresh_tokens SET rotated_at = $2, successor = $3 \
+             WHERE token_hash = $1 AND rotated_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(old_hash)
+        .bind(now)
+        .bind(successor)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if won == 0 {
+            return Ok(false);
+        }
+        insert_issued(&mut tx, grant_id, &issued, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records a JWT issued within a grant without rotating anything.
+    pub async fn record_grant_jti(&self, grant_id: i64, jti: &str, expires_at: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO oauth_grant_jtis (jti, grant_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(jti)
+            .bind(grant_id)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets sealed successors rotated before `before`.
+    pub async fn drop_successors(&self, before: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE oauth_refresh_tokens SET successor = NULL WHERE successor IS NOT NULL AND rotated_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes a grant: its refresh tokens and every JWT issued in it.
+    pub async fn revoke_grant(&self, grant_id: i64, now: i64, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        revoke_grant_in(&mut tx, grant_id, now).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! Machine-to-machine clients, announced to every node's cache on change.
+
+use super::*;
+use crate::domain::audit::AuditEvent;
+use crate::domain::client::M2mClient;
+use crate::domain::{Role, from_micros, now, to_micros};
+use sqlx::FromRow;
+
+pub struct NewM2mClient {
+    pub client_id: String,
+    pub name: String,
+    pub role: Role,
+    pub access_token_duration: i64,
+    pub secret_hash: String,
+}
+
+#[derive(Default)]
+pub struct M2mClientUpdate {
+    pub is_service: Option<bool>,
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub access_token_duration: Option<i64>,
+    pub disabled: Option<bool>,
+}
+
+/// A client with what authenticating it needs.
+#[derive(Debug, Clone)]
+pub struct M2mClientRecord {
+    pub client: M2mClient,
+    pub secret_hash: String,
+    pub previous_secret_hash: Option<String>,
+    pub previous_secret_expires_at: Option<i64>,
+}
+
+pub(super) const M2M_COLUMNS: &str = "client_id, name, role, access_token_duration, disabled_at, created_at, \
+     secret_rotated_at, secret_hash, previous_secret_hash, previous_secret_expires_at, is_service, tokens_not_before";
+
+#[derive(FromRow)]
+pub(super) struct M2mClientRow {
+    client_id: String,
+    name: String,
+    role: String,
+    access_token_duration: i64,
+    disabled_at: Option<i64>,
+    created_at: i64,
+    secret_rotated_at: Option<i64>,
+    secret_hash: String,
+    previous_secret_hash: Option<String>,
+    previous_secret_expires_at: Option<i64>,
+    is_service: i64,
+    tokens_not_before: Option<i64>,
+}
+
+impl TryFrom<M2mClientRow> for M2mClientRecord {
+    type Error = StoreError;
+    fn try_from(r: M2mClientRow) -> StoreResult<Self> {
+        let role = r
+            .role
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("client {} has role {:?}", r.client_id, r.role)))?;
+        Ok(M2mClientRecord {
+            client: M2mClient {
+                client_id: r.client_id,
+                name: r.name,
+                role,
+                access_token_duration: r.access_token_duration,
+                disabled: r.disabled_at.is_some(),
+                is_service: r.is_service != 0,
+                created_at: from_micros(r.created_at),
+                secret_rotated_at: r.secret_rotated_at.map(from_micros),
+                tokens_not_before: r.tokens_not_before,
+            },
+            secret_hash: r.secret_hash,
+            previous_secret_hash: r.previous_secret_hash,
+            previous_secret_expires_at: r.previous_secret_expires_at,
+        })
+    }
+}
+
+impl Store {
+    pub async fn create_m2m_client(&self, client: NewM2mClient, event: AuditEvent) -> StoreResult<M2mClient> {
+        let mut tx = self.begin_write().await?;
+        let at = to_micros(now());
+        let sql = format!(
+            "INSERT INTO m2m_clients (client_id, name, role, access_token_duration, secret_hash, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {M2M_COLUMNS}"
+        );
+        let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&client.client_id)
+            .bind(&client.name)
+            .bind(client.role.as_str())
+            .bind(client.access_token_duration)
+            .bind(&client.secret_hash)
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(conflict("a client with this id"))?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(M2mClientRecord::try_from(row)?.client)
+    }
+
+    pub async fn m2m_client(&self, client_id: &str) -> StoreResult<Option<M2mClientRecord>> {
+        let sql = format!("SELECT {M2M_COLUMNS} FROM m2m_clients WHERE client_id = $1");
+        let row: Option<M2mClientRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(client_id).fetch_optional(&self.pool).await?;
+        row.map(M2mClientRecord::try_from).transpose()
+    }
+
+    pub async fn list_m2m_clients(&self) -> StoreResult<Vec<M2mClient>> {
+        let sql = format!("SELECT {M2M_COLUMNS} FROM m2m_clients ORDER BY created_at, client_id");
+        let rows: Vec<M2mClientRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.into_iter().map(|r| Ok(M2mClientRecord::try_from(r)?.client)).collect()
+    }
+
+    pub async fn update_m2m_client(
+        &self,
+        client_id: &str,
+        update: M2mClientUpdate,
+        event: AuditEvent,
+    ) -> StoreResult<M2mClient> {
+        let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "UPDATE m2m_clients SET name = COALESCE($2, name), role = COALESCE($3, role), \
+             access_token_duration = COALESCE($4, access_token_duration), \
+             disabled_at = CASE WHEN $5 = 1 THEN COALESCE(disabled_at, $6) WHEN $5 = 0 THEN NULL \
+             ELSE disabled_at END, tokens_not_before = CASE WHEN $5 = 1 THEN $8 ELSE tokens_not_before END, \
+             is_service = COALESCE($7, is_service), updated_at = $6 WHERE client_id = $1 \
+             RETURNING {M2M_COLUMNS}"
+        );
+        let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(update.name)
+            .bind(update.role.map(Role::as_str))
+            .bind(update.access_token_duration)
+            .bind(update.disabled.map(i64::from))
+            .bind(to_micros(now()))
+            .bind(update.is_service.map(i64::from))
+            .bind(now().unix_timestamp())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        self.announce(&mut tx, &format!("client:{client_id}")).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(M2mClientRecord::try_from(row)?.client)
+    }
+
+    pub async fn delete_m2m_client(
+        &self,
+        client_id: &str,
+        principal: &str,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let deleted = sqlx::query("DELETE FROM m2m_clients WHERE client_id = $1")
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        delete_principal_credentials_in(&mut tx, principal).await?;
+        self.announce(&mut tx, &format!("client:{client_id}")).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces the secret; the current one keeps verifying until
+    /// `previous_expires_at`.
+    pub async fn rotate_m2m_client_secret(
+        &self,
+        client_id: &str,
+        secret_hash: &str,
+        previous_expires_at: i64,
+        event: AuditEvent,
+    ) -> StoreResult<M2mClient> {
+        let mut tx = self.begin_write().await?;
+        let at = to_micros(now());
+        let sql = format!(
+            "UPDATE m2m_clients SET previous_secret_hash = secret_hash, previous_secret_expires_at = $3, \
+             secret_hash = $2, secret_rotated_at = $4, updated_at = $4 WHERE client_id = $1 \
+             RETURNING {M2M_COLUMNS}"
+        );
+        let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(secret_hash)
+            .bind(previous_expires_at)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        self.announce(&mut tx, &format!("client:{client_id}")).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(M2mClientRecord::try_from(row)?.client)
+    }
+}

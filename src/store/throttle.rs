@@ -1,0 +1,104 @@
+//! Failed-attempt counting (logins, warehouse verification) and the purge of expired rows.
+
+use super::*;
+
+impl Store {
+    /// Counts one login attempt against each key, in order, before its
+    /// password is checked, as one atomic step (across nodes): if a key is
+    /// locked at `now`, nothing is counted and the end of the lock is the
+    /// answer. Otherwise each count grows by one (starting over when the
+    /// last failure is older than `window_start`) and the key is locked
+    /// for `lock_for(count) * unit`.
+    pub async fn reserve_login_attempt(
+        &self,
+        keys: &[(String, fn(i64) -> i64)],
+        now: i64,
+        window_start: i64,
+        unit: i64,
+    ) -> StoreResult<Option<i64>> {
+        // SQLite: the write transaction serializes attempts. PostgreSQL: the
+        // upsert locks the row and sees the latest lock, which this
+        // transaction sets before it commits.
+        let mut tx = self.begin_write().await?;
+        for (key, lock_for) in keys {
+            let counted: Option<(i64,)> = sqlx::query_as(
+                "INSERT INTO login_throttle (key, failures, last_failure_at, locked_until) VALUES ($1, 1, $2, 0) \
+                 ON CONFLICT (key) DO UPDATE SET \
+                 failures = CASE WHEN login_throttle.last_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
+                 last_failure_at = $2 WHERE login_throttle.locked_until <= $2 RETURNING failures",
+            )
+            .bind(key)
+            .bind(now)
+            .bind(window_start)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((failures,)) = counted else {
+                let (until,): (i64,) =
+                    sqlx::query_as("SELECT locked_until FROM login_throttle WHERE key = $1")
+                        .bind(key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                tx.rollback().await?;
+                return Ok(Some(until));
+            };
+            let lock = lock_for(failures);
+            if lock > 0 {
+                sqlx::query("UPDATE login_throttle SET locked_until = $2 WHERE key = $1")
+                    .bind(key)
+                    .bind(now + lock * unit)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    /// Deletes rows nothing needs any more: sessions, revoked JWT ids and
+    /// grant JWT ids past their expiry (`now`, µs), pending connection
+    /// authorizations past theirs (`now_ms`), authorization codes that
+    /// expired before `codes_before` (kept a while to catch replays), and
+    /// unlocked throttle counts last touched before `throttle_before`. How
+    /// many rows went.
+    pub async fn purge_expired(
+        &self,
+        now: i64,
+        now_ms: i64,
+        codes_before: i64,
+        throttle_before: i64,
+    ) -> StoreResult<u64> {
+        let statements: [(&str, i64); 6] = [
+            ("DELETE FROM user_sessions WHERE expires_at < $1", now),
+            ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
+            ("DELETE FROM oauth_grant_jtis WHERE expires_at < $1", now),
+            ("DELETE FROM connection_authorizations WHERE expires_at < $1", now_ms),
+            ("DELETE FROM oauth_authorization_codes WHERE expires_at < $1", codes_before),
+            ("DELETE FROM login_throttle WHERE last_failure_at < $1 AND locked_until < $2", throttle_before),
+        ];
+        let mut purged = 0;
+        for (sql, before) in statements {
+            let mut query = sqlx::query(sql).bind(before);
+            if sql.contains("$2") {
+                query = query.bind(now);
+            }
+            purged += query.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(purged)
+    }
+
+    /// Gives back the slot an attempt that succeeded had reserved.
+    pub async fn release_login_attempt(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn clear_login_failures(&self, keys: &[String]) -> StoreResult<()> {
+        for key in keys {
+            sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(key).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! Users and their browser sessions.
+
+use super::*;
+use crate::domain::audit::AuditEvent;
+use crate::domain::user::username_key;
+use crate::domain::{AuthSource, Role, User, UserId, from_micros, now, to_micros};
+use sqlx::{AnyConnection, FromRow};
+
+pub struct NewUser {
+    pub username: String,
+    /// argon2id PHC string; `None` for SSO-only users.
+    pub password_hash: Option<String>,
+    pub role: Role,
+}
+
+#[derive(Default)]
+pub struct UserUpdate {
+    pub role: Option<Role>,
+    pub password_hash: Option<String>,
+    pub disabled: Option<bool>,
+    /// End the user's sessions, tokens and grants in the same transaction.
+    pub end_credentials: bool,
+}
+
+pub(super) const USER_COLUMNS: &str = "id, username, role, auth_source, disabled_at, created_at";
+
+#[derive(FromRow)]
+pub(super) struct UserRow {
+    id: i64,
+    username: String,
+    role: String,
+    auth_source: String,
+    disabled_at: Option<i64>,
+    created_at: i64,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+    fn try_from(r: UserRow) -> StoreResult<User> {
+        let role = r
+            .role
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("user {} has role {:?}", r.id, r.role)))?;
+        let auth_source = match r.auth_source.as_str() {
+            "password" => AuthSource::Password,
+            "sso" => AuthSource::Sso,
+            other => return Err(StoreError::Corrupt(format!("user {} has auth source {other:?}", r.id))),
+        };
+        Ok(User {
+            id: r.id,
+            username: r.username,
+            role,
+            auth_source,
+            disabled: r.disabled_at.is_some(),
+            created_at: from_micros(r.created_at),
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct UserCredentialRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: Option<String>,
+}
+
+/// Ends everything a user is signed in with: browser sessions, refresh and
+/// API access tokens, and delegated grants (with their access tokens).
+pub(super) async fn end_user_credentials_in(
+    conn: &mut AnyConnection,
+    user_id: UserId,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query("DELETE FROM user_sessions WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
+    for table in ["refresh_tokens", "api_access_tokens"] {
+        let sql = format!("UPDATE {table} SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(now).execute(&mut *conn).await?;
+    }
+    let grants: Vec<(i64,)> =
+        sqlx::query_as("SELECT id FROM oauth_grants WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    for (grant_id,) in grants {
+        revoke_grant_in(conn, grant_id, now).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn insert_user(conn: &mut AnyConnection, user: &NewUser) -> StoreResult<User> {
+    let at = to_micros(now());
+    let source = if user.password_hash.is_some() { "password" } else { "sso" };
+    let sql = format!(
+        "INSERT INTO users (username, username_key, password_hash, auth_source, role, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {USER_COLUMNS}"
+    );
+    let row: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&user.username)
+        .bind(username_key(&user.username))
+        .bind(user.password_hash.clone())
+        .bind(source)
+        .bind(user.role.as_str())
+        .bind(at)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(conflict("a user with this username"))?;
+    row.try_into()
+}
+
+impl Store {
+    /// Creates the first admin exactly once in the store's life; `None` when
+    /// that already happened (on this node or another).
+    pub async fn bootstrap_admin(&self, admin: NewUser, event: AuditEvent) -> StoreResult<Option<User>> {
+        let mut tx = self.begin_write().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO meta (name, value) VALUES ('bootstrapped', 'admin') ON CONFLICT (name) DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(None);
+        }
+        let user = insert_user(&mut tx, &admin).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(Some(user))
+    }
+
+    pub async fn create_user(&self, user: NewUser, event: AuditEvent) -> StoreResult<User> {
+        let mut tx = self.begin_write().await?;
+        let created = insert_user(&mut tx, &user).await?;
+        let event = AuditEvent { target: Some(format!("user:{}", created.id)), ..event };
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row: Option<UserRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        row.map(User::try_from).transpose()
+    }
+
+    /// A user by (case-insensitive) username, with the password hash.
+    pub async fn user_credentials(&self, username: &str) -> StoreResult<Option<(User, Option<String>)>> {
+        let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = $1");
+        let row: Option<UserCredentialRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(username_key(username))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((User::try_from(r.user)?, r.password_hash))).transpose()
+    }
+
+    pub async fn list_users(&self, limit: i64, offset: i64) -> StoreResult<Vec<User>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT $1 OFFSET $2");
+        let rows: Vec<UserRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        rows.into_iter().map(User::try_from).collect()
+    }
+
+    pub async fn update_user(&self, id: UserId, update: UserUpdate, event: AuditEvent) -> StoreResult<User> {
+        let mut tx = self.begin_write().await?;
+        let admins = self.lock_active_admins(&mut tx).await?;
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let current: User = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?
+            .try_into()?;
+        let stays_active_admin = update.role.unwrap_or(current.role) == Role::ServerAdmin
+            && !update.disabled.unwrap_or(current.disabled);
+        if admins == [id] && !stays_active_admin {
+            return Err(StoreError::LastServerAdmin);
+        }
+        let at = to_micros(now());
+        let sql = format!(
+            "UPDATE users SET role = COALESCE($2, role), password_hash = COALESCE($3, password_hash), \
+             auth_source = CASE WHEN $3 IS NULL THEN auth_source ELSE 'password' END, \
+             disabled_at = CASE WHEN $4 = 1 THEN COALESCE(disabled_at, $5) WHEN $4 = 0 THEN NULL ELSE disabled_at END, \
+             updated_at = $5 WHERE id = $1 RETURNING {USER_COLUMNS}"
+        );
+        let row: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(update.role.map(Role::as_str))
+            .bind(update.password_hash)
+            .bind(update.disabled.map(i64::from))
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await?;
+        if update.end_credentials {
+            end_user_credentials_in(&mut tx, id, at).await?;
+        }
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        row.try_into()
+    }
+
+    pub async fn delete_user(&self, id: UserId, principal: &str, event: AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let admins = self.lock_active_admins(&mut tx).await?;
+        if admins == [id] {
+            return Err(StoreError::LastServerAdmin);
+        }
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        delete_principal_credentials_in(&mut tx, principal).await?;
+        insert_audit(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn create_session(
+        &self,
+        id_hash: &str,
+        user_id: UserId,
+        created_at: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO user_sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id_hash)
+        .bind(user_id)
+        .bind(created_at)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The active user of an unexpired session.
+    pub async fn session_user(&self, id_hash: &str, now: i64) -> StoreResult<Option<User>> {
+        let sql = format!(
+            "SELECT {} FROM user_sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
+            USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(User::try_from).transpose()
+    }
+
+    /// The ids of the active server admins, locked until `tx` ends, so that two
+    /// concurrent demotions cannot each see the other as the remaining admin.
+    /// (SQLite's write transactions are exclusive already; PostgreSQL needs
+    /// the row locks.)
+    async fn lock_active_admins(&self, tx: &mut AnyConnection) -> StoreResult<Vec<i64>> {
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        };
+        let sql = format!(
+            "SELECT id FROM users WHERE role = 'server_admin' AND disabled_at IS NULL ORDER BY id{lock}"
+        );
+        let rows: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *tx).await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+}
