@@ -129,28 +129,28 @@ pub(super) async fn revoke_access_tokens_of(
 
 impl Store {
     pub async fn create_refresh_token(&self, token: NewRefreshToken, event: AuditEvent) -> StoreResult<i64> {
-        let mut tx = self.begin_write().await?;
-        if self.backend == Backend::Postgres {
-            // Concurrent creations for one user count one after the other.
-            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
-                .bind(token.user_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let (active,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
-        )
-        .bind(token.user_id)
-        .bind(token.created_at)
-        .fetch_one(&mut *tx)
-        .await?;
-        if active >= token.max_active {
-            return Err(StoreError::LimitReached(token.max_active));
-        }
-        let id = insert_refresh_token(&mut tx, &token).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(id)
+        self.write(event, None, async |tx, _| {
+            if self.backend == Backend::Postgres {
+                // Concurrent creations for one user count one after the other.
+                sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                    .bind(token.user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let (active,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+            )
+            .bind(token.user_id)
+            .bind(token.created_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            if active >= token.max_active {
+                return Err(StoreError::LimitReached(token.max_active));
+            }
+            let id = insert_refresh_token(tx, &token).await?;
+            Ok(id)
+        })
+        .await
     }
 
     /// Stores a new API access token and revokes every other active one made
@@ -161,39 +161,39 @@ impl Store {
         token: NewApiAccessToken,
         event: AuditEvent,
     ) -> StoreResult<i64> {
-        let mut tx = self.begin_write().await?;
-        // Marks the refresh token used, only if it is still active; on
-        // PostgreSQL this also locks it, so that concurrent creations from
-        // one refresh token run one after the other and the last one wins.
-        let active = sqlx::query(
-            "UPDATE refresh_tokens SET last_used_at = $2 WHERE id = $1 AND user_id = $3 \
-             AND revoked_at IS NULL AND expires_at > $2",
-        )
-        .bind(token.refresh_token_id)
-        .bind(token.created_at)
-        .bind(token.user_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if active == 0 {
-            return Err(StoreError::NotFound);
-        }
-        revoke_access_tokens_of(&mut tx, token.refresh_token_id, token.created_at).await?;
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO api_access_tokens (refresh_token_id, user_id, token_hash, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(token.refresh_token_id)
-        .bind(token.user_id)
-        .bind(&token.token_hash)
-        .bind(token.created_at)
-        .bind(token.expires_at)
-        .fetch_one(&mut *tx)
+        self.write(event, None, async |tx, _| {
+            // Marks the refresh token used, only if it is still active; on
+            // PostgreSQL this also locks it, so that concurrent creations from
+            // one refresh token run one after the other and the last one wins.
+            let active = sqlx::query(
+                "UPDATE refresh_tokens SET last_used_at = $2 WHERE id = $1 AND user_id = $3 \
+                 AND revoked_at IS NULL AND expires_at > $2",
+            )
+            .bind(token.refresh_token_id)
+            .bind(token.created_at)
+            .bind(token.user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if active == 0 {
+                return Err(StoreError::NotFound);
+            }
+            revoke_access_tokens_of(tx, token.refresh_token_id, token.created_at).await?;
+            let (id,): (i64,) = sqlx::query_as(
+                "INSERT INTO api_access_tokens (refresh_token_id, user_id, token_hash, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(token.refresh_token_id)
+            .bind(token.user_id)
+            .bind(&token.token_hash)
+            .bind(token.created_at)
+            .bind(token.expires_at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(conflict("an API access token with this hash"))?;
+            Ok(id)
+        })
         .await
-        .map_err(conflict("an API access token with this hash"))?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(id)
     }
 
     pub async fn refresh_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>> {
@@ -247,25 +247,25 @@ impl Store {
         new: NewRefreshToken,
         event: AuditEvent,
     ) -> StoreResult<i64> {
-        let mut tx = self.begin_write().await?;
-        let revoked = sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = $2 WHERE id = $1 AND user_id = $3 \
-             AND revoked_at IS NULL AND expires_at > $2",
-        )
-        .bind(old_id)
-        .bind(new.created_at)
-        .bind(new.user_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if revoked == 0 {
-            return Err(StoreError::NotFound);
-        }
-        revoke_access_tokens_of(&mut tx, old_id, new.created_at).await?;
-        let id = insert_refresh_token(&mut tx, &new).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(id)
+        self.write(event, None, async |tx, _| {
+            let revoked = sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $2 WHERE id = $1 AND user_id = $3 \
+                 AND revoked_at IS NULL AND expires_at > $2",
+            )
+            .bind(old_id)
+            .bind(new.created_at)
+            .bind(new.user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if revoked == 0 {
+                return Err(StoreError::NotFound);
+            }
+            revoke_access_tokens_of(tx, old_id, new.created_at).await?;
+            let id = insert_refresh_token(tx, &new).await?;
+            Ok(id)
+        })
+        .await
     }
 
     /// Revokes the active access tokens made from a refresh token; how many.
@@ -275,11 +275,11 @@ impl Store {
         at: i64,
         event: AuditEvent,
     ) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await?;
-        let revoked = revoke_access_tokens_of(&mut tx, refresh_token_id, at).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(revoked)
+        self.write(event, None, async |tx, _| {
+            let revoked = revoke_access_tokens_of(tx, refresh_token_id, at).await?;
+            Ok(revoked)
+        })
+        .await
     }
 
     /// Records last use, batched: `(token id, unix µs)` pairs.

@@ -111,20 +111,20 @@ impl Store {
         client: OutboundClientRecord,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO outbound_clients (id, settings, client_secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
-        )
-        .bind(&client.id)
-        .bind(serde_json::to_string(&client.settings).expect("settings serialize"))
-        .bind(client.sealed_secret.clone())
-        .bind(client.created_at)
-        .execute(&mut *tx)
+        self.write(event, None, async |tx, _| {
+            sqlx::query(
+                "INSERT INTO outbound_clients (id, settings, client_secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+            )
+            .bind(&client.id)
+            .bind(serde_json::to_string(&client.settings).expect("settings serialize"))
+            .bind(client.sealed_secret.clone())
+            .bind(client.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(conflict("an outbound client with this id"))?;
+            Ok(())
+        })
         .await
-        .map_err(conflict("an outbound client with this id"))?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     pub async fn outbound_client(&self, id: &str) -> StoreResult<Option<OutboundClientRecord>> {
@@ -155,37 +155,37 @@ impl Store {
         reset_connections: Option<(&str, &str)>,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        if let Some((status, detail)) = reset_connections {
-            sqlx::query(
-                "UPDATE connections SET access_token = NULL, refresh_token = NULL, obtained_at = NULL, \
-                 access_expires_at = NULL, lease_until = NULL, status = $2, status_detail = $3, updated_at = $4 \
-                 WHERE outbound_client_id = $1 AND status <> 'revoked'",
+        self.write(event, None, async |tx, _| {
+            if let Some((status, detail)) = reset_connections {
+                sqlx::query(
+                    "UPDATE connections SET access_token = NULL, refresh_token = NULL, obtained_at = NULL, \
+                     access_expires_at = NULL, lease_until = NULL, status = $2, status_detail = $3, updated_at = $4 \
+                     WHERE outbound_client_id = $1 AND status <> 'revoked'",
+                )
+                .bind(id)
+                .bind(status)
+                .bind(detail)
+                .bind(to_micros(now()))
+                .execute(&mut *tx)
+                .await?;
+            }
+            let updated = sqlx::query(
+                "UPDATE outbound_clients SET settings = $2, client_secret = COALESCE($3, client_secret), updated_at = $4 \
+                 WHERE id = $1",
             )
             .bind(id)
-            .bind(status)
-            .bind(detail)
+            .bind(serde_json::to_string(settings).expect("settings serialize"))
+            .bind(sealed_secret)
             .bind(to_micros(now()))
             .execute(&mut *tx)
-            .await?;
-        }
-        let updated = sqlx::query(
-            "UPDATE outbound_clients SET settings = $2, client_secret = COALESCE($3, client_secret), updated_at = $4 \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(serde_json::to_string(settings).expect("settings serialize"))
-        .bind(sealed_secret)
-        .bind(to_micros(now()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::NotFound);
-        }
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub async fn delete_outbound_client(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
@@ -193,23 +193,23 @@ impl Store {
     }
 
     pub async fn create_connection(&self, c: ConnectionRecord, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO connections (id, outbound_client_id, user_id, name, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6)",
-        )
-        .bind(&c.id)
-        .bind(&c.outbound_client_id)
-        .bind(c.user_id)
-        .bind(&c.name)
-        .bind(&c.status)
-        .bind(c.created_at)
-        .execute(&mut *tx)
+        self.write(event, None, async |tx, _| {
+            sqlx::query(
+                "INSERT INTO connections (id, outbound_client_id, user_id, name, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            )
+            .bind(&c.id)
+            .bind(&c.outbound_client_id)
+            .bind(c.user_id)
+            .bind(&c.name)
+            .bind(&c.status)
+            .bind(c.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(conflict("a connection with this id"))?;
+            Ok(())
+        })
         .await
-        .map_err(conflict("a connection with this id"))?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     pub async fn connection(&self, id: &str) -> StoreResult<Option<ConnectionRecord>> {
@@ -270,29 +270,30 @@ impl Store {
         client_version: i64,
         event: AuditEvent,
     ) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        let stored = sqlx::query(
-            "UPDATE connections SET access_token = $2, refresh_token = COALESCE($3, refresh_token), obtained_at = $4, \
-             access_expires_at = $5, status = 'active', status_detail = NULL, lease_until = NULL, updated_at = $6 \
-             WHERE id = $1 AND EXISTS (SELECT 1 FROM outbound_clients o \
-             WHERE o.id = connections.outbound_client_id AND o.updated_at = $7)",
-        )
-        .bind(id)
-        .bind(sealed_access)
-        .bind(sealed_refresh)
-        .bind(obtained_at)
-        .bind(access_expires_at)
-        .bind(to_micros(now()))
-        .bind(client_version)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if stored == 0 {
-            return Ok(false);
-        }
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.write_if(event, None, async |tx, _| {
+            let stored = sqlx::query(
+                "UPDATE connections SET access_token = $2, refresh_token = COALESCE($3, refresh_token), obtained_at = $4, \
+                 access_expires_at = $5, status = 'active', status_detail = NULL, lease_until = NULL, updated_at = $6 \
+                 WHERE id = $1 AND EXISTS (SELECT 1 FROM outbound_clients o \
+                 WHERE o.id = connections.outbound_client_id AND o.updated_at = $7)",
+            )
+            .bind(id)
+            .bind(sealed_access)
+            .bind(sealed_refresh)
+            .bind(obtained_at)
+            .bind(access_expires_at)
+            .bind(to_micros(now()))
+            .bind(client_version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if stored == 0 {
+                return Ok(None);
+            }
+            Ok(Some(()))
+        })
+        .await
+        .map(|stored| stored.is_some())
     }
 
     /// Sets the status (and the provider's error) and gives the lease back.
@@ -303,17 +304,17 @@ impl Store {
         detail: Option<&str>,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE connections SET status = $2, status_detail = $3, lease_until = NULL, updated_at = $4 WHERE id = $1")
-            .bind(id)
-            .bind(status)
-            .bind(detail)
-            .bind(to_micros(now()))
-            .execute(&mut *tx)
-            .await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            sqlx::query("UPDATE connections SET status = $2, status_detail = $3, lease_until = NULL, updated_at = $4 WHERE id = $1")
+                .bind(id)
+                .bind(status)
+                .bind(detail)
+                .bind(to_micros(now()))
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Active connections whose access token expires before `expiring_before`
@@ -339,18 +340,18 @@ impl Store {
 
     /// Forgets the connection's tokens and marks it revoked.
     pub async fn revoke_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE connections SET status = 'revoked', status_detail = NULL, access_token = NULL, refresh_token = NULL, \
-             obtained_at = NULL, access_expires_at = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(to_micros(now()))
-        .execute(&mut *tx)
-        .await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            sqlx::query(
+                "UPDATE connections SET status = 'revoked', status_detail = NULL, access_token = NULL, refresh_token = NULL, \
+                 obtained_at = NULL, access_expires_at = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(to_micros(now()))
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn release_connection_lease(&self, id: &str) -> StoreResult<()> {

@@ -209,29 +209,29 @@ impl Store {
         client: NewOAuthClient,
         event: AuditEvent,
     ) -> StoreResult<DelegatedClient> {
-        let mut tx = self.begin_write().await?;
-        let at = to_micros(now());
-        let sql = format!(
-            "INSERT INTO oauth_clients (client_id, name, redirect_uris, client_type, secret_hash, \
-             refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {OAUTH_CLIENT_COLUMNS}"
-        );
-        let row: OAuthClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(&client.client_id)
-            .bind(&client.name)
-            .bind(resources_json(&client.redirect_uris))
-            .bind(client.client_type.as_str())
-            .bind(client.secret_hash.clone())
-            .bind(client.refresh_token_lifetime)
-            .bind(client.access_token_lifetime)
-            .bind(i64::from(client.pkce_enabled))
-            .bind(at)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(conflict("an OAuth client with this id"))?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(OAuthClientRecord::try_from(row)?.client)
+        self.write(event, None, async |tx, _| {
+            let at = to_micros(now());
+            let sql = format!(
+                "INSERT INTO oauth_clients (client_id, name, redirect_uris, client_type, secret_hash, \
+                 refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {OAUTH_CLIENT_COLUMNS}"
+            );
+            let row: OAuthClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(&client.client_id)
+                .bind(&client.name)
+                .bind(resources_json(&client.redirect_uris))
+                .bind(client.client_type.as_str())
+                .bind(client.secret_hash.clone())
+                .bind(client.refresh_token_lifetime)
+                .bind(client.access_token_lifetime)
+                .bind(i64::from(client.pkce_enabled))
+                .bind(at)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(conflict("an OAuth client with this id"))?;
+            Ok(OAuthClientRecord::try_from(row)?.client)
+        })
+        .await
     }
 
     pub async fn oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRecord>> {
@@ -254,50 +254,50 @@ impl Store {
         client: NewOAuthClient,
         event: AuditEvent,
     ) -> StoreResult<DelegatedClient> {
-        let mut tx = self.begin_write().await?;
-        let sql = format!(
-            "UPDATE oauth_clients SET name = $2, redirect_uris = $3, refresh_token_lifetime = $4, \
-             access_token_lifetime = $5, pkce_enabled = $6, updated_at = $7 WHERE client_id = $1 \
-             RETURNING {OAUTH_CLIENT_COLUMNS}"
-        );
-        let row: OAuthClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(&client.client_id)
-            .bind(&client.name)
-            .bind(resources_json(&client.redirect_uris))
-            .bind(client.refresh_token_lifetime)
-            .bind(client.access_token_lifetime)
-            .bind(i64::from(client.pkce_enabled))
-            .bind(to_micros(now()))
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(OAuthClientRecord::try_from(row)?.client)
+        self.write(event, None, async |tx, _| {
+            let sql = format!(
+                "UPDATE oauth_clients SET name = $2, redirect_uris = $3, refresh_token_lifetime = $4, \
+                 access_token_lifetime = $5, pkce_enabled = $6, updated_at = $7 WHERE client_id = $1 \
+                 RETURNING {OAUTH_CLIENT_COLUMNS}"
+            );
+            let row: OAuthClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(&client.client_id)
+                .bind(&client.name)
+                .bind(resources_json(&client.redirect_uris))
+                .bind(client.refresh_token_lifetime)
+                .bind(client.access_token_lifetime)
+                .bind(i64::from(client.pkce_enabled))
+                .bind(to_micros(now()))
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            Ok(OAuthClientRecord::try_from(row)?.client)
+        })
+        .await
     }
 
     /// Deletes the client and, with it, its grants, codes and consents.
     pub async fn delete_oauth_client(&self, client_id: &str, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let at = to_micros(now());
-        let grants: Vec<(i64,)> = sqlx::query_as("SELECT id FROM oauth_grants WHERE client_id = $1")
-            .bind(client_id)
-            .fetch_all(&mut *tx)
-            .await?;
-        for (grant_id,) in grants {
-            revoke_grant_in(&mut tx, grant_id, at).await?;
-        }
-        let deleted = sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1")
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound);
-        }
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            let at = to_micros(now());
+            let grants: Vec<(i64,)> = sqlx::query_as("SELECT id FROM oauth_grants WHERE client_id = $1")
+                .bind(client_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            for (grant_id,) in grants {
+                revoke_grant_in(tx, grant_id, at).await?;
+            }
+            let deleted = sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1")
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub async fn set_oauth_client_secret(
@@ -306,23 +306,23 @@ impl Store {
         secret_hash: &str,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE oauth_clients SET secret_hash = $2, updated_at = $3 WHERE client_id = $1 \
-             AND client_type = 'confidential'",
-        )
-        .bind(client_id)
-        .bind(secret_hash)
-        .bind(to_micros(now()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::NotFound);
-        }
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            let updated = sqlx::query(
+                "UPDATE oauth_clients SET secret_hash = $2, updated_at = $3 WHERE client_id = $1 \
+                 AND client_type = 'confidential'",
+            )
+            .bind(client_id)
+            .bind(secret_hash)
+            .bind(to_micros(now()))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
     }
 
     pub async fn has_consent(&self, user_id: UserId, client_id: &str, scope: &str) -> StoreResult<bool> {
@@ -344,20 +344,20 @@ impl Store {
         scope: &str,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO oauth_consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(user_id)
-        .bind(client_id)
-        .bind(scope)
-        .bind(to_micros(now()))
-        .execute(&mut *tx)
-        .await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            sqlx::query(
+                "INSERT INTO oauth_consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(user_id)
+            .bind(client_id)
+            .bind(scope)
+            .bind(to_micros(now()))
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// `(client_id, scope, created_at)` of a user's remembered consents.
@@ -379,26 +379,26 @@ impl Store {
         now: i64,
         event: AuditEvent,
     ) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await?;
-        let forgotten = sqlx::query("DELETE FROM oauth_consents WHERE user_id = $1 AND client_id = $2")
+        self.write(event, None, async |tx, _| {
+            let forgotten = sqlx::query("DELETE FROM oauth_consents WHERE user_id = $1 AND client_id = $2")
+                .bind(user_id)
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let grants: Vec<(i64,)> = sqlx::query_as(
+                "SELECT id FROM oauth_grants WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL",
+            )
             .bind(user_id)
             .bind(client_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let grants: Vec<(i64,)> = sqlx::query_as(
-            "SELECT id FROM oauth_grants WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(user_id)
-        .bind(client_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (grant_id,) in grants {
-            revoke_grant_in(&mut tx, grant_id, now).await?;
-        }
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(forgotten)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (grant_id,) in grants {
+                revoke_grant_in(tx, grant_id, now).await?;
+            }
+            Ok(forgotten)
+        })
+        .await
     }
 
     pub async fn insert_authorization_code(&self, code: NewAuthorizationCode) -> StoreResult<()> {
@@ -476,28 +476,28 @@ impl Store {
         issued: IssuedInGrant,
         event: AuditEvent,
     ) -> StoreResult<i64> {
-        let mut tx = self.begin_write().await?;
-        let at = to_micros(now());
-        let (grant_id,): (i64,) = sqlx::query_as(
-            "INSERT INTO oauth_grants (client_id, user_id, scope, resources, created_at) VALUES ($1, $2, $3, $4, $5) \
-             RETURNING id",
-        )
-        .bind(&code.client_id)
-        .bind(code.user_id)
-        .bind(&code.scope)
-        .bind(resources_json(&code.resources))
-        .bind(at)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE oauth_authorization_codes SET grant_id = $2 WHERE code_hash = $1")
-            .bind(code_hash)
-            .bind(grant_id)
-            .execute(&mut *tx)
+        self.write(event, None, async |tx, _| {
+            let at = to_micros(now());
+            let (grant_id,): (i64,) = sqlx::query_as(
+                "INSERT INTO oauth_grants (client_id, user_id, scope, resources, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 RETURNING id",
+            )
+            .bind(&code.client_id)
+            .bind(code.user_id)
+            .bind(&code.scope)
+            .bind(resources_json(&code.resources))
+            .bind(at)
+            .fetch_one(&mut *tx)
             .await?;
-        insert_issued(&mut tx, grant_id, &issued, at).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(grant_id)
+            sqlx::query("UPDATE oauth_authorization_codes SET grant_id = $2 WHERE code_hash = $1")
+                .bind(code_hash)
+                .bind(grant_id)
+                .execute(&mut *tx)
+                .await?;
+            insert_issued(tx, grant_id, &issued, at).await?;
+            Ok(grant_id)
+        })
+        .await
     }
 
     pub async fn oauth_refresh_token(&self, token_hash: &str) -> StoreResult<Option<OAuthRefreshState>> {
@@ -579,10 +579,10 @@ impl Store {
 
     /// Revokes a grant: its refresh tokens and every JWT issued in it.
     pub async fn revoke_grant(&self, grant_id: i64, now: i64, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        revoke_grant_in(&mut tx, grant_id, now).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            revoke_grant_in(tx, grant_id, now).await?;
+            Ok(())
+        })
+        .await
     }
 }

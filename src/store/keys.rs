@@ -50,32 +50,32 @@ impl Store {
 
     /// Stores `value` under `name`, replacing what was there.
     pub async fn meta_put(&self, name: &str, value: &str, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
-            .bind(name)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+                .bind(name)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes every meta record whose name starts with `prefix`, but `keep`.
     pub async fn meta_delete_prefix(&self, prefix: &str, keep: &str, event: AuditEvent) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await?;
-        let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM meta").fetch_all(&mut *tx).await?;
-        let mut deleted = 0;
-        for (name,) in names.iter().filter(|(n,)| n.starts_with(prefix) && n != keep) {
-            deleted += sqlx::query("DELETE FROM meta WHERE name = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(deleted)
+        self.write(event, None, async |tx, _| {
+            let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM meta").fetch_all(&mut *tx).await?;
+            let mut deleted = 0;
+            for (name,) in names.iter().filter(|(n,)| n.starts_with(prefix) && n != keep) {
+                deleted += sqlx::query("DELETE FROM meta WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            Ok(deleted)
+        })
+        .await
     }
 
     /// Signing keys still published (active, or retiring after `now`).
@@ -110,62 +110,66 @@ impl Store {
         retire_current_after: Option<i64>,
         event: AuditEvent,
     ) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        match retire_current_after {
-            Some(after) => {
-                sqlx::query("UPDATE signing_keys SET active = NULL, retire_after = $1 WHERE active = 1")
-                    .bind(after)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            None => {
-                let existing: Option<(String,)> =
-                    sqlx::query_as("SELECT kid FROM signing_keys WHERE active = 1")
-                        .fetch_optional(&mut *tx)
+        self.write_if(event, None, async |tx, _| {
+            match retire_current_after {
+                Some(after) => {
+                    sqlx::query("UPDATE signing_keys SET active = NULL, retire_after = $1 WHERE active = 1")
+                        .bind(after)
+                        .execute(&mut *tx)
                         .await?;
-                if existing.is_some() {
-                    return Ok(false);
+                }
+                None => {
+                    let existing: Option<(String,)> =
+                        sqlx::query_as("SELECT kid FROM signing_keys WHERE active = 1")
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if existing.is_some() {
+                        return Ok(None);
+                    }
                 }
             }
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_key, active, created_at) VALUES ($1, $2, $3, 1, $4) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&key.kid)
-        .bind(&key.alg)
-        .bind(&key.private_key)
-        .bind(key.created_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            // Another node's first start won the race for the active slot.
-            return Ok(false);
-        }
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(true)
+            let inserted = sqlx::query(
+                "INSERT INTO signing_keys (kid, alg, private_key, active, created_at) VALUES ($1, $2, $3, 1, $4) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.private_key)
+            .bind(key.created_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                // Another node's first start won the race for the active slot.
+                return Ok(None);
+            }
+            Ok(Some(()))
+        })
+        .await
+        .map(|added| added.is_some())
     }
 
     /// Refuses the JWT `jti` from now on (kept until it would expire anyway).
     pub async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let at = to_micros(now());
-        sqlx::query(
-            "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (jti) DO NOTHING",
-        )
-        .bind(jti)
-        .bind(expires_at)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        // Entries past their token's expiry can no longer matter.
-        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1").bind(at).execute(&mut *tx).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            let at = to_micros(now());
+            sqlx::query(
+                "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (jti) DO NOTHING",
+            )
+            .bind(jti)
+            .bind(expires_at)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            // Entries past their token's expiry can no longer matter.
+            sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool> {

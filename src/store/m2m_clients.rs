@@ -79,25 +79,25 @@ impl TryFrom<M2mClientRow> for M2mClientRecord {
 
 impl Store {
     pub async fn create_m2m_client(&self, client: NewM2mClient, event: AuditEvent) -> StoreResult<M2mClient> {
-        let mut tx = self.begin_write().await?;
-        let at = to_micros(now());
-        let sql = format!(
-            "INSERT INTO m2m_clients (client_id, name, role, access_token_duration, secret_hash, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {M2M_COLUMNS}"
-        );
-        let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(&client.client_id)
-            .bind(&client.name)
-            .bind(client.role.as_str())
-            .bind(client.access_token_duration)
-            .bind(&client.secret_hash)
-            .bind(at)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(conflict("a client with this id"))?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(M2mClientRecord::try_from(row)?.client)
+        self.write(event, None, async |tx, _| {
+            let at = to_micros(now());
+            let sql = format!(
+                "INSERT INTO m2m_clients (client_id, name, role, access_token_duration, secret_hash, created_at, \
+                 updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {M2M_COLUMNS}"
+            );
+            let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(&client.client_id)
+                .bind(&client.name)
+                .bind(client.role.as_str())
+                .bind(client.access_token_duration)
+                .bind(&client.secret_hash)
+                .bind(at)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(conflict("a client with this id"))?;
+            Ok(M2mClientRecord::try_from(row)?.client)
+        })
+        .await
     }
 
     pub async fn m2m_client(&self, client_id: &str) -> StoreResult<Option<M2mClientRecord>> {
@@ -119,31 +119,30 @@ impl Store {
         update: M2mClientUpdate,
         event: AuditEvent,
     ) -> StoreResult<M2mClient> {
-        let mut tx = self.begin_write().await?;
-        let sql = format!(
-            "UPDATE m2m_clients SET name = COALESCE($2, name), role = COALESCE($3, role), \
-             access_token_duration = COALESCE($4, access_token_duration), \
-             disabled_at = CASE WHEN $5 = 1 THEN COALESCE(disabled_at, $6) WHEN $5 = 0 THEN NULL \
-             ELSE disabled_at END, tokens_not_before = CASE WHEN $5 = 1 THEN $8 ELSE tokens_not_before END, \
-             is_service = COALESCE($7, is_service), updated_at = $6 WHERE client_id = $1 \
-             RETURNING {M2M_COLUMNS}"
-        );
-        let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(client_id)
-            .bind(update.name)
-            .bind(update.role.map(Role::as_str))
-            .bind(update.access_token_duration)
-            .bind(update.disabled.map(i64::from))
-            .bind(to_micros(now()))
-            .bind(update.is_service.map(i64::from))
-            .bind(now().unix_timestamp())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        self.announce(&mut tx, &format!("client:{client_id}")).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(M2mClientRecord::try_from(row)?.client)
+        self.write(event, Some(&format!("client:{client_id}")), async |tx, _| {
+            let sql = format!(
+                "UPDATE m2m_clients SET name = COALESCE($2, name), role = COALESCE($3, role), \
+                 access_token_duration = COALESCE($4, access_token_duration), \
+                 disabled_at = CASE WHEN $5 = 1 THEN COALESCE(disabled_at, $6) WHEN $5 = 0 THEN NULL \
+                 ELSE disabled_at END, tokens_not_before = CASE WHEN $5 = 1 THEN $8 ELSE tokens_not_before END, \
+                 is_service = COALESCE($7, is_service), updated_at = $6 WHERE client_id = $1 \
+                 RETURNING {M2M_COLUMNS}"
+            );
+            let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(client_id)
+                .bind(update.name)
+                .bind(update.role.map(Role::as_str))
+                .bind(update.access_token_duration)
+                .bind(update.disabled.map(i64::from))
+                .bind(to_micros(now()))
+                .bind(update.is_service.map(i64::from))
+                .bind(now().unix_timestamp())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            Ok(M2mClientRecord::try_from(row)?.client)
+        })
+        .await
     }
 
     pub async fn delete_m2m_client(
@@ -152,19 +151,18 @@ impl Store {
         principal: &str,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let deleted = sqlx::query("DELETE FROM m2m_clients WHERE client_id = $1")
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await?;
-        if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        delete_principal_credentials_in(&mut tx, principal).await?;
-        self.announce(&mut tx, &format!("client:{client_id}")).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, Some(&format!("client:{client_id}")), async |tx, _| {
+            let deleted = sqlx::query("DELETE FROM m2m_clients WHERE client_id = $1")
+                .bind(client_id)
+                .execute(&mut *tx)
+                .await?;
+            if deleted.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            delete_principal_credentials_in(tx, principal).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Replaces the secret; the current one keeps verifying until
@@ -176,24 +174,23 @@ impl Store {
         previous_expires_at: i64,
         event: AuditEvent,
     ) -> StoreResult<M2mClient> {
-        let mut tx = self.begin_write().await?;
-        let at = to_micros(now());
-        let sql = format!(
-            "UPDATE m2m_clients SET previous_secret_hash = secret_hash, previous_secret_expires_at = $3, \
-             secret_hash = $2, secret_rotated_at = $4, updated_at = $4 WHERE client_id = $1 \
-             RETURNING {M2M_COLUMNS}"
-        );
-        let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(client_id)
-            .bind(secret_hash)
-            .bind(previous_expires_at)
-            .bind(at)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        self.announce(&mut tx, &format!("client:{client_id}")).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(M2mClientRecord::try_from(row)?.client)
+        self.write(event, Some(&format!("client:{client_id}")), async |tx, _| {
+            let at = to_micros(now());
+            let sql = format!(
+                "UPDATE m2m_clients SET previous_secret_hash = secret_hash, previous_secret_expires_at = $3, \
+                 secret_hash = $2, secret_rotated_at = $4, updated_at = $4 WHERE client_id = $1 \
+                 RETURNING {M2M_COLUMNS}"
+            );
+            let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(client_id)
+                .bind(secret_hash)
+                .bind(previous_expires_at)
+                .bind(at)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            Ok(M2mClientRecord::try_from(row)?.client)
+        })
+        .await
     }
 }

@@ -179,19 +179,52 @@ impl Store {
         &self,
         sql: &'static str,
         key: &str,
-        announce: Option<String>,
+        announce: Option<&str>,
         event: AuditEvent,
     ) -> StoreResult<()> {
+        self.write(event, announce, async |tx, _| {
+            if sqlx::query(sql).bind(key).execute(&mut *tx).await?.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The one shape of a write: in a write transaction, `change` runs (and
+    /// may complete the event, say with the id it created), then `announce`
+    /// (if any) goes to every node's cache, then `event` is recorded, and all
+    /// of it commits together. A write cannot forget its audit record or its
+    /// invalidation.
+    async fn write<T>(
+        &self,
+        event: AuditEvent,
+        announce: Option<&str>,
+        change: impl AsyncFnOnce(&mut AnyConnection, &mut AuditEvent) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        self.write_if(event, announce, async |tx, event| Ok(Some(change(tx, event).await?)))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a write that always changes changed nothing".into()))
+    }
+
+    /// [`Store::write`] for a change that may find nothing to do: `None`
+    /// rolls the transaction back, and nothing is announced or recorded.
+    async fn write_if<T>(
+        &self,
+        mut event: AuditEvent,
+        announce: Option<&str>,
+        change: impl AsyncFnOnce(&mut AnyConnection, &mut AuditEvent) -> StoreResult<Option<T>>,
+    ) -> StoreResult<Option<T>> {
         let mut tx = self.begin_write().await?;
-        if sqlx::query(sql).bind(key).execute(&mut *tx).await?.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
+        let Some(done) = change(&mut tx, &mut event).await? else {
+            return Ok(None);
+        };
         if let Some(what) = announce {
-            self.announce(&mut tx, &what).await?;
+            self.announce(&mut tx, what).await?;
         }
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Some(done))
     }
 
     /// Announces `what` to every node's cache when `tx` commits.

@@ -18,28 +18,28 @@ impl Store {
     }
 
     pub async fn put_setting(&self, key: &str, value: &str, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, \
-             updated_by = excluded.updated_by",
-        )
-        .bind(key)
-        .bind(value)
-        .bind(to_micros(now()))
-        .bind(event.actor.to_string())
-        .execute(&mut *tx)
-        .await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, event| {
+            sqlx::query(
+                "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, \
+                 updated_by = excluded.updated_by",
+            )
+            .bind(key)
+            .bind(value)
+            .bind(to_micros(now()))
+            .bind(event.actor.to_string())
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn delete_setting(&self, key: &str, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *tx).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *tx).await?;
+            Ok(())
+        })
+        .await
     }
 }

@@ -111,29 +111,29 @@ impl Store {
     /// Creates the first admin exactly once in the store's life; `None` when
     /// that already happened (on this node or another).
     pub async fn bootstrap_admin(&self, admin: NewUser, event: AuditEvent) -> StoreResult<Option<User>> {
-        let mut tx = self.begin_write().await?;
-        let claimed = sqlx::query(
-            "INSERT INTO meta (name, value) VALUES ('bootstrapped', 'admin') ON CONFLICT (name) DO NOTHING",
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
-            return Ok(None);
-        }
-        let user = insert_user(&mut tx, &admin).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(Some(user))
+        self.write_if(event, None, async |tx, _| {
+            let claimed = sqlx::query(
+                "INSERT INTO meta (name, value) VALUES ('bootstrapped', 'admin') ON CONFLICT (name) DO NOTHING",
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if claimed == 0 {
+                return Ok(None);
+            }
+            let user = insert_user(tx, &admin).await?;
+            Ok(Some(user))
+        })
+        .await
     }
 
     pub async fn create_user(&self, user: NewUser, event: AuditEvent) -> StoreResult<User> {
-        let mut tx = self.begin_write().await?;
-        let created = insert_user(&mut tx, &user).await?;
-        let event = AuditEvent { target: Some(format!("user:{}", created.id)), ..event };
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(created)
+        self.write(event, None, async |tx, event| {
+            let created = insert_user(tx, &user).await?;
+            event.target = Some(format!("user:{}", created.id));
+            Ok(created)
+        })
+        .await
     }
 
     pub async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
@@ -161,57 +161,57 @@ impl Store {
     }
 
     pub async fn update_user(&self, id: UserId, update: UserUpdate, event: AuditEvent) -> StoreResult<User> {
-        let mut tx = self.begin_write().await?;
-        let admins = self.lock_active_admins(&mut tx).await?;
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        let current: User = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?
-            .try_into()?;
-        let stays_active_admin = update.role.unwrap_or(current.role) == Role::ServerAdmin
-            && !update.disabled.unwrap_or(current.disabled);
-        if admins == [id] && !stays_active_admin {
-            return Err(StoreError::LastServerAdmin);
-        }
-        let at = to_micros(now());
-        let sql = format!(
-            "UPDATE users SET role = COALESCE($2, role), password_hash = COALESCE($3, password_hash), \
-             auth_source = CASE WHEN $3 IS NULL THEN auth_source ELSE 'password' END, \
-             disabled_at = CASE WHEN $4 = 1 THEN COALESCE(disabled_at, $5) WHEN $4 = 0 THEN NULL ELSE disabled_at END, \
-             updated_at = $5 WHERE id = $1 RETURNING {USER_COLUMNS}"
-        );
-        let row: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(update.role.map(Role::as_str))
-            .bind(update.password_hash)
-            .bind(update.disabled.map(i64::from))
-            .bind(at)
-            .fetch_one(&mut *tx)
-            .await?;
-        if update.end_credentials {
-            end_user_credentials_in(&mut tx, id, at).await?;
-        }
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        row.try_into()
+        self.write(event, None, async |tx, _| {
+            let admins = self.lock_active_admins(tx).await?;
+            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+            let current: User = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?
+                .try_into()?;
+            let stays_active_admin = update.role.unwrap_or(current.role) == Role::ServerAdmin
+                && !update.disabled.unwrap_or(current.disabled);
+            if admins == [id] && !stays_active_admin {
+                return Err(StoreError::LastServerAdmin);
+            }
+            let at = to_micros(now());
+            let sql = format!(
+                "UPDATE users SET role = COALESCE($2, role), password_hash = COALESCE($3, password_hash), \
+                 auth_source = CASE WHEN $3 IS NULL THEN auth_source ELSE 'password' END, \
+                 disabled_at = CASE WHEN $4 = 1 THEN COALESCE(disabled_at, $5) WHEN $4 = 0 THEN NULL ELSE disabled_at END, \
+                 updated_at = $5 WHERE id = $1 RETURNING {USER_COLUMNS}"
+            );
+            let row: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(update.role.map(Role::as_str))
+                .bind(update.password_hash)
+                .bind(update.disabled.map(i64::from))
+                .bind(at)
+                .fetch_one(&mut *tx)
+                .await?;
+            if update.end_credentials {
+                end_user_credentials_in(tx, id, at).await?;
+            }
+            row.try_into()
+        })
+        .await
     }
 
     pub async fn delete_user(&self, id: UserId, principal: &str, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let admins = self.lock_active_admins(&mut tx).await?;
-        if admins == [id] {
-            return Err(StoreError::LastServerAdmin);
-        }
-        let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
-        if deleted.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        delete_principal_credentials_in(&mut tx, principal).await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            let admins = self.lock_active_admins(tx).await?;
+            if admins == [id] {
+                return Err(StoreError::LastServerAdmin);
+            }
+            let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            if deleted.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            delete_principal_credentials_in(tx, principal).await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn create_session(

@@ -67,22 +67,22 @@ impl Store {
         dp: &crate::domain::vault::DataProduct,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let at = to_micros(now());
-        sqlx::query(
-            "INSERT INTO data_products (dp_id, name, warehouse, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
-             ON CONFLICT (dp_id) DO UPDATE SET name = excluded.name, warehouse = excluded.warehouse, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(&dp.dp_id)
-        .bind(&dp.name)
-        .bind(serde_json::to_string(&dp.warehouse).expect("warehouse serializes"))
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            let at = to_micros(now());
+            sqlx::query(
+                "INSERT INTO data_products (dp_id, name, warehouse, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+                 ON CONFLICT (dp_id) DO UPDATE SET name = excluded.name, warehouse = excluded.warehouse, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(&dp.dp_id)
+            .bind(&dp.name)
+            .bind(serde_json::to_string(&dp.warehouse).expect("warehouse serializes"))
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn data_product(&self, dp_id: &str) -> StoreResult<Option<crate::domain::vault::DataProduct>> {
@@ -108,23 +108,23 @@ impl Store {
 
     /// Stores credentials, replacing the principal's earlier ones for the product.
     pub async fn put_credentials(&self, c: &CredentialRecord, event: AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO warehouse_credentials (principal, dp_id, state, username, password, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (principal, dp_id) DO UPDATE SET state = excluded.state, \
-             username = excluded.username, password = excluded.password, updated_at = excluded.updated_at",
-        )
-        .bind(&c.principal)
-        .bind(&c.dp_id)
-        .bind(&c.state)
-        .bind(&c.username)
-        .bind(&c.sealed_password)
-        .bind(c.updated_at)
-        .execute(&mut *tx)
-        .await?;
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            sqlx::query(
+                "INSERT INTO warehouse_credentials (principal, dp_id, state, username, password, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (principal, dp_id) DO UPDATE SET state = excluded.state, \
+                 username = excluded.username, password = excluded.password, updated_at = excluded.updated_at",
+            )
+            .bind(&c.principal)
+            .bind(&c.dp_id)
+            .bind(&c.state)
+            .bind(&c.username)
+            .bind(&c.sealed_password)
+            .bind(c.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn credentials(&self, principal: &str, dp_id: &str) -> StoreResult<Option<CredentialRecord>> {
@@ -156,18 +156,19 @@ impl Store {
         dp_id: &str,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let deleted = sqlx::query("DELETE FROM warehouse_credentials WHERE principal = $1 AND dp_id = $2")
-            .bind(principal)
-            .bind(dp_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound);
-        }
-        insert_audit(&mut tx, &event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.write(event, None, async |tx, _| {
+            let deleted =
+                sqlx::query("DELETE FROM warehouse_credentials WHERE principal = $1 AND dp_id = $2")
+                    .bind(principal)
+                    .bind(dp_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if deleted == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
     }
 }
