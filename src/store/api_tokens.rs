@@ -165,7 +165,7 @@ impl Store {
             // Marks the refresh token used, only if it is still active; on
             // PostgreSQL this also locks it, so that concurrent creations from
             // one refresh token run one after the other and the last one wins.
-            let active = sqlx::query(
+            found(sqlx::query(
                 "UPDATE refresh_tokens SET last_used_at = $2 WHERE id = $1 AND user_id = $3 \
                  AND revoked_at IS NULL AND expires_at > $2",
             )
@@ -174,10 +174,7 @@ impl Store {
             .bind(token.user_id)
             .execute(&mut *tx)
             .await?
-            .rows_affected();
-            if active == 0 {
-                return Err(StoreError::NotFound);
-            }
+            .rows_affected())?;
             revoke_access_tokens_of(tx, token.refresh_token_id, token.created_at).await?;
             let (id,): (i64,) = sqlx::query_as(
                 "INSERT INTO api_access_tokens (refresh_token_id, user_id, token_hash, created_at, expires_at) \
@@ -248,19 +245,18 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<i64> {
         self.write(event, None, async |tx, _| {
-            let revoked = sqlx::query(
-                "UPDATE refresh_tokens SET revoked_at = $2 WHERE id = $1 AND user_id = $3 \
+            found(
+                sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $2 WHERE id = $1 AND user_id = $3 \
                  AND revoked_at IS NULL AND expires_at > $2",
-            )
-            .bind(old_id)
-            .bind(new.created_at)
-            .bind(new.user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if revoked == 0 {
-                return Err(StoreError::NotFound);
-            }
+                )
+                .bind(old_id)
+                .bind(new.created_at)
+                .bind(new.user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            )?;
             revoke_access_tokens_of(tx, old_id, new.created_at).await?;
             let id = insert_refresh_token(tx, &new).await?;
             Ok(id)

@@ -169,7 +169,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            let updated = sqlx::query(
+            found(sqlx::query(
                 "UPDATE outbound_clients SET settings = $2, client_secret = COALESCE($3, client_secret), updated_at = $4 \
                  WHERE id = $1",
             )
@@ -179,10 +179,7 @@ impl Store {
             .bind(to_micros(now()))
             .execute(&mut *tx)
             .await?
-            .rows_affected();
-            if updated == 0 {
-                return Err(StoreError::NotFound);
-            }
+            .rows_affected())?;
             Ok(())
         })
         .await

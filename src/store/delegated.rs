@@ -287,14 +287,13 @@ impl Store {
             for (grant_id,) in grants {
                 revoke_grant_in(tx, grant_id, at).await?;
             }
-            let deleted = sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1")
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if deleted == 0 {
-                return Err(StoreError::NotFound);
-            }
+            found(
+                sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1")
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+            )?;
             Ok(())
         })
         .await
@@ -307,19 +306,18 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            let updated = sqlx::query(
-                "UPDATE oauth_clients SET secret_hash = $2, updated_at = $3 WHERE client_id = $1 \
+            found(
+                sqlx::query(
+                    "UPDATE oauth_clients SET secret_hash = $2, updated_at = $3 WHERE client_id = $1 \
                  AND client_type = 'confidential'",
-            )
-            .bind(client_id)
-            .bind(secret_hash)
-            .bind(to_micros(now()))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                return Err(StoreError::NotFound);
-            }
+                )
+                .bind(client_id)
+                .bind(secret_hash)
+                .bind(to_micros(now()))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            )?;
             Ok(())
         })
         .await

@@ -152,13 +152,9 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, Some(&format!("client:{client_id}")), async |tx, _| {
-            let deleted = sqlx::query("DELETE FROM m2m_clients WHERE client_id = $1")
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await?;
-            if deleted.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
-            }
+            let deleted =
+                sqlx::query("DELETE FROM m2m_clients WHERE client_id = $1").bind(client_id).execute(&mut *tx);
+            found(deleted.await?.rows_affected())?;
             delete_principal_credentials_in(tx, principal).await?;
             Ok(())
         })

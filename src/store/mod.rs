@@ -95,6 +95,11 @@ pub struct Store {
 /// The PostgreSQL notification channel of cache invalidations.
 const INVALIDATION_CHANNEL: &str = "keyward_invalidations";
 
+/// `NotFound` when a statement touched no row.
+fn found(rows_affected: u64) -> StoreResult<()> {
+    if rows_affected == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+}
+
 fn conflict(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
@@ -183,9 +188,7 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, announce, async |tx, _| {
-            if sqlx::query(sql).bind(key).execute(&mut *tx).await?.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
-            }
+            found(sqlx::query(sql).bind(key).execute(&mut *tx).await?.rows_affected())?;
             Ok(())
         })
         .await

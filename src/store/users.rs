@@ -205,9 +205,7 @@ impl Store {
                 return Err(StoreError::LastServerAdmin);
             }
             let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
-            if deleted.rows_affected() == 0 {
-                return Err(StoreError::NotFound);
-            }
+            found(deleted.rows_affected())?;
             delete_principal_credentials_in(tx, principal).await?;
             Ok(())
         })

@@ -164,10 +164,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-            if deleted == 0 {
-                return Err(StoreError::NotFound);
-            }
-            Ok(())
+            found(deleted)
         })
         .await
     }
