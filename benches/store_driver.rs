@@ -57,7 +57,8 @@ async fn main() {
     let any: Pool<Any> = sqlx::pool::PoolOptions::new().max_connections(1).connect(&sqlite).await.unwrap();
     measure!("sqlite via Any", Any, &any, lookup, insert);
     any.close().await;
-    let typed: Pool<Sqlite> = sqlx::pool::PoolOptions::new().max_connections(1).connect(&sqlite).await.unwrap();
+    let typed: Pool<Sqlite> =
+        sqlx::pool::PoolOptions::new().max_connections(1).connect(&sqlite).await.unwrap();
     measure!("sqlite typed", Sqlite, &typed, lookup, insert);
     typed.close().await;
     if let Ok(pg) = std::env::var("KEYWARD_TEST_POSTGRES_URL") {
@@ -65,7 +66,8 @@ async fn main() {
         let any: Pool<Any> = sqlx::pool::PoolOptions::new().max_connections(1).connect(&pg).await.unwrap();
         measure!("postgres via Any", Any, &any, lookup, insert);
         any.close().await;
-        let typed: Pool<Postgres> = sqlx::pool::PoolOptions::new().max_connections(1).connect(&pg).await.unwrap();
+        let typed: Pool<Postgres> =
+            sqlx::pool::PoolOptions::new().max_connections(1).connect(&pg).await.unwrap();
         measure!("postgres typed", Postgres, &typed, lookup, insert);
         typed.close().await;
         let cleanup = AnyPool::connect(&pg).await.unwrap();

@@ -40,7 +40,7 @@ fn default_max_connections() -> usize {
     } else {
         1024
     };
-    (soft.saturating_sub(64) * 3 / 4).clamp(16, 16_384)
+    (soft.saturating_sub(64).saturating_mul(3) / 4).clamp(16, 16_384)
 }
 
 /// Connections beyond the cap that are still told "503" before they are
@@ -61,14 +61,11 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let shedding = Arc::new(Semaphore::new(SHED_AT_ONCE));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: hyper has no idle limit for HTTP/2 connections (its
+    // pings only find dead peers), so an idle h2c client could hold a slot
+    // for ever; keyward's clients and load balancers speak HTTP/1.1.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.head_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(limits.head_timeout))
-        .keep_alive_timeout(limits.head_timeout)
-        .max_concurrent_streams(64);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {

@@ -83,7 +83,7 @@ impl App {
             return Err(AppError::Unauthorized(BAD_LOGIN.into()));
         };
         // A success gives its slot back and clears the account's count.
-        self.store.release_login_attempt(&addr_key).await?;
+        self.store.release_login_attempt(&addr_key, lock_after).await?;
         self.store.clear_login_failures(&[pair_key, account_key]).await?;
         Ok(user.clone())
     }

@@ -57,8 +57,20 @@ const COALESCE_KEYS_MAX: usize = 100;
 #[derive(Default)]
 struct Coalescer {
     pending: HashMap<String, (AuditEvent, u64)>,
-    overflow: HashMap<&'static str, u64>,
+    /// Per action: how many more, and a few of their targets and addresses
+    /// (so that a flood of junk cannot hide whom an attack was aimed at).
+    overflow: HashMap<&'static str, Overflow>,
 }
+
+#[derive(Default)]
+struct Overflow {
+    count: u64,
+    targets: std::collections::BTreeSet<String>,
+    addresses: std::collections::BTreeSet<String>,
+}
+
+/// How many distinct targets and addresses an overflow record keeps.
+const OVERFLOW_SAMPLE: usize = 20;
 
 impl Coalescer {
     fn add(&mut self, event: AuditEvent) {
@@ -71,7 +83,14 @@ impl Coalescer {
         } else if self.pending.len() < COALESCE_KEYS_MAX {
             self.pending.insert(key, (event, 1));
         } else {
-            *self.overflow.entry(event.action).or_default() += 1;
+            let overflow = self.overflow.entry(event.action).or_default();
+            overflow.count += 1;
+            if let Some(target) = event.target.filter(|_| overflow.targets.len() < OVERFLOW_SAMPLE) {
+                overflow.targets.insert(target);
+            }
+            if let Some(addr) = event.client_addr.filter(|_| overflow.addresses.len() < OVERFLOW_SAMPLE) {
+                overflow.addresses.insert(addr);
+            }
         }
     }
 
@@ -88,13 +107,16 @@ impl Coalescer {
                 event
             })
             .collect();
-        events.extend(self.overflow.drain().map(|(action, n)| AuditEvent {
+        events.extend(self.overflow.drain().map(|(action, o)| AuditEvent {
             actor: Actor::System,
             action,
             target: None,
             outcome: Outcome::Failure,
             client_addr: None,
-            detail: serde_json::json!({"repeated": n, "coalesced": "more distinct failures than are kept apart"}),
+            detail: serde_json::json!({
+                "repeated": o.count, "coalesced": "more distinct failures than are kept apart",
+                "some_targets": o.targets, "some_addresses": o.addresses,
+            }),
         }));
         events
     }
@@ -190,5 +212,7 @@ mod tests {
         assert_eq!(events.len(), COALESCE_KEYS_MAX + 1);
         let overflow = events.iter().find(|e| e.target.is_none()).unwrap();
         assert_eq!(overflow.detail["repeated"], 10_000 - COALESCE_KEYS_MAX as u64);
+        assert_eq!(overflow.detail["some_targets"].as_array().unwrap().len(), OVERFLOW_SAMPLE);
+        assert_eq!(overflow.detail["some_addresses"], serde_json::json!(["192.0.2.1"]));
     }
 }

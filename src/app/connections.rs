@@ -192,8 +192,12 @@ impl App {
                 )));
             }
             let at = now_ms();
-            if self.store.take_connection_lease(id, at, at + LEASE_MS, c.obtained_at).await? {
-                return self.fetch_from_provider(&c).await;
+            // The client as it is now; the lease is taken only while it is
+            // still so, and the provider is asked with this very record.
+            let client = self.connection_client(&c).await?;
+            let version = client.endpoints_version;
+            if self.store.take_connection_lease(id, at, at + LEASE_MS, c.obtained_at, version).await? {
+                return self.fetch_from_provider(&c, &client).await;
             }
             if now_ms() > deadline {
                 return Err(AppError::Upstream("the provider did not answer in time; try again".into()));
@@ -214,8 +218,10 @@ impl App {
         let due = self.store.connections_due(at + interval_ms + 60_000, at - keep_alive_ms, 200).await?;
         let mut refreshed = 0;
         for c in due {
-            if self.store.take_connection_lease(&c.id, at, at + LEASE_MS, c.obtained_at).await? {
-                match self.fetch_from_provider(&c).await {
+            let Ok(client) = self.connection_client(&c).await else { continue };
+            let version = client.endpoints_version;
+            if self.store.take_connection_lease(&c.id, at, at + LEASE_MS, c.obtained_at, version).await? {
+                match self.fetch_from_provider(&c, &client).await {
                     Ok(_) => refreshed += 1,
                     Err(e) => tracing::warn!(connection = %c.id, error = %e, "background refresh failed"),
                 }
@@ -237,8 +243,10 @@ impl App {
             c.sealed_access_token.as_deref().map(|s| self.unseal(&c.id, "access_token", s)).transpose()?;
         if held.as_deref() == Some(rejected) {
             let at = now_ms();
-            if self.store.take_connection_lease(id, at, at + LEASE_MS, c.obtained_at).await? {
-                return self.fetch_from_provider(&c).await;
+            let client = self.connection_client(&c).await?;
+            let version = client.endpoints_version;
+            if self.store.take_connection_lease(id, at, at + LEASE_MS, c.obtained_at, version).await? {
+                return self.fetch_from_provider(&c, &client).await;
             }
         }
         self.connection_token(caller, id).await
@@ -259,8 +267,12 @@ impl App {
     }
 
     /// Holding the lease: ask the provider, store the answer, give the lease back.
-    async fn fetch_from_provider(&self, c: &ConnectionRecord) -> Result<ConnectionToken, AppError> {
-        let result = self.request_provider_token(c).await;
+    async fn fetch_from_provider(
+        &self,
+        c: &ConnectionRecord,
+        client: &crate::store::OutboundClientRecord,
+    ) -> Result<ConnectionToken, AppError> {
+        let result = self.request_provider_token(c, client).await;
         match result {
             Ok(token) => Ok(token),
             Err(e) => {
@@ -272,8 +284,11 @@ impl App {
 
     /// The grant this connection uses to get a new access token now: client
     /// credentials, or its refresh token.
-    async fn request_provider_token(&self, c: &ConnectionRecord) -> Result<ConnectionToken, AppError> {
-        let client = self.connection_client(c).await?;
+    async fn request_provider_token(
+        &self,
+        c: &ConnectionRecord,
+        client: &crate::store::OutboundClientRecord,
+    ) -> Result<ConnectionToken, AppError> {
         let grant = match client.settings.grant_type {
             OutboundGrant::ClientCredentials => {
                 let mut form = vec![("grant_type".to_string(), "client_credentials".to_string())];
@@ -312,7 +327,7 @@ impl App {
         } else {
             "connection.token_refreshed"
         };
-        self.obtain_tokens(c, &client, grant, action).await
+        self.obtain_tokens(c, client, grant, action).await
     }
 
     async fn connection_client(
@@ -487,7 +502,7 @@ impl App {
                 sealed_refresh.as_deref(),
                 started,
                 tokens.access_expires_at_ms,
-                client.updated_at,
+                client.endpoints_version,
                 event,
             )
             .await?;

@@ -48,7 +48,8 @@ impl App {
         let event = AuditEvent::success(actor, "outbound_client.created", format!("outbound_client:{id}"))
             .with_detail(json!({"name": settings.name, "token_url": settings.token_url, "grant_type": settings.grant_type}));
         let at = to_micros(now());
-        let record = OutboundClientRecord { id, settings, sealed_secret, created_at: at, updated_at: at };
+        let record =
+            OutboundClientRecord { id, settings, sealed_secret, created_at: at, endpoints_version: at };
         self.store.create_outbound_client(record.clone(), event).await?;
         Ok(view(record))
     }

@@ -42,7 +42,10 @@ impl OutboundHttp {
         // Redirects are never followed: a provider or an API could send the
         // next request (and its secrets) anywhere.
         let build = |b: reqwest::ClientBuilder| {
+            // No proxy from the environment either: a proxy would resolve
+            // names itself, past the address check.
             b.redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
                 .build()
                 .map_err(|e| AppError::Startup(format!("HTTP client: {e}")))
         };

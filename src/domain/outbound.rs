@@ -131,6 +131,7 @@ pub fn is_public_address(ip: IpAddr) -> bool {
                 || a == 0
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 198 && (b == 18 || b == 19))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
@@ -143,6 +144,12 @@ pub fn is_public_address(ip: IpAddr) -> bool {
             if first == 0x2002 {
                 let [a, b] = segments[1].to_be_bytes();
                 let [c, d] = segments[2].to_be_bytes();
+                return is_public_address(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
+            // IPv4-compatible (::a.b.c.d, deprecated but still parsed).
+            if segments[..6].iter().all(|&x| x == 0) && !v6.is_loopback() && !v6.is_unspecified() {
+                let [a, b] = segments[6].to_be_bytes();
+                let [c, d] = segments[7].to_be_bytes();
                 return is_public_address(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
             }
             // Teredo (2001::/32) tunnels to an address it hides.
@@ -294,6 +301,9 @@ mod tests {
             "https://[2002:7f00:1::]/",
             "https://[2002:a00:1::]/",
             "https://[2001:0:4136:e378::1]/",
+            "https://[::7f00:1]/",
+            "https://[64:ff9b:1::a00:1]/",
+            "https://192.0.0.8/",
             "http://api.endsystem.com/",
         ] {
             let url = url::Url::parse(private).unwrap();

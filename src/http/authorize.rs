@@ -278,8 +278,27 @@ fn internal(e: crate::app::AppError) -> Response {
     error_page(StatusCode::INTERNAL_SERVER_ERROR, "something went wrong; try again")
 }
 
-fn form_fields(body: &Bytes) -> std::collections::HashMap<String, String> {
-    form_urlencoded::parse(body).into_owned().collect()
+/// A page's form: form-encoded (so that the edge screen has read it), each
+/// field at most once.
+fn form_fields(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<std::collections::HashMap<String, String>, Response> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(error_page(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the form must be sent as a form"));
+    }
+    let mut fields = std::collections::HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if fields.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err(error_page(StatusCode::BAD_REQUEST, "a form field is given more than once"));
+        }
+    }
+    Ok(fields)
 }
 
 /// POST `/oauth/v1/login/`.
@@ -289,7 +308,10 @@ pub async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let fields = form_fields(&body);
+    let fields = match form_fields(&headers, &body) {
+        Ok(f) => f,
+        Err(refused) => return refused,
+    };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
     let return_to = field("return_to");
     // Checked before the password, so that a sign-in never ends in an
@@ -340,7 +362,10 @@ pub async fn login(
 
 /// POST `/oauth/v1/authorize/`: the consent form.
 pub async fn consent(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    let fields = form_fields(&body);
+    let fields = match form_fields(&headers, &body) {
+        Ok(f) => f,
+        Err(refused) => return refused,
+    };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
     let request = match validated(&app, field("request")).await {
         Ok(r) => r,

@@ -12,9 +12,10 @@ pub struct OutboundClientRecord {
     pub settings: crate::domain::outbound::OutboundClientSettings,
     pub sealed_secret: Option<String>,
     pub created_at: i64,
-    /// Changes with every update: tokens fetched under one version are
-    /// stored only while it is still the current one.
-    pub updated_at: i64,
+    /// Changes when the endpoints or the secret change: tokens fetched
+    /// under one version are stored (and leases taken) only while it is
+    /// still the current one.
+    pub endpoints_version: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -51,7 +52,7 @@ pub(super) struct OutboundRow {
     settings: String,
     client_secret: Option<String>,
     created_at: i64,
-    updated_at: i64,
+    endpoints_version: i64,
 }
 
 impl TryFrom<OutboundRow> for OutboundClientRecord {
@@ -64,7 +65,7 @@ impl TryFrom<OutboundRow> for OutboundClientRecord {
             settings,
             sealed_secret: r.client_secret,
             created_at: r.created_at,
-            updated_at: r.updated_at,
+            endpoints_version: r.endpoints_version,
         })
     }
 }
@@ -113,12 +114,14 @@ impl Store {
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
             sqlx::query(
-                "INSERT INTO outbound_clients (id, settings, client_secret, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+                "INSERT INTO outbound_clients (id, settings, client_secret, created_at, updated_at, endpoints_version) \
+                 VALUES ($1, $2, $3, $4, $4, $5)",
             )
             .bind(&client.id)
             .bind(serde_json::to_string(&client.settings).expect("settings serialize"))
             .bind(client.sealed_secret.clone())
             .bind(client.created_at)
+            .bind(client.endpoints_version)
             .execute(&mut *tx)
             .await
             .map_err(conflict("an outbound client with this id"))?;
@@ -129,7 +132,7 @@ impl Store {
 
     pub async fn outbound_client(&self, id: &str) -> StoreResult<Option<OutboundClientRecord>> {
         let row: Option<OutboundRow> = sqlx::query_as(
-            "SELECT id, settings, client_secret, created_at, updated_at FROM outbound_clients WHERE id = $1",
+            "SELECT id, settings, client_secret, created_at, endpoints_version FROM outbound_clients WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -139,7 +142,7 @@ impl Store {
 
     pub async fn list_outbound_clients(&self) -> StoreResult<Vec<OutboundClientRecord>> {
         let rows: Vec<OutboundRow> = sqlx::query_as(
-            "SELECT id, settings, client_secret, created_at, updated_at FROM outbound_clients ORDER BY created_at, id",
+            "SELECT id, settings, client_secret, created_at, endpoints_version FROM outbound_clients ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -157,6 +160,14 @@ impl Store {
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
             if let Some((status, detail)) = reset_connections {
+                // Pending authorizations were started at the old endpoints.
+                sqlx::query(
+                    "DELETE FROM connection_authorizations WHERE connection_id IN \
+                     (SELECT id FROM connections WHERE outbound_client_id = $1)",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
                 sqlx::query(
                     "UPDATE connections SET access_token = NULL, refresh_token = NULL, obtained_at = NULL, \
                      access_expires_at = NULL, lease_until = NULL, status = $2, status_detail = $3, updated_at = $4 \
@@ -170,13 +181,14 @@ impl Store {
                 .await?;
             }
             found(sqlx::query(
-                "UPDATE outbound_clients SET settings = $2, client_secret = COALESCE($3, client_secret), updated_at = $4 \
-                 WHERE id = $1",
+                "UPDATE outbound_clients SET settings = $2, client_secret = COALESCE($3, client_secret), updated_at = $4, \
+                 endpoints_version = CASE WHEN $5 = 1 THEN $4 ELSE endpoints_version END WHERE id = $1",
             )
             .bind(id)
             .bind(serde_json::to_string(settings).expect("settings serialize"))
             .bind(sealed_secret)
             .bind(to_micros(now()))
+            .bind(i64::from(reset_connections.is_some() || sealed_secret.is_some()))
             .execute(&mut *tx)
             .await?
             .rows_affected())?;
@@ -240,15 +252,18 @@ impl Store {
         now: i64,
         until: i64,
         seen: Option<i64>,
+        client_version: i64,
     ) -> StoreResult<bool> {
         let taken = sqlx::query(
             "UPDATE connections SET lease_until = $3 WHERE id = $1 AND (lease_until IS NULL OR lease_until < $2) \
-             AND COALESCE(obtained_at, -1) = $4",
+             AND COALESCE(obtained_at, -1) = $4 AND EXISTS (SELECT 1 FROM outbound_clients o \
+             WHERE o.id = connections.outbound_client_id AND o.endpoints_version = $5)",
         )
         .bind(id)
         .bind(now)
         .bind(until)
         .bind(seen.unwrap_or(-1))
+        .bind(client_version)
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -272,7 +287,7 @@ impl Store {
                 "UPDATE connections SET access_token = $2, refresh_token = COALESCE($3, refresh_token), obtained_at = $4, \
                  access_expires_at = $5, status = 'active', status_detail = NULL, lease_until = NULL, updated_at = $6 \
                  WHERE id = $1 AND EXISTS (SELECT 1 FROM outbound_clients o \
-                 WHERE o.id = connections.outbound_client_id AND o.updated_at = $7)",
+                 WHERE o.id = connections.outbound_client_id AND o.endpoints_version = $7)",
             )
             .bind(id)
             .bind(sealed_access)

@@ -87,11 +87,22 @@ impl Store {
     }
 
     /// Gives back the slot an attempt that succeeded had reserved.
-    pub async fn release_login_attempt(&self, key: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0")
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
+    pub async fn release_login_attempt(&self, key: &str, lock_for: fn(i64) -> i64) -> StoreResult<()> {
+        let left: Option<(i64,)> = sqlx::query_as(
+            "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0 RETURNING failures",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        // The lock this attempt's reservation set, if the count no longer
+        // earns one, goes too.
+        if let Some((failures,)) = left.filter(|(n,)| lock_for(*n) == 0) {
+            sqlx::query("UPDATE login_throttle SET locked_until = 0 WHERE key = $1 AND failures = $2")
+                .bind(key)
+                .bind(failures)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(())
     }
 

@@ -274,6 +274,24 @@ async fn a_burst_of_guesses_cannot_lock_the_owner_out(backend: Backend) {
     json_with_status(r, 201).await;
 }
 
+/// 4, the other side: sign-ins that succeed give their slot back whole,
+/// lock included, so an address with a few failures is not locked by them.
+async fn successful_sign_ins_leave_no_lock(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.app.create_user(Actor::System, "owner", Some("owners-password"), Role::Viewer).await.unwrap();
+    let attempt = |password: &'static str| {
+        let form = [("username", "owner"), ("password", password), ("name", "n")];
+        s.http.post(s.url("/integration/v1/createRefreshToken/")).form(&form).send()
+    };
+    for _ in 0..4 {
+        assert_eq!(attempt("wrong").await.unwrap().status(), 401);
+    }
+    for _ in 0..3 {
+        assert_eq!(attempt("owners-password").await.unwrap().status(), 201);
+    }
+    assert_eq!(attempt("wrong").await.unwrap().status(), 401, "the fifth failure is still checked");
+}
+
 /// 5. Slow request heads and idle connections are cut; connections over the
 /// cap get a 503, and the server answers again once they are gone.
 async fn slow_heads_are_cut_and_connections_capped(backend: Backend) {
@@ -453,6 +471,17 @@ async fn control_characters_are_400(backend: Backend) {
     oauth_error(r, 400, "invalid_request").await;
     let r = s.get("/admin/api/users/%00/", &admin).send().await.unwrap();
     assert_eq!(r.status(), 400);
+    // The sign-in page's form is a form: another content type, which the
+    // edge screen does not read as one, is refused before anything else.
+    let r = s
+        .http
+        .post(s.url("/oauth/v1/login/"))
+        .header("content-type", "text/plain")
+        .body("username=a%00b&password=x&csrf=x&return_to=/oauth/v1/authorize/?client_id=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
 }
 
 /// 10. Delegated clients revoke their refresh tokens (RFC 7009), which ends
@@ -731,6 +760,7 @@ on_both_backends!(
     repointing_an_outbound_client_drops_its_tokens,
     a_token_in_flight_during_a_repoint_is_dropped,
     a_burst_of_guesses_cannot_lock_the_owner_out,
+    successful_sign_ins_leave_no_lock,
     slow_heads_are_cut_and_connections_capped,
     a_stalled_body_is_cut_off,
     crafted_loopback_redirects_are_an_error_page,
