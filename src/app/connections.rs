@@ -20,6 +20,9 @@ use std::time::Duration;
 pub const CALLBACK_PATH: &str = "/oauth/v1/connections/callback/";
 /// Where the user's browser starts a connection's authorization.
 pub const START_PATH: &str = "/oauth/v1/connections/start/";
+/// The audit action of tokens from a new authorization (the one way a
+/// revoked connection comes back).
+const AUTHORIZED: &str = "connection.authorized";
 /// How long a user has to authorize at the provider.
 const AUTHORIZATION_TTL_MS: i64 = 600_000;
 
@@ -503,13 +506,14 @@ impl App {
                 started,
                 tokens.access_expires_at_ms,
                 client.endpoints_version,
+                action == AUTHORIZED,
                 event,
             )
             .await?;
         if !stored {
             return Err(AppError::Conflict(
-                "the outbound client changed while its token was being fetched; try again \
-                 (authorize again for an authorization code connection)"
+                "the connection was revoked, or its outbound client changed, while its token was being \
+                 fetched; try again (authorize again for an authorization code connection)"
                     .into(),
             ));
         }
@@ -714,7 +718,7 @@ impl App {
         if let Some(sealed) = sealed_verifier {
             form.push(("code_verifier".into(), self.open_verifier(&state_hash, &sealed)?));
         }
-        self.obtain_tokens(&c, &client, form, "connection.authorized").await?;
+        self.obtain_tokens(&c, &client, form, AUTHORIZED).await?;
         let c = self
             .store
             .connection(&connection_id)

@@ -280,13 +280,16 @@ impl Store {
         obtained_at: i64,
         access_expires_at: i64,
         client_version: i64,
+        authorized: bool,
         event: AuditEvent,
     ) -> StoreResult<bool> {
         self.write_if(event, None, async |tx, _| {
+            // A refresh that returns after its owner revoked the connection
+            // stores nothing; only a new authorization revives it.
             let stored = sqlx::query(
                 "UPDATE connections SET access_token = $2, refresh_token = COALESCE($3, refresh_token), obtained_at = $4, \
                  access_expires_at = $5, status = 'active', status_detail = NULL, lease_until = NULL, updated_at = $6 \
-                 WHERE id = $1 AND EXISTS (SELECT 1 FROM outbound_clients o \
+                 WHERE id = $1 AND ($8 = 1 OR status <> 'revoked') AND EXISTS (SELECT 1 FROM outbound_clients o \
                  WHERE o.id = connections.outbound_client_id AND o.endpoints_version = $7)",
             )
             .bind(id)
@@ -296,6 +299,7 @@ impl Store {
             .bind(access_expires_at)
             .bind(to_micros(now()))
             .bind(client_version)
+            .bind(i64::from(authorized))
             .execute(&mut *tx)
             .await?
             .rows_affected();

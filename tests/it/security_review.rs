@@ -209,9 +209,9 @@ async fn repointing_an_outbound_client_drops_its_tokens(backend: Backend) {
     assert!(!r.text().await.unwrap().contains(&token));
 }
 
-/// 3, raced: a token request in flight at the old endpoints while an admin
-/// repoints the client is dropped when it returns, not stored for the new.
-async fn a_token_in_flight_during_a_repoint_is_dropped(backend: Backend) {
+/// A client-credentials connection whose provider takes 1.5 s to answer;
+/// (outbound client id, connection id).
+async fn slow_provider_connection(s: &TestServer, admin: &str) -> (String, String) {
     let slow_provider = axum::Router::new().route(
         "/token",
         axum::routing::post(|| async {
@@ -222,13 +222,20 @@ async fn a_token_in_flight_during_a_repoint_is_dropped(backend: Backend) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, slow_provider).await.unwrap() });
-    let s = TestServer::start(backend).await;
-    let admin = s.admin_token().await;
     let body = json!({"name": "Slow", "grant_type": "client_credentials", "client_id": "c", "client_secret": "s",
         "token_url": format!("http://{addr}/token"), "api_base_url": format!("http://{addr}/api/")});
-    let r = s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap();
+    let r = s.send(Method::POST, "/admin/api/outbound_clients/", admin).json(&body).send().await.unwrap();
     let outbound = json_with_status(r, 201).await["id"].as_str().unwrap().to_string();
-    let id = connect(&s, &admin, &outbound).await;
+    let id = connect(s, admin, &outbound).await;
+    (outbound, id)
+}
+
+/// 3, raced: a token request in flight at the old endpoints while an admin
+/// repoints the client is dropped when it returns, not stored for the new.
+async fn a_token_in_flight_during_a_repoint_is_dropped(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let (outbound, id) = slow_provider_connection(&s, &admin).await;
     let fetch = {
         let request = s.get(&format!("{CONNECTIONS}{id}/token/"), &admin);
         tokio::spawn(async move { request.send().await.unwrap() })
@@ -246,6 +253,25 @@ async fn a_token_in_flight_during_a_repoint_is_dropped(backend: Backend) {
     assert!(text.contains("changed"), "{text}");
     let held = s.app.store.connection(&id).await.unwrap().unwrap();
     assert!(held.sealed_access_token.is_none(), "the old provider's token was not stored");
+}
+
+/// A revoke while a token is being fetched holds: the answer, when it
+/// comes, is not stored and the connection stays revoked.
+async fn a_revoke_during_a_fetch_holds(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let (_, id) = slow_provider_connection(&s, &admin).await;
+    let fetch = {
+        let request = s.get(&format!("{CONNECTIONS}{id}/token/"), &admin);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = s.send(Method::POST, &format!("{CONNECTIONS}{id}/revoke/"), &admin).send().await.unwrap();
+    assert_eq!(json_with_status(r, 200).await["status"], "revoked");
+    api_error(fetch.await.unwrap(), 409, "conflict").await;
+    let held = s.app.store.connection(&id).await.unwrap().unwrap();
+    assert_eq!(held.status, "revoked");
+    assert!(held.sealed_access_token.is_none());
 }
 
 /// 4. A burst of guesses from one address is counted before it is checked,
@@ -759,6 +785,7 @@ on_both_backends!(
     a_connection_link_serves_only_its_owner,
     repointing_an_outbound_client_drops_its_tokens,
     a_token_in_flight_during_a_repoint_is_dropped,
+    a_revoke_during_a_fetch_holds,
     a_burst_of_guesses_cannot_lock_the_owner_out,
     successful_sign_ins_leave_no_lock,
     slow_heads_are_cut_and_connections_capped,
