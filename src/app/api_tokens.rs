@@ -55,7 +55,7 @@ impl App {
         // cannot push the account into its lock.
         let reserved = self
             .store
-            .reserve_login_attempt(
+            .reserve_attempt(
                 &[
                     (addr_key.clone(), lock_after),
                     (pair_key.clone(), lock_after),
@@ -83,8 +83,8 @@ impl App {
             return Err(AppError::Unauthorized(BAD_LOGIN.into()));
         };
         // A success gives its slot back and clears the account's count.
-        self.store.release_login_attempt(&addr_key, lock_after).await?;
-        self.store.clear_login_failures(&[pair_key, account_key]).await?;
+        self.store.release_attempt(&addr_key, lock_after).await?;
+        self.store.clear_attempts(&[pair_key, account_key]).await?;
         Ok(user.clone())
     }
 

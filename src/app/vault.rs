@@ -133,7 +133,7 @@ impl App {
             ];
             let at = to_micros(now());
             let window_start = at - WINDOW_SECONDS * 1_000_000;
-            if let Some(until) = self.store.reserve_login_attempt(&keys, at, window_start, 1_000_000).await? {
+            if let Some(until) = self.store.reserve_attempt(&keys, at, window_start, 1_000_000).await? {
                 return Err(AppError::TooManyRequests { retry_after: ((until - at) / 1_000_000).max(1) });
             }
             if let Err(why) = warehouse_login(&dp.warehouse, username, password).await {
@@ -149,7 +149,7 @@ impl App {
                 return Err(AppError::Invalid(format!("the warehouse refused the login: {why}")));
             }
             let [(principal_key, _), (warehouse_key, _)] = keys;
-            self.store.clear_login_failures(&[principal_key, warehouse_key]).await?;
+            self.store.clear_attempts(&[principal_key, warehouse_key]).await?;
         }
         let record = CredentialRecord {
             principal: principal.clone(),

@@ -9,7 +9,7 @@ impl Store {
     /// answer. Otherwise each count grows by one (starting over when the
     /// last failure is older than `window_start`) and the key is locked
     /// for `lock_for(count) * unit`.
-    pub async fn reserve_login_attempt(
+    pub async fn reserve_attempt(
         &self,
         keys: &[(String, fn(i64) -> i64)],
         now: i64,
@@ -87,7 +87,7 @@ impl Store {
     }
 
     /// Gives back the slot an attempt that succeeded had reserved.
-    pub async fn release_login_attempt(&self, key: &str, lock_for: fn(i64) -> i64) -> StoreResult<()> {
+    pub async fn release_attempt(&self, key: &str, lock_for: fn(i64) -> i64) -> StoreResult<()> {
         let left: Option<(i64,)> = sqlx::query_as(
             "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0 RETURNING failures",
         )
@@ -106,7 +106,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn clear_login_failures(&self, keys: &[String]) -> StoreResult<()> {
+    pub async fn clear_attempts(&self, keys: &[String]) -> StoreResult<()> {
         for key in keys {
             sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(key).execute(&self.pool).await?;
         }

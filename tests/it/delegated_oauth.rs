@@ -175,6 +175,17 @@ impl TestServer {
     }
 }
 
+/// An authorization request for `api` and a refresh token, with PKCE.
+fn with_refresh_token(
+    request: oauth2::AuthorizationRequest<'_>,
+    challenge: PkceCodeChallenge,
+) -> oauth2::AuthorizationRequest<'_> {
+    request
+        .add_scope(Scope::new("api".into()))
+        .add_scope(Scope::new("offline_access".into()))
+        .set_pkce_challenge(challenge)
+}
+
 pub(crate) fn confidential(redirect: &str) -> Value {
     json!({"name": "Reporting App", "redirect_uris": [redirect], "grant_type": "confidential",
            "refresh_token_lifetime": 2592000, "access_token_lifetime": 3600, "pkce_enabled": true})
@@ -294,12 +305,7 @@ async fn confidential_flow_with_the_oauth2_crate(backend: Backend) {
     let (id, secret) = s.register_client(confidential(APP_CALLBACK)).await;
     let client = s.oauth2_client(&id, secret.as_deref(), APP_CALLBACK);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, state) = client
-        .authorize_url(CsrfToken::new_random)
-        .add_scope(Scope::new("api".into()))
-        .add_scope(Scope::new("offline_access".into()))
-        .set_pkce_challenge(challenge)
-        .url();
+    let (url, state) = with_refresh_token(client.authorize_url(CsrfToken::new_random), challenge).url();
     let browser = Browser::new();
     let back = browser.authorize(&s, url.as_str()).await;
     assert!(back.starts_with(APP_CALLBACK), "{back}");
@@ -331,12 +337,7 @@ async fn confidential_flow_with_the_oauth2_crate(backend: Backend) {
     assert_ne!(new_refresh.secret(), refresh.secret());
     // The second authorization skips the consent page: it is remembered.
     let (challenge, _) = PkceCodeChallenge::new_random_sha256();
-    let (url, _) = client
-        .authorize_url(CsrfToken::new_random)
-        .add_scope(Scope::new("api".into()))
-        .add_scope(Scope::new("offline_access".into()))
-        .set_pkce_challenge(challenge)
-        .url();
+    let (url, _) = with_refresh_token(client.authorize_url(CsrfToken::new_random), challenge).url();
     let again = browser.get(url.as_str()).await;
     assert_eq!(again.status(), 303);
     assert!(location(&again).starts_with(APP_CALLBACK));
@@ -349,12 +350,7 @@ async fn public_client_with_a_loopback_port(backend: Backend) {
     let redirect = "http://127.0.0.1:54321/callback";
     let client = s.oauth2_client(&id, None, redirect);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, _) = client
-        .authorize_url(CsrfToken::new_random)
-        .add_scope(Scope::new("api".into()))
-        .add_scope(Scope::new("offline_access".into()))
-        .set_pkce_challenge(challenge)
-        .url();
+    let (url, _) = with_refresh_token(client.authorize_url(CsrfToken::new_random), challenge).url();
     let back = Browser::new().authorize(&s, url.as_str()).await;
     assert!(back.starts_with(redirect), "{back}");
     let code = param(&back, "code").unwrap();

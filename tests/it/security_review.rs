@@ -230,17 +230,25 @@ async fn slow_provider_connection(s: &TestServer, admin: &str) -> (String, Strin
     (outbound, id)
 }
 
+/// A token request for connection `id`, sent and under way at the provider.
+async fn token_request_under_way(
+    s: &TestServer,
+    admin: &str,
+    id: &str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let request = s.get(&format!("{CONNECTIONS}{id}/token/"), admin);
+    let fetch = tokio::spawn(async move { request.send().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fetch
+}
+
 /// 3, raced: a token request in flight at the old endpoints while an admin
 /// repoints the client is dropped when it returns, not stored for the new.
 async fn a_token_in_flight_during_a_repoint_is_dropped(backend: Backend) {
     let s = TestServer::start(backend).await;
     let admin = s.admin_token().await;
     let (outbound, id) = slow_provider_connection(&s, &admin).await;
-    let fetch = {
-        let request = s.get(&format!("{CONNECTIONS}{id}/token/"), &admin);
-        tokio::spawn(async move { request.send().await.unwrap() })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fetch = token_request_under_way(&s, &admin, &id).await;
     let r = s
         .send(Method::PATCH, &format!("/admin/api/outbound_clients/{outbound}/"), &admin)
         .json(&json!({"api_base_url": "http://127.0.0.1:9/elsewhere/", "client_secret": "another"}))
@@ -261,11 +269,7 @@ async fn a_revoke_during_a_fetch_holds(backend: Backend) {
     let s = TestServer::start(backend).await;
     let admin = s.admin_token().await;
     let (_, id) = slow_provider_connection(&s, &admin).await;
-    let fetch = {
-        let request = s.get(&format!("{CONNECTIONS}{id}/token/"), &admin);
-        tokio::spawn(async move { request.send().await.unwrap() })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fetch = token_request_under_way(&s, &admin, &id).await;
     let r = s.send(Method::POST, &format!("{CONNECTIONS}{id}/revoke/"), &admin).send().await.unwrap();
     assert_eq!(json_with_status(r, 200).await["status"], "revoked");
     api_error(fetch.await.unwrap(), 409, "conflict").await;
@@ -695,7 +699,7 @@ async fn failures_are_coalesced_and_expired_rows_purged(backend: Backend) {
     let long_ago = 1_000_000;
     s.app.store.create_session("expired-session", user.id, long_ago, long_ago + 1).await.unwrap();
     let reserve = [("addr:192.0.2.9".to_string(), keyward::domain::throttle::lock_after as fn(i64) -> i64)];
-    s.app.store.reserve_login_attempt(&reserve, long_ago, 0, 1).await.unwrap();
+    s.app.store.reserve_attempt(&reserve, long_ago, 0, 1).await.unwrap();
     assert_eq!(s.app.purge_expired().await.unwrap(), 2);
     assert_eq!(s.app.purge_expired().await.unwrap(), 0);
 }
