@@ -512,6 +512,15 @@ async fn control_characters_are_400(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 415);
+    // … and names each field once.
+    let r = s
+        .http
+        .post(s.url("/oauth/v1/login/"))
+        .form(&[("username", "admin"), ("username", "other"), ("password", "x"), ("csrf", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }
 
 /// 10. Delegated clients revoke their refresh tokens (RFC 7009), which ends
