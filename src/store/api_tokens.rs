@@ -96,15 +96,11 @@ pub(super) async fn insert_refresh_token(
     conn: &mut AnyConnection,
     token: &NewRefreshToken,
 ) -> StoreResult<i64> {
-    let (id,): (i64,) = sqlx::query_as(
+    let (id,): (i64,) = sqlx::query_as_with(
         "INSERT INTO refresh_tokens (user_id, name, token_hash, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        params![token.user_id, &token.name, &token.token_hash, token.created_at, token.expires_at]?,
     )
-    .bind(token.user_id)
-    .bind(&token.name)
-    .bind(&token.token_hash)
-    .bind(token.created_at)
-    .bind(token.expires_at)
     .fetch_one(&mut *conn)
     .await
     .map_err(conflict("a refresh token with this hash"))?;
@@ -117,14 +113,12 @@ pub(super) async fn revoke_access_tokens_of(
     refresh_token_id: i64,
     at: i64,
 ) -> StoreResult<u64> {
-    Ok(sqlx::query(
+    Ok(exec(
+        &mut *conn,
         "UPDATE api_access_tokens SET revoked_at = $2 WHERE refresh_token_id = $1 AND revoked_at IS NULL",
+        params![refresh_token_id, at],
     )
-    .bind(refresh_token_id)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected())
+    .await?)
 }
 
 impl Store {
@@ -132,23 +126,23 @@ impl Store {
         self.write(event, None, async |tx, _| {
             if self.backend == Backend::Postgres {
                 // Concurrent creations for one user count one after the other.
-                sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
-                    .bind(token.user_id)
-                    .execute(&mut *tx)
-                    .await?;
+                exec(
+                    &mut *tx,
+                    "SELECT id FROM users WHERE id = $1 FOR UPDATE",
+                    params![token.user_id],
+                )
+                .await?;
             }
-            let (active,): (i64,) = sqlx::query_as(
+            let (active,): (i64,) = sqlx::query_as_with(
                 "SELECT COUNT(*) FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+                params![token.user_id, token.created_at]?,
             )
-            .bind(token.user_id)
-            .bind(token.created_at)
             .fetch_one(&mut *tx)
             .await?;
             if active >= token.max_active {
                 return Err(StoreError::LimitReached(token.max_active));
             }
-            let id = insert_refresh_token(tx, &token).await?;
-            Ok(id)
+            insert_refresh_token(tx, &token).await
         })
         .await
     }
@@ -165,26 +159,25 @@ impl Store {
             // Marks the refresh token used, only if it is still active; on
             // PostgreSQL this also locks it, so that concurrent creations from
             // one refresh token run one after the other and the last one wins.
-            found(sqlx::query(
+            found(exec(
+                &mut *tx,
                 "UPDATE refresh_tokens SET last_used_at = $2 WHERE id = $1 AND user_id = $3 \
                  AND revoked_at IS NULL AND expires_at > $2",
+                params![token.refresh_token_id, token.created_at, token.user_id],
             )
-            .bind(token.refresh_token_id)
-            .bind(token.created_at)
-            .bind(token.user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected())?;
+            .await?)?;
             revoke_access_tokens_of(tx, token.refresh_token_id, token.created_at).await?;
-            let (id,): (i64,) = sqlx::query_as(
+            let (id,): (i64,) = sqlx::query_as_with(
                 "INSERT INTO api_access_tokens (refresh_token_id, user_id, token_hash, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                params![
+                    token.refresh_token_id,
+                    token.user_id,
+                    &token.token_hash,
+                    token.created_at,
+                    token.expires_at,
+                ]?,
             )
-            .bind(token.refresh_token_id)
-            .bind(token.user_id)
-            .bind(&token.token_hash)
-            .bind(token.created_at)
-            .bind(token.expires_at)
             .fetch_one(&mut *tx)
             .await
             .map_err(conflict("an API access token with this hash"))?;
@@ -194,11 +187,11 @@ impl Store {
     }
 
     pub async fn refresh_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>> {
-        let row: Option<RefreshTokenRow> = sqlx::query_as(
+        let row: Option<RefreshTokenRow> = sqlx::query_as_with(
             "SELECT id, user_id, name, created_at, expires_at, revoked_at, last_used_at FROM refresh_tokens \
              WHERE token_hash = $1",
+            params![token_hash]?,
         )
-        .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| RefreshTokenRecord {
@@ -216,11 +209,11 @@ impl Store {
         &self,
         token_hash: &str,
     ) -> StoreResult<Option<ApiAccessTokenRecord>> {
-        let row: Option<ApiAccessTokenRow> = sqlx::query_as(
+        let row: Option<ApiAccessTokenRow> = sqlx::query_as_with(
             "SELECT id, refresh_token_id, user_id, created_at, expires_at, revoked_at, last_used_at \
              FROM api_access_tokens WHERE token_hash = $1",
+            params![token_hash]?,
         )
-        .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| ApiAccessTokenRecord {
@@ -246,20 +239,16 @@ impl Store {
     ) -> StoreResult<i64> {
         self.write(event, None, async |tx, _| {
             found(
-                sqlx::query(
+                exec(
+                    &mut *tx,
                     "UPDATE refresh_tokens SET revoked_at = $2 WHERE id = $1 AND user_id = $3 \
                  AND revoked_at IS NULL AND expires_at > $2",
+                    params![old_id, new.created_at, new.user_id],
                 )
-                .bind(old_id)
-                .bind(new.created_at)
-                .bind(new.user_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
+                .await?,
             )?;
             revoke_access_tokens_of(tx, old_id, new.created_at).await?;
-            let id = insert_refresh_token(tx, &new).await?;
-            Ok(id)
+            insert_refresh_token(tx, &new).await
         })
         .await
     }
@@ -285,13 +274,12 @@ impl Store {
         }
         let mut tx = self.begin_write().await?;
         for (id, at) in uses {
-            sqlx::query(
+            exec(
+                &mut *tx,
                 "UPDATE api_access_tokens SET last_used_at = $2 WHERE id = $1 \
                  AND (last_used_at IS NULL OR last_used_at < $2)",
+                params![id, at],
             )
-            .bind(id)
-            .bind(at)
-            .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
@@ -299,15 +287,15 @@ impl Store {
     }
 
     pub async fn api_access_token_grant(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenGrant>> {
-        let row: Option<ApiAccessTokenGrantRow> = sqlx::query_as(
+        let row: Option<ApiAccessTokenGrantRow> = sqlx::query_as_with(
             "SELECT t.id AS token_id, t.expires_at, t.revoked_at, r.revoked_at AS refresh_revoked_at, \
                     u.id, u.username, u.role, u.auth_source, u.disabled_at, u.created_at \
              FROM api_access_tokens t \
              JOIN refresh_tokens r ON r.id = t.refresh_token_id \
              JOIN users u ON u.id = t.user_id \
              WHERE t.token_hash = $1",
+            params![token_hash]?,
         )
-        .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {

@@ -33,15 +33,12 @@ impl Store {
     }
 
     pub async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        let rows: Vec<AuditRow> = sqlx::query_as(
+        let rows: Vec<AuditRow> = sqlx::query_as_with(
             "SELECT id, at, actor, action, target, outcome, client_addr, detail FROM audit_events \
              WHERE ($1 IS NULL OR action = $1) AND ($2 IS NULL OR actor = $2) AND ($3 IS NULL OR id < $3) \
              ORDER BY id DESC LIMIT $4",
+            params![query.action.clone(), query.actor.clone(), query.before_id, query.limit]?,
         )
-        .bind(query.action.clone())
-        .bind(query.actor.clone())
-        .bind(query.before_id)
-        .bind(query.limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

@@ -113,16 +113,18 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            sqlx::query(
+            exec(
+                &mut *tx,
                 "INSERT INTO outbound_clients (id, settings, client_secret, created_at, updated_at, endpoints_version) \
                  VALUES ($1, $2, $3, $4, $4, $5)",
+                params![
+                    &client.id,
+                    serde_json::to_string(&client.settings).expect("settings serialize"),
+                    client.sealed_secret.clone(),
+                    client.created_at,
+                    client.endpoints_version,
+                ],
             )
-            .bind(&client.id)
-            .bind(serde_json::to_string(&client.settings).expect("settings serialize"))
-            .bind(client.sealed_secret.clone())
-            .bind(client.created_at)
-            .bind(client.endpoints_version)
-            .execute(&mut *tx)
             .await
             .map_err(conflict("an outbound client with this id"))?;
             Ok(())
@@ -131,10 +133,10 @@ impl Store {
     }
 
     pub async fn outbound_client(&self, id: &str) -> StoreResult<Option<OutboundClientRecord>> {
-        let row: Option<OutboundRow> = sqlx::query_as(
+        let row: Option<OutboundRow> = sqlx::query_as_with(
             "SELECT id, settings, client_secret, created_at, endpoints_version FROM outbound_clients WHERE id = $1",
+            params![id]?,
         )
-        .bind(id)
         .fetch_optional(&self.pool)
         .await?;
         row.map(OutboundClientRecord::try_from).transpose()
@@ -161,37 +163,35 @@ impl Store {
         self.write(event, None, async |tx, _| {
             if let Some((status, detail)) = reset_connections {
                 // Pending authorizations were started at the old endpoints.
-                sqlx::query(
+                exec(
+                    &mut *tx,
                     "DELETE FROM connection_authorizations WHERE connection_id IN \
                      (SELECT id FROM connections WHERE outbound_client_id = $1)",
+                    params![id],
                 )
-                .bind(id)
-                .execute(&mut *tx)
                 .await?;
-                sqlx::query(
+                exec(
+                    &mut *tx,
                     "UPDATE connections SET access_token = NULL, refresh_token = NULL, obtained_at = NULL, \
                      access_expires_at = NULL, lease_until = NULL, status = $2, status_detail = $3, updated_at = $4 \
                      WHERE outbound_client_id = $1 AND status <> 'revoked'",
+                    params![id, status, detail, to_micros(now())],
                 )
-                .bind(id)
-                .bind(status)
-                .bind(detail)
-                .bind(to_micros(now()))
-                .execute(&mut *tx)
                 .await?;
             }
-            found(sqlx::query(
+            found(exec(
+                &mut *tx,
                 "UPDATE outbound_clients SET settings = $2, client_secret = COALESCE($3, client_secret), updated_at = $4, \
                  endpoints_version = CASE WHEN $5 = 1 THEN $4 ELSE endpoints_version END WHERE id = $1",
+                params![
+                    id,
+                    serde_json::to_string(settings).expect("settings serialize"),
+                    sealed_secret,
+                    to_micros(now()),
+                    i64::from(reset_connections.is_some() || sealed_secret.is_some()),
+                ],
             )
-            .bind(id)
-            .bind(serde_json::to_string(settings).expect("settings serialize"))
-            .bind(sealed_secret)
-            .bind(to_micros(now()))
-            .bind(i64::from(reset_connections.is_some() || sealed_secret.is_some()))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected())?;
+            .await?)?;
             Ok(())
         })
         .await
@@ -203,17 +203,12 @@ impl Store {
 
     pub async fn create_connection(&self, c: ConnectionRecord, event: AuditEvent) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            sqlx::query(
+            exec(
+                &mut *tx,
                 "INSERT INTO connections (id, outbound_client_id, user_id, name, status, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                params![&c.id, &c.outbound_client_id, c.user_id, &c.name, &c.status, c.created_at],
             )
-            .bind(&c.id)
-            .bind(&c.outbound_client_id)
-            .bind(c.user_id)
-            .bind(&c.name)
-            .bind(&c.status)
-            .bind(c.created_at)
-            .execute(&mut *tx)
             .await
             .map_err(conflict("a connection with this id"))?;
             Ok(())
@@ -224,7 +219,7 @@ impl Store {
     pub async fn connection(&self, id: &str) -> StoreResult<Option<ConnectionRecord>> {
         let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = $1");
         let row: Option<ConnectionRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![id]?).fetch_optional(&self.pool).await?;
         Ok(row.map(Into::into))
     }
 
@@ -233,7 +228,7 @@ impl Store {
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE user_id = $1 ORDER BY created_at, id"
         );
         let rows: Vec<ConnectionRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(&self.pool).await?;
+            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![user_id]?).fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -254,19 +249,14 @@ impl Store {
         seen: Option<i64>,
         client_version: i64,
     ) -> StoreResult<bool> {
-        let taken = sqlx::query(
+        let taken = exec(
+            &self.pool,
             "UPDATE connections SET lease_until = $3 WHERE id = $1 AND (lease_until IS NULL OR lease_until < $2) \
              AND COALESCE(obtained_at, -1) = $4 AND EXISTS (SELECT 1 FROM outbound_clients o \
              WHERE o.id = connections.outbound_client_id AND o.endpoints_version = $5)",
+            params![id, now, until, seen.unwrap_or(-1), client_version],
         )
-        .bind(id)
-        .bind(now)
-        .bind(until)
-        .bind(seen.unwrap_or(-1))
-        .bind(client_version)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .await?;
         Ok(taken == 1)
     }
 
@@ -286,27 +276,25 @@ impl Store {
         self.write_if(event, None, async |tx, _| {
             // A refresh that returns after its owner revoked the connection
             // stores nothing; only a new authorization revives it.
-            let stored = sqlx::query(
+            let stored = exec(
+                &mut *tx,
                 "UPDATE connections SET access_token = $2, refresh_token = COALESCE($3, refresh_token), obtained_at = $4, \
                  access_expires_at = $5, status = 'active', status_detail = NULL, lease_until = NULL, updated_at = $6 \
                  WHERE id = $1 AND ($8 = 1 OR status <> 'revoked') AND EXISTS (SELECT 1 FROM outbound_clients o \
                  WHERE o.id = connections.outbound_client_id AND o.endpoints_version = $7)",
+                params![
+                    id,
+                    sealed_access,
+                    sealed_refresh,
+                    obtained_at,
+                    access_expires_at,
+                    to_micros(now()),
+                    client_version,
+                    i64::from(authorized),
+                ],
             )
-            .bind(id)
-            .bind(sealed_access)
-            .bind(sealed_refresh)
-            .bind(obtained_at)
-            .bind(access_expires_at)
-            .bind(to_micros(now()))
-            .bind(client_version)
-            .bind(i64::from(authorized))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if stored == 0 {
-                return Ok(None);
-            }
-            Ok(Some(()))
+            .await?;
+                        Ok((stored > 0).then_some(()))
         })
         .await
         .map(|stored| stored.is_some())
@@ -321,13 +309,12 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            sqlx::query("UPDATE connections SET status = $2, status_detail = $3, lease_until = NULL, updated_at = $4 WHERE id = $1")
-                .bind(id)
-                .bind(status)
-                .bind(detail)
-                .bind(to_micros(now()))
-                .execute(&mut *tx)
-                .await?;
+            exec(
+                &mut *tx,
+                "UPDATE connections SET status = $2, status_detail = $3, lease_until = NULL, updated_at = $4 WHERE id = $1",
+                params![id, status, detail, to_micros(now())],
+            )
+            .await?;
             Ok(())
         })
         .await
@@ -345,25 +332,22 @@ impl Store {
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
              AND (access_expires_at < $1 OR obtained_at < $2) ORDER BY access_expires_at LIMIT $3"
         );
-        let rows: Vec<ConnectionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(expiring_before)
-            .bind(idle_before)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<ConnectionRow> =
+            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![expiring_before, idle_before, limit]?)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Forgets the connection's tokens and marks it revoked.
     pub async fn revoke_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            sqlx::query(
+            exec(
+                &mut *tx,
                 "UPDATE connections SET status = 'revoked', status_detail = NULL, access_token = NULL, refresh_token = NULL, \
                  obtained_at = NULL, access_expires_at = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1",
+                params![id, to_micros(now())],
             )
-            .bind(id)
-            .bind(to_micros(now()))
-            .execute(&mut *tx)
             .await?;
             Ok(())
         })
@@ -371,10 +355,7 @@ impl Store {
     }
 
     pub async fn release_connection_lease(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE connections SET lease_until = NULL WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        exec(&self.pool, "UPDATE connections SET lease_until = NULL WHERE id = $1", params![id]).await?;
         Ok(())
     }
 
@@ -387,17 +368,12 @@ impl Store {
         created_at: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.pool,
             "INSERT INTO connection_authorizations (state_hash, connection_id, user_id, code_verifier, \
              created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            params![state_hash, connection_id, user_id, sealed_verifier, created_at, expires_at],
         )
-        .bind(state_hash)
-        .bind(connection_id)
-        .bind(user_id)
-        .bind(sealed_verifier)
-        .bind(created_at)
-        .bind(expires_at)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -408,12 +384,11 @@ impl Store {
         state_hash: &str,
         now: i64,
     ) -> StoreResult<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as(
+        let row: Option<(String,)> = sqlx::query_as_with(
             "SELECT connection_id FROM connection_authorizations WHERE state_hash = $1 AND used_at IS NULL \
              AND expires_at > $2",
+            params![state_hash, now]?,
         )
-        .bind(state_hash)
-        .bind(now)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|(id,)| id))
@@ -428,27 +403,22 @@ impl Store {
         user_id: UserId,
         now: i64,
     ) -> StoreResult<BindOutcome> {
-        let row: Option<(String, Option<String>)> = sqlx::query_as(
+        let row: Option<(String, Option<String>)> = sqlx::query_as_with(
             "UPDATE connection_authorizations SET browser_hash = $2 \
              WHERE state_hash = $1 AND user_id = $3 AND browser_hash IS NULL AND used_at IS NULL \
              AND expires_at > $4 RETURNING connection_id, code_verifier",
+            params![state_hash, browser_hash, user_id, now]?,
         )
-        .bind(state_hash)
-        .bind(browser_hash)
-        .bind(user_id)
-        .bind(now)
         .fetch_optional(&self.pool)
         .await?;
         if let Some((connection_id, sealed_verifier)) = row {
             return Ok(BindOutcome::Bound { connection_id, sealed_verifier });
         }
-        let other: Option<(i64,)> = sqlx::query_as(
+        let other: Option<(i64,)> = sqlx::query_as_with(
             "SELECT user_id FROM connection_authorizations WHERE state_hash = $1 AND user_id <> $2 \
              AND used_at IS NULL AND expires_at > $3",
+            params![state_hash, user_id, now]?,
         )
-        .bind(state_hash)
-        .bind(user_id)
-        .bind(now)
         .fetch_optional(&self.pool)
         .await?;
         Ok(if other.is_some() { BindOutcome::OtherUser } else { BindOutcome::Unusable })
@@ -464,15 +434,12 @@ impl Store {
         browser_hash: &str,
         now: i64,
     ) -> StoreResult<Option<(String, Option<String>)>> {
-        let row: Option<(String, Option<String>)> = sqlx::query_as(
+        let row: Option<(String, Option<String>)> = sqlx::query_as_with(
             "UPDATE connection_authorizations SET used_at = $2 \
              WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2 AND user_id = $3 AND browser_hash = $4 \
              RETURNING connection_id, code_verifier",
+            params![state_hash, now, user_id, browser_hash]?,
         )
-        .bind(state_hash)
-        .bind(now)
-        .bind(user_id)
-        .bind(browser_hash)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row)

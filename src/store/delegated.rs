@@ -159,47 +159,48 @@ pub(super) async fn insert_issued(
     now: i64,
 ) -> StoreResult<()> {
     if let Some((hash, expires_at)) = &issued.refresh {
-        sqlx::query(
+        exec(
+            &mut *conn,
             "INSERT INTO oauth_refresh_tokens (token_hash, grant_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            params![hash, grant_id, now, expires_at],
         )
-        .bind(hash)
-        .bind(grant_id)
-        .bind(now)
-        .bind(expires_at)
-        .execute(&mut *conn)
         .await
         .map_err(conflict("a refresh token with this hash"))?;
     }
-    sqlx::query("INSERT INTO oauth_grant_jtis (jti, grant_id, expires_at) VALUES ($1, $2, $3)")
-        .bind(&issued.jti)
-        .bind(grant_id)
-        .bind(issued.jti_expires_at)
-        .execute(&mut *conn)
-        .await?;
+    exec(
+        &mut *conn,
+        "INSERT INTO oauth_grant_jtis (jti, grant_id, expires_at) VALUES ($1, $2, $3)",
+        params![&issued.jti, grant_id, issued.jti_expires_at],
+    )
+    .await?;
     Ok(())
 }
 
 /// Revokes grant `grant_id`, its refresh tokens and its JWTs, in `conn`'s
 /// transaction.
 pub(super) async fn revoke_grant_in(conn: &mut AnyConnection, grant_id: i64, now: i64) -> StoreResult<()> {
-    sqlx::query("UPDATE oauth_grants SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
-        .bind(grant_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE oauth_refresh_tokens SET revoked_at = COALESCE(revoked_at, $2), successor = NULL WHERE grant_id = $1")
-        .bind(grant_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
+    for sql in [
+        "UPDATE oauth_grants SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+        "UPDATE oauth_refresh_tokens SET revoked_at = COALESCE(revoked_at, $2), successor = NULL WHERE grant_id = $1",
         "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) \
          SELECT jti, expires_at, $2 FROM oauth_grant_jtis WHERE grant_id = $1 ON CONFLICT (jti) DO NOTHING",
-    )
-    .bind(grant_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    ] {
+        exec(&mut *conn, sql, params![grant_id, now]).await?;
+    }
+    Ok(())
+}
+
+/// Revokes, like [`revoke_grant_in`], every grant whose id `select_ids` finds.
+pub(super) async fn revoke_grants_in(
+    conn: &mut AnyConnection,
+    select_ids: &'static str,
+    params: Params,
+    now: i64,
+) -> StoreResult<()> {
+    let ids: Vec<i64> = sqlx::query_scalar_with(select_ids, params?).fetch_all(&mut *conn).await?;
+    for grant_id in ids {
+        revoke_grant_in(conn, grant_id, now).await?;
+    }
     Ok(())
 }
 
@@ -216,19 +217,23 @@ impl Store {
                  refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {OAUTH_CLIENT_COLUMNS}"
             );
-            let row: OAuthClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(&client.client_id)
-                .bind(&client.name)
-                .bind(resources_json(&client.redirect_uris))
-                .bind(client.client_type.as_str())
-                .bind(client.secret_hash.clone())
-                .bind(client.refresh_token_lifetime)
-                .bind(client.access_token_lifetime)
-                .bind(i64::from(client.pkce_enabled))
-                .bind(at)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(conflict("an OAuth client with this id"))?;
+            let row: OAuthClientRow = sqlx::query_as_with(
+                sqlx::AssertSqlSafe(sql),
+                params![
+                    &client.client_id,
+                    &client.name,
+                    resources_json(&client.redirect_uris),
+                    client.client_type.as_str(),
+                    client.secret_hash.clone(),
+                    client.refresh_token_lifetime,
+                    client.access_token_lifetime,
+                    i64::from(client.pkce_enabled),
+                    at,
+                ]?,
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(conflict("an OAuth client with this id"))?;
             Ok(OAuthClientRecord::try_from(row)?.client)
         })
         .await
@@ -236,8 +241,9 @@ impl Store {
 
     pub async fn oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRecord>> {
         let sql = format!("SELECT {OAUTH_CLIENT_COLUMNS} FROM oauth_clients WHERE client_id = $1");
-        let row: Option<OAuthClientRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(client_id).fetch_optional(&self.pool).await?;
+        let row: Option<OAuthClientRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![client_id]?)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(OAuthClientRecord::try_from).transpose()
     }
 
@@ -260,17 +266,21 @@ impl Store {
                  access_token_lifetime = $5, pkce_enabled = $6, updated_at = $7 WHERE client_id = $1 \
                  RETURNING {OAUTH_CLIENT_COLUMNS}"
             );
-            let row: OAuthClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(&client.client_id)
-                .bind(&client.name)
-                .bind(resources_json(&client.redirect_uris))
-                .bind(client.refresh_token_lifetime)
-                .bind(client.access_token_lifetime)
-                .bind(i64::from(client.pkce_enabled))
-                .bind(to_micros(now()))
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+            let row: OAuthClientRow = sqlx::query_as_with(
+                sqlx::AssertSqlSafe(sql),
+                params![
+                    &client.client_id,
+                    &client.name,
+                    resources_json(&client.redirect_uris),
+                    client.refresh_token_lifetime,
+                    client.access_token_lifetime,
+                    i64::from(client.pkce_enabled),
+                    to_micros(now()),
+                ]?,
+            )
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
             Ok(OAuthClientRecord::try_from(row)?.client)
         })
         .await
@@ -280,19 +290,10 @@ impl Store {
     pub async fn delete_oauth_client(&self, client_id: &str, event: AuditEvent) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
             let at = to_micros(now());
-            let grants: Vec<(i64,)> = sqlx::query_as("SELECT id FROM oauth_grants WHERE client_id = $1")
-                .bind(client_id)
-                .fetch_all(&mut *tx)
+            revoke_grants_in(tx, "SELECT id FROM oauth_grants WHERE client_id = $1", params![client_id], at)
                 .await?;
-            for (grant_id,) in grants {
-                revoke_grant_in(tx, grant_id, at).await?;
-            }
             found(
-                sqlx::query("DELETE FROM oauth_clients WHERE client_id = $1")
-                    .bind(client_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected(),
+                exec(&mut *tx, "DELETE FROM oauth_clients WHERE client_id = $1", params![client_id]).await?,
             )?;
             Ok(())
         })
@@ -307,16 +308,13 @@ impl Store {
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
             found(
-                sqlx::query(
+                exec(
+                    &mut *tx,
                     "UPDATE oauth_clients SET secret_hash = $2, updated_at = $3 WHERE client_id = $1 \
                  AND client_type = 'confidential'",
+                    params![client_id, secret_hash, to_micros(now())],
                 )
-                .bind(client_id)
-                .bind(secret_hash)
-                .bind(to_micros(now()))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
+                .await?,
             )?;
             Ok(())
         })
@@ -324,12 +322,10 @@ impl Store {
     }
 
     pub async fn has_consent(&self, user_id: UserId, client_id: &str, scope: &str) -> StoreResult<bool> {
-        let row: Option<(i64,)> = sqlx::query_as(
+        let row: Option<(i64,)> = sqlx::query_as_with(
             "SELECT created_at FROM oauth_consents WHERE user_id = $1 AND client_id = $2 AND scope = $3",
+            params![user_id, client_id, scope]?,
         )
-        .bind(user_id)
-        .bind(client_id)
-        .bind(scope)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.is_some())
@@ -343,15 +339,12 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            sqlx::query(
+            exec(
+                &mut *tx,
                 "INSERT INTO oauth_consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT DO NOTHING",
+                params![user_id, client_id, scope, to_micros(now())],
             )
-            .bind(user_id)
-            .bind(client_id)
-            .bind(scope)
-            .bind(to_micros(now()))
-            .execute(&mut *tx)
             .await?;
             Ok(())
         })
@@ -360,10 +353,10 @@ impl Store {
 
     /// `(client_id, scope, created_at)` of a user's remembered consents.
     pub async fn consents(&self, user_id: UserId) -> StoreResult<Vec<(String, String, i64)>> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query_as_with(
             "SELECT client_id, scope, created_at FROM oauth_consents WHERE user_id = $1 ORDER BY client_id, scope",
+            params![user_id]?,
         )
-        .bind(user_id)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -378,42 +371,41 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<u64> {
         self.write(event, None, async |tx, _| {
-            let forgotten = sqlx::query("DELETE FROM oauth_consents WHERE user_id = $1 AND client_id = $2")
-                .bind(user_id)
-                .bind(client_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            let grants: Vec<(i64,)> = sqlx::query_as(
-                "SELECT id FROM oauth_grants WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL",
+            let forgotten = exec(
+                &mut *tx,
+                "DELETE FROM oauth_consents WHERE user_id = $1 AND client_id = $2",
+                params![user_id, client_id],
             )
-            .bind(user_id)
-            .bind(client_id)
-            .fetch_all(&mut *tx)
             .await?;
-            for (grant_id,) in grants {
-                revoke_grant_in(tx, grant_id, now).await?;
-            }
+            revoke_grants_in(
+                tx,
+                "SELECT id FROM oauth_grants WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL",
+                params![user_id, client_id],
+                now,
+            )
+            .await?;
             Ok(forgotten)
         })
         .await
     }
 
     pub async fn insert_authorization_code(&self, code: NewAuthorizationCode) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.pool,
             "INSERT INTO oauth_authorization_codes (code_hash, client_id, user_id, redirect_uri, scope, resources, \
              code_challenge, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            params![
+                &code.code_hash,
+                &code.client_id,
+                code.user_id,
+                &code.redirect_uri,
+                &code.scope,
+                resources_json(&code.resources),
+                code.code_challenge.clone(),
+                code.created_at,
+                code.expires_at,
+            ],
         )
-        .bind(&code.code_hash)
-        .bind(&code.client_id)
-        .bind(code.user_id)
-        .bind(&code.redirect_uri)
-        .bind(&code.scope)
-        .bind(resources_json(&code.resources))
-        .bind(code.code_challenge.clone())
-        .bind(code.created_at)
-        .bind(code.expires_at)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -426,14 +418,12 @@ impl Store {
         now: i64,
     ) -> StoreResult<CodeRedemption> {
         let mut tx = self.begin_write().await?;
-        let row: Option<CodeRow> = sqlx::query_as(
+        let row: Option<CodeRow> = sqlx::query_as_with(
             "UPDATE oauth_authorization_codes SET used_at = $3 \
              WHERE code_hash = $1 AND client_id = $2 AND used_at IS NULL AND expires_at > $3 \
              RETURNING client_id, user_id, redirect_uri, scope, resources, code_challenge, created_at, expires_at",
+            params![code_hash, client_id, now]?,
         )
-        .bind(code_hash)
-        .bind(client_id)
-        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
         let outcome = match row {
@@ -449,11 +439,10 @@ impl Store {
                 expires_at: r.expires_at,
             }),
             None => {
-                let used: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+                let used: Option<(Option<i64>, Option<i64>)> = sqlx::query_as_with(
                     "SELECT used_at, grant_id FROM oauth_authorization_codes WHERE code_hash = $1 AND client_id = $2",
+                    params![code_hash, client_id]?,
                 )
-                .bind(code_hash)
-                .bind(client_id)
                 .fetch_optional(&mut *tx)
                 .await?;
                 match used {
@@ -476,22 +465,19 @@ impl Store {
     ) -> StoreResult<i64> {
         self.write(event, None, async |tx, _| {
             let at = to_micros(now());
-            let (grant_id,): (i64,) = sqlx::query_as(
+            let (grant_id,): (i64,) = sqlx::query_as_with(
                 "INSERT INTO oauth_grants (client_id, user_id, scope, resources, created_at) VALUES ($1, $2, $3, $4, $5) \
                  RETURNING id",
+                params![&code.client_id, code.user_id, &code.scope, resources_json(&code.resources), at]?,
             )
-            .bind(&code.client_id)
-            .bind(code.user_id)
-            .bind(&code.scope)
-            .bind(resources_json(&code.resources))
-            .bind(at)
             .fetch_one(&mut *tx)
             .await?;
-            sqlx::query("UPDATE oauth_authorization_codes SET grant_id = $2 WHERE code_hash = $1")
-                .bind(code_hash)
-                .bind(grant_id)
-                .execute(&mut *tx)
-                .await?;
+            exec(
+                &mut *tx,
+                "UPDATE oauth_authorization_codes SET grant_id = $2 WHERE code_hash = $1",
+                params![code_hash, grant_id],
+            )
+            .await?;
             insert_issued(tx, grant_id, &issued, at).await?;
             Ok(grant_id)
         })
@@ -499,12 +485,12 @@ impl Store {
     }
 
     pub async fn oauth_refresh_token(&self, token_hash: &str) -> StoreResult<Option<OAuthRefreshState>> {
-        let row: Option<RefreshStateRow> = sqlx::query_as(
+        let row: Option<RefreshStateRow> = sqlx::query_as_with(
             "SELECT g.id AS grant_id, g.client_id, g.user_id, g.scope, g.resources, g.revoked_at AS grant_revoked_at, \
                     t.expires_at, t.rotated_at, t.successor, t.revoked_at \
              FROM oauth_refresh_tokens t JOIN oauth_grants g ON g.id = t.grant_id WHERE t.token_hash = $1",
+            params![token_hash]?,
         )
-        .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| OAuthRefreshState {
@@ -537,16 +523,13 @@ impl Store {
         let mut tx = self.begin_write().await?;
         // The conditional update is the race's referee: on PostgreSQL the
         // loser waits for the winner's commit and then matches no row.
-        let won = sqlx::query(
+        let won = exec(
+            &mut *tx,
             "UPDATE oauth_refresh_tokens SET rotated_at = $2, successor = $3 \
              WHERE token_hash = $1 AND rotated_at IS NULL AND revoked_at IS NULL",
+            params![old_hash, now, successor],
         )
-        .bind(old_hash)
-        .bind(now)
-        .bind(successor)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .await?;
         if won == 0 {
             return Ok(false);
         }
@@ -557,21 +540,23 @@ impl Store {
 
     /// Records a JWT issued within a grant without rotating anything.
     pub async fn record_grant_jti(&self, grant_id: i64, jti: &str, expires_at: i64) -> StoreResult<()> {
-        sqlx::query("INSERT INTO oauth_grant_jtis (jti, grant_id, expires_at) VALUES ($1, $2, $3)")
-            .bind(jti)
-            .bind(grant_id)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+        exec(
+            &self.pool,
+            "INSERT INTO oauth_grant_jtis (jti, grant_id, expires_at) VALUES ($1, $2, $3)",
+            params![jti, grant_id, expires_at],
+        )
+        .await?;
         Ok(())
     }
 
     /// Forgets sealed successors rotated before `before`.
     pub async fn drop_successors(&self, before: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE oauth_refresh_tokens SET successor = NULL WHERE successor IS NOT NULL AND rotated_at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
+        exec(
+            &self.pool,
+            "UPDATE oauth_refresh_tokens SET successor = NULL WHERE successor IS NOT NULL AND rotated_at < $1",
+            params![before],
+        )
+        .await?;
         Ok(())
     }
 

@@ -30,32 +30,34 @@ impl Store {
     /// Returns the value stored under `name`, storing `value` first if there
     /// is none. Concurrent first starts agree on one value.
     pub async fn meta_get_or_init(&self, name: &str, value: &str) -> StoreResult<String> {
-        sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        exec(
+            &self.pool,
+            "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            params![name, value],
+        )
+        .await?;
         let (stored,): (String,) =
-            sqlx::query_as("SELECT value FROM meta WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
+            sqlx::query_as_with("SELECT value FROM meta WHERE name = $1", params![name]?)
+                .fetch_one(&self.pool)
+                .await?;
         Ok(stored)
     }
 
     pub async fn meta_get(&self, name: &str) -> StoreResult<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT value FROM meta WHERE name = $1")
-            .bind(name)
+        Ok(sqlx::query_scalar_with("SELECT value FROM meta WHERE name = $1", params![name]?)
             .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(v,)| v))
+            .await?)
     }
 
     /// Stores `value` under `name`, replacing what was there.
     pub async fn meta_put(&self, name: &str, value: &str, event: AuditEvent) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
-                .bind(name)
-                .bind(value)
-                .execute(&mut *tx)
-                .await?;
+            exec(
+                &mut *tx,
+                "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, value],
+            )
+            .await?;
             Ok(())
         })
         .await
@@ -67,11 +69,7 @@ impl Store {
             let names: Vec<(String,)> = sqlx::query_as("SELECT name FROM meta").fetch_all(&mut *tx).await?;
             let mut deleted = 0;
             for (name,) in names.iter().filter(|(n,)| n.starts_with(prefix) && n != keep) {
-                deleted += sqlx::query("DELETE FROM meta WHERE name = $1")
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                deleted += exec(&mut *tx, "DELETE FROM meta WHERE name = $1", params![name]).await?;
             }
             Ok(deleted)
         })
@@ -80,11 +78,11 @@ impl Store {
 
     /// Signing keys still published (active, or retiring after `now`).
     pub async fn signing_keys(&self, now: i64) -> StoreResult<Vec<StoredSigningKey>> {
-        let rows: Vec<SigningKeyRow> = sqlx::query_as(
+        let rows: Vec<SigningKeyRow> = sqlx::query_as_with(
             "SELECT kid, alg, private_key, active, created_at, retire_after FROM signing_keys \
              WHERE active = 1 OR retire_after > $1 ORDER BY created_at DESC",
+            params![now]?,
         )
-        .bind(now)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -113,10 +111,12 @@ impl Store {
         self.write_if(event, None, async |tx, _| {
             match retire_current_after {
                 Some(after) => {
-                    sqlx::query("UPDATE signing_keys SET active = NULL, retire_after = $1 WHERE active = 1")
-                        .bind(after)
-                        .execute(&mut *tx)
-                        .await?;
+                    exec(
+                        &mut *tx,
+                        "UPDATE signing_keys SET active = NULL, retire_after = $1 WHERE active = 1",
+                        params![after],
+                    )
+                    .await?;
                 }
                 None => {
                     let existing: Option<(String,)> =
@@ -128,22 +128,15 @@ impl Store {
                     }
                 }
             }
-            let inserted = sqlx::query(
+            let inserted = exec(
+                &mut *tx,
                 "INSERT INTO signing_keys (kid, alg, private_key, active, created_at) VALUES ($1, $2, $3, 1, $4) \
                  ON CONFLICT DO NOTHING",
+                params![&key.kid, &key.alg, &key.private_key, key.created_at],
             )
-            .bind(&key.kid)
-            .bind(&key.alg)
-            .bind(&key.private_key)
-            .bind(key.created_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                // Another node's first start won the race for the active slot.
-                return Ok(None);
-            }
-            Ok(Some(()))
+            .await?;
+            // Zero: another node's first start won the race for the active slot.
+            Ok((inserted > 0).then_some(()))
         })
         .await
         .map(|added| added.is_some())
@@ -153,30 +146,25 @@ impl Store {
     pub async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
             let at = to_micros(now());
-            sqlx::query(
+            exec(
+                &mut *tx,
                 "INSERT INTO revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (jti) DO NOTHING",
+                params![jti, expires_at, at],
             )
-            .bind(jti)
-            .bind(expires_at)
-            .bind(at)
-            .execute(&mut *tx)
             .await?;
             // Entries past their token's expiry can no longer matter.
-            sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
+            exec(&mut *tx, "DELETE FROM revoked_tokens WHERE expires_at < $1", params![at]).await?;
             Ok(())
         })
         .await
     }
 
     pub async fn is_jti_revoked(&self, jti: &str) -> StoreResult<bool> {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT expires_at FROM revoked_tokens WHERE jti = $1")
-            .bind(jti)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(i64,)> =
+            sqlx::query_as_with("SELECT expires_at FROM revoked_tokens WHERE jti = $1", params![jti]?)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.is_some())
     }
 }

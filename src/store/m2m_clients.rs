@@ -85,13 +85,17 @@ impl Store {
                 "INSERT INTO m2m_clients (client_id, name, role, access_token_duration, secret_hash, created_at, \
                  updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {M2M_COLUMNS}"
             );
-            let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(&client.client_id)
-                .bind(&client.name)
-                .bind(client.role.as_str())
-                .bind(client.access_token_duration)
-                .bind(&client.secret_hash)
-                .bind(at)
+            let row: M2mClientRow = sqlx::query_as_with(
+                sqlx::AssertSqlSafe(sql),
+                params![
+                    &client.client_id,
+                    &client.name,
+                    client.role.as_str(),
+                    client.access_token_duration,
+                    &client.secret_hash,
+                    at,
+                ]?,
+            )
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(conflict("a client with this id"))?;
@@ -102,8 +106,9 @@ impl Store {
 
     pub async fn m2m_client(&self, client_id: &str) -> StoreResult<Option<M2mClientRecord>> {
         let sql = format!("SELECT {M2M_COLUMNS} FROM m2m_clients WHERE client_id = $1");
-        let row: Option<M2mClientRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(client_id).fetch_optional(&self.pool).await?;
+        let row: Option<M2mClientRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![client_id]?)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(M2mClientRecord::try_from).transpose()
     }
 
@@ -128,15 +133,19 @@ impl Store {
                  is_service = COALESCE($7, is_service), updated_at = $6 WHERE client_id = $1 \
                  RETURNING {M2M_COLUMNS}"
             );
-            let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(client_id)
-                .bind(update.name)
-                .bind(update.role.map(Role::as_str))
-                .bind(update.access_token_duration)
-                .bind(update.disabled.map(i64::from))
-                .bind(to_micros(now()))
-                .bind(update.is_service.map(i64::from))
-                .bind(now().unix_timestamp())
+            let row: M2mClientRow = sqlx::query_as_with(
+                sqlx::AssertSqlSafe(sql),
+                params![
+                    client_id,
+                    update.name,
+                    update.role.map(Role::as_str),
+                    update.access_token_duration,
+                    update.disabled.map(i64::from),
+                    to_micros(now()),
+                    update.is_service.map(i64::from),
+                    now().unix_timestamp(),
+                ]?,
+            )
                 .fetch_optional(&mut *tx)
                 .await?
                 .ok_or(StoreError::NotFound)?;
@@ -152,11 +161,8 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, Some(&format!("client:{client_id}")), async |tx, _| {
-            let deleted =
-                sqlx::query("DELETE FROM m2m_clients WHERE client_id = $1").bind(client_id).execute(&mut *tx);
-            found(deleted.await?.rows_affected())?;
-            delete_principal_credentials_in(tx, principal).await?;
-            Ok(())
+            found(exec(&mut *tx, "DELETE FROM m2m_clients WHERE client_id = $1", params![client_id]).await?)?;
+            delete_principal_credentials_in(tx, principal).await
         })
         .await
     }
@@ -177,14 +183,13 @@ impl Store {
                  secret_hash = $2, secret_rotated_at = $4, updated_at = $4 WHERE client_id = $1 \
                  RETURNING {M2M_COLUMNS}"
             );
-            let row: M2mClientRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(client_id)
-                .bind(secret_hash)
-                .bind(previous_expires_at)
-                .bind(at)
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+            let row: M2mClientRow = sqlx::query_as_with(
+                sqlx::AssertSqlSafe(sql),
+                params![client_id, secret_hash, previous_expires_at, at]?,
+            )
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
             Ok(M2mClientRecord::try_from(row)?.client)
         })
         .await

@@ -10,6 +10,21 @@
 //! Every write that is security-relevant takes its [`AuditEvent`] and commits
 //! both in one transaction, so no change exists without its audit record.
 
+/// The values a statement binds, in order (`$1`, `$2`, …), like rusqlite's
+/// `params!`: `exec(conn, SQL, params![id, now])`, or `params![…]?` where a
+/// query takes the arguments themselves.
+macro_rules! params {
+    ($($value:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut args = sqlx::any::AnyArguments::default();
+        let added: Result<(), sqlx::error::BoxDynError> = (|| {
+            $(sqlx::Arguments::add(&mut args, $value)?;)*
+            Ok(())
+        })();
+        added.map(|()| args).map_err(sqlx::Error::Encode)
+    }};
+}
+
 mod api_tokens;
 mod audit;
 mod connections;
@@ -95,15 +110,30 @@ pub struct Store {
 /// The PostgreSQL notification channel of cache invalidations.
 const INVALIDATION_CHANNEL: &str = "keyward_invalidations";
 
+/// What [`params!`] makes.
+type Params = Result<sqlx::any::AnyArguments, sqlx::Error>;
+
+/// Runs one statement; how many rows it touched.
+async fn exec<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    sql: impl sqlx::SqlSafeStr,
+    params: Params,
+) -> StoreResult<u64> {
+    Ok(sqlx::query_with(sql, params?).execute(executor).await?.rows_affected())
+}
+
 /// `NotFound` when a statement touched no row.
 fn found(rows_affected: u64) -> StoreResult<()> {
     if rows_affected == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
-fn conflict(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
-    move |e| match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
-        _ => StoreError::Database(e),
+/// `Conflict(what)` for a unique violation, any other error as it is.
+fn conflict<E: Into<StoreError>>(what: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| match e.into() {
+        StoreError::Database(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            StoreError::Conflict(what)
+        }
+        other => other,
     }
 }
 
@@ -114,18 +144,20 @@ fn detail_text(event: &AuditEvent) -> String {
 
 async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> StoreResult<()> {
     let detail = detail_text(event);
-    sqlx::query(
+    exec(
+        &mut *conn,
         "INSERT INTO audit_events (at, actor, action, target, outcome, client_addr, detail) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        params![
+            to_micros(now()),
+            event.actor.to_string(),
+            event.action,
+            event.target.clone(),
+            event.outcome.as_str(),
+            event.client_addr.clone(),
+            detail,
+        ],
     )
-    .bind(to_micros(now()))
-    .bind(event.actor.to_string())
-    .bind(event.action)
-    .bind(event.target.clone())
-    .bind(event.outcome.as_str())
-    .bind(event.client_addr.clone())
-    .bind(detail)
-    .execute(&mut *conn)
     .await?;
     Ok(())
 }
@@ -188,7 +220,7 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, announce, async |tx, _| {
-            found(sqlx::query(sql).bind(key).execute(&mut *tx).await?.rows_affected())?;
+            found(exec(&mut *tx, sql, params![key]).await?)?;
             Ok(())
         })
         .await
@@ -233,11 +265,7 @@ impl Store {
     /// Announces `what` to every node's cache when `tx` commits.
     async fn announce(&self, tx: &mut AnyConnection, what: &str) -> StoreResult<()> {
         if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(INVALIDATION_CHANNEL)
-                .bind(what)
-                .execute(&mut *tx)
-                .await?;
+            exec(&mut *tx, "SELECT pg_notify($1, $2)", params![INVALIDATION_CHANNEL, what]).await?;
         }
         Ok(())
     }

@@ -6,11 +6,9 @@ use crate::domain::{now, to_micros};
 
 impl Store {
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT value FROM settings WHERE key = $1")
-            .bind(key)
+        Ok(sqlx::query_scalar_with("SELECT value FROM settings WHERE key = $1", params![key]?)
             .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|(v,)| v))
+            .await?)
     }
 
     pub async fn settings(&self) -> StoreResult<Vec<(String, String)>> {
@@ -19,16 +17,13 @@ impl Store {
 
     pub async fn put_setting(&self, key: &str, value: &str, event: AuditEvent) -> StoreResult<()> {
         self.write(event, None, async |tx, event| {
-            sqlx::query(
+            exec(
+                &mut *tx,
                 "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, \
                  updated_by = excluded.updated_by",
+                params![key, value, to_micros(now()), event.actor.to_string()],
             )
-            .bind(key)
-            .bind(value)
-            .bind(to_micros(now()))
-            .bind(event.actor.to_string())
-            .execute(&mut *tx)
             .await?;
             Ok(())
         })
@@ -37,7 +32,7 @@ impl Store {
 
     pub async fn delete_setting(&self, key: &str, event: AuditEvent) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            sqlx::query("DELETE FROM settings WHERE key = $1").bind(key).execute(&mut *tx).await?;
+            exec(&mut *tx, "DELETE FROM settings WHERE key = $1", params![key]).await?;
             Ok(())
         })
         .await

@@ -21,33 +21,33 @@ impl Store {
         // transaction sets before it commits.
         let mut tx = self.begin_write().await?;
         for (key, lock_for) in keys {
-            let counted: Option<(i64,)> = sqlx::query_as(
+            let counted: Option<(i64,)> = sqlx::query_as_with(
                 "INSERT INTO login_throttle (key, failures, last_failure_at, locked_until) VALUES ($1, 1, $2, 0) \
                  ON CONFLICT (key) DO UPDATE SET \
                  failures = CASE WHEN login_throttle.last_failure_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
                  last_failure_at = $2 WHERE login_throttle.locked_until <= $2 RETURNING failures",
+                params![key, now, window_start]?,
             )
-            .bind(key)
-            .bind(now)
-            .bind(window_start)
             .fetch_optional(&mut *tx)
             .await?;
             let Some((failures,)) = counted else {
-                let (until,): (i64,) =
-                    sqlx::query_as("SELECT locked_until FROM login_throttle WHERE key = $1")
-                        .bind(key)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                let (until,): (i64,) = sqlx::query_as_with(
+                    "SELECT locked_until FROM login_throttle WHERE key = $1",
+                    params![key]?,
+                )
+                .fetch_one(&mut *tx)
+                .await?;
                 tx.rollback().await?;
                 return Ok(Some(until));
             };
             let lock = lock_for(failures);
             if lock > 0 {
-                sqlx::query("UPDATE login_throttle SET locked_until = $2 WHERE key = $1")
-                    .bind(key)
-                    .bind(now + lock * unit)
-                    .execute(&mut *tx)
-                    .await?;
+                exec(
+                    &mut *tx,
+                    "UPDATE login_throttle SET locked_until = $2 WHERE key = $1",
+                    params![key, now + lock * unit],
+                )
+                .await?;
             }
         }
         tx.commit().await?;
@@ -77,7 +77,7 @@ impl Store {
         ];
         let mut purged = 0;
         for (sql, before) in statements {
-            let mut query = sqlx::query(sql).bind(before);
+            let mut query = sqlx::query_with(sql, params![before]?);
             if sql.contains("$2") {
                 query = query.bind(now);
             }
@@ -88,27 +88,28 @@ impl Store {
 
     /// Gives back the slot an attempt that succeeded had reserved.
     pub async fn release_attempt(&self, key: &str, lock_for: fn(i64) -> i64) -> StoreResult<()> {
-        let left: Option<(i64,)> = sqlx::query_as(
+        let left: Option<(i64,)> = sqlx::query_as_with(
             "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0 RETURNING failures",
+            params![key]?,
         )
-        .bind(key)
         .fetch_optional(&self.pool)
         .await?;
         // The lock this attempt's reservation set, if the count no longer
         // earns one, goes too.
         if let Some((failures,)) = left.filter(|(n,)| lock_for(*n) == 0) {
-            sqlx::query("UPDATE login_throttle SET locked_until = 0 WHERE key = $1 AND failures = $2")
-                .bind(key)
-                .bind(failures)
-                .execute(&self.pool)
-                .await?;
+            exec(
+                &self.pool,
+                "UPDATE login_throttle SET locked_until = 0 WHERE key = $1 AND failures = $2",
+                params![key, failures],
+            )
+            .await?;
         }
         Ok(())
     }
 
     pub async fn clear_attempts(&self, keys: &[String]) -> StoreResult<()> {
         for key in keys {
-            sqlx::query("DELETE FROM login_throttle WHERE key = $1").bind(key).execute(&self.pool).await?;
+            exec(&self.pool, "DELETE FROM login_throttle WHERE key = $1", params![key]).await?;
         }
         Ok(())
     }

@@ -71,19 +71,18 @@ pub(super) async fn end_user_credentials_in(
     user_id: UserId,
     now: i64,
 ) -> StoreResult<()> {
-    sqlx::query("DELETE FROM user_sessions WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
+    exec(&mut *conn, "DELETE FROM user_sessions WHERE user_id = $1", params![user_id]).await?;
     for table in ["refresh_tokens", "api_access_tokens"] {
         let sql = format!("UPDATE {table} SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL");
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(now).execute(&mut *conn).await?;
+        exec(&mut *conn, sqlx::AssertSqlSafe(sql), params![user_id, now]).await?;
     }
-    let grants: Vec<(i64,)> =
-        sqlx::query_as("SELECT id FROM oauth_grants WHERE user_id = $1 AND revoked_at IS NULL")
-            .bind(user_id)
-            .fetch_all(&mut *conn)
-            .await?;
-    for (grant_id,) in grants {
-        revoke_grant_in(conn, grant_id, now).await?;
-    }
+    revoke_grants_in(
+        conn,
+        "SELECT id FROM oauth_grants WHERE user_id = $1 AND revoked_at IS NULL",
+        params![user_id],
+        now,
+    )
+    .await?;
     Ok(())
 }
 
@@ -94,16 +93,20 @@ pub(super) async fn insert_user(conn: &mut AnyConnection, user: &NewUser) -> Sto
         "INSERT INTO users (username, username_key, password_hash, auth_source, role, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {USER_COLUMNS}"
     );
-    let row: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&user.username)
-        .bind(username_key(&user.username))
-        .bind(user.password_hash.clone())
-        .bind(source)
-        .bind(user.role.as_str())
-        .bind(at)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(conflict("a user with this username"))?;
+    let row: UserRow = sqlx::query_as_with(
+        sqlx::AssertSqlSafe(sql),
+        params![
+            &user.username,
+            username_key(&user.username),
+            user.password_hash.clone(),
+            source,
+            user.role.as_str(),
+            at,
+        ]?,
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(conflict("a user with this username"))?;
     row.try_into()
 }
 
@@ -112,12 +115,12 @@ impl Store {
     /// that already happened (on this node or another).
     pub async fn bootstrap_admin(&self, admin: NewUser, event: AuditEvent) -> StoreResult<Option<User>> {
         self.write_if(event, None, async |tx, _| {
-            let claimed = sqlx::query(
+            let claimed = exec(
+                &mut *tx,
                 "INSERT INTO meta (name, value) VALUES ('bootstrapped', 'admin') ON CONFLICT (name) DO NOTHING",
+                params![],
             )
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .await?;
             if claimed == 0 {
                 return Ok(None);
             }
@@ -139,24 +142,25 @@ impl Store {
     pub async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let row: Option<UserRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![id]?).fetch_optional(&self.pool).await?;
         row.map(User::try_from).transpose()
     }
 
     /// A user by (case-insensitive) username, with the password hash.
     pub async fn user_credentials(&self, username: &str) -> StoreResult<Option<(User, Option<String>)>> {
         let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = $1");
-        let row: Option<UserCredentialRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(username_key(username))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<UserCredentialRow> =
+            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![username_key(username)]?)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| Ok((User::try_from(r.user)?, r.password_hash))).transpose()
     }
 
     pub async fn list_users(&self, limit: i64, offset: i64) -> StoreResult<Vec<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT $1 OFFSET $2");
-        let rows: Vec<UserRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        let rows: Vec<UserRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![limit, offset]?)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(User::try_from).collect()
     }
 
@@ -164,8 +168,10 @@ impl Store {
         self.write(event, None, async |tx, _| {
             let admins = self.lock_active_admins(tx).await?;
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-            let current: User = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
-                .bind(id)
+            let current: User = sqlx::query_as_with::<_, UserRow, _>(
+                sqlx::AssertSqlSafe(sql),
+                params![id]?,
+            )
                 .fetch_optional(&mut *tx)
                 .await?
                 .ok_or(StoreError::NotFound)?
@@ -182,12 +188,16 @@ impl Store {
                  disabled_at = CASE WHEN $4 = 1 THEN COALESCE(disabled_at, $5) WHEN $4 = 0 THEN NULL ELSE disabled_at END, \
                  updated_at = $5 WHERE id = $1 RETURNING {USER_COLUMNS}"
             );
-            let row: UserRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .bind(update.role.map(Role::as_str))
-                .bind(update.password_hash)
-                .bind(update.disabled.map(i64::from))
-                .bind(at)
+            let row: UserRow = sqlx::query_as_with(
+                sqlx::AssertSqlSafe(sql),
+                params![
+                    id,
+                    update.role.map(Role::as_str),
+                    update.password_hash,
+                    update.disabled.map(i64::from),
+                    at,
+                ]?,
+            )
                 .fetch_one(&mut *tx)
                 .await?;
             if update.end_credentials {
@@ -204,10 +214,9 @@ impl Store {
             if admins == [id] {
                 return Err(StoreError::LastServerAdmin);
             }
-            let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
-            found(deleted.rows_affected())?;
-            delete_principal_credentials_in(tx, principal).await?;
-            Ok(())
+            let deleted = exec(&mut *tx, "DELETE FROM users WHERE id = $1", params![id]).await?;
+            found(deleted)?;
+            delete_principal_credentials_in(tx, principal).await
         })
         .await
     }
@@ -219,14 +228,11 @@ impl Store {
         created_at: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
-        sqlx::query(
+        exec(
+            &self.pool,
             "INSERT INTO user_sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            params![id_hash, user_id, created_at, expires_at],
         )
-        .bind(id_hash)
-        .bind(user_id)
-        .bind(created_at)
-        .bind(expires_at)
-        .execute(&self.pool)
         .await?;
         Ok(())
     }
@@ -238,9 +244,7 @@ impl Store {
              WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
             USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
         );
-        let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id_hash)
-            .bind(now)
+        let row: Option<UserRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![id_hash, now]?)
             .fetch_optional(&self.pool)
             .await?;
         row.map(User::try_from).transpose()

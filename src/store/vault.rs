@@ -53,10 +53,7 @@ pub(super) async fn delete_principal_credentials_in(
     conn: &mut AnyConnection,
     principal: &str,
 ) -> StoreResult<()> {
-    sqlx::query("DELETE FROM warehouse_credentials WHERE principal = $1")
-        .bind(principal)
-        .execute(&mut *conn)
-        .await?;
+    exec(&mut *conn, "DELETE FROM warehouse_credentials WHERE principal = $1", params![principal]).await?;
     Ok(())
 }
 
@@ -69,16 +66,18 @@ impl Store {
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
             let at = to_micros(now());
-            sqlx::query(
+            exec(
+                &mut *tx,
                 "INSERT INTO data_products (dp_id, name, warehouse, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
                  ON CONFLICT (dp_id) DO UPDATE SET name = excluded.name, warehouse = excluded.warehouse, \
                  updated_at = excluded.updated_at",
+                params![
+                    &dp.dp_id,
+                    &dp.name,
+                    serde_json::to_string(&dp.warehouse).expect("warehouse serializes"),
+                    at,
+                ],
             )
-            .bind(&dp.dp_id)
-            .bind(&dp.name)
-            .bind(serde_json::to_string(&dp.warehouse).expect("warehouse serializes"))
-            .bind(at)
-            .execute(&mut *tx)
             .await?;
             Ok(())
         })
@@ -86,11 +85,12 @@ impl Store {
     }
 
     pub async fn data_product(&self, dp_id: &str) -> StoreResult<Option<crate::domain::vault::DataProduct>> {
-        let row: Option<(String, String, String)> =
-            sqlx::query_as("SELECT dp_id, name, warehouse FROM data_products WHERE dp_id = $1")
-                .bind(dp_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(String, String, String)> = sqlx::query_as_with(
+            "SELECT dp_id, name, warehouse FROM data_products WHERE dp_id = $1",
+            params![dp_id]?,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|(id, name, w)| data_product_from(id, name, &w)).transpose()
     }
 
@@ -109,18 +109,13 @@ impl Store {
     /// Stores credentials, replacing the principal's earlier ones for the product.
     pub async fn put_credentials(&self, c: &CredentialRecord, event: AuditEvent) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            sqlx::query(
+            exec(
+                &mut *tx,
                 "INSERT INTO warehouse_credentials (principal, dp_id, state, username, password, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (principal, dp_id) DO UPDATE SET state = excluded.state, \
                  username = excluded.username, password = excluded.password, updated_at = excluded.updated_at",
+                params![&c.principal, &c.dp_id, &c.state, &c.username, &c.sealed_password, c.updated_at],
             )
-            .bind(&c.principal)
-            .bind(&c.dp_id)
-            .bind(&c.state)
-            .bind(&c.username)
-            .bind(&c.sealed_password)
-            .bind(c.updated_at)
-            .execute(&mut *tx)
             .await?;
             Ok(())
         })
@@ -128,23 +123,22 @@ impl Store {
     }
 
     pub async fn credentials(&self, principal: &str, dp_id: &str) -> StoreResult<Option<CredentialRecord>> {
-        let row: Option<CredentialRow> = sqlx::query_as(
+        let row: Option<CredentialRow> = sqlx::query_as_with(
             "SELECT principal, dp_id, state, username, password, updated_at FROM warehouse_credentials \
              WHERE principal = $1 AND dp_id = $2",
+            params![principal, dp_id]?,
         )
-        .bind(principal)
-        .bind(dp_id)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(Into::into))
     }
 
     pub async fn credentials_of(&self, principal: &str) -> StoreResult<Vec<CredentialRecord>> {
-        let rows: Vec<CredentialRow> = sqlx::query_as(
+        let rows: Vec<CredentialRow> = sqlx::query_as_with(
             "SELECT principal, dp_id, state, username, password, updated_at FROM warehouse_credentials \
              WHERE principal = $1 ORDER BY dp_id",
+            params![principal]?,
         )
-        .bind(principal)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(Into::into).collect())
@@ -157,13 +151,12 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            let deleted =
-                sqlx::query("DELETE FROM warehouse_credentials WHERE principal = $1 AND dp_id = $2")
-                    .bind(principal)
-                    .bind(dp_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+            let deleted = exec(
+                &mut *tx,
+                "DELETE FROM warehouse_credentials WHERE principal = $1 AND dp_id = $2",
+                params![principal, dp_id],
+            )
+            .await?;
             found(deleted)
         })
         .await
