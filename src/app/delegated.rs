@@ -7,13 +7,16 @@ use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::delegated::{
-    ClientType, DelegatedClient, REDIRECT_URIS_MAX, preset, valid_pkce_string, validate_lifetimes,
-    validate_redirect_uri,
+    ClientType, DelegatedClient, REDIRECT_URIS_MAX, preset, preset_names, valid_pkce_string,
+    validate_lifetimes, validate_redirect_uri,
 };
 use crate::domain::oauth::{
     DEFAULT_CLIENT_SCOPES, OAuthError, OAuthErrorCode, OFFLINE_ACCESS, normalize_resource, parse_scope,
 };
-use crate::domain::settings::{REFRESH_REUSE_GRACE, ROTATE_CONFIDENTIAL_REFRESH};
+use crate::domain::registration::Registration;
+use crate::domain::settings::{
+    DYNAMIC_CODE_QUOTA, DYNAMIC_GRANT_QUOTA, REFRESH_REUSE_GRACE, ROTATE_CONFIDENTIAL_REFRESH,
+};
 use crate::domain::{Actor, User, now, to_micros};
 use crate::store::{
     CodeRedemption, IssuedInGrant, NewAuthorizationCode, NewOAuthClient, OAuthRefreshState, StoreError,
@@ -119,7 +122,8 @@ impl App {
         for name in &r.redirect_uri_presets {
             let found = preset(name).ok_or_else(|| {
                 AppError::Invalid(format!(
-                    "unknown redirect_uri_presets entry {name:?}; known: vscode, claude, chatgpt"
+                    "unknown redirect_uri_presets entry {name:?}; known: {}",
+                    preset_names()
                 ))
             })?;
             uris.extend(found.iter().map(|u| u.to_string()));
@@ -147,10 +151,7 @@ impl App {
         r: ClientRegistration,
     ) -> Result<(DelegatedClient, Option<String>), AppError> {
         let (redirect_uris, pkce_enabled) = self.validate_registration(&r)?;
-        let client_id = format!(
-            "{DELEGATED_CLIENT_PREFIX}{}",
-            random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
+        let client_id = new_delegated_client_id();
         let secret = (r.grant_type == ClientType::Confidential).then(|| new_secret(SecretKind::ClientSecret));
         let event = AuditEvent::success(actor, "oauth_client.created", format!("oauth_client:{client_id}"))
             .with_detail(json!({"name": r.name, "grant_type": r.grant_type, "redirect_uris": redirect_uris}));
@@ -163,6 +164,9 @@ impl App {
             refresh_token_lifetime: r.refresh_token_lifetime,
             access_token_lifetime: r.access_token_lifetime,
             pkce_enabled,
+            registration: Registration::Admin,
+            metadata: None,
+            registration_token_hash: None,
         };
         Ok((self.store.create_oauth_client(new, event).await?, secret))
     }
@@ -194,6 +198,9 @@ impl App {
             refresh_token_lifetime: r.refresh_token_lifetime,
             access_token_lifetime: r.access_token_lifetime,
             pkce_enabled,
+            registration: current.registration,
+            metadata: None,
+            registration_token_hash: None,
         };
         self.store.replace_oauth_client(new, event).await.map_err(|e| not_found_as(e, client_id))
     }
@@ -351,7 +358,12 @@ impl App {
         verify_slices_are_equal(self.csrf_token(purpose, cookie).as_bytes(), submitted.as_bytes()).is_ok()
     }
 
+    /// Whether the user approved this client and scope before. Clients that
+    /// registered themselves are never trusted so far: they always ask.
     pub async fn has_consent(&self, user: &User, request: &AuthorizationRequest) -> Result<bool, AppError> {
+        if request.client.registration == Registration::Dynamic {
+            return Ok(false);
+        }
         Ok(self.store.has_consent(user.id, &request.client.client_id, &request.scope).await?)
     }
 
@@ -372,8 +384,12 @@ impl App {
             .with_detail(json!({"scope": request.scope}));
             self.store.add_consent(user.id, &request.client.client_id, &request.scope, event).await?;
         }
-        let code = new_secret(SecretKind::AuthorizationCode);
         let at = to_micros(now());
+        if request.client.registration == Registration::Dynamic {
+            self.within_dynamic_quotas(&request.client.client_id, at).await?;
+            self.store.mark_client_approved(&request.client.client_id, at).await?;
+        }
+        let code = new_secret(SecretKind::AuthorizationCode);
         self.store
             .insert_authorization_code(NewAuthorizationCode {
                 code_hash: self.secrets.digest(&code),
@@ -393,6 +409,19 @@ impl App {
         }
         params.push(("iss", self.issuer.as_str()));
         redirect_with(&request.redirect_uri, &params).ok_or_else(not_a_url)
+    }
+
+    /// A self-registered client may hold only so many codes and grants, so
+    /// that one registration cannot fill the database. A soft limit: requests
+    /// racing each other may pass it by as many as run at once.
+    async fn within_dynamic_quotas(&self, client_id: &str, at: i64) -> Result<(), AppError> {
+        let (codes, grants) = self.store.client_usage(client_id, at).await?;
+        let code_quota = self.setting(DYNAMIC_CODE_QUOTA).await?.as_i64().unwrap_or(100);
+        let grant_quota = self.setting(DYNAMIC_GRANT_QUOTA).await?.as_i64().unwrap_or(100_000);
+        if codes >= code_quota || grants >= grant_quota {
+            return Err(AppError::TooManyRequests { retry_after: CODE_LIFETIME_SECONDS });
+        }
+        Ok(())
     }
 
     /// The user said no (RFC 6749 §4.1.2.1 `access_denied`).
@@ -626,8 +655,7 @@ impl App {
             jti,
             jti_expires_at: exp * MICROS,
         };
-        let grace = self.setting(REFRESH_REUSE_GRACE).await.ok().and_then(|s| s.as_i64()).unwrap_or(10);
-        let _ = self.store.drop_successors(at - grace * MICROS).await;
+        let _ = self.store.drop_successors(at - self.refresh_reuse_grace().await * MICROS).await;
         if self
             .store
             .rotate_oauth_refresh_token(&old_hash, state.grant.id, at, &sealed, issued)
@@ -644,13 +672,23 @@ impl App {
         }
     }
 
+    /// `keyward.oauth.refresh_token_reuse_grace`, in seconds.
+    async fn refresh_reuse_grace(&self) -> i64 {
+        self.setting(REFRESH_REUSE_GRACE).await.ok().and_then(|s| s.as_i64()).unwrap_or(10)
+    }
+
     async fn replayed_refresh(
         &self,
         old_hash: &str,
         state: &OAuthRefreshState,
         at: i64,
     ) -> Result<TokenResponse, OAuthError> {
-        let grace = self.setting(REFRESH_REUSE_GRACE).await.ok().and_then(|s| s.as_i64()).unwrap_or(10);
+        let grace = self.refresh_reuse_grace().await;
+        let client_cap = match self.store.oauth_client(&state.grant.client_id).await {
+            Ok(Some(record)) => record.client.access_token_lifetime,
+            _ => 0,
+        };
+        let grace = grace.min(client_cap);
         let within_grace = state.rotated_at.is_some_and(|r| at - r <= grace * MICROS);
         if let (true, Some(sealed)) = (within_grace, &state.successor) {
             let response = self
@@ -676,6 +714,14 @@ impl App {
         })?;
         Err(invalid_grant("the refresh token was already used; its whole family is revoked"))
     }
+}
+
+/// A new delegated client id: the prefix and 128 random bits in hex.
+pub fn new_delegated_client_id() -> String {
+    format!(
+        "{DELEGATED_CLIENT_PREFIX}{}",
+        random_bytes::<16>().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 fn successor_context(old_hash: &str) -> Vec<u8> {

@@ -3,6 +3,7 @@
 //! must not be able to fill the database).
 
 use super::{App, AppError};
+use crate::domain::registration::UNAPPROVED_CLIENT_LIFETIME_SECONDS;
 use crate::domain::throttle::WINDOW_SECONDS;
 use crate::domain::{now, to_micros};
 
@@ -12,7 +13,9 @@ const SPENT_CODES_KEPT_SECONDS: i64 = 86_400;
 
 impl App {
     /// Deletes expired sessions, codes, revocation entries, pending
-    /// authorizations and stale throttle counts; how many rows went.
+    /// authorizations, stale throttle counts, self-registered clients
+    /// nobody approved within a day and spent initial access tokens; how
+    /// many rows went.
     pub async fn purge_expired(&self) -> Result<u64, AppError> {
         let at = to_micros(now());
         let purged = self
@@ -23,7 +26,12 @@ impl App {
                 at - SPENT_CODES_KEPT_SECONDS * 1_000_000,
                 at - WINDOW_SECONDS * 1_000_000,
             )
-            .await?;
+            .await?
+            + self
+                .store
+                .purge_unapproved_dynamic_clients(at - UNAPPROVED_CLIENT_LIFETIME_SECONDS * 1_000_000)
+                .await?
+            + self.store.purge_initial_access_tokens(at).await?;
         metrics::counter!("keyward_rows_purged_total").increment(purged);
         Ok(purged)
     }

@@ -16,6 +16,7 @@ mod keys;
 mod outbound;
 mod outbound_http;
 mod proxy;
+mod registration;
 mod settings;
 mod tokens;
 mod usage;
@@ -34,6 +35,7 @@ pub use delegated::{
 pub use error::AppError;
 pub use keys::{KeySet, Keyring};
 pub use proxy::{FORWARDED_RESPONSE_HEADERS, ProxyRequest};
+pub use registration::{DynamicClient, RegistrationFailure};
 pub use tokens::{Rejected, TokenResponse};
 pub use users::UserPatch;
 pub use vault::{CredentialView, WarehouseLogin};

@@ -18,6 +18,10 @@ pub enum SecretKind {
     OAuthRefreshToken,
     AuthorizationCode,
     Session,
+    /// RFC 7592: manages one self-registered client.
+    RegistrationAccessToken,
+    /// RFC 7591 §3: lets its holder register a client.
+    InitialAccessToken,
 }
 
 impl SecretKind {
@@ -29,6 +33,8 @@ impl SecretKind {
             SecretKind::OAuthRefreshToken => "kwor_",
             SecretKind::AuthorizationCode => "kwac_",
             SecretKind::Session => "kwss_",
+            SecretKind::RegistrationAccessToken => "kwra_",
+            SecretKind::InitialAccessToken => "kwia_",
         }
     }
 
@@ -40,6 +46,8 @@ impl SecretKind {
             SecretKind::OAuthRefreshToken,
             SecretKind::AuthorizationCode,
             SecretKind::Session,
+            SecretKind::RegistrationAccessToken,
+            SecretKind::InitialAccessToken,
         ]
         .into_iter()
         .find(|k| secret.starts_with(k.prefix()))

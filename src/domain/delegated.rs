@@ -39,6 +39,8 @@ pub struct DelegatedClient {
     pub pkce_enabled: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
+    /// `dynamic` for clients that registered themselves (RFC 7591).
+    pub registration: crate::domain::registration::Registration,
 }
 
 impl DelegatedClient {
@@ -165,15 +167,33 @@ pub const REDIRECT_PRESETS: &[(&str, &str, &[&str])] = &[
     (
         "vscode",
         "Visual Studio Code",
-        &["https://vscode.dev/redirect", "https://insiders.vscode.dev/redirect", "http://127.0.0.1:33418/"],
+        &[
+            "https://vscode.dev/redirect",
+            "https://insiders.vscode.dev/redirect",
+            "http://127.0.0.1:33418/",
+            // Its fallback: any loopback port.
+            "http://127.0.0.1/",
+        ],
     ),
     (
         "claude",
         "Claude",
         &["https://claude.ai/api/mcp/auth_callback", "https://claude.com/api/mcp/auth_callback"],
     ),
+    // Claude Code listens on a port of its choosing.
+    ("claude-code", "Claude Code", &["http://localhost/callback"]),
     ("chatgpt", "ChatGPT connectors", &["https://chatgpt.com/connector_platform_oauth_redirect"]),
+    (
+        "mcp-inspector",
+        "MCP Inspector",
+        &["http://localhost:6274/oauth/callback", "http://localhost:6274/oauth/callback/debug"],
+    ),
 ];
+
+/// The names of the presets, for messages.
+pub fn preset_names() -> String {
+    REDIRECT_PRESETS.iter().map(|(n, _, _)| *n).collect::<Vec<_>>().join(", ")
+}
 
 pub fn preset(name: &str) -> Option<&'static [&'static str]> {
     REDIRECT_PRESETS.iter().find(|(n, _, _)| *n == name).map(|(_, _, uris)| *uris)
@@ -252,6 +272,7 @@ mod tests {
             access_token_lifetime: ACCESS_LIFETIME_MIN,
             pkce_enabled: true,
             created_at: time::OffsetDateTime::UNIX_EPOCH,
+            registration: crate::domain::registration::Registration::Admin,
         };
         assert!(client.matching_redirect_uri("http://127.0.0.1:9/cb").is_some());
         client.grant_type = ClientType::Confidential;

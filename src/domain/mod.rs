@@ -10,6 +10,7 @@ pub mod delegated;
 pub mod oauth;
 pub mod outbound;
 pub mod proxy;
+pub mod registration;
 pub mod role;
 pub mod settings;
 pub mod throttle;

@@ -17,6 +17,9 @@ pub enum SettingKind {
     Choice(&'static [&'static str]),
     /// An https URL (http on loopback), or empty for none.
     Url,
+    /// Host names separated by spaces or commas (stored lowercase, one
+    /// space apart), or empty for none.
+    Hosts,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -39,6 +42,11 @@ pub const CONNECTION_SWEEP_INTERVAL: &str = "keyward.connections.sweep_interval"
 pub const CONNECTION_KEEP_ALIVE: &str = "keyward.connections.refresh_keep_alive";
 pub const CONNECTION_WEBHOOK_URL: &str = "keyward.connections.webhook_url";
 pub const OUTBOUND_ALLOW_PRIVATE: &str = "keyward.outbound.allow_private_addresses";
+pub const DYNAMIC_REGISTRATION: &str = "keyward.oauth.dynamic_registration";
+pub const DYNAMIC_TRUSTED_HOSTS: &str = "keyward.oauth.dynamic_registration.trusted_redirect_hosts";
+pub const DYNAMIC_MAX_UNAPPROVED: &str = "keyward.oauth.dynamic_registration.max_unapproved_clients";
+pub const DYNAMIC_CODE_QUOTA: &str = "keyward.oauth.dynamic_registration.codes_per_client";
+pub const DYNAMIC_GRANT_QUOTA: &str = "keyward.oauth.dynamic_registration.grants_per_client";
 
 /// Every setting keyward knows. Unknown keys are refused, so a typo never
 /// silently configures nothing.
@@ -82,10 +90,11 @@ pub static SETTINGS: &[SettingSpec] = &[
     },
     SettingSpec {
         key: REFRESH_REUSE_GRACE,
-        kind: SettingKind::Integer { min: 0, max: 120, unit: "seconds" },
+        kind: SettingKind::Integer { min: 0, max: 259_200, unit: "seconds" },
         default: "10",
         description: "How long after a delegated refresh token is rotated a duplicate use of it gets the same \
-                      new pair instead of revoking the whole family, in seconds.",
+                      new pair instead of revoking the whole family, in seconds; never longer than the \
+                      client's access-token lifetime (multi-process agents keep stale generations).",
     },
     SettingSpec {
         key: ROTATE_CONFIDENTIAL_REFRESH,
@@ -122,6 +131,40 @@ pub static SETTINGS: &[SettingSpec] = &[
                       private addresses (development and tests only: otherwise an admin could reach services \
                       on keyward's own network through them).",
     },
+    SettingSpec {
+        key: DYNAMIC_REGISTRATION,
+        kind: SettingKind::Choice(&["off", "open", "initial_access_token"]),
+        default: "open",
+        description: "Dynamic client registration (RFC 7591) at /oauth/v2/register/: off, open to anyone \
+                      (within the redirect-URI policy and the limits below), or only with an initial access \
+                      token an admin issued.",
+    },
+    SettingSpec {
+        key: DYNAMIC_TRUSTED_HOSTS,
+        kind: SettingKind::Hosts,
+        default: crate::domain::registration::DEFAULT_TRUSTED_REDIRECT_HOSTS,
+        description: "Hosts whose https redirect URIs self-registered clients may use (loopback http and \
+                      native apps' own schemes are always allowed).",
+    },
+    SettingSpec {
+        key: DYNAMIC_MAX_UNAPPROVED,
+        kind: SettingKind::Integer { min: 0, max: 1_000_000, unit: "clients" },
+        default: "1000",
+        description: "How many self-registered clients no user has approved yet may exist at once; they \
+                      are removed a day after registering.",
+    },
+    SettingSpec {
+        key: DYNAMIC_CODE_QUOTA,
+        kind: SettingKind::Integer { min: 1, max: 100_000, unit: "codes" },
+        default: "100",
+        description: "How many unexpired authorization codes one self-registered client may hold.",
+    },
+    SettingSpec {
+        key: DYNAMIC_GRANT_QUOTA,
+        kind: SettingKind::Integer { min: 1, max: 10_000_000, unit: "grants" },
+        default: "100000",
+        description: "How many active grants (users' authorizations) one self-registered client may hold.",
+    },
 ];
 
 pub fn spec(key: &str) -> Option<&'static SettingSpec> {
@@ -138,6 +181,8 @@ pub enum SettingError {
     NotOneOf { key: &'static str, options: String, got: String },
     #[error("{why}")]
     NotUrl { key: &'static str, why: String },
+    #[error("{key} must be host names separated by spaces, got {got:?}")]
+    NotHosts { key: &'static str, got: String },
     #[error("{key} must be true or false, got {got:?}")]
     NotBool { key: &'static str, got: String },
 }
@@ -170,6 +215,24 @@ impl SettingSpec {
                     .map(|()| raw.to_string())
                     .map_err(|why| SettingError::NotUrl { key: self.key, why })
             }
+            SettingKind::Hosts => {
+                let mut hosts: Vec<String> = Vec::new();
+                for host in raw.split([' ', ',']).filter(|h| !h.is_empty()) {
+                    let valid = host.len() <= 253
+                        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                    if !valid {
+                        return Err(SettingError::NotHosts {
+                            key: self.key,
+                            got: host.chars().take(64).collect(),
+                        });
+                    }
+                    let host = host.to_ascii_lowercase();
+                    if !hosts.contains(&host) {
+                        hosts.push(host);
+                    }
+                }
+                Ok(hosts.join(" "))
+            }
             SettingKind::Bool => match raw.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok("true".into()),
                 "false" | "0" | "no" | "off" => Ok("false".into()),
@@ -201,6 +264,10 @@ impl SettingValue {
 
     pub fn as_bool(&self) -> bool {
         self.value == "true"
+    }
+
+    pub fn as_hosts(&self) -> Vec<String> {
+        self.value.split(' ').filter(|h| !h.is_empty()).map(String::from).collect()
     }
 }
 
@@ -245,6 +312,14 @@ mod tests {
         let s = spec(SIGNING_ALGORITHM).unwrap();
         assert_eq!(s.normalize("eddsa").unwrap(), "EdDSA");
         assert!(s.normalize("HS256").unwrap_err().to_string().contains("ES256, EdDSA, RS256"));
+    }
+
+    #[test]
+    fn host_lists_are_canonicalized() {
+        let s = spec(DYNAMIC_TRUSTED_HOSTS).unwrap();
+        assert_eq!(s.normalize(" Claude.AI, vscode.dev claude.ai ").unwrap(), "claude.ai vscode.dev");
+        assert_eq!(s.normalize("").unwrap(), "");
+        assert!(s.normalize("https://claude.ai/").unwrap_err().to_string().contains("host names"));
     }
 
     #[test]

@@ -104,7 +104,7 @@ fn setting_json(s: &SettingValue) -> Value {
             s.as_i64().map(Value::from).unwrap_or_else(|| Value::from(s.value.clone()))
         }
         SettingKind::Bool => Value::from(s.as_bool()),
-        SettingKind::Choice(_) | SettingKind::Url => Value::from(s.value.clone()),
+        SettingKind::Choice(_) | SettingKind::Url | SettingKind::Hosts => Value::from(s.value.clone()),
     };
     json!({
         "key": s.spec.key,

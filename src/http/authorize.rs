@@ -6,6 +6,7 @@
 use crate::app::{App, AuthorizationRequest, AuthorizeError, AuthorizeParams};
 use crate::domain::User;
 use crate::domain::oauth::scope_description;
+use crate::domain::registration::Registration;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, RawQuery, State};
@@ -37,6 +38,10 @@ struct ConsentPage<'a> {
     scopes: Vec<(String, &'static str)>,
     csrf: String,
     request: &'a str,
+    /// The client registered itself (RFC 7591): its name is its own claim.
+    self_registered: bool,
+    /// Access goes to a program on this very computer.
+    loopback: bool,
 }
 
 #[derive(Template)]
@@ -256,9 +261,15 @@ pub async fn authorize(
                 client_name: &request.client.name,
                 username: &user.username,
                 redirect_host: url::Url::parse(&request.redirect_uri)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .map(|u| match u.host_str() {
+                        Some(host) => host.to_owned(),
+                        None => format!("{}:", u.scheme()),
+                    })
                     .unwrap_or_default(),
+                self_registered: request.client.registration == Registration::Dynamic,
+                loopback: url::Url::parse(&request.redirect_uri).is_ok_and(|u| {
+                    u.scheme() == "http" && matches!(u.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
+                }),
                 scopes: request.scope.split(' ').map(|s| (s.to_string(), scope_description(s))).collect(),
                 // Bound to this very request: the form cannot be replayed
                 // with another one (other scopes) under the same token.
@@ -274,6 +285,12 @@ pub async fn authorize(
 }
 
 fn internal(e: crate::app::AppError) -> Response {
+    if let crate::app::AppError::TooManyRequests { retry_after } = e {
+        return error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("this app has too many authorizations under way; try again in {retry_after} seconds"),
+        );
+    }
     tracing::error!(error = %e, "authorization failed");
     error_page(StatusCode::INTERNAL_SERVER_ERROR, "something went wrong; try again")
 }
@@ -284,11 +301,7 @@ fn form_fields(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<std::collections::HashMap<String, String>, Response> {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    let is_form = super::extract::has_media_type(headers, "application/x-www-form-urlencoded");
     if !is_form {
         return Err(error_page(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the form must be sent as a form"));
     }

@@ -64,18 +64,12 @@ pub async fn screen(request: &mut Request) -> Result<(), Response> {
     if uri.query().is_some_and(|q| !clean_uri_part(&q.replace('+', " "))) {
         return Err(refusal(path, StatusCode::BAD_REQUEST, control_characters("the query")));
     }
-    let kind = match request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+    let kind = match super::extract::media_type(request.headers()).as_str() {
         _ if is_proxied(path) => BodyKind::Other,
-        Some(ct) => {
-            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            match essence.as_str() {
-                "application/x-www-form-urlencoded" => BodyKind::Form,
-                "application/json" | "text/json" => BodyKind::Json,
-                e if e.ends_with("+json") => BodyKind::Json,
-                _ => BodyKind::Other,
-            }
-        }
-        None => BodyKind::Other,
+        "application/x-www-form-urlencoded" => BodyKind::Form,
+        "application/json" | "text/json" => BodyKind::Json,
+        e if e.ends_with("+json") => BodyKind::Json,
+        _ => BodyKind::Other,
     };
     // Every body is read here, whole, within a deadline: a client that
     // announces a body and stalls holds its connection no longer than this.

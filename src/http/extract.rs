@@ -25,14 +25,8 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        use axum::http::{StatusCode, header};
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .unwrap_or_default();
+        use axum::http::StatusCode;
+        let content_type = media_type(req.headers());
         let body = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
@@ -98,4 +92,20 @@ impl Fields {
             .parse()
             .map_err(|_| ApiError::bad_request("user_id must be an integer"))
     }
+}
+
+/// The request's media type, lowercase and without parameters such as
+/// `charset` (empty when there is none).
+pub fn media_type(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Whether the request's media type is `expected` (lowercase).
+pub fn has_media_type(headers: &axum::http::HeaderMap, expected: &str) -> bool {
+    media_type(headers) == expected
 }

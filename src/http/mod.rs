@@ -7,6 +7,7 @@ mod auth;
 mod authorize;
 mod connections;
 mod consents;
+mod dynamic_registration;
 mod edge;
 mod error;
 mod extract;
@@ -80,7 +81,8 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/admin/api/m2m_clients/", get(m2m::list).post(m2m::create))
         .route("/admin/api/m2m_clients/{client_id}/", get(m2m::get).patch(m2m::patch).delete(m2m::delete))
-        .route("/admin/api/m2m_clients/{client_id}/rotate_secret/", post(m2m::rotate_secret));
+        .route("/admin/api/m2m_clients/{client_id}/rotate_secret/", post(m2m::rotate_secret))
+        .route("/admin/api/initial_access_tokens/", post(dynamic_registration::create_initial_access_token));
     let server_admin = auth::require_role(server_admin, app.clone(), Role::ServerAdmin);
     let client_admin = Router::new()
         .route("/oauth/v1/register/", get(register::list).post(register::register))
@@ -118,7 +120,12 @@ pub fn router(app: Arc<App>) -> Router {
     // cookies are involved, so no credentials are allowed).
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
-        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::PUT,
+            axum::http::Method::DELETE,
+        ])
         .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE])
         .expose_headers([axum::http::header::WWW_AUTHENTICATE]);
     // Each route also takes OPTIONS, so that the CORS layer answers the
@@ -134,6 +141,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata).options(preflight))
         .route("/.well-known/openid-configuration", get(oauth::metadata).options(preflight))
         .route("/.well-known/jwks.json", get(oauth::jwks).options(preflight))
+        .route(
+            dynamic_registration::REGISTRATION_PATH,
+            post(dynamic_registration::register).options(preflight),
+        )
+        .route(
+            "/oauth/v2/register/{client_id}/",
+            get(dynamic_registration::read)
+                .put(dynamic_registration::update)
+                .delete(dynamic_registration::delete)
+                .options(preflight),
+        )
         .layer(cors);
 
     Router::new()

@@ -60,11 +60,7 @@ const REPEATABLE: [&str; 1] = ["resource"];
 
 impl OAuthParams {
     pub fn parse(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Self, OAuthReply> {
-        let form_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        let form_type = super::extract::has_media_type(headers, "application/x-www-form-urlencoded");
         if !form_type {
             return Err(
                 OAuthError::invalid_request("the body must be application/x-www-form-urlencoded").into()
@@ -304,8 +300,14 @@ pub async fn revoke(
 /// look there.
 pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
     let issuer = &app.issuer;
+    // Advertised only while it is on (clients try it when it is listed).
+    let registration = app
+        .setting(crate::domain::settings::DYNAMIC_REGISTRATION)
+        .await
+        .is_ok_and(|s| s.value != "off")
+        .then(|| format!("{issuer}{}", super::dynamic_registration::REGISTRATION_PATH));
     let auth_methods = ["client_secret_basic", "client_secret_post"];
-    Json(json!({
+    let mut document = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth/v1/authorize/"),
         "token_endpoint": format!("{issuer}/oauth/v2/token/"),
@@ -322,7 +324,11 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
         "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
-    }))
+    });
+    if let (Some(url), Some(fields)) = (registration, document.as_object_mut()) {
+        fields.insert("registration_endpoint".into(), Value::from(url));
+    }
+    Json(document)
 }
 
 pub async fn jwks(State(app): State<Arc<App>>) -> Response {

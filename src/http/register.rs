@@ -6,6 +6,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::app::{App, ClientRegistration};
 use crate::domain::delegated::{ClientType, DelegatedClient, REDIRECT_PRESETS};
+use crate::domain::registration::Registration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -73,6 +74,9 @@ pub struct RegisteredClient {
     access_token_lifetime: i64,
     pkce_enabled: bool,
     created_at: String,
+    /// `admin`, or `dynamic` for a client that registered itself (RFC 7591).
+    #[schema(value_type = String, example = "admin")]
+    registration: Registration,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_secret: Option<String>,
 }
@@ -91,6 +95,7 @@ impl RegisteredClient {
                 .created_at
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
+            registration: c.registration,
             client_secret,
         }
     }

@@ -3,6 +3,7 @@
 use super::*;
 use crate::domain::audit::AuditEvent;
 use crate::domain::delegated::{ClientType, DelegatedClient};
+use crate::domain::registration::{RegisteredMetadata, Registration};
 use crate::domain::{UserId, from_micros, now, to_micros};
 use sqlx::{AnyConnection, FromRow};
 
@@ -15,12 +16,19 @@ pub struct NewOAuthClient {
     pub refresh_token_lifetime: i64,
     pub access_token_lifetime: i64,
     pub pkce_enabled: bool,
+    pub registration: Registration,
+    /// RFC 7591 metadata (dynamic clients).
+    pub metadata: Option<RegisteredMetadata>,
+    /// HMAC of the RFC 7592 registration access token (dynamic clients).
+    pub registration_token_hash: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct OAuthClientRecord {
     pub client: DelegatedClient,
     pub secret_hash: Option<String>,
+    pub metadata: Option<RegisteredMetadata>,
+    pub registration_token_hash: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +83,8 @@ pub struct IssuedInGrant {
 }
 
 pub(super) const OAUTH_CLIENT_COLUMNS: &str = "client_id, name, redirect_uris, client_type, secret_hash, \
-     refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at";
+     refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, registration, metadata, \
+     registration_token_hash";
 
 #[derive(FromRow)]
 pub(super) struct OAuthClientRow {
@@ -88,6 +97,9 @@ pub(super) struct OAuthClientRow {
     access_token_lifetime: i64,
     pkce_enabled: i64,
     created_at: i64,
+    registration: String,
+    metadata: String,
+    registration_token_hash: Option<String>,
 }
 
 impl TryFrom<OAuthClientRow> for OAuthClientRecord {
@@ -101,6 +113,14 @@ impl TryFrom<OAuthClientRow> for OAuthClientRecord {
             "public" => ClientType::Public,
             _ => return Err(corrupt("an unknown type")),
         };
+        let registration =
+            Registration::parse(&r.registration).ok_or_else(|| corrupt("an unknown registration"))?;
+        let metadata = match registration {
+            Registration::Admin => None,
+            Registration::Dynamic => {
+                Some(serde_json::from_str(&r.metadata).map_err(|_| corrupt("bad metadata"))?)
+            }
+        };
         Ok(OAuthClientRecord {
             client: DelegatedClient {
                 client_id: r.client_id,
@@ -111,8 +131,11 @@ impl TryFrom<OAuthClientRow> for OAuthClientRecord {
                 access_token_lifetime: r.access_token_lifetime,
                 pkce_enabled: r.pkce_enabled != 0,
                 created_at: from_micros(r.created_at),
+                registration,
             },
             secret_hash: r.secret_hash,
+            metadata,
+            registration_token_hash: r.registration_token_hash,
         })
     }
 }
@@ -145,6 +168,10 @@ pub(super) struct RefreshStateRow {
 
 pub(super) fn resources_json(resources: &[String]) -> String {
     serde_json::to_string(resources).expect("strings serialize")
+}
+
+fn metadata_json(metadata: &RegisteredMetadata) -> String {
+    serde_json::to_string(metadata).expect("metadata serializes")
 }
 
 pub(super) fn resources_from(text: &str) -> Vec<String> {
@@ -214,8 +241,9 @@ impl Store {
             let at = to_micros(now());
             let sql = format!(
                 "INSERT INTO oauth_clients (client_id, name, redirect_uris, client_type, secret_hash, \
-                 refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {OAUTH_CLIENT_COLUMNS}"
+                 refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at, \
+                 registration, metadata, registration_token_hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12) RETURNING {OAUTH_CLIENT_COLUMNS}"
             );
             let row: OAuthClientRow = sqlx::query_as_with(
                 sqlx::AssertSqlSafe(sql),
@@ -229,6 +257,9 @@ impl Store {
                     client.access_token_lifetime,
                     i64::from(client.pkce_enabled),
                     at,
+                    client.registration.as_str(),
+                    client.metadata.as_ref().map_or_else(|| "{}".to_string(), metadata_json),
+                    client.registration_token_hash.clone(),
                 ]?,
             )
             .fetch_one(&mut *tx)
@@ -263,8 +294,8 @@ impl Store {
         self.write(event, None, async |tx, _| {
             let sql = format!(
                 "UPDATE oauth_clients SET name = $2, redirect_uris = $3, refresh_token_lifetime = $4, \
-                 access_token_lifetime = $5, pkce_enabled = $6, updated_at = $7 WHERE client_id = $1 \
-                 RETURNING {OAUTH_CLIENT_COLUMNS}"
+                 access_token_lifetime = $5, pkce_enabled = $6, updated_at = $7, metadata = COALESCE($8, metadata) \
+                 WHERE client_id = $1 RETURNING {OAUTH_CLIENT_COLUMNS}"
             );
             let row: OAuthClientRow = sqlx::query_as_with(
                 sqlx::AssertSqlSafe(sql),
@@ -276,6 +307,7 @@ impl Store {
                     client.access_token_lifetime,
                     i64::from(client.pkce_enabled),
                     to_micros(now()),
+                    client.metadata.as_ref().map(metadata_json),
                 ]?,
             )
             .fetch_optional(&mut *tx)

@@ -226,7 +226,8 @@ async fn registration(backend: Backend) {
     }
     let presets =
         json_with_status(s.get("/oauth/v1/register/presets/", &token).send().await.unwrap(), 200).await;
-    assert_eq!(presets.as_array().unwrap().len(), 3);
+    let names: Vec<&str> = presets.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["vscode", "claude", "claude-code", "chatgpt", "mcp-inspector"]);
 
     let list = json_with_status(s.get(REGISTER, &token).send().await.unwrap(), 200).await;
     assert_eq!(list.as_array().unwrap().len(), 2);

@@ -10,6 +10,7 @@ mod auth_gate;
 mod basics;
 mod connections;
 mod delegated_oauth;
+mod dynamic_registration;
 mod integration_api;
 mod jwt_access_tokens;
 mod m2m_clients;
