@@ -10,9 +10,7 @@ use crate::domain::delegated::{
     ClientType, DelegatedClient, REDIRECT_URIS_MAX, preset, preset_names, valid_pkce_string,
     validate_lifetimes, validate_redirect_uri,
 };
-use crate::domain::oauth::{
-    DEFAULT_CLIENT_SCOPES, OAuthError, OAuthErrorCode, OFFLINE_ACCESS, normalize_resource, parse_scope,
-};
+use crate::domain::oauth::{OAuthError, OAuthErrorCode, OFFLINE_ACCESS, normalize_resource, parse_scope};
 use crate::domain::registration::Registration;
 use crate::domain::settings::{
     DYNAMIC_CODE_QUOTA, DYNAMIC_GRANT_QUOTA, REFRESH_REUSE_GRACE, ROTATE_CONFIDENTIAL_REFRESH,
@@ -300,16 +298,12 @@ impl App {
             }
             (Some(challenge), _) => Some(challenge.to_string()),
         };
-        let mut scopes = match p.scope.as_deref() {
-            Some(raw) => parse_scope(raw).map_err(fail)?,
-            None => vec![],
-        };
-        if scopes.is_empty() {
-            scopes = DEFAULT_CLIENT_SCOPES.iter().map(|s| s.to_string()).collect();
-        }
-        scopes.sort();
-        let resources =
+        let mut resources =
             p.resource.iter().map(|r| normalize_resource(r)).collect::<Result<Vec<_>, _>>().map_err(fail)?;
+        // Sorted: the consent is remembered for this set.
+        resources.sort();
+        resources.dedup();
+        let scopes = self.scopes_for(p.scope.as_deref(), &resources).await.map_err(fail)?;
         Ok(AuthorizationRequest {
             client,
             redirect_uri,
@@ -364,7 +358,10 @@ impl App {
         if request.client.registration == Registration::Dynamic {
             return Ok(false);
         }
-        Ok(self.store.has_consent(user.id, &request.client.client_id, &request.scope).await?)
+        Ok(self
+            .store
+            .has_consent(user.id, &request.client.client_id, &request.scope, &request.resources)
+            .await?)
     }
 
     /// The user approved: remember it, issue a code, and say where to send
@@ -382,7 +379,9 @@ impl App {
                 format!("oauth_client:{}", request.client.client_id),
             )
             .with_detail(json!({"scope": request.scope}));
-            self.store.add_consent(user.id, &request.client.client_id, &request.scope, event).await?;
+            self.store
+                .add_consent(user.id, &request.client.client_id, &request.scope, &request.resources, event)
+                .await?;
         }
         let at = to_micros(now());
         if request.client.registration == Registration::Dynamic {
@@ -748,13 +747,15 @@ fn narrowed_resources(granted: &[String], requested: &[String]) -> Result<Vec<St
     if requested.is_empty() {
         return Ok(granted.to_vec());
     }
-    if granted.is_empty() {
-        return Ok(requested.to_vec());
-    }
+    // What was consented to is the limit: a grant for keyward alone (no
+    // resource) does not become one for another server at the token endpoint.
     match requested.iter().find(|r| !granted.contains(r)) {
-        Some(r) => {
-            Err(OAuthError::new(OAuthErrorCode::InvalidTarget, format!("resource {r:?} was not granted")))
-        }
+        Some(r) => Err(OAuthError::new(
+            OAuthErrorCode::InvalidTarget,
+            format!(
+                "resource {r:?} was not part of the authorization; ask for it at the authorization endpoint"
+            ),
+        )),
         None => Ok(requested.to_vec()),
     }
 }

@@ -57,6 +57,14 @@ impl OutboundHttp {
 }
 
 impl App {
+    /// The client of the protected-resource gateway. Its upstreams are
+    /// declared by server admins and are usually beside keyward on a private
+    /// network, so the address rule of other outbound calls does not apply;
+    /// redirects are still not followed.
+    pub fn gateway_http(&self) -> &reqwest::Client {
+        &self.http.any
+    }
+
     /// The client to call `url` with, if keyward may call it at all.
     pub async fn outbound_http(&self, url: &str) -> Result<&reqwest::Client, AppError> {
         let allow_private = self.allow_private_addresses().await;

@@ -5,7 +5,7 @@ use super::{App, AppError};
 use crate::crypto::{SecretKind, random_string};
 use crate::domain::audit::AuditEvent;
 use crate::domain::client::M2mClient;
-use crate::domain::oauth::{OAuthError, OAuthErrorCode, client_credentials_scope};
+use crate::domain::oauth::{OAuthError, OAuthErrorCode, refuse_offline_access};
 use crate::domain::token::{AccessTokenClaims, Audience};
 use crate::domain::{Actor, Caller, Principal, Role, now, to_micros};
 use crate::store::StoreError;
@@ -91,14 +91,16 @@ impl App {
     }
 
     /// `client_credentials` (RFC 6749 §4.4) for an authenticated client.
-    pub fn client_credentials_token(
+    pub async fn client_credentials_token(
         &self,
         client: &M2mClient,
         scope: Option<&str>,
         resources: &[String],
         client_addr: Option<String>,
     ) -> Result<TokenResponse, OAuthError> {
-        let scope = client_credentials_scope(scope)?;
+        let scopes = self.scopes_for(scope, resources).await?;
+        refuse_offline_access(&scopes)?;
+        let scope = scopes.join(" ");
         let token = self.sign_access_token(AccessTokenGrant {
             actor: Actor::Client(client.client_id.clone()),
             sub: client.client_id.clone(),
@@ -180,7 +182,7 @@ impl App {
     /// says): a disabled, deleted or re-roled client or user counts from the
     /// next request on. Machine tokens have the client as `sub`; delegated
     /// ones the user.
-    async fn token_subject(&self, claims: &AccessTokenClaims) -> Option<Caller> {
+    pub(super) async fn token_subject(&self, claims: &AccessTokenClaims) -> Option<Caller> {
         if claims.sub == claims.client_id {
             let record = self.client_record(&claims.client_id).await.ok()??;
             let revived = record.client.tokens_not_before.is_some_and(|t| claims.iat <= t);

@@ -11,6 +11,7 @@ pub mod oauth;
 pub mod outbound;
 pub mod proxy;
 pub mod registration;
+pub mod resource;
 pub mod role;
 pub mod settings;
 pub mod throttle;

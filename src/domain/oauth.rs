@@ -47,10 +47,10 @@ impl OAuthError {
     }
 }
 
-/// The scopes keyward grants: the platform's REST APIs (keyward's own among
-/// them) at the principal's role, the platform's MCP server only, and a
-/// refresh token for a delegated client (nothing on its own).
-pub const SCOPES_SUPPORTED: [&str; 3] = ["api", "mcp", OFFLINE_ACCESS];
+/// A refresh token for a delegated client (nothing on its own). keyward's
+/// other scopes: `api` (the platform's REST APIs, keyward's own among them,
+/// at the principal's role) and `mcp` (the platform's MCP server only); see
+/// [`crate::domain::resource`] for which fit which audience.
 pub const OFFLINE_ACCESS: &str = "offline_access";
 
 /// What a scope lets an app do, in the words of the consent page.
@@ -68,10 +68,10 @@ pub fn scope_description(scope: &str) -> &'static str {
         _ => "",
     }
 }
-/// What a client-credentials token gets when it asks for no scope.
-pub const DEFAULT_CLIENT_SCOPES: [&str; 2] = ["api", "mcp"];
 
 /// Parses a `scope` parameter into its distinct tokens, in request order.
+/// Which scopes are available depends on the audience: see
+/// [`crate::domain::resource::allowed_scopes`].
 pub fn parse_scope(raw: &str) -> Result<Vec<String>, OAuthError> {
     let mut scopes: Vec<String> = Vec::new();
     for token in raw.split(' ').filter(|t| !t.is_empty()) {
@@ -82,13 +82,6 @@ pub fn parse_scope(raw: &str) -> Result<Vec<String>, OAuthError> {
                 "scope has characters RFC 6749 §3.3 forbids",
             ));
         }
-        if !SCOPES_SUPPORTED.contains(&token) {
-            let shown: String = token.chars().take(64).collect();
-            return Err(OAuthError::new(
-                OAuthErrorCode::InvalidScope,
-                format!("unknown scope {shown:?}; supported: {}", SCOPES_SUPPORTED.join(" ")),
-            ));
-        }
         if !scopes.iter().any(|s| s == token) {
             scopes.push(token.to_string());
         }
@@ -96,20 +89,16 @@ pub fn parse_scope(raw: &str) -> Result<Vec<String>, OAuthError> {
     Ok(scopes)
 }
 
-/// Scopes of a client-credentials token: the requested ones (none means the
-/// default set); `offline_access` is meaningless without a refresh token.
-pub fn client_credentials_scope(raw: Option<&str>) -> Result<String, OAuthError> {
-    let scopes = match raw {
-        Some(raw) => parse_scope(raw)?,
-        None => vec![],
-    };
-    if scopes.iter().any(|s| s == "offline_access") {
+/// A client-credentials token has no refresh token, so `offline_access`
+/// would promise what it cannot be.
+pub fn refuse_offline_access(scopes: &[String]) -> Result<(), OAuthError> {
+    if scopes.iter().any(|s| s == OFFLINE_ACCESS) {
         return Err(OAuthError::new(
             OAuthErrorCode::InvalidScope,
             "offline_access is not available to client_credentials: there is no refresh token",
         ));
     }
-    Ok(if scopes.is_empty() { DEFAULT_CLIENT_SCOPES.join(" ") } else { scopes.join(" ") })
+    Ok(())
 }
 
 pub const RESOURCE_MAX: usize = 2048;
@@ -150,11 +139,9 @@ mod tests {
     fn scopes() {
         assert_eq!(parse_scope("api  mcp api").unwrap(), vec!["api", "mcp"]);
         assert_eq!(parse_scope("").unwrap(), Vec::<String>::new());
-        assert_eq!(parse_scope("admin").unwrap_err().code, OAuthErrorCode::InvalidScope);
         assert_eq!(parse_scope("a\"b").unwrap_err().code, OAuthErrorCode::InvalidScope);
-        assert_eq!(client_credentials_scope(None).unwrap(), "api mcp");
-        assert_eq!(client_credentials_scope(Some("mcp")).unwrap(), "mcp");
-        assert!(client_credentials_scope(Some("api offline_access")).is_err());
+        assert!(refuse_offline_access(&["api".into(), "mcp".into()]).is_ok());
+        assert!(refuse_offline_access(&["api".into(), OFFLINE_ACCESS.into()]).is_err());
     }
 
     #[test]

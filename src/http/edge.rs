@@ -49,6 +49,7 @@ fn clean_uri_part(raw: &str) -> bool {
 /// Proxied bodies belong to the API behind the connection, not to keyward.
 fn is_proxied(path: &str) -> bool {
     path.starts_with("/api/v2/connections/") && path.contains("/proxy/")
+        || path.starts_with(crate::domain::resource::GATEWAY_PREFIX)
 }
 
 /// Screens `request` in place (its body is read whole and put back), or

@@ -11,6 +11,7 @@ mod dynamic_registration;
 mod edge;
 mod error;
 mod extract;
+mod gateway;
 mod health;
 mod integration;
 mod m2m;
@@ -82,7 +83,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/api/m2m_clients/", get(m2m::list).post(m2m::create))
         .route("/admin/api/m2m_clients/{client_id}/", get(m2m::get).patch(m2m::patch).delete(m2m::delete))
         .route("/admin/api/m2m_clients/{client_id}/rotate_secret/", post(m2m::rotate_secret))
-        .route("/admin/api/initial_access_tokens/", post(dynamic_registration::create_initial_access_token));
+        .route("/admin/api/initial_access_tokens/", post(dynamic_registration::create_initial_access_token))
+        .route("/admin/api/resources/", get(gateway::list_resources).post(gateway::create_resource))
+        .route(
+            "/admin/api/resources/{name}/",
+            get(gateway::get_resource).put(gateway::replace_resource).delete(gateway::delete_resource),
+        );
     let server_admin = auth::require_role(server_admin, app.clone(), Role::ServerAdmin);
     let client_admin = Router::new()
         .route("/oauth/v1/register/", get(register::list).post(register::register))
@@ -125,9 +131,19 @@ pub fn router(app: Arc<App>) -> Router {
             axum::http::Method::POST,
             axum::http::Method::PUT,
             axum::http::Method::DELETE,
+            axum::http::Method::PATCH,
         ])
-        .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE])
-        .expose_headers([axum::http::header::WWW_AUTHENTICATE]);
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderName::from_static("mcp-protocol-version"),
+            axum::http::HeaderName::from_static("mcp-session-id"),
+            axum::http::HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            axum::http::header::WWW_AUTHENTICATE,
+            axum::http::HeaderName::from_static("mcp-session-id"),
+        ]);
     // Each route also takes OPTIONS, so that the CORS layer answers the
     // preflight instead of the router's 405.
     let preflight = || async { StatusCode::NO_CONTENT };
@@ -141,6 +157,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata).options(preflight))
         .route("/.well-known/openid-configuration", get(oauth::metadata).options(preflight))
         .route("/.well-known/jwks.json", get(oauth::jwks).options(preflight))
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(gateway::protected_resource_metadata).options(preflight),
+        )
+        // The gateway: browser-based MCP clients call it from other origins.
+        .route("/r/{name}", axum::routing::any(gateway::forward))
+        .route("/r/{name}/{*path}", axum::routing::any(gateway::forward))
         .route(
             dynamic_registration::REGISTRATION_PATH,
             post(dynamic_registration::register).options(preflight),

@@ -4,7 +4,7 @@
 
 use crate::app::{App, DELEGATED_CLIENT_PREFIX};
 use crate::domain::client::M2mClient;
-use crate::domain::oauth::{OAuthError, OAuthErrorCode, SCOPES_SUPPORTED, normalize_resource};
+use crate::domain::oauth::{OAuthError, OAuthErrorCode, normalize_resource};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -232,7 +232,8 @@ pub async fn token(
                 params.one("scope"),
                 &resources,
                 Some(addr.ip().to_string()),
-            )?
+            )
+            .await?
         }
         "authorization_code" | "refresh_token" => {
             let (id, secret) = client_credentials(&headers, &params)?;
@@ -320,7 +321,7 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
-        "scopes_supported": SCOPES_SUPPORTED,
+        "scopes_supported": app.scopes_supported().await,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
         "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],

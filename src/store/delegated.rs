@@ -353,10 +353,19 @@ impl Store {
         .await
     }
 
-    pub async fn has_consent(&self, user_id: UserId, client_id: &str, scope: &str) -> StoreResult<bool> {
+    /// Whether the user consented to exactly this scope for exactly these
+    /// resources (sorted).
+    pub async fn has_consent(
+        &self,
+        user_id: UserId,
+        client_id: &str,
+        scope: &str,
+        resources: &[String],
+    ) -> StoreResult<bool> {
         let row: Option<(i64,)> = sqlx::query_as_with(
-            "SELECT created_at FROM oauth_consents WHERE user_id = $1 AND client_id = $2 AND scope = $3",
-            params![user_id, client_id, scope]?,
+            "SELECT created_at FROM oauth_consents WHERE user_id = $1 AND client_id = $2 AND scope = $3 \
+             AND resources = $4",
+            params![user_id, client_id, scope, resources_json(resources)]?,
         )
         .fetch_optional(&self.pool)
         .await?;
@@ -368,14 +377,18 @@ impl Store {
         user_id: UserId,
         client_id: &str,
         scope: &str,
+        resources: &[String],
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
+            // One remembered resource set per scope: the latest approved.
             exec(
                 &mut *tx,
-                "INSERT INTO oauth_consents (user_id, client_id, scope, created_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT DO NOTHING",
-                params![user_id, client_id, scope, to_micros(now())],
+                "INSERT INTO oauth_consents (user_id, client_id, scope, created_at, resources) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (user_id, client_id, scope) DO UPDATE SET resources = excluded.resources, \
+                 created_at = excluded.created_at",
+                params![user_id, client_id, scope, to_micros(now()), resources_json(resources)],
             )
             .await?;
             Ok(())

@@ -2,7 +2,7 @@
 //! aggregate: each file below holds one concept's records and its SQL
 //! (`users.rs`, `api_tokens.rs`, `m2m_clients.rs`, `delegated.rs`,
 //! `keys.rs`, `settings.rs`, `audit.rs`, `connections.rs`, `vault.rs`,
-//! `throttle.rs`, `registration.rs`), all of them inherent methods of the one [`Store`].
+//! `throttle.rs`, `registration.rs`, `resources.rs`), all of them inherent methods of the one [`Store`].
 //!
 //! The store keeps what the domain decides; it never decides anything itself
 //! (no validation, no policy), except the integrity rules that must be atomic
@@ -32,6 +32,7 @@ mod delegated;
 mod keys;
 mod m2m_clients;
 mod registration;
+mod resources;
 mod settings;
 mod throttle;
 mod users;

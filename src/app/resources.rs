@@ -1,0 +1,191 @@
+//! Protected resources: their declaration by admins, the scopes a token for
+//! them may carry, and the checks of the protected-resource gateway.
+
+use super::tokens::Rejected;
+use super::{App, AppError};
+use crate::domain::audit::AuditEvent;
+use crate::domain::oauth::{OAuthError, parse_scope};
+use crate::domain::resource::{
+    ProtectedResource, ScopeSpec, allowed_scopes, check_scopes, default_scopes, gateway_resource,
+    validate_declaration, validate_name,
+};
+use crate::domain::token::AccessTokenClaims;
+use crate::domain::{Actor, now};
+use crate::store::StoreError;
+use serde::Deserialize;
+use serde_json::json;
+
+/// A declaration as the admin API receives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceDeclaration {
+    pub display_name: String,
+    /// A resource server's URL (not served here).
+    #[serde(default)]
+    pub resource: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<ScopeSpec>,
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// Where keyward's gateway sends requests for `<issuer>/r/<name>/…`.
+    #[serde(default)]
+    pub upstream_url: Option<String>,
+}
+
+/// Why the gateway refuses a request (RFC 6750 §3.1).
+#[derive(Debug)]
+pub enum GatewayRefusal {
+    /// No token, or one that is not valid for this resource: 401.
+    Unauthenticated { error: Option<&'static str>, description: &'static str },
+    /// A valid token without every required scope: 403.
+    InsufficientScope(Vec<String>),
+}
+
+impl App {
+    /// Creates (`replace` false) or replaces resource `name`.
+    pub async fn put_resource(
+        &self,
+        actor: Actor,
+        name: &str,
+        d: ResourceDeclaration,
+        replace: bool,
+    ) -> Result<ProtectedResource, AppError> {
+        validate_name(name).map_err(AppError::Invalid)?;
+        let indicator = validate_declaration(
+            &d.display_name,
+            d.resource.as_deref(),
+            &d.scopes,
+            &d.required_scopes,
+            d.upstream_url.as_deref(),
+        )
+        .map_err(AppError::Invalid)?;
+        if let Some(upstream) = &d.upstream_url {
+            let parsed = url::Url::parse(upstream)
+                .map_err(|_| AppError::Invalid("upstream_url must be an absolute URL".into()))?;
+            if !matches!(parsed.scheme(), "http" | "https")
+                || parsed.query().is_some()
+                || parsed.host_str().is_none()
+                || !parsed.username().is_empty()
+            {
+                return Err(AppError::Invalid(
+                    "upstream_url must be an http(s) URL with a host, without a query or user".into(),
+                ));
+            }
+        }
+        let resource = ProtectedResource {
+            name: name.to_string(),
+            resource: indicator.unwrap_or_else(|| gateway_resource(&self.issuer, name)),
+            display_name: d.display_name.trim().to_string(),
+            scopes: d.scopes,
+            required_scopes: d.required_scopes,
+            upstream_url: d.upstream_url,
+            created_at: now(),
+        };
+        let action = if replace { "resource.updated" } else { "resource.created" };
+        let event = AuditEvent::success(actor, action, format!("resource:{name}")).with_detail(json!({
+            "resource": resource.resource, "scopes": resource.scopes, "upstream_url": resource.upstream_url,
+        }));
+        match self.store.put_resource(&resource, replace, event).await {
+            Ok(()) => Ok(self.resource(name).await?),
+            Err(StoreError::NotFound) => Err(not_found(name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn resource(&self, name: &str) -> Result<ProtectedResource, AppError> {
+        self.store.resource(name).await?.ok_or_else(|| not_found(name))
+    }
+
+    pub async fn resources(&self) -> Result<Vec<ProtectedResource>, AppError> {
+        Ok(self.store.resources().await?)
+    }
+
+    pub async fn delete_resource(&self, actor: Actor, name: &str) -> Result<(), AppError> {
+        let event = AuditEvent::success(actor, "resource.deleted", format!("resource:{name}"));
+        self.store.delete_resource(name, event).await.map_err(|e| match e {
+            StoreError::NotFound => not_found(name),
+            e => e.into(),
+        })
+    }
+
+    /// The scopes a token for `resources` gets: the requested ones (checked
+    /// against what the audience understands) or the audience's defaults;
+    /// sorted and distinct.
+    pub async fn scopes_for(
+        &self,
+        requested: Option<&str>,
+        resources: &[String],
+    ) -> Result<Vec<String>, OAuthError> {
+        let mut scopes = match requested {
+            Some(raw) => parse_scope(raw)?,
+            None => vec![],
+        };
+        // The common case (keyward's own APIs) needs no lookup.
+        let declared = if resources.is_empty() {
+            vec![]
+        } else {
+            self.store.resources_by_indicator(resources).await.map_err(|e| {
+                tracing::error!(error = %e, "resource lookup failed");
+                OAuthError::invalid_request("the request could not be checked; try again")
+            })?
+        };
+        let undeclared = declared.len() < resources.len();
+        if scopes.is_empty() {
+            scopes = default_scopes(&declared, undeclared);
+        }
+        check_scopes(&scopes, &allowed_scopes(&declared, undeclared))?;
+        scopes.sort();
+        scopes.dedup();
+        Ok(scopes)
+    }
+
+    /// Every scope keyward or a declared resource understands (metadata).
+    pub async fn scopes_supported(&self) -> Vec<String> {
+        let declared = self.store.resources().await.unwrap_or_default();
+        let mut all = allowed_scopes(&[], false);
+        for s in allowed_scopes(&declared, true) {
+            if !all.contains(&s) {
+                all.push(s);
+            }
+        }
+        all
+    }
+
+    /// The gateway's check of a bearer token for `resource`: valid, meant
+    /// for it (`aud`), and carrying every scope it requires.
+    pub async fn gateway_check(
+        &self,
+        resource: &ProtectedResource,
+        bearer: Option<&str>,
+    ) -> Result<AccessTokenClaims, GatewayRefusal> {
+        let token = bearer.ok_or(GatewayRefusal::Unauthenticated {
+            error: None,
+            description: "an access token is required",
+        })?;
+        let claims = self.verify_access_token(token, Some(&resource.resource)).await.map_err(|r| {
+            GatewayRefusal::Unauthenticated {
+                error: Some("invalid_token"),
+                description: match r {
+                    Rejected::Expired => "the access token has expired",
+                    Rejected::Revoked => "the access token has been revoked",
+                    Rejected::Invalid => "the access token is not valid for this resource",
+                },
+            }
+        })?;
+        if self.token_subject(&claims).await.is_none() {
+            return Err(GatewayRefusal::Unauthenticated {
+                error: Some("invalid_token"),
+                description: "the access token's client or user is no longer active",
+            });
+        }
+        let missing = resource.missing_scopes(&claims.scope);
+        if !missing.is_empty() {
+            return Err(GatewayRefusal::InsufficientScope(missing));
+        }
+        Ok(claims)
+    }
+}
+
+fn not_found(name: &str) -> AppError {
+    AppError::NotFound(format!("no resource named {:?}", name.chars().take(64).collect::<String>()))
+}

@@ -1,0 +1,273 @@
+//! The protected-resource gateway: any MCP server or REST API declared as a
+//! resource with an upstream URL is served at `<issuer>/r/<name>/…`, behind
+//! keyward's tokens. keyward answers the RFC 9728 metadata and the RFC 6750
+//! challenges, checks `aud` and scopes, and passes the request on with the
+//! caller's identity in headers, never with the caller's token (MCP forbids
+//! token passthrough). Also the admin API of resources.
+
+use super::auth::CallerExt;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use crate::app::{App, GatewayRefusal, ResourceDeclaration};
+use crate::domain::proxy::{PROXY_METHODS, proxy_target};
+use crate::domain::resource::{GATEWAY_PREFIX, ProtectedResource};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+type AppState = State<Arc<App>>;
+
+pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
+/// Request headers passed upstream: content negotiation and the MCP
+/// streamable-HTTP transport's own. Never `Authorization` or cookies.
+const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+    "accept",
+    "accept-language",
+    "content-type",
+    "if-match",
+    "if-none-match",
+    "last-event-id",
+    "mcp-protocol-version",
+    "mcp-session-id",
+    "prefer",
+];
+
+/// Response headers passed back (the upstream's own challenges are not:
+/// keyward is the one that speaks OAuth here).
+const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
+    "cache-control",
+    "content-language",
+    "content-type",
+    "etag",
+    "last-modified",
+    "location",
+    "mcp-session-id",
+    "retry-after",
+];
+
+/// The identity headers keyward sets; a caller's own are dropped.
+const IDENTITY_HEADER_PREFIX: &str = "x-keyward-";
+
+fn metadata_url(app: &App, name: &str) -> String {
+    format!("{}{METADATA_PREFIX}{GATEWAY_PREFIX}{name}", app.issuer)
+}
+
+/// `WWW-Authenticate: Bearer …` (RFC 6750 §3, RFC 9728 §5.1).
+fn challenge(
+    app: &App,
+    resource: &ProtectedResource,
+    error: Option<&str>,
+    description: &str,
+    scope: &[String],
+) -> HeaderValue {
+    let mut value = format!(r#"Bearer resource_metadata="{}""#, metadata_url(app, &resource.name));
+    if !scope.is_empty() {
+        value.push_str(&format!(r#", scope="{}""#, scope.join(" ")));
+    }
+    if let Some(error) = error {
+        value.push_str(&format!(r#", error="{error}", error_description="{description}""#));
+    }
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
+fn refusal(app: &App, resource: &ProtectedResource, refused: GatewayRefusal) -> Response {
+    let (status, error, description, scope) = match refused {
+        GatewayRefusal::Unauthenticated { error, description } => {
+            (StatusCode::UNAUTHORIZED, error, description.to_string(), resource.required_scopes.clone())
+        }
+        GatewayRefusal::InsufficientScope(missing) => (
+            StatusCode::FORBIDDEN,
+            Some("insufficient_scope"),
+            format!("the access token lacks the scopes {}", missing.join(" ")),
+            resource.required_scopes.clone(),
+        ),
+    };
+    let body = json!({"error": error.unwrap_or("invalid_request"), "error_description": description});
+    let mut response = (status, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, challenge(app, resource, error, &description, &scope));
+    response
+}
+
+fn not_found() -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "no resource is served at this path").into_response()
+}
+
+/// `<resource name>` and the raw rest of a path below the gateway prefix.
+fn split_gateway_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix(GATEWAY_PREFIX)?;
+    Some(rest.split_once('/').unwrap_or((rest, "")))
+}
+
+async fn served_resource(app: &App, name: &str) -> Option<ProtectedResource> {
+    if name.is_empty() || name.len() > crate::domain::resource::NAME_MAX {
+        return None;
+    }
+    app.store.resource(name).await.ok().flatten().filter(|r| r.upstream_url.is_some())
+}
+
+/// RFC 9728 metadata of a gateway resource; also answered for any path
+/// below it (clients append their MCP endpoint's path).
+pub async fn protected_resource_metadata(State(app): AppState, uri: axum::http::Uri) -> Response {
+    let path = uri.path().strip_prefix(METADATA_PREFIX).unwrap_or("");
+    let Some((name, _)) = split_gateway_path(path) else { return not_found() };
+    let Some(resource) = served_resource(&app, name).await else { return not_found() };
+    let scopes: Vec<&str> = resource.scopes.iter().map(|s| s.name.as_str()).collect();
+    Json(json!({
+        "resource": resource.resource,
+        "authorization_servers": [app.issuer],
+        "scopes_supported": scopes,
+        "bearer_methods_supported": ["header"],
+        "resource_name": resource.display_name,
+    }))
+    .into_response()
+}
+
+/// Any request to `<issuer>/r/<name>/…`.
+pub async fn forward(State(app): AppState, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some((name, rest)) = split_gateway_path(parts.uri.path()) else { return not_found() };
+    let Some(resource) = served_resource(&app, name).await else { return not_found() };
+    let bearer = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let claims = match app.gateway_check(&resource, bearer).await {
+        Ok(claims) => claims,
+        Err(refused) => return refusal(&app, &resource, refused),
+    };
+    if !PROXY_METHODS.contains(&parts.method.as_str()) {
+        return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this method is not passed on").into_response();
+    }
+    let upstream_url = resource.upstream_url.as_deref().unwrap_or_default();
+    let target = if rest.is_empty() {
+        url::Url::parse(upstream_url)
+            .map(|mut u| {
+                u.set_query(parts.uri.query());
+                u
+            })
+            .map_err(|_| "the upstream URL is not valid".to_string())
+    } else {
+        proxy_target(upstream_url, rest, parts.uri.query())
+    };
+    let target = match target {
+        Ok(t) => t,
+        Err(why) => return ApiError::bad_request(why).into_response(),
+    };
+    let body = match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large").into_response();
+        }
+    };
+    let Ok(method) = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()) else {
+        return ApiError::bad_request("unsupported method").into_response();
+    };
+    let mut upstream = app.gateway_http().request(method, target).body(body);
+    for (name, value) in &parts.headers {
+        if FORWARDED_REQUEST_HEADERS.contains(&name.as_str()) {
+            upstream = upstream.header(name.as_str(), value.as_bytes());
+        }
+    }
+    for (name, value) in identity_headers(&app, &claims).await {
+        upstream = upstream.header(name, value);
+    }
+    let response = match upstream.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(resource = %resource.name, error = %e.without_url(), "gateway upstream unreachable");
+            return ApiError::new(StatusCode::BAD_GATEWAY, "the resource's server could not be reached")
+                .into_response();
+        }
+    };
+    let mut reply = Response::builder().status(response.status().as_u16());
+    for name in FORWARDED_RESPONSE_HEADERS {
+        if let Some(value) = response.headers().get(*name) {
+            reply = reply.header(*name, value.as_bytes());
+        }
+    }
+    // Streamed as it comes (server-sent events of MCP's transport included).
+    reply.body(axum::body::Body::from_stream(response.bytes_stream())).unwrap_or_else(|_| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "the answer could not be passed on").into_response()
+    })
+}
+
+/// Who the request is for, as the upstream learns it: the subject, the
+/// client, the scopes, and a user's name and role.
+async fn identity_headers(
+    app: &App,
+    claims: &crate::domain::token::AccessTokenClaims,
+) -> Vec<(String, String)> {
+    let mut headers = vec![
+        (format!("{IDENTITY_HEADER_PREFIX}subject"), claims.sub.clone()),
+        (format!("{IDENTITY_HEADER_PREFIX}client-id"), claims.client_id.clone()),
+        (format!("{IDENTITY_HEADER_PREFIX}scope"), claims.scope.clone()),
+        (format!("{IDENTITY_HEADER_PREFIX}role"), claims.role.as_str().to_string()),
+    ];
+    if let Ok(id) = claims.sub.parse::<i64>()
+        && claims.sub != claims.client_id
+        && let Ok(Some(user)) = app.store.user(id).await
+    {
+        headers.push((format!("{IDENTITY_HEADER_PREFIX}username"), user.username));
+    }
+    headers
+}
+
+// The admin API of resources (server_admin).
+
+#[derive(serde::Deserialize)]
+pub struct NewResource {
+    name: String,
+    #[serde(flatten)]
+    declaration: Value,
+}
+
+fn declaration(v: Value) -> Result<ResourceDeclaration, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid resource: {e}")))
+}
+
+pub async fn create_resource(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiJson(r): ApiJson<NewResource>,
+) -> Result<(StatusCode, Json<ProtectedResource>), ApiError> {
+    let d = declaration(r.declaration)?;
+    Ok((StatusCode::CREATED, Json(app.put_resource(caller.actor(), &r.name, d, false).await?)))
+}
+
+pub async fn replace_resource(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(d): ApiJson<ResourceDeclaration>,
+) -> Result<Json<ProtectedResource>, ApiError> {
+    Ok(Json(app.put_resource(caller.actor(), &name, d, true).await?))
+}
+
+pub async fn list_resources(State(app): AppState) -> Result<Json<Vec<ProtectedResource>>, ApiError> {
+    Ok(Json(app.resources().await?))
+}
+
+pub async fn get_resource(
+    State(app): AppState,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<ProtectedResource>, ApiError> {
+    Ok(Json(app.resource(&name).await?))
+}
+
+pub async fn delete_resource(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    app.delete_resource(caller.actor(), &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
