@@ -11,6 +11,7 @@ mod basics;
 mod connections;
 mod delegated_oauth;
 mod dynamic_registration;
+mod gateway;
 mod integration_api;
 mod jwt_access_tokens;
 mod m2m_clients;

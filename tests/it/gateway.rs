@@ -1,0 +1,375 @@
+//! Protected resources and the gateway (RFC 8707, RFC 9728, RFC 6750): the
+//! admin API, scopes checked against the audience, and a real upstream
+//! behind `<issuer>/r/<name>/` that must never see the caller's token.
+
+use crate::delegated_oauth::{Browser, authorize_url, param};
+use crate::harness::{Backend, TestServer, json_with_status, oauth_error};
+use crate::on_both_backends;
+use keyward::domain::Role;
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+on_both_backends!(
+    resources_admin_api,
+    the_gateway_checks_tokens_and_hides_them,
+    scopes_fit_the_audience,
+    the_token_endpoint_never_widens_the_resource,
+);
+
+const RESOURCES: &str = "/admin/api/resources/";
+
+/// The headers of the last request the upstream saw.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A trivial upstream on loopback: `/mcp` echoes, `/mcp/events` streams two
+/// server-sent events, the second after a pause.
+async fn upstream() -> (String, Seen) {
+    use axum::routing::any;
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let echo = move |headers: axum::http::HeaderMap, body: String| {
+        let record = record.clone();
+        async move {
+            *record.lock().unwrap() = headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            (
+                [("content-type", "application/json"), ("mcp-session-id", "s-1")],
+                json!({"echo": body}).to_string(),
+            )
+        }
+    };
+    let events = || async {
+        let stream = futures_util::stream::unfold(0, |n| async move {
+            match n {
+                0 => Some((Ok::<_, std::io::Error>("data: one\n\n"), 1)),
+                1 => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Some((Ok("data: two\n\n"), 2))
+                }
+                _ => None,
+            }
+        });
+        ([("content-type", "text/event-stream")], axum::body::Body::from_stream(stream))
+    };
+    let app = axum::Router::new().route("/mcp", any(echo)).route("/mcp/events", any(events));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/mcp"), seen)
+}
+
+impl TestServer {
+    async fn declare(&self, body: Value) -> Value {
+        let admin = self.admin_token().await;
+        json_with_status(self.send(Method::POST, RESOURCES, &admin).json(&body).send().await.unwrap(), 201)
+            .await
+    }
+}
+
+fn demo(upstream: &str) -> Value {
+    json!({
+        "name": "demo",
+        "display_name": "Demo MCP server",
+        "scopes": [{"name": "tools:read", "description": "list and call tools"}, {"name": "tools:admin"}],
+        "required_scopes": ["tools:read"],
+        "upstream_url": upstream,
+    })
+}
+
+async fn resources_admin_api(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let created = s.declare(demo("http://127.0.0.1:9/mcp")).await;
+    assert_eq!(created["resource"], s.url("/r/demo"));
+    // Others may not.
+    for role in [Role::Viewer, Role::CatalogAdmin] {
+        let t = s.token_for_role(role).await;
+        assert_eq!(
+            s.send(Method::POST, RESOURCES, &t).json(&demo("http://x/")).send().await.unwrap().status(),
+            403
+        );
+        assert_eq!(s.get(RESOURCES, &t).send().await.unwrap().status(), 403);
+    }
+    assert_eq!(s.http.get(s.url(RESOURCES)).send().await.unwrap().status(), 401);
+    // Bad declarations change nothing.
+    let mut bad = vec![];
+    for (field, value) in [
+        ("name", json!("Demo/../x")),
+        ("name", json!("demo")),
+        ("upstream_url", json!("ftp://x/")),
+        ("upstream_url", json!("http://user@x/")),
+        ("required_scopes", json!(["nope"])),
+        ("scopes", json!([{"name": "offline_access"}])),
+        ("display_name", json!("")),
+        ("extra", json!(1)),
+    ] {
+        let mut body = demo("http://127.0.0.1:9/mcp");
+        body["name"] = json!("other");
+        body[field] = value;
+        bad.push(body);
+    }
+    for body in bad {
+        let r = s.send(Method::POST, RESOURCES, &admin).json(&body).send().await.unwrap();
+        assert!(r.status() == 400 || r.status() == 409, "{body}: {}", r.status());
+    }
+    let list = json_with_status(s.get(RESOURCES, &admin).send().await.unwrap(), 200).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    // A resource server elsewhere, by its URL; the metadata lists every scope.
+    s.declare(
+        json!({"name": "reports", "display_name": "Reports API", "resource": "https://reports.example/",
+                     "scopes": [{"name": "reports:read"}]}),
+    )
+    .await;
+    let meta = json_with_status(
+        s.http.get(s.url("/.well-known/oauth-authorization-server")).send().await.unwrap(),
+        200,
+    )
+    .await;
+    for scope in ["api", "mcp", "offline_access", "openid", "tools:read", "reports:read"] {
+        assert!(meta["scopes_supported"].as_array().unwrap().contains(&json!(scope)), "{scope}");
+    }
+    let reports =
+        json_with_status(s.get("/admin/api/resources/reports/", &admin).send().await.unwrap(), 200).await;
+    assert_eq!(reports["resource"], "https://reports.example");
+    // Replace and delete.
+    let mut replaced = demo("http://127.0.0.1:9/v2");
+    replaced.as_object_mut().unwrap().remove("name");
+    let r = s.send(Method::PUT, "/admin/api/resources/demo/", &admin).json(&replaced).send().await.unwrap();
+    assert_eq!(json_with_status(r, 200).await["upstream_url"], "http://127.0.0.1:9/v2");
+    let r = s.send(Method::PUT, "/admin/api/resources/ghost/", &admin).json(&replaced).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        s.send(Method::DELETE, "/admin/api/resources/demo/", &admin).send().await.unwrap().status(),
+        204
+    );
+    assert_eq!(s.get("/admin/api/resources/demo/", &admin).send().await.unwrap().status(), 404);
+    assert_eq!(s.http.get(s.url("/r/demo")).send().await.unwrap().status(), 404);
+}
+
+/// A client-credentials token for `resource` with `scope`.
+async fn m2m_token(
+    s: &TestServer,
+    id: &str,
+    secret: &str,
+    resource: &str,
+    scope: Option<&str>,
+) -> reqwest::Response {
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", id),
+        ("client_secret", secret),
+        ("resource", resource),
+    ];
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
+    s.token_request(&form).await
+}
+
+async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (upstream_url, seen) = upstream().await;
+    s.declare(demo(&upstream_url)).await;
+    let gateway = s.url("/r/demo");
+    let metadata_url = s.url("/.well-known/oauth-protected-resource/r/demo");
+
+    // RFC 9728 metadata, also below the resource's path.
+    for path in
+        ["/.well-known/oauth-protected-resource/r/demo", "/.well-known/oauth-protected-resource/r/demo/mcp"]
+    {
+        let prm = json_with_status(s.http.get(s.url(path)).send().await.unwrap(), 200).await;
+        assert_eq!(prm["resource"], gateway);
+        assert_eq!(prm["authorization_servers"], json!([s.url("").trim_end_matches('/')]));
+        assert_eq!(prm["scopes_supported"], json!(["tools:read", "tools:admin"]));
+    }
+    assert_eq!(
+        s.http.get(s.url("/.well-known/oauth-protected-resource/r/ghost")).send().await.unwrap().status(),
+        404
+    );
+
+    // No token: 401 pointing at the metadata and the scope.
+    let r = s.http.post(&gateway).json(&json!({"jsonrpc": "2.0"})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(
+        challenge.starts_with("Bearer ")
+            && challenge.contains(&format!("resource_metadata=\"{metadata_url}\"")),
+        "{challenge}"
+    );
+    assert!(challenge.contains("scope=\"tools:read\""), "{challenge}");
+    // Garbage, and a token for keyward itself (wrong aud): invalid_token.
+    let (id, secret) = s.m2m_client("viewer", 3600).await;
+    let keyward_token = s.client_jwt(&id, &secret).await;
+    for token in ["garbage", keyward_token.as_str()] {
+        let r = s.http.get(&gateway).bearer_auth(token).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
+    }
+    // The right audience without the required scope: 403 naming it.
+    let weak = json_with_status(m2m_token(&s, &id, &secret, &gateway, Some("tools:admin")).await, 200).await;
+    let weak = weak["access_token"].as_str().unwrap();
+    let r = s.http.get(&gateway).bearer_auth(weak).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\"") && challenge.contains("scope=\"tools:read\""),
+        "{challenge}"
+    );
+    assert!(seen.lock().unwrap().is_empty(), "nothing reached the upstream yet");
+
+    // A good token: passed on with who it is for, never the token itself,
+    // and a caller's own identity headers are dropped.
+    let good = json_with_status(m2m_token(&s, &id, &secret, &gateway, None).await, 200).await;
+    assert_eq!(good["scope"], "tools:read");
+    let good = good["access_token"].as_str().unwrap().to_string();
+    let r = s
+        .http
+        .post(&gateway)
+        .bearer_auth(&good)
+        .header("x-keyward-subject", "someone-else")
+        .header("cookie", "a=b")
+        .header("mcp-session-id", "s-1")
+        .json(&json!({"jsonrpc": "2.0", "method": "tools/list", "params": {"text": "two\nlines"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["mcp-session-id"], "s-1");
+    let echoed = r.json::<Value>().await.unwrap();
+    assert!(echoed["echo"].as_str().unwrap().contains("tools/list"));
+    let seen_now = seen.lock().unwrap().clone();
+    let header =
+        |name: &str| seen_now.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+    assert_eq!(header("x-keyward-subject"), [id.clone()]);
+    assert_eq!(header("x-keyward-client-id"), [id.clone()]);
+    assert_eq!(header("x-keyward-scope"), ["tools:read"]);
+    assert_eq!(header("mcp-session-id"), ["s-1"]);
+    assert!(header("authorization").is_empty() && header("cookie").is_empty());
+    assert!(!seen_now.iter().any(|(_, v)| v.contains(&good)));
+
+    // Server-sent events arrive as they are sent.
+    let started = std::time::Instant::now();
+    let mut r = s.http.get(s.url("/r/demo/events")).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let first = r.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"data: one\n\n");
+    assert!(started.elapsed() < Duration::from_millis(300), "the first event was held back");
+    let second = r.chunk().await.unwrap().unwrap();
+    assert_eq!(&second[..], b"data: two\n\n");
+
+    // Paths stay below the upstream; revoked tokens stop at once.
+    let r = s.http.get(s.url("/r/demo/..%2f..%2fetc")).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = s
+        .http
+        .post(s.url("/oauth/v2/revoke/"))
+        .form(&[("token", good.as_str()), ("client_id", &id), ("client_secret", &secret)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.http.get(&gateway).bearer_auth(&good).send().await.unwrap().status(), 401);
+    // 50 at once with good tokens all pass.
+    let fresh =
+        json_with_status(m2m_token(&s, &id, &secret, &gateway, None).await, 200).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        all.spawn(
+            s.http
+                .post(&gateway)
+                .bearer_auth(&fresh)
+                .body("{}")
+                .header("content-type", "application/json")
+                .send(),
+        );
+    }
+    while let Some(r) = all.join_next().await {
+        assert_eq!(r.unwrap().unwrap().status(), 200);
+    }
+}
+
+async fn scopes_fit_the_audience(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.declare(demo("http://127.0.0.1:9/mcp")).await;
+    let gateway = s.url("/r/demo");
+    let (id, secret) = s.m2m_client("viewer", 3600).await;
+    // keyward's own API scope is not for the resource, nor the resource's for keyward.
+    oauth_error(m2m_token(&s, &id, &secret, &gateway, Some("api")).await, 400, "invalid_scope").await;
+    let r = s
+        .token_request(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &id),
+            ("client_secret", &secret),
+            ("scope", "tools:read"),
+        ])
+        .await;
+    oauth_error(r, 400, "invalid_scope").await;
+    // Undeclared resources keep keyward's scopes.
+    let t =
+        json_with_status(m2m_token(&s, &id, &secret, "https://platform.example/api", None).await, 200).await;
+    assert_eq!(t["scope"], "api mcp");
+    // openid is accepted (no ID token is issued).
+    let t =
+        json_with_status(m2m_token(&s, &id, &secret, &gateway, Some("openid tools:read")).await, 200).await;
+    assert_eq!(t["scope"], "openid tools:read");
+    // At the authorization endpoint too: the error goes back to the client.
+    let (client_id, _) = s.register_client(crate::delegated_oauth::public("http://127.0.0.1/cb")).await;
+    let resource = url::form_urlencoded::byte_serialize(gateway.as_bytes()).collect::<String>();
+    let (url, _) =
+        authorize_url(&s, &client_id, "http://127.0.0.1/cb", &format!("&scope=api&resource={resource}"));
+    let r = Browser::new().get(&url).await;
+    assert_eq!(r.status(), 303);
+    let back = crate::delegated_oauth::location(&r);
+    assert_eq!(param(&back, "error").as_deref(), Some("invalid_scope"));
+}
+
+async fn the_token_endpoint_never_widens_the_resource(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.declare(demo("http://127.0.0.1:9/mcp")).await;
+    let gateway = s.url("/r/demo");
+    let (client_id, _) = s.register_client(crate::delegated_oauth::public("http://127.0.0.1/cb")).await;
+    // Authorized for keyward alone; the token request names the gateway.
+    let (url, verifier) = authorize_url(&s, &client_id, "http://127.0.0.1/cb", "&scope=mcp");
+    let back = Browser::new().authorize(&s, &url).await;
+    let code = param(&back, "code").unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "http://127.0.0.1/cb"),
+        ("client_id", client_id.as_str()),
+        ("code_verifier", verifier.as_str()),
+        ("resource", gateway.as_str()),
+    ];
+    oauth_error(s.token_request(&form).await, 400, "invalid_target").await;
+    // Authorized for the gateway: the token's aud is the gateway.
+    let resource = url::form_urlencoded::byte_serialize(gateway.as_bytes()).collect::<String>();
+    let (url, verifier) =
+        authorize_url(&s, &client_id, "http://127.0.0.1/cb", &format!("&resource={resource}"));
+    let back = Browser::new().authorize(&s, &url).await;
+    let code = param(&back, "code").unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "http://127.0.0.1/cb"),
+        ("client_id", client_id.as_str()),
+        ("code_verifier", verifier.as_str()),
+        ("resource", gateway.as_str()),
+    ];
+    let t = json_with_status(s.token_request(&form).await, 200).await;
+    assert_eq!(t["scope"], "tools:read");
+    let jwt = t["access_token"].as_str().unwrap();
+    let payload: Value = {
+        use base64::Engine;
+        let part = jwt.split('.').nth(1).unwrap();
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap())
+            .unwrap()
+    };
+    assert_eq!(payload["aud"], gateway);
+}
