@@ -20,3 +20,8 @@ CREATE TABLE protected_resources (
 
 -- JSON array of the resource indicators the consent covers, sorted.
 ALTER TABLE oauth_consents ADD COLUMN resources TEXT NOT NULL DEFAULT '[]';
+
+-- 'on_request' (a refresh token only when the app asks for offline_access)
+-- or 'always' (the client was registered for refresh tokens: offline_access
+-- is added to its requests, and the consent page shows it).
+ALTER TABLE oauth_clients ADD COLUMN offline_access TEXT NOT NULL DEFAULT 'on_request';

@@ -7,7 +7,7 @@ use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::delegated::{
-    ClientType, DelegatedClient, REDIRECT_URIS_MAX, preset, preset_names, valid_pkce_string,
+    ClientType, DelegatedClient, OfflineAccess, REDIRECT_URIS_MAX, preset, preset_names, valid_pkce_string,
     validate_lifetimes, validate_redirect_uri,
 };
 use crate::domain::oauth::{OAuthError, OAuthErrorCode, OFFLINE_ACCESS, normalize_resource, parse_scope};
@@ -47,6 +47,8 @@ pub struct ClientRegistration {
     pub access_token_lifetime: i64,
     #[serde(default = "default_true")]
     pub pkce_enabled: bool,
+    #[serde(default)]
+    pub offline_access: OfflineAccess,
 }
 
 fn default_true() -> bool {
@@ -162,6 +164,7 @@ impl App {
             refresh_token_lifetime: r.refresh_token_lifetime,
             access_token_lifetime: r.access_token_lifetime,
             pkce_enabled,
+            offline_access: r.offline_access,
             registration: Registration::Admin,
             metadata: None,
             registration_token_hash: None,
@@ -196,6 +199,7 @@ impl App {
             refresh_token_lifetime: r.refresh_token_lifetime,
             access_token_lifetime: r.access_token_lifetime,
             pkce_enabled,
+            offline_access: r.offline_access,
             registration: current.registration,
             metadata: None,
             registration_token_hash: None,
@@ -303,7 +307,13 @@ impl App {
         // Sorted: the consent is remembered for this set.
         resources.sort();
         resources.dedup();
-        let scopes = self.scopes_for(p.scope.as_deref(), &resources).await.map_err(fail)?;
+        let mut scopes = self.scopes_for(p.scope.as_deref(), &resources).await.map_err(fail)?;
+        // A client registered for refresh tokens asks for offline access by
+        // that; the consent page shows it as asked.
+        if client.offline_access == OfflineAccess::Always && !scopes.iter().any(|s| s == OFFLINE_ACCESS) {
+            scopes.push(OFFLINE_ACCESS.to_string());
+            scopes.sort();
+        }
         Ok(AuthorizationRequest {
             client,
             redirect_uri,

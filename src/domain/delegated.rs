@@ -41,6 +41,37 @@ pub struct DelegatedClient {
     pub created_at: time::OffsetDateTime,
     /// `dynamic` for clients that registered themselves (RFC 7591).
     pub registration: crate::domain::registration::Registration,
+    pub offline_access: OfflineAccess,
+}
+
+/// When a client's grants come with a refresh token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineAccess {
+    /// When the app asks for `offline_access`.
+    #[default]
+    OnRequest,
+    /// Always: `offline_access` is added to its requests (and shown on the
+    /// consent page). For apps registered for refresh tokens whose SDKs do
+    /// not ask for the scope.
+    Always,
+}
+
+impl OfflineAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfflineAccess::OnRequest => "on_request",
+            OfflineAccess::Always => "always",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "on_request" => Some(OfflineAccess::OnRequest),
+            "always" => Some(OfflineAccess::Always),
+            _ => None,
+        }
+    }
 }
 
 impl DelegatedClient {
@@ -273,6 +304,7 @@ mod tests {
             pkce_enabled: true,
             created_at: time::OffsetDateTime::UNIX_EPOCH,
             registration: crate::domain::registration::Registration::Admin,
+            offline_access: OfflineAccess::OnRequest,
         };
         assert!(client.matching_redirect_uri("http://127.0.0.1:9/cb").is_some());
         client.grant_type = ClientType::Confidential;

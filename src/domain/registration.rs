@@ -3,7 +3,9 @@
 //! that keeps an open registration endpoint from becoming an open
 //! redirector. No HTTP, no storage.
 
-use super::delegated::{ClientType, REDIRECT_URI_MAX_LEN, REDIRECT_URIS_MAX, validate_redirect_uri};
+use super::delegated::{
+    ClientType, OfflineAccess, REDIRECT_URI_MAX_LEN, REDIRECT_URIS_MAX, validate_redirect_uri,
+};
 use super::oauth::parse_scope;
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +117,15 @@ impl RegisteredMetadata {
     /// Public (`none`) or confidential (a secret method).
     pub fn client_type(&self) -> ClientType {
         if self.token_endpoint_auth_method == "none" { ClientType::Public } else { ClientType::Confidential }
+    }
+
+    /// Registered for the refresh_token grant: refresh tokens always.
+    pub fn offline_access(&self) -> OfflineAccess {
+        if self.grant_types.iter().any(|g| g == "refresh_token") {
+            OfflineAccess::Always
+        } else {
+            OfflineAccess::OnRequest
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use super::auth::CallerExt;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::app::{App, ClientRegistration};
-use crate::domain::delegated::{ClientType, DelegatedClient, REDIRECT_PRESETS};
+use crate::domain::delegated::{ClientType, DelegatedClient, OfflineAccess, REDIRECT_PRESETS};
 use crate::domain::registration::Registration;
 use axum::Json;
 use axum::extract::State;
@@ -42,6 +42,12 @@ pub struct RegisterRequest {
     access_token_lifetime: i64,
     #[serde(default = "yes")]
     pkce_enabled: bool,
+    /// `on_request` (default: a refresh token when the app asks for
+    /// `offline_access`) or `always` (for apps whose SDKs never ask; the
+    /// consent page shows it).
+    #[serde(default)]
+    #[schema(value_type = String, example = "on_request")]
+    offline_access: OfflineAccess,
 }
 
 fn yes() -> bool {
@@ -58,6 +64,7 @@ impl From<RegisterRequest> for ClientRegistration {
             refresh_token_lifetime: r.refresh_token_lifetime,
             access_token_lifetime: r.access_token_lifetime,
             pkce_enabled: r.pkce_enabled,
+            offline_access: r.offline_access,
         }
     }
 }
@@ -74,6 +81,8 @@ pub struct RegisteredClient {
     access_token_lifetime: i64,
     pkce_enabled: bool,
     created_at: String,
+    #[schema(value_type = String, example = "on_request")]
+    offline_access: OfflineAccess,
     /// `admin`, or `dynamic` for a client that registered itself (RFC 7591).
     #[schema(value_type = String, example = "admin")]
     registration: Registration,
@@ -95,6 +104,7 @@ impl RegisteredClient {
                 .created_at
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
+            offline_access: c.offline_access,
             registration: c.registration,
             client_secret,
         }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::audit::AuditEvent;
-use crate::domain::delegated::{ClientType, DelegatedClient};
+use crate::domain::delegated::{ClientType, DelegatedClient, OfflineAccess};
 use crate::domain::registration::{RegisteredMetadata, Registration};
 use crate::domain::{UserId, from_micros, now, to_micros};
 use sqlx::{AnyConnection, FromRow};
@@ -16,6 +16,7 @@ pub struct NewOAuthClient {
     pub refresh_token_lifetime: i64,
     pub access_token_lifetime: i64,
     pub pkce_enabled: bool,
+    pub offline_access: OfflineAccess,
     pub registration: Registration,
     /// RFC 7591 metadata (dynamic clients).
     pub metadata: Option<RegisteredMetadata>,
@@ -84,7 +85,7 @@ pub struct IssuedInGrant {
 
 pub(super) const OAUTH_CLIENT_COLUMNS: &str = "client_id, name, redirect_uris, client_type, secret_hash, \
      refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, registration, metadata, \
-     registration_token_hash";
+     registration_token_hash, offline_access";
 
 #[derive(FromRow)]
 pub(super) struct OAuthClientRow {
@@ -100,6 +101,7 @@ pub(super) struct OAuthClientRow {
     registration: String,
     metadata: String,
     registration_token_hash: Option<String>,
+    offline_access: String,
 }
 
 impl TryFrom<OAuthClientRow> for OAuthClientRecord {
@@ -115,6 +117,8 @@ impl TryFrom<OAuthClientRow> for OAuthClientRecord {
         };
         let registration =
             Registration::parse(&r.registration).ok_or_else(|| corrupt("an unknown registration"))?;
+        let offline_access =
+            OfflineAccess::parse(&r.offline_access).ok_or_else(|| corrupt("an unknown offline_access"))?;
         let metadata = match registration {
             Registration::Admin => None,
             Registration::Dynamic => {
@@ -132,6 +136,7 @@ impl TryFrom<OAuthClientRow> for OAuthClientRecord {
                 pkce_enabled: r.pkce_enabled != 0,
                 created_at: from_micros(r.created_at),
                 registration,
+                offline_access,
             },
             secret_hash: r.secret_hash,
             metadata,
@@ -242,8 +247,8 @@ impl Store {
             let sql = format!(
                 "INSERT INTO oauth_clients (client_id, name, redirect_uris, client_type, secret_hash, \
                  refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at, \
-                 registration, metadata, registration_token_hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12) RETURNING {OAUTH_CLIENT_COLUMNS}"
+                 registration, metadata, registration_token_hash, offline_access) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13) RETURNING {OAUTH_CLIENT_COLUMNS}"
             );
             let row: OAuthClientRow = sqlx::query_as_with(
                 sqlx::AssertSqlSafe(sql),
@@ -260,6 +265,7 @@ impl Store {
                     client.registration.as_str(),
                     client.metadata.as_ref().map_or_else(|| "{}".to_string(), metadata_json),
                     client.registration_token_hash.clone(),
+                    client.offline_access.as_str(),
                 ]?,
             )
             .fetch_one(&mut *tx)
@@ -294,7 +300,7 @@ impl Store {
         self.write(event, None, async |tx, _| {
             let sql = format!(
                 "UPDATE oauth_clients SET name = $2, redirect_uris = $3, refresh_token_lifetime = $4, \
-                 access_token_lifetime = $5, pkce_enabled = $6, updated_at = $7, metadata = COALESCE($8, metadata) \
+                 access_token_lifetime = $5, pkce_enabled = $6, updated_at = $7, metadata = COALESCE($8, metadata), offline_access = $9 \
                  WHERE client_id = $1 RETURNING {OAUTH_CLIENT_COLUMNS}"
             );
             let row: OAuthClientRow = sqlx::query_as_with(
@@ -308,6 +314,7 @@ impl Store {
                     i64::from(client.pkce_enabled),
                     to_micros(now()),
                     client.metadata.as_ref().map(metadata_json),
+                    client.offline_access.as_str(),
                 ]?,
             )
             .fetch_optional(&mut *tx)

@@ -17,6 +17,7 @@ on_both_backends!(
     unapproved_clients_are_capped_and_expire,
     quotas_and_concurrent_registrations,
     grace_window_up_to_the_access_lifetime,
+    offline_access_always_for_admin_clients,
 );
 
 const DCR: &str = "/oauth/v2/register/";
@@ -82,7 +83,9 @@ async fn open_registration_then_the_code_flow(backend: Backend) {
     // The code flow: consent names the client as self-registered, and is
     // asked for every time.
     for round in 0..2 {
-        let (url, verifier) = authorize_url(&s, &id, LOOPBACK, "&scope=mcp%20offline_access");
+        // Registered for refresh tokens: offline access comes without asking.
+        let scope = if round == 0 { "&scope=mcp%20offline_access" } else { "&scope=mcp" };
+        let (url, verifier) = authorize_url(&s, &id, LOOPBACK, scope);
         let browser = Browser::new();
         let r = browser.sign_in(&s, &url, "admin", crate::harness::ADMIN_PASSWORD).await;
         assert_eq!(r.status(), 303);
@@ -90,6 +93,7 @@ async fn open_registration_then_the_code_flow(backend: Backend) {
         assert_eq!(page.status(), 200, "round {round}: consent is shown again");
         let html = page.text().await.unwrap();
         assert!(html.contains("registered itself") && html.contains("on this computer"), "{html}");
+        assert!(html.contains("offline_access"), "{html}");
         let back = browser.consent(&s, &html, "approve").await;
         let code = param(&back, "code").unwrap();
         let tokens = json_with_status(
@@ -413,4 +417,33 @@ async fn grace_window_up_to_the_access_lifetime(backend: Backend) {
     // A stale generation used again within the window: the same pair.
     let b = json_with_status(code_exchange(&s, &refresh).await, 200).await;
     assert_eq!(a["refresh_token"], b["refresh_token"]);
+}
+
+async fn offline_access_always_for_admin_clients(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let mut body = crate::delegated_oauth::public(LOOPBACK);
+    body["offline_access"] = json!("sometimes");
+    let r = s.send(Method::POST, "/oauth/v1/register/", &admin).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    body["offline_access"] = json!("always");
+    let (id, _) = s.register_client(body).await;
+    // The app asks for `mcp` only; the consent page shows what it gets.
+    let (url, verifier) = authorize_url(&s, &id, LOOPBACK, "&scope=mcp");
+    let browser = Browser::new();
+    let r = browser.sign_in(&s, &url, "admin", crate::harness::ADMIN_PASSWORD).await;
+    let html = browser.get(&s.url(&location(&r))).await.text().await.unwrap();
+    assert!(html.contains("offline_access"), "{html}");
+    let back = browser.consent(&s, &html, "approve").await;
+    let code = param(&back, "code").unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", LOOPBACK),
+        ("client_id", id.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let tokens = json_with_status(code_exchange(&s, &form).await, 200).await;
+    assert_eq!(tokens["scope"], "mcp offline_access");
+    assert!(tokens["refresh_token"].is_string());
 }
