@@ -139,6 +139,33 @@ impl App {
         Ok(scopes)
     }
 
+    /// What each scope of `scope` lets the app do, in the consent page's
+    /// words: keyward's own, or as the resource's admin described it.
+    pub async fn describe_scopes(&self, scope: &str, resources: &[String]) -> Vec<(String, String)> {
+        let declared = self.store.resources_by_indicator(resources).await.unwrap_or_default();
+        scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let own = crate::domain::oauth::scope_description(s);
+                let description = if own.is_empty() {
+                    declared
+                        .iter()
+                        .find_map(|r| {
+                            r.scopes.iter().find(|d| d.name == s).map(|d| match d.description.as_str() {
+                                "" => format!("at {}", r.display_name),
+                                text => format!("{text} (at {})", r.display_name),
+                            })
+                        })
+                        .unwrap_or_default()
+                } else {
+                    own.to_string()
+                };
+                (s.to_string(), description)
+            })
+            .collect()
+    }
+
     /// Every scope keyward or a declared resource understands (metadata).
     pub async fn scopes_supported(&self) -> Vec<String> {
         let declared = self.store.resources().await.unwrap_or_default();

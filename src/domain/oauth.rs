@@ -65,6 +65,7 @@ pub fn scope_description(scope: &str) -> &'static str {
             "stay signed in while you are away: a refresh token that keeps the access \
                            above alive until you withdraw it (grants nothing on its own)"
         }
+        "openid" => "know that it is you who signed in (nothing more)",
         _ => "",
     }
 }

@@ -5,7 +5,6 @@
 
 use crate::app::{App, AuthorizationRequest, AuthorizeError, AuthorizeParams};
 use crate::domain::User;
-use crate::domain::oauth::scope_description;
 use crate::domain::registration::Registration;
 use askama::Template;
 use axum::body::Bytes;
@@ -35,7 +34,7 @@ struct ConsentPage<'a> {
     client_name: &'a str,
     username: &'a str,
     redirect_host: String,
-    scopes: Vec<(String, &'static str)>,
+    scopes: Vec<(String, String)>,
     csrf: String,
     request: &'a str,
     /// The client registered itself (RFC 7591): its name is its own claim.
@@ -270,7 +269,7 @@ pub async fn authorize(
                 loopback: url::Url::parse(&request.redirect_uri).is_ok_and(|u| {
                     u.scheme() == "http" && matches!(u.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
                 }),
-                scopes: request.scope.split(' ').map(|s| (s.to_string(), scope_description(s))).collect(),
+                scopes: app.describe_scopes(&request.scope, &request.resources).await,
                 // Bound to this very request: the form cannot be replayed
                 // with another one (other scopes) under the same token.
                 csrf: app.csrf_token(&format!("consent:{query}"), &session),
