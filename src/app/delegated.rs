@@ -6,6 +6,7 @@ use super::tokens::{AccessTokenGrant, SignedToken, TokenResponse};
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
 use crate::domain::audit::{AuditEvent, Outcome};
+use crate::domain::client_metadata::is_document_url;
 use crate::domain::delegated::{
     ClientType, DelegatedClient, OfflineAccess, REDIRECT_URIS_MAX, preset, preset_names, valid_pkce_string,
     validate_lifetimes, validate_redirect_uri,
@@ -240,6 +241,9 @@ impl App {
         let client_id =
             p.client_id.as_deref().ok_or_else(|| AuthorizeError::Page("client_id is required".into()))?;
         let client = match self.store.oauth_client(client_id).await {
+            _ if is_document_url(client_id) => {
+                self.metadata_document_client(client_id).await.map_err(AuthorizeError::Page)?
+            }
             Ok(Some(r)) => r.client,
             Ok(None) => return Err(AuthorizeError::Page("unknown client".into())),
             Err(e) => {
@@ -365,7 +369,7 @@ impl App {
     /// Whether the user approved this client and scope before. Clients that
     /// registered themselves are never trusted so far: they always ask.
     pub async fn has_consent(&self, user: &User, request: &AuthorizationRequest) -> Result<bool, AppError> {
-        if request.client.registration == Registration::Dynamic {
+        if request.client.registration != Registration::Admin {
             return Ok(false);
         }
         Ok(self
@@ -394,9 +398,16 @@ impl App {
                 .await?;
         }
         let at = to_micros(now());
-        if request.client.registration == Registration::Dynamic {
-            self.within_dynamic_quotas(&request.client.client_id, at).await?;
-            self.store.mark_client_approved(&request.client.client_id, at).await?;
+        match request.client.registration {
+            Registration::Admin => {}
+            Registration::Dynamic => {
+                self.within_dynamic_quotas(&request.client.client_id, at).await?;
+                self.store.mark_client_approved(&request.client.client_id, at).await?;
+            }
+            Registration::MetadataDocument => {
+                self.keep_metadata_document_client(&request.client).await?;
+                self.within_dynamic_quotas(&request.client.client_id, at).await?;
+            }
         }
         let code = new_secret(SecretKind::AuthorizationCode);
         self.store
@@ -464,6 +475,19 @@ impl App {
         secret: Option<&str>,
     ) -> Result<DelegatedClient, OAuthError> {
         let failed = || OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication failed");
+        if is_document_url(client_id) {
+            let client = self
+                .metadata_document_client(client_id)
+                .await
+                .map_err(|why| OAuthError::new(OAuthErrorCode::InvalidClient, why))?;
+            return match secret {
+                None => Ok(client),
+                Some(_) => Err(OAuthError::new(
+                    OAuthErrorCode::InvalidClient,
+                    "clients with a metadata document do not authenticate with a secret",
+                )),
+            };
+        }
         let record = self.store.oauth_client(client_id).await.map_err(|e| {
             tracing::error!(error = %e, "client lookup failed");
             failed()

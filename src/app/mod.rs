@@ -7,6 +7,7 @@ mod api_tokens;
 mod audit_sink;
 mod auth;
 mod client_cache;
+mod client_metadata;
 mod clients;
 mod connections;
 mod delegated;
@@ -62,6 +63,8 @@ pub struct App {
     /// For talking to other systems: through [`App::outbound_http`] only.
     http: outbound_http::OutboundHttp,
     clients: Arc<client_cache::ClientCache>,
+    /// Client metadata documents fetched by this node.
+    metadata_documents: client_metadata::DocumentCache,
     /// The issuer, byte-identical wherever it appears (SPEC §5).
     pub issuer: String,
 }
@@ -144,6 +147,7 @@ impl App {
         Ok(App {
             usage: usage::UsageRecorder::default(),
             http: outbound_http::OutboundHttp::new()?,
+            metadata_documents: Default::default(),
             clients,
             audit: AuditSink::spawn(store.clone()),
             store,

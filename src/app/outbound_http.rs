@@ -67,7 +67,12 @@ impl App {
 
     /// The client to call `url` with, if keyward may call it at all.
     pub async fn outbound_http(&self, url: &str) -> Result<&reqwest::Client, AppError> {
-        let allow_private = self.allow_private_addresses().await;
+        self.outbound_http_for(url, self.allow_private_addresses().await)
+    }
+
+    /// [`App::outbound_http`] under a rule of the caller's: whether private
+    /// and loopback addresses are allowed.
+    pub fn outbound_http_for(&self, url: &str, allow_private: bool) -> Result<&reqwest::Client, AppError> {
         let parsed = url::Url::parse(url).map_err(|_| AppError::Invalid("the target is not a URL".into()))?;
         check_outbound_target(&parsed, allow_private)
             .map_err(|why| AppError::Forbidden(format!("keyward does not call this address: it {why}")))?;

@@ -5,6 +5,7 @@ pub mod api_token;
 pub mod audit;
 pub mod caller;
 pub mod client;
+pub mod client_metadata;
 pub mod connection;
 pub mod delegated;
 pub mod oauth;

@@ -11,12 +11,14 @@ use serde::{Deserialize, Serialize};
 
 /// How a delegated client came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Registration {
     /// By an admin, through `/oauth/v1/register/`.
     Admin,
     /// By the client itself, through RFC 7591.
     Dynamic,
+    /// Its `client_id` is the URL of its metadata document.
+    MetadataDocument,
 }
 
 impl Registration {
@@ -24,6 +26,7 @@ impl Registration {
         match self {
             Registration::Admin => "admin",
             Registration::Dynamic => "dynamic",
+            Registration::MetadataDocument => "metadata_document",
         }
     }
 
@@ -31,6 +34,7 @@ impl Registration {
         match s {
             "admin" => Some(Registration::Admin),
             "dynamic" => Some(Registration::Dynamic),
+            "metadata_document" => Some(Registration::MetadataDocument),
             _ => None,
         }
     }

@@ -47,6 +47,10 @@ pub const DYNAMIC_TRUSTED_HOSTS: &str = "keyward.oauth.dynamic_registration.trus
 pub const DYNAMIC_MAX_UNAPPROVED: &str = "keyward.oauth.dynamic_registration.max_unapproved_clients";
 pub const DYNAMIC_CODE_QUOTA: &str = "keyward.oauth.dynamic_registration.codes_per_client";
 pub const DYNAMIC_GRANT_QUOTA: &str = "keyward.oauth.dynamic_registration.grants_per_client";
+pub const CLIENT_METADATA_DOCUMENTS: &str = "keyward.oauth.client_metadata.enabled";
+pub const CLIENT_METADATA_ALLOW_PRIVATE: &str = "keyward.oauth.client_metadata.allow_private_addresses";
+pub const CLIENT_METADATA_ALLOWED_HOSTS: &str = "keyward.oauth.client_metadata.allowed_hosts";
+pub const CLIENT_METADATA_DENIED_HOSTS: &str = "keyward.oauth.client_metadata.denied_hosts";
 
 /// Every setting keyward knows. Unknown keys are refused, so a typo never
 /// silently configures nothing.
@@ -164,6 +168,32 @@ pub static SETTINGS: &[SettingSpec] = &[
         kind: SettingKind::Integer { min: 1, max: 10_000_000, unit: "grants" },
         default: "100000",
         description: "How many active grants (users' authorizations) one self-registered client may hold.",
+    },
+    SettingSpec {
+        key: CLIENT_METADATA_DOCUMENTS,
+        kind: SettingKind::Bool,
+        default: "true",
+        description: "Accept https URLs as client ids (Client ID Metadata Documents): keyward fetches the \
+                      client's metadata from there.",
+    },
+    SettingSpec {
+        key: CLIENT_METADATA_ALLOW_PRIVATE,
+        kind: SettingKind::Bool,
+        default: "false",
+        description: "Let client metadata documents be fetched from loopback or private addresses \
+                      (development and tests only).",
+    },
+    SettingSpec {
+        key: CLIENT_METADATA_ALLOWED_HOSTS,
+        kind: SettingKind::Hosts,
+        default: "",
+        description: "If not empty, the only hosts whose client metadata documents are accepted.",
+    },
+    SettingSpec {
+        key: CLIENT_METADATA_DENIED_HOSTS,
+        kind: SettingKind::Hosts,
+        default: "",
+        description: "Hosts whose client metadata documents are refused.",
     },
 ];
 

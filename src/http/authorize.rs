@@ -41,6 +41,8 @@ struct ConsentPage<'a> {
     self_registered: bool,
     /// Access goes to a program on this very computer.
     loopback: bool,
+    /// The host of the client's metadata document (URL client ids).
+    document_host: Option<String>,
 }
 
 #[derive(Template)]
@@ -266,6 +268,9 @@ pub async fn authorize(
                     })
                     .unwrap_or_default(),
                 self_registered: request.client.registration == Registration::Dynamic,
+                document_host: (request.client.registration == Registration::MetadataDocument)
+                    .then(|| url::Url::parse(&request.client.client_id).ok()?.host_str().map(str::to_owned))
+                    .flatten(),
                 loopback: url::Url::parse(&request.redirect_uri).is_ok_and(|u| {
                     u.scheme() == "http" && matches!(u.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
                 }),

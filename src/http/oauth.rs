@@ -288,7 +288,9 @@ pub async fn revoke(
     // Delegated clients (public ones by id alone, as at the token
     // endpoint) revoke their own tokens too, RFC 7009 §2.1.
     let (id, secret) = client_credentials(&headers, &params)?;
-    let client_id = if id.starts_with(DELEGATED_CLIENT_PREFIX) {
+    let delegated =
+        id.starts_with(DELEGATED_CLIENT_PREFIX) || crate::domain::client_metadata::is_document_url(&id);
+    let client_id = if delegated {
         app.authenticate_oauth_client(&id, secret.as_deref()).await?.client_id
     } else {
         authenticated_client(&app, &headers, &params, addr).await?.client_id
@@ -326,8 +328,13 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
         "authorization_response_iss_parameter_supported": true,
         "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
     });
-    if let (Some(url), Some(fields)) = (registration, document.as_object_mut()) {
-        fields.insert("registration_endpoint".into(), Value::from(url));
+    if let Some(fields) = document.as_object_mut() {
+        if let Some(url) = registration {
+            fields.insert("registration_endpoint".into(), Value::from(url));
+        }
+        if app.metadata_documents_enabled().await {
+            fields.insert("client_id_metadata_document_supported".into(), Value::from(true));
+        }
     }
     Json(document)
 }

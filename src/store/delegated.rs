@@ -120,7 +120,7 @@ impl TryFrom<OAuthClientRow> for OAuthClientRecord {
         let offline_access =
             OfflineAccess::parse(&r.offline_access).ok_or_else(|| corrupt("an unknown offline_access"))?;
         let metadata = match registration {
-            Registration::Admin => None,
+            Registration::Admin | Registration::MetadataDocument => None,
             Registration::Dynamic => {
                 Some(serde_json::from_str(&r.metadata).map_err(|_| corrupt("bad metadata"))?)
             }
@@ -274,6 +274,32 @@ impl Store {
             Ok(OAuthClientRecord::try_from(row)?.client)
         })
         .await
+    }
+
+    /// Inserts or refreshes the record of a client whose id is its
+    /// metadata document's URL (as last fetched).
+    pub async fn upsert_metadata_document_client(&self, client: &DelegatedClient) -> StoreResult<()> {
+        exec(
+            &self.pool,
+            "INSERT INTO oauth_clients (client_id, name, redirect_uris, client_type, secret_hash, \
+             refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at, registration, \
+             offline_access, first_authorized_at) \
+             VALUES ($1, $2, $3, 'public', NULL, $4, $5, 1, $6, $6, 'metadata_document', $7, $6) \
+             ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, redirect_uris = excluded.redirect_uris, \
+             offline_access = excluded.offline_access, updated_at = excluded.updated_at \
+             WHERE oauth_clients.registration = 'metadata_document'",
+            params![
+                &client.client_id,
+                &client.name,
+                resources_json(&client.redirect_uris),
+                client.refresh_token_lifetime,
+                client.access_token_lifetime,
+                to_micros(now()),
+                client.offline_access.as_str(),
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
     pub async fn oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRecord>> {

@@ -18,6 +18,7 @@ on_both_backends!(
     quotas_and_concurrent_registrations,
     grace_window_up_to_the_access_lifetime,
     offline_access_always_for_admin_clients,
+    metadata_document_urls_are_checked,
 );
 
 const DCR: &str = "/oauth/v2/register/";
@@ -446,4 +447,57 @@ async fn offline_access_always_for_admin_clients(backend: Backend) {
     let tokens = json_with_status(code_exchange(&s, &form).await, 200).await;
     assert_eq!(tokens["scope"], "mcp offline_access");
     assert!(tokens["refresh_token"].is_string());
+}
+
+async fn metadata_document_urls_are_checked(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    assert_eq!(s.as_metadata().await["client_id_metadata_document_supported"], true);
+    let page = |client_id: String| {
+        let (url, _) = authorize_url(
+            &s,
+            &url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect::<String>(),
+            LOOPBACK,
+            "",
+        );
+        async move {
+            let r = Browser::new().get(&url).await;
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // A loopback document is refused by default (no fetch to private addresses).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let local = format!("https://127.0.0.1:{port}/client.json");
+    let (status, html) = page(local.clone()).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("does not call this address"), "{html}");
+    // Allowed for development: a server that does not speak TLS is an error, not a 500.
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await;
+        }
+    });
+    s.set("keyward.oauth.client_metadata.allow_private_addresses", "true").await;
+    let (status, html) = page(local.clone()).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("could not be fetched"), "{html}");
+    // Not a document URL: http, no path, a fragment.
+    for bad in ["http://client.example/m.json", "https://client.example/", "https://client.example/m.json#x"]
+    {
+        let (status, _) = page(bad.to_string()).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    // Denied hosts, and switched off.
+    s.set("keyward.oauth.client_metadata.denied_hosts", "127.0.0.1").await;
+    assert!(page(local.clone()).await.1.contains("not accepted"));
+    s.set("keyward.oauth.client_metadata.denied_hosts", "").await;
+    s.set("keyward.oauth.client_metadata.allowed_hosts", "clients.example").await;
+    assert!(page(local.clone()).await.1.contains("not accepted"));
+    s.set("keyward.oauth.client_metadata.enabled", "false").await;
+    assert!(page(local.clone()).await.1.contains("not accepted here"));
+    assert!(s.as_metadata().await.get("client_id_metadata_document_supported").is_none());
+    // At the token endpoint: invalid_client, never a 500.
+    let form = [("grant_type", "authorization_code"), ("code", "kwac_x"), ("client_id", local.as_str())];
+    oauth_error(code_exchange(&s, &form).await, 401, "invalid_client").await;
 }

@@ -1,0 +1,125 @@
+//! Client ID Metadata Documents: fetching a URL client id's document
+//! (https, public addresses unless allowed, no redirects, a deadline and a
+//! size cap), keeping it as long as its HTTP caching allows, and letting
+//! concurrent requests for one URL share one fetch.
+
+use super::{App, AppError};
+use crate::domain::client_metadata::{DOCUMENT_MAX_BYTES, cache_seconds, client_from_document, document_url};
+use crate::domain::delegated::DelegatedClient;
+use crate::domain::settings::{
+    CLIENT_METADATA_ALLOW_PRIVATE, CLIENT_METADATA_ALLOWED_HOSTS, CLIENT_METADATA_DENIED_HOSTS,
+    CLIENT_METADATA_DOCUMENTS,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// URLs kept at once; past it, expired entries go (and then all, if need be).
+const CACHE_MAX_ENTRIES: usize = 10_000;
+
+/// One URL's slot: its lock makes concurrent requests wait for one fetch.
+type Slot = Arc<tokio::sync::Mutex<Option<(DelegatedClient, Instant)>>>;
+
+/// Fetched documents, per node.
+#[derive(Default)]
+pub struct DocumentCache {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl DocumentCache {
+    fn slot(&self, url: &str) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() >= CACHE_MAX_ENTRIES && !slots.contains_key(url) {
+            let now = Instant::now();
+            slots.retain(|_, s| {
+                s.try_lock().map(|e| e.as_ref().is_some_and(|(_, until)| *until > now)).unwrap_or(true)
+            });
+            if slots.len() >= CACHE_MAX_ENTRIES {
+                slots.clear();
+            }
+        }
+        slots.entry(url.to_string()).or_default().clone()
+    }
+}
+
+impl App {
+    /// Whether URL client ids are accepted (and advertised).
+    pub async fn metadata_documents_enabled(&self) -> bool {
+        self.setting(CLIENT_METADATA_DOCUMENTS).await.map(|s| s.as_bool()).unwrap_or(false)
+    }
+
+    /// The client a metadata document URL describes, fetched or cached.
+    /// The error says why it cannot be used, for the person or the client.
+    pub async fn metadata_document_client(&self, client_id: &str) -> Result<DelegatedClient, String> {
+        if !self.metadata_documents_enabled().await {
+            return Err("URL client ids (client metadata documents) are not accepted here".into());
+        }
+        let url = document_url(client_id).map_err(|why| format!("the client_id {why}"))?;
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let listed = |key: &'static str| async move {
+            self.setting(key).await.map(|s| s.as_hosts()).unwrap_or_default()
+        };
+        let allowed = listed(CLIENT_METADATA_ALLOWED_HOSTS).await;
+        if listed(CLIENT_METADATA_DENIED_HOSTS).await.contains(&host)
+            || !allowed.is_empty() && !allowed.contains(&host)
+        {
+            return Err(format!("client metadata documents from {host} are not accepted here"));
+        }
+        let slot = self.metadata_documents.slot(client_id);
+        let mut entry = slot.lock().await;
+        if let Some((client, until)) = entry.as_ref()
+            && *until > Instant::now()
+        {
+            return Ok(client.clone());
+        }
+        let (client, keep) = self.fetch_metadata_document(client_id).await?;
+        *entry = keep.map(|seconds| (client.clone(), Instant::now() + Duration::from_secs(seconds)));
+        Ok(client)
+    }
+
+    async fn fetch_metadata_document(&self, url: &str) -> Result<(DelegatedClient, Option<u64>), String> {
+        let allow_private =
+            self.setting(CLIENT_METADATA_ALLOW_PRIVATE).await.map(|s| s.as_bool()).unwrap_or(false);
+        let http = self.outbound_http_for(url, allow_private).map_err(|e| e.to_string())?;
+        let unreachable = |e: reqwest::Error| {
+            format!("the client metadata document could not be fetched: {}", e.without_url())
+        };
+        let mut response = http
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(FETCH_TIMEOUT)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if !response.status().is_success() {
+            return Err(format!(
+                "the client metadata document answered {} (redirects are not followed)",
+                response.status().as_u16()
+            ));
+        }
+        let keep = cache_seconds(
+            response.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()),
+        );
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            if body.len() + chunk.len() > DOCUMENT_MAX_BYTES {
+                return Err(format!(
+                    "the client metadata document is larger than {DOCUMENT_MAX_BYTES} bytes"
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let client = client_from_document(url, &body)?;
+        Ok((client, keep))
+    }
+
+    /// Stores (or refreshes) a URL client's record, so that its codes,
+    /// grants and consents hang on it like any client's.
+    pub(super) async fn keep_metadata_document_client(
+        &self,
+        client: &DelegatedClient,
+    ) -> Result<(), AppError> {
+        Ok(self.store.upsert_metadata_document_client(client).await?)
+    }
+}

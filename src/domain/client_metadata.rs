@@ -1,0 +1,227 @@
+//! Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-
+//! document, as the MCP 2026-07-28 revision profiles it): a client whose
+//! `client_id` is an https URL publishes its metadata there. These are the
+//! rules for such a URL and its document; fetching is the app's.
+
+use super::delegated::{ClientType, DelegatedClient, OfflineAccess, REDIRECT_URIS_MAX};
+use super::registration::{DYNAMIC_ACCESS_LIFETIME, DYNAMIC_REFRESH_LIFETIME, Registration};
+use serde::Deserialize;
+
+/// Documents larger than this are refused (the draft suggests 5 KB).
+pub const DOCUMENT_MAX_BYTES: usize = 16 * 1024;
+pub const URL_MAX_LEN: usize = 2_048;
+/// How long a fetched document is kept when it says nothing, and the bounds
+/// of what its `Cache-Control: max-age` may say (seconds).
+pub const DEFAULT_CACHE_SECONDS: u64 = 300;
+pub const MAX_CACHE_SECONDS: u64 = 86_400;
+
+/// Whether `client_id` is meant as a metadata document's URL: https, a
+/// host, a path beyond `/`, no fragment, user information or dot segments.
+pub fn is_document_url(client_id: &str) -> bool {
+    document_url(client_id).is_ok()
+}
+
+/// The URL of a metadata document, or why `client_id` is not one.
+pub fn document_url(client_id: &str) -> Result<url::Url, String> {
+    if !client_id.starts_with("https://") {
+        return Err("is not an https URL".into());
+    }
+    if client_id.len() > URL_MAX_LEN {
+        return Err(format!("is longer than {URL_MAX_LEN} characters"));
+    }
+    if client_id.contains('#') || client_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not have a fragment or spaces".into());
+    }
+    let url = url::Url::parse(client_id).map_err(|_| "is not a URL".to_string())?;
+    if !url.username().is_empty() || url.password().is_some() || url.host_str().is_none() {
+        return Err("must have a host and no user information".into());
+    }
+    if url.path() == "/" || client_id.split('/').skip(3).any(|s| s == "." || s == "..") {
+        return Err("needs a path (and no dot segments)".into());
+    }
+    // The document's own client_id must equal this string byte for byte;
+    // a URL the parser rewrites could never match, so refuse it up front.
+    if url.as_str() != client_id {
+        return Err("is not in its normal form".into());
+    }
+    Ok(url)
+}
+
+#[derive(Debug, Deserialize)]
+struct Document {
+    client_id: String,
+    #[serde(default)]
+    client_name: Option<String>,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    grant_types: Option<Vec<String>>,
+    #[serde(default)]
+    response_types: Option<Vec<String>>,
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
+    #[serde(default)]
+    client_secret: Option<serde_json::Value>,
+}
+
+/// A client as its document describes it: public, PKCE, loopback redirect
+/// URIs without a port matching any port.
+pub fn client_from_document(url: &str, body: &[u8]) -> Result<DelegatedClient, String> {
+    let doc: Document =
+        serde_json::from_slice(body).map_err(|e| format!("the document is not client metadata: {e}"))?;
+    if doc.client_id != url {
+        return Err("the document's client_id is not the URL it was fetched from".into());
+    }
+    if doc.client_secret.is_some() {
+        return Err("a metadata document must not carry a client_secret".into());
+    }
+    match doc.token_endpoint_auth_method.as_deref() {
+        None | Some("none") => {}
+        Some(other) => {
+            return Err(format!(
+                "token_endpoint_auth_method {:?} is not supported for metadata documents; use none",
+                other.chars().take(64).collect::<String>()
+            ));
+        }
+    }
+    if doc.redirect_uris.is_empty() || doc.redirect_uris.len() > REDIRECT_URIS_MAX {
+        return Err(format!("redirect_uris must list 1 to {REDIRECT_URIS_MAX} URIs"));
+    }
+    for uri in &doc.redirect_uris {
+        super::delegated::validate_redirect_uri(uri)
+            .or_else(|e| if native_scheme(uri) { Ok(()) } else { Err(e) })?;
+    }
+    let grants = doc.grant_types.unwrap_or_else(|| vec!["authorization_code".into()]);
+    if !grants.iter().any(|g| g == "authorization_code") {
+        return Err("grant_types must include authorization_code".into());
+    }
+    if doc.response_types.is_some_and(|r| !r.iter().any(|t| t == "code")) {
+        return Err("response_types must include code".into());
+    }
+    let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+    let name = doc
+        .client_name
+        .map(|n| n.chars().filter(|c| !c.is_control()).take(200).collect::<String>())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| host.clone());
+    Ok(DelegatedClient {
+        client_id: url.to_string(),
+        name,
+        redirect_uris: doc.redirect_uris,
+        grant_type: ClientType::Public,
+        refresh_token_lifetime: DYNAMIC_REFRESH_LIFETIME,
+        access_token_lifetime: DYNAMIC_ACCESS_LIFETIME,
+        pkce_enabled: true,
+        created_at: super::now(),
+        registration: Registration::MetadataDocument,
+        offline_access: if grants.iter().any(|g| g == "refresh_token") {
+            OfflineAccess::Always
+        } else {
+            OfflineAccess::OnRequest
+        },
+    })
+}
+
+/// A native app's own scheme (RFC 8252 §7.1), e.g. `com.example.app:/cb`.
+fn native_scheme(uri: &str) -> bool {
+    super::registration::dynamic_redirect_uri_allowed(uri, &[]).is_ok() && !uri.starts_with("http")
+}
+
+/// How long to keep a document, from its `Cache-Control` (None: not at all).
+pub fn cache_seconds(cache_control: Option<&str>) -> Option<u64> {
+    let Some(value) = cache_control else { return Some(DEFAULT_CACHE_SECONDS) };
+    let directives: Vec<String> = value.split(',').map(|d| d.trim().to_ascii_lowercase()).collect();
+    if directives.iter().any(|d| d == "no-store" || d == "no-cache" || d == "private") {
+        return None;
+    }
+    let max_age =
+        directives.iter().find_map(|d| d.strip_prefix("max-age=")?.trim_matches('"').parse::<u64>().ok());
+    match max_age {
+        Some(0) => None,
+        Some(n) => Some(n.min(MAX_CACHE_SECONDS)),
+        None => Some(DEFAULT_CACHE_SECONDS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "https://client.example/oauth/metadata.json";
+
+    #[test]
+    fn urls() {
+        assert!(is_document_url(URL));
+        for bad in [
+            "http://client.example/m.json",
+            "https://client.example/",
+            "https://client.example",
+            "https://u@client.example/m.json",
+            "https://client.example/a/../m.json",
+            "https://client.example/m.json#x",
+            "https://CLIENT.example/m.json",
+            "oac_0123",
+        ] {
+            assert!(!is_document_url(bad), "{bad}");
+        }
+    }
+
+    fn doc(v: serde_json::Value) -> Vec<u8> {
+        v.to_string().into_bytes()
+    }
+
+    #[test]
+    fn documents() {
+        // Claude Code's shape: loopback without a port, any port matches.
+        let c = client_from_document(
+            URL,
+            &doc(serde_json::json!({
+                "client_id": URL, "client_name": "Claude Code",
+                "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"],
+                "grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "none"
+            })),
+        )
+        .unwrap();
+        assert_eq!(c.grant_type, ClientType::Public);
+        assert!(c.matching_redirect_uri("http://localhost:54321/callback").is_some());
+        assert!(c.matching_redirect_uri("http://localhost:54321/other").is_none());
+        assert_eq!(c.offline_access, OfflineAccess::Always);
+        for (bad, says) in [
+            (
+                serde_json::json!({"client_id": "https://other.example/m.json", "redirect_uris": ["http://localhost/cb"]}),
+                "client_id",
+            ),
+            (
+                serde_json::json!({"client_id": format!("{URL}/"), "redirect_uris": ["http://localhost/cb"]}),
+                "client_id",
+            ),
+            (serde_json::json!({"client_id": URL, "redirect_uris": []}), "redirect_uris"),
+            (serde_json::json!({"client_id": URL, "redirect_uris": ["http://evil.example/cb"]}), "https"),
+            (
+                serde_json::json!({"client_id": URL, "redirect_uris": ["http://localhost/cb"], "client_secret": "x"}),
+                "client_secret",
+            ),
+            (
+                serde_json::json!({"client_id": URL, "redirect_uris": ["http://localhost/cb"], "token_endpoint_auth_method": "private_key_jwt"}),
+                "none",
+            ),
+            (
+                serde_json::json!({"client_id": URL, "redirect_uris": ["http://localhost/cb"], "grant_types": ["client_credentials"]}),
+                "authorization_code",
+            ),
+            (serde_json::json!(["not", "an", "object"]), "not client metadata"),
+        ] {
+            let e = client_from_document(URL, &doc(bad.clone())).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn caching() {
+        assert_eq!(cache_seconds(None), Some(DEFAULT_CACHE_SECONDS));
+        assert_eq!(cache_seconds(Some("public, max-age=60")), Some(60));
+        assert_eq!(cache_seconds(Some("max-age=999999999")), Some(MAX_CACHE_SECONDS));
+        assert_eq!(cache_seconds(Some("no-store")), None);
+        assert_eq!(cache_seconds(Some("max-age=0")), None);
+    }
+}
