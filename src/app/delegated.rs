@@ -386,17 +386,6 @@ impl App {
         request: &AuthorizationRequest,
         newly: bool,
     ) -> Result<String, AppError> {
-        if newly {
-            let event = AuditEvent::success(
-                Actor::User(user.id),
-                "consent.granted",
-                format!("oauth_client:{}", request.client.client_id),
-            )
-            .with_detail(json!({"scope": request.scope}));
-            self.store
-                .add_consent(user.id, &request.client.client_id, &request.scope, &request.resources, event)
-                .await?;
-        }
         let at = to_micros(now());
         match request.client.registration {
             Registration::Admin => {}
@@ -408,6 +397,17 @@ impl App {
                 self.keep_metadata_document_client(&request.client).await?;
                 self.within_dynamic_quotas(&request.client.client_id, at).await?;
             }
+        }
+        if newly {
+            let event = AuditEvent::success(
+                Actor::User(user.id),
+                "consent.granted",
+                format!("oauth_client:{}", request.client.client_id),
+            )
+            .with_detail(json!({"scope": request.scope}));
+            self.store
+                .add_consent(user.id, &request.client.client_id, &request.scope, &request.resources, event)
+                .await?;
         }
         let code = new_secret(SecretKind::AuthorizationCode);
         self.store

@@ -101,12 +101,10 @@ class MemoryStorage(TokenStorage):
         self.client_info = client_info
 
 
-@pytest.mark.parametrize("registration", ["dynamic", "pre-registered"])
-def test_python_sdk(keyward, protected_mcp, registration):
-    storage = MemoryStorage()
-    if registration == "pre-registered":
-        storage.client_info = OAuthClientInformationFull(
-            client_id=pre_registered_client(keyward), redirect_uris=[REDIRECT_URI], token_endpoint_auth_method="none")
+def run_python_client(keyward, server_url, client_info=None, client_metadata_url=None):
+    """Connects with the Python SDK, calls the tool, refreshes, calls again;
+    the storage it used."""
+    storage = MemoryStorage(client_info)
     answers = {}
 
     async def redirect_handler(authorization_url):
@@ -118,21 +116,22 @@ def test_python_sdk(keyward, protected_mcp, registration):
         return AuthorizationCodeResult(code=query["code"], state=query.get("state"), iss=query.get("iss"))
 
     provider = OAuthClientProvider(
-        server_url=protected_mcp,
+        server_url=server_url,
         client_metadata=OAuthClientMetadata(
             client_name="Python MCP SDK", redirect_uris=[REDIRECT_URI],
             grant_types=["authorization_code", "refresh_token"], token_endpoint_auth_method="none"),
-        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
+        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler,
+        client_metadata_url=client_metadata_url)
 
     async def session():
         http = httpx2.AsyncClient(auth=provider, timeout=30)
-        async with http, Client(streamable_http_client(protected_mcp, http_client=http)) as client:
+        async with http, Client(streamable_http_client(server_url, http_client=http)) as client:
             first = await client.call_tool("echo", {"text": "hello"})
             assert "echo: hello" in first.content[0].text
             assert "token passed through: False" in first.content[0].text
             token = storage.tokens.access_token
             claims = jwt_claims(token)
-            assert claims["aud"] == protected_mcp
+            assert claims["aud"] == server_url
             assert "tools" in claims["scope"].split()
             assert storage.tokens.refresh_token
             # The access token is used up: the SDK refreshes (with `resource`).
@@ -140,19 +139,28 @@ def test_python_sdk(keyward, protected_mcp, registration):
             second = await client.call_tool("echo", {"text": "again"})
             assert "echo: again" in second.content[0].text
             assert storage.tokens.access_token != token
-            assert jwt_claims(storage.tokens.access_token)["aud"] == protected_mcp
+            assert jwt_claims(storage.tokens.access_token)["aud"] == server_url
 
     anyio.run(session)
+    return storage
+
+
+@pytest.mark.parametrize("registration", ["dynamic", "pre-registered"])
+def test_python_sdk(keyward, protected_mcp, registration):
+    client_info = None
+    if registration == "pre-registered":
+        client_info = OAuthClientInformationFull(
+            client_id=pre_registered_client(keyward), redirect_uris=[REDIRECT_URI], token_endpoint_auth_method="none")
+    storage = run_python_client(keyward, protected_mcp, client_info=client_info)
     if registration == "dynamic":
         assert storage.client_info.client_id.startswith("oac_")
 
 
-@pytest.mark.parametrize("package", ["@modelcontextprotocol/sdk", "@modelcontextprotocol/client"])
-@pytest.mark.parametrize("registration", ["dynamic", "pre-registered"])
-def test_typescript_sdk(keyward, protected_mcp, package, registration):
-    client_id = pre_registered_client(keyward) if registration == "pre-registered" else ""
+def run_typescript_client(keyward, server_url, package, client):
+    """Drives tests/mcp/mcp_client.mjs: `client` is a pre-registered client
+    id, a metadata document URL, or empty (dynamic registration)."""
     node = subprocess.Popen(
-        ["node", NODE_CLIENT, package, protected_mcp, REDIRECT_URI, client_id],
+        ["node", NODE_CLIENT, package, server_url, REDIRECT_URI, client],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -169,7 +177,9 @@ def test_typescript_sdk(keyward, protected_mcp, package, registration):
         say(sign_in_and_consent(keyward, expect("AUTHORIZE")))
         assert "echo: hello" in expect("RESULT")
         token = expect("TOKEN")
-        assert jwt_claims(token)["aud"] == protected_mcp
+        assert jwt_claims(token)["aud"] == server_url
+        if client.startswith("https://"):
+            assert jwt_claims(token)["client_id"] == client
         # Revoked: the next call is refused, the SDK refreshes and goes on.
         revoked = requests.post(f"{keyward.base_url}/oauth/v2/revoke/",
                                 data={"token": token, "client_id": jwt_claims(token)["client_id"]})
@@ -181,3 +191,10 @@ def test_typescript_sdk(keyward, protected_mcp, package, registration):
     finally:
         if node.poll() is None:
             node.kill()
+
+
+@pytest.mark.parametrize("package", ["@modelcontextprotocol/sdk", "@modelcontextprotocol/client"])
+@pytest.mark.parametrize("registration", ["dynamic", "pre-registered"])
+def test_typescript_sdk(keyward, protected_mcp, package, registration):
+    client = pre_registered_client(keyward) if registration == "pre-registered" else ""
+    run_typescript_client(keyward, protected_mcp, package, client)

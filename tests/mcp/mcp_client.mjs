@@ -4,11 +4,15 @@
 // `echo` tool (`RESULT …`, `TOKEN …`); waits for a line; calls it again
 // (after the test revoked the token, so the SDK must refresh).
 //
-// Usage: node mcp_client.mjs PACKAGE SERVER_URL REDIRECT_URI [CLIENT_ID]
+// Usage: node mcp_client.mjs PACKAGE SERVER_URL REDIRECT_URI [CLIENT]
+// CLIENT: a pre-registered client id, a client metadata document's https
+// URL, or nothing (dynamic registration).
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 
-const [pkg, serverUrl, redirectUri, preRegistered] = process.argv.slice(2);
+const [pkg, serverUrl, redirectUri, client_ = ''] = process.argv.slice(2);
+const metadataUrl = client_.startsWith('https://') ? client_ : undefined;
+const preRegistered = metadataUrl ? undefined : client_;
 const v2 = pkg === '@modelcontextprotocol/client';
 const api = v2
   ? await import('@modelcontextprotocol/client')
@@ -27,6 +31,7 @@ class TestProvider {
     if (preRegistered) {
       this.info = { client_id: preRegistered, token_endpoint_auth_method: 'none' };
     } else {
+      this.clientMetadataUrl = metadataUrl;
       this.saveClientInformation = (info) => { this.info = info; };
     }
   }

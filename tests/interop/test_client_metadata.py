@@ -1,0 +1,202 @@
+"""Client ID Metadata Documents against a real https server on loopback,
+whose certificate keyward trusts through SSL_CERT_FILE (the platform's
+certificate store is replaced by the test CA): the official Python and
+TypeScript MCP SDKs with a URL client id, and every way a document can be
+wrong, slow, large, redirected or cached."""
+
+import concurrent.futures
+import datetime
+import http.server
+import ipaddress
+import json
+import ssl
+import threading
+import time
+import urllib.parse
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from test_delegated_oauth import admin_token, hidden
+from test_mcp_sdks import jwt_claims, protected_mcp, run_python_client, run_typescript_client  # noqa: F401 (fixture)
+
+
+def certificate(subject, issuer_key, issuer_name, public_key, ca):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+class DocumentHost:
+    """An https server on loopback: path -> (status, headers, body, delay)."""
+
+    def __init__(self, directory):
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyward test CA")])
+        ca = certificate(ca_name, ca_key, ca_name, ca_key.public_key(), True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf = certificate(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_key, ca_name,
+                           key.public_key(), False)
+        self.ca_file = f"{directory}/ca.pem"
+        with open(self.ca_file, "wb") as f:
+            f.write(ca.public_bytes(serialization.Encoding.PEM))
+        with open(f"{directory}/leaf.pem", "wb") as f:
+            f.write(leaf.public_bytes(serialization.Encoding.PEM))
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        self.documents, self.hits = {}, {}
+        host = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                host.hits[self.path] = host.hits.get(self.path, 0) + 1
+                status, headers, body, delay = host.documents.get(self.path, (404, {}, b"", 0))
+                time.sleep(delay)
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(f"{directory}/leaf.pem")
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.base_url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def document(self, path, redirect_uris=("http://127.0.0.1/callback",), status=200, headers=None, delay=0,
+                 **fields):
+        url = self.base_url + path
+        body = {"client_id": url, "client_name": "Document client", "redirect_uris": list(redirect_uris),
+                "grant_types": ["authorization_code", "refresh_token"], "token_endpoint_auth_method": "none"}
+        body.update(fields)
+        self.documents[path] = (status, {"content-type": "application/json", **(headers or {})},
+                                json.dumps(body).encode(), delay)
+        return url
+
+
+@pytest.fixture
+def document_host(tmp_path, monkeypatch):
+    host = DocumentHost(tmp_path)
+    # keyward (started after this fixture) trusts the test CA, and only it.
+    monkeypatch.setenv("SSL_CERT_FILE", host.ca_file)
+    yield host
+    host.server.shutdown()
+
+
+def allow_loopback_documents(keyward):
+    r = requests.put(f"{keyward.base_url}/admin/api/config/keyward.oauth.client_metadata.allow_private_addresses/",
+                     headers={"TOKEN": admin_token(keyward)}, json={"value": True})
+    assert r.status_code == 200, r.text
+
+
+def authorize_page(keyward, client_id, redirect_uri="http://127.0.0.1:5555/callback"):
+    query = urllib.parse.urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "state": "s",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "code_challenge_method": "S256"})
+    return requests.get(f"{keyward.base_url}/oauth/v1/authorize/?{query}", allow_redirects=False)
+
+
+def test_python_sdk_with_a_metadata_document(document_host, keyward, protected_mcp):
+    allow_loopback_documents(keyward)
+    url = document_host.document("/oauth/mcp-client.json")
+    storage = run_python_client(keyward, protected_mcp, client_metadata_url=url)
+    assert jwt_claims(storage.tokens.access_token)["client_id"] == url
+    assert storage.client_info.client_id == url
+
+
+@pytest.mark.parametrize("package", ["@modelcontextprotocol/sdk", "@modelcontextprotocol/client"])
+def test_typescript_sdk_with_a_metadata_document(document_host, keyward, protected_mcp, package):
+    allow_loopback_documents(keyward)
+    url = document_host.document("/oauth/ts-client.json")
+    run_typescript_client(keyward, protected_mcp, package, url)
+
+
+def test_documents_are_checked(document_host, keyward):
+    # Off by default for loopback: keyward fetches only from public addresses.
+    url = document_host.document("/good.json")
+    page = authorize_page(keyward, url)
+    assert page.status_code == 400 and "does not call this address" in page.text
+    assert document_host.hits.get("/good.json") is None
+    allow_loopback_documents(keyward)
+
+    # A good document: the consent page names its host (after sign-in).
+    page = authorize_page(keyward, url)
+    assert page.status_code == 200 and "Sign in" in page.text, page.text
+
+    cases = {
+        "/mismatch.json": (dict(client_id="https://other.example/client.json"), "not the URL"),
+        "/big.json": (dict(client_name="x" * 20000), "larger than"),
+        "/secret.json": (dict(client_secret="s3cr3t"), "client_secret"),
+        "/confidential.json": (dict(token_endpoint_auth_method="client_secret_basic"), "none"),
+        "/gone.json": (dict(status=404), "answered 404"),
+        "/moved.json": (dict(status=302, headers={"location": url}), "answered 302"),
+    }
+    for path, (fields, says) in cases.items():
+        doc_url = document_host.document(path, **fields)
+        page = authorize_page(keyward, doc_url)
+        assert page.status_code == 400 and says in page.text, (path, page.text)
+    # The request's redirect URI must be in the document.
+    page = authorize_page(keyward, url, redirect_uri="http://127.0.0.1:5555/elsewhere")
+    assert page.status_code == 400 and "not registered" in page.text
+    # Slow: given up within the deadline.
+    slow = document_host.document("/slow.json", delay=8)
+    started = time.monotonic()
+    page = authorize_page(keyward, slow)
+    assert page.status_code == 400 and "could not be fetched" in page.text
+    assert time.monotonic() - started < 7.5
+
+    # Caching: max-age is respected, no-store is not kept.
+    cached = document_host.document("/cached.json", headers={"cache-control": "max-age=60"})
+    fresh = document_host.document("/fresh.json", headers={"cache-control": "no-store"})
+    for _ in range(3):
+        assert authorize_page(keyward, cached).status_code == 200
+        assert authorize_page(keyward, fresh).status_code == 200
+    assert document_host.hits["/cached.json"] == 1
+    assert document_host.hits["/fresh.json"] == 3
+    # Ten at once for a new document: one fetch.
+    shared = document_host.document("/shared.json", delay=1)
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(lambda _: authorize_page(keyward, shared).status_code, range(10)))
+    assert statuses == [200] * 10
+    assert document_host.hits["/shared.json"] == 1
+
+
+def test_consent_names_the_document_host_and_is_always_asked(document_host, keyward):
+    allow_loopback_documents(keyward)
+    url = document_host.document("/consent.json")
+    page = authorize_page(keyward, url)
+    browser = requests.Session()
+    login = browser.get(page.url)
+    signed_in = browser.post(f"{keyward.base_url}/oauth/v1/login/", allow_redirects=False, data={
+        "username": keyward.username, "password": keyward.password,
+        "csrf": hidden(login.text, "csrf"), "return_to": hidden(login.text, "return_to")})
+    assert signed_in.status_code == 303
+    for _ in range(2):
+        consent = browser.get(page.url, allow_redirects=False)
+        assert consent.status_code == 200, "consent is asked every time"
+        assert "describes itself at\n<strong>127.0.0.1</strong>" in consent.text, consent.text
+        approved = browser.post(f"{keyward.base_url}/oauth/v1/authorize/", allow_redirects=False, data={
+            "csrf": hidden(consent.text, "csrf"), "request": hidden(consent.text, "request"), "decision": "approve"})
+        assert approved.status_code == 303 and "code=" in approved.headers["location"]
