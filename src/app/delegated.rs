@@ -240,11 +240,11 @@ impl App {
     ) -> Result<AuthorizationRequest, AuthorizeError> {
         let client_id =
             p.client_id.as_deref().ok_or_else(|| AuthorizeError::Page("client_id is required".into()))?;
-        let client = match self.store.oauth_client(client_id).await {
+        let (client, metadata) = match self.store.oauth_client(client_id).await {
             _ if is_document_url(client_id) => {
-                self.metadata_document_client(client_id).await.map_err(AuthorizeError::Page)?
+                (self.metadata_document_client(client_id).await.map_err(AuthorizeError::Page)?, None)
             }
-            Ok(Some(r)) => r.client,
+            Ok(Some(r)) => (r.client, r.metadata),
             Ok(None) => return Err(AuthorizeError::Page("unknown client".into())),
             Err(e) => {
                 tracing::error!(error = %e, "client lookup failed");
@@ -265,7 +265,14 @@ impl App {
             None => return Err(AuthorizeError::Page("redirect_uri is required".into())),
         };
         // From here on the client hears of errors at its redirect URI.
+        // A client that registered itself is not trusted with a redirect
+        // before a person approved it: its errors are a page, so that it
+        // cannot turn keyward into an open redirector.
+        let self_registered = client.registration != Registration::Admin;
         let fail = |e: OAuthError| {
+            if self_registered {
+                return AuthorizeError::Page(format!("{}: {}", e.code.as_str(), e.description));
+            }
             let mut params = vec![("error", e.code.as_str()), ("error_description", e.description.as_str())];
             if let Some(state) = &p.state {
                 params.push(("state", state.as_str()));
@@ -317,6 +324,21 @@ impl App {
         if client.offline_access == OfflineAccess::Always && !scopes.iter().any(|s| s == OFFLINE_ACCESS) {
             scopes.push(OFFLINE_ACCESS.to_string());
             scopes.sort();
+        }
+        // What a self-registered client said it would ask for is its limit.
+        if let Some(registered) = &metadata {
+            let refresh_ok = registered.grant_types.iter().any(|g| g == "refresh_token");
+            let within = |s: &String| match &registered.scope {
+                _ if s == OFFLINE_ACCESS => refresh_ok,
+                Some(listed) => listed.split(' ').any(|l| l == s),
+                None => true,
+            };
+            if let Some(outside) = scopes.iter().find(|s| !within(s)) {
+                return Err(fail(OAuthError::new(
+                    OAuthErrorCode::InvalidScope,
+                    format!("scope {outside:?} is outside what this client registered for"),
+                )));
+            }
         }
         Ok(AuthorizationRequest {
             client,
@@ -588,10 +610,11 @@ impl App {
             }
             (None, None) => {}
         }
-        let audience = narrowed_resources(&record.resources, resources)?;
+        let audience = narrowed_resources(&record.resources, resources, &self.issuer)?;
+        let scope = self.scopes_within(&record.scope, &record.resources, &audience).await?;
         let user = self.active_user(record.user_id).await?;
         let SignedToken { jwt: access_token, jti, exp } =
-            self.user_access_token(client, &user, &record.scope, &audience, "authorization_code");
+            self.user_access_token(client, &user, &scope, &audience, "authorization_code");
         // A refresh token only for a grant that includes offline_access.
         let refresh = record
             .scope
@@ -654,8 +677,9 @@ impl App {
         if state.rotated_at.is_some() {
             return self.replayed_refresh(&old_hash, &state, at).await;
         }
+        let audience = narrowed_resources(&state.grant.resources, resources, &self.issuer)?;
         let scope = narrowed_scope(&state.grant.scope, scope)?;
-        let audience = narrowed_resources(&state.grant.resources, resources)?;
+        let scope = self.scopes_within(&scope, &state.grant.resources, &audience).await?;
         let user = self.active_user(state.grant.user_id).await?;
         let rotate = client.grant_type == ClientType::Public
             || self.setting(ROTATE_CONFIDENTIAL_REFRESH).await.map(|s| s.as_bool()).unwrap_or(true);
@@ -777,8 +801,16 @@ fn narrowed_scope(granted: &str, requested: Option<&str>) -> Result<String, OAut
 }
 
 /// RFC 8707 §2.2: the resources of a token request narrow those granted.
-fn narrowed_resources(granted: &[String], requested: &[String]) -> Result<Vec<String>, OAuthError> {
-    if requested.is_empty() {
+fn narrowed_resources(
+    granted: &[String],
+    requested: &[String],
+    issuer: &str,
+) -> Result<Vec<String>, OAuthError> {
+    let mut requested = requested.to_vec();
+    requested.sort();
+    requested.dedup();
+    // Naming keyward itself is what a grant without a resource means.
+    if requested.is_empty() || granted.is_empty() && requested == [issuer] {
         return Ok(granted.to_vec());
     }
     // What was consented to is the limit: a grant for keyward alone (no
@@ -790,7 +822,7 @@ fn narrowed_resources(granted: &[String], requested: &[String]) -> Result<Vec<St
                 "resource {r:?} was not part of the authorization; ask for it at the authorization endpoint"
             ),
         )),
-        None => Ok(requested.to_vec()),
+        None => Ok(requested),
     }
 }
 

@@ -51,7 +51,7 @@ impl OutboundHttp {
         };
         Ok(OutboundHttp {
             public_only: build(reqwest::Client::builder().dns_resolver(Arc::new(PublicAddresses)))?,
-            any: build(reqwest::Client::builder())?,
+            any: build(reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(10)))?,
         })
     }
 }

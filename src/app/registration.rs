@@ -80,9 +80,22 @@ impl App {
     ) -> Result<DynamicClient, RegistrationFailure> {
         let policy = RegistrationPolicy::parse(&self.setting(DYNAMIC_REGISTRATION).await?.value);
         let at = to_micros(now());
+        if policy == RegistrationPolicy::Off {
+            return Err(RegistrationFailure::Off);
+        }
+        if policy == RegistrationPolicy::InitialAccessToken && initial_token.is_none() {
+            return Err(RegistrationFailure::InvalidToken(
+                "registration needs an initial access token (Authorization: Bearer)",
+            ));
+        }
+        // Checked before an initial access token is spent on it.
+        let metadata = self.accepted(meta).await?;
+        let cap = self.setting(DYNAMIC_MAX_UNAPPROVED).await?.as_i64().unwrap_or(1000);
+        if self.store.count_unapproved_dynamic_clients().await? >= cap {
+            return Err(RegistrationFailure::TooMany(cap));
+        }
         match policy {
-            RegistrationPolicy::Off => return Err(RegistrationFailure::Off),
-            RegistrationPolicy::Open => {}
+            RegistrationPolicy::Off | RegistrationPolicy::Open => {}
             RegistrationPolicy::InitialAccessToken => {
                 let token = initial_token.ok_or(RegistrationFailure::InvalidToken(
                     "registration needs an initial access token (Authorization: Bearer)",
@@ -96,11 +109,6 @@ impl App {
                     ));
                 }
             }
-        }
-        let metadata = self.accepted(meta).await?;
-        let cap = self.setting(DYNAMIC_MAX_UNAPPROVED).await?.as_i64().unwrap_or(1000);
-        if self.store.count_unapproved_dynamic_clients().await? >= cap {
-            return Err(RegistrationFailure::TooMany(cap));
         }
         let client_id = new_delegated_client_id();
         let client_type = metadata.client_type();
@@ -131,7 +139,13 @@ impl App {
             metadata: Some(metadata.clone()),
             registration_token_hash: Some(self.secrets.digest(&token)),
         };
-        let client = self.store.create_oauth_client(new, event).await?;
+        // The cap again, atomically with the insert: concurrent requests all
+        // saw room above.
+        let client = self
+            .store
+            .create_unapproved_client(new, cap, event)
+            .await?
+            .ok_or(RegistrationFailure::TooMany(cap))?;
         Ok(DynamicClient { client, metadata, client_secret: secret, registration_access_token: Some(token) })
     }
 
@@ -142,6 +156,12 @@ impl App {
         client_id: &str,
         token: Option<&str>,
     ) -> Result<DynamicClient, RegistrationFailure> {
+        // Switched off in an emergency: self-registered clients freeze too.
+        if RegistrationPolicy::parse(&self.setting(DYNAMIC_REGISTRATION).await?.value)
+            == RegistrationPolicy::Off
+        {
+            return Err(RegistrationFailure::Off);
+        }
         let denied =
             RegistrationFailure::InvalidToken("the registration access token is not valid for this client");
         let token =
@@ -211,7 +231,13 @@ impl App {
             "oauth_client.deleted",
             format!("oauth_client:{client_id}"),
         );
-        Ok(self.store.delete_oauth_client(client_id, event).await?)
+        match self.store.delete_oauth_client(client_id, event).await {
+            // Deleted by a concurrent request meanwhile: as unknown.
+            Err(crate::store::StoreError::NotFound) => Err(RegistrationFailure::InvalidToken(
+                "the registration access token is not valid for this client",
+            )),
+            done => Ok(done?),
+        }
     }
 
     /// Issues an initial access token (shown this once).

@@ -4,7 +4,10 @@
 use super::tokens::Rejected;
 use super::{App, AppError};
 use crate::domain::audit::AuditEvent;
-use crate::domain::oauth::{OAuthError, parse_scope};
+use crate::domain::oauth::{OAuthError, OAuthErrorCode, parse_scope};
+
+/// Resource indicators one request may name.
+const MAX_RESOURCES: usize = 10;
 use crate::domain::resource::{
     ProtectedResource, ScopeSpec, allowed_scopes, check_scopes, default_scopes, gateway_resource,
     validate_declaration, validate_name,
@@ -72,6 +75,9 @@ impl App {
                 ));
             }
         }
+        if indicator.as_deref() == Some(self.issuer.as_str()) {
+            return Err(AppError::Invalid("keyward itself is not a resource to declare".into()));
+        }
         let resource = ProtectedResource {
             name: name.to_string(),
             resource: indicator.unwrap_or_else(|| gateway_resource(&self.issuer, name)),
@@ -120,6 +126,12 @@ impl App {
             Some(raw) => parse_scope(raw)?,
             None => vec![],
         };
+        if resources.len() > MAX_RESOURCES {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidTarget,
+                format!("at most {MAX_RESOURCES} resources in one request"),
+            ));
+        }
         // The common case (keyward's own APIs) needs no lookup.
         let declared = if resources.is_empty() {
             vec![]
@@ -130,6 +142,14 @@ impl App {
             })?
         };
         let undeclared = declared.len() < resources.len();
+        if undeclared && !declared.is_empty() {
+            // One token for keyward's APIs and another server would let that
+            // server replay it against keyward.
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidTarget,
+                "a token is for declared resources or for keyward's own APIs, not both; ask for one token each",
+            ));
+        }
         if scopes.is_empty() {
             scopes = default_scopes(&declared, undeclared);
         }
@@ -164,6 +184,26 @@ impl App {
                 (s.to_string(), description)
             })
             .collect()
+    }
+
+    /// `scope` (space-separated) less what `audience` does not understand:
+    /// a token narrowed to fewer resources than its grant keeps only the
+    /// scopes that still have an addressee. Unchanged when nothing narrowed.
+    pub async fn scopes_within(
+        &self,
+        scope: &str,
+        granted: &[String],
+        audience: &[String],
+    ) -> Result<String, OAuthError> {
+        if granted == audience {
+            return Ok(scope.to_string());
+        }
+        let declared = self.store.resources_by_indicator(audience).await.map_err(|e| {
+            tracing::error!(error = %e, "resource lookup failed");
+            OAuthError::invalid_request("the request could not be completed; try again")
+        })?;
+        let allowed = allowed_scopes(&declared, declared.len() < audience.len());
+        Ok(scope.split(' ').filter(|s| allowed.iter().any(|a| a == s)).collect::<Vec<_>>().join(" "))
     }
 
     /// Every scope keyward or a declared resource understands (metadata).

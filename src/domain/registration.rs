@@ -159,24 +159,11 @@ fn bad_metadata(d: impl Into<String>) -> RegistrationError {
     RegistrationError::InvalidClientMetadata(d.into())
 }
 
-/// Schemes that are not a native app's own (RFC 8252 §7.1): following them
-/// would run script, read files or leave the app for something else.
-const FORBIDDEN_SCHEMES: &[&str] = &[
-    "javascript",
-    "data",
-    "file",
-    "vbscript",
-    "about",
-    "blob",
-    "filesystem",
-    "view-source",
-    "ftp",
-    "ws",
-    "wss",
-    "mailto",
-    "tel",
-    "sms",
-];
+/// Private-use schemes of MCP clients that predate RFC 8252's reverse-DNS
+/// rule. Any other scheme must be a reverse domain name (`com.example.app`),
+/// so that browsers' and operating systems' own launchers
+/// (`microsoft-edge:`, `intent:`, `search-ms:`, …) are never a target.
+const KNOWN_APP_SCHEMES: &[&str] = &["cursor", "vscode", "vscode-insiders", "windsurf", "claude", "zed"];
 
 /// The redirect-URI policy of self-registered clients: loopback http (any
 /// port), a native app's private-use scheme, or https on a host an admin
@@ -213,7 +200,9 @@ pub fn dynamic_redirect_uri_allowed(uri: &str, trusted_hosts: &[String]) -> Resu
                 ))
             }
         }
-        scheme if FORBIDDEN_SCHEMES.contains(&scheme) => bad("uses a scheme that is not an app's own"),
+        scheme if !KNOWN_APP_SCHEMES.contains(&scheme) && !scheme.contains('.') => {
+            bad("uses a scheme that is not an app's own (a reverse domain name such as com.example.app)")
+        }
         _ if url.cannot_be_a_base() && url.path().is_empty() => bad("needs a path after its scheme"),
         _ => Ok(()),
     }
@@ -228,8 +217,15 @@ fn optional_https(name: &str, value: Option<String>) -> Result<Option<String>, R
 
 fn short_text(name: &str, value: Option<String>, max: usize) -> Result<Option<String>, RegistrationError> {
     match value {
-        Some(v) if v.chars().count() > max || v.chars().any(char::is_control) => {
-            Err(bad_metadata(format!("{name} must be at most {max} characters, without control characters")))
+        // Format characters (bidi overrides, zero-width) would let a name
+        // read as another on the consent page.
+        Some(v)
+            if v.chars().count() > max
+                || v.chars().any(|c| c.is_control() || super::user::is_format_char(c)) =>
+        {
+            Err(bad_metadata(format!(
+                "{name} must be at most {max} characters, without control or format characters"
+            )))
         }
         v => Ok(v),
     }
@@ -367,6 +363,10 @@ mod tests {
             "javascript:alert(1)",
             "data:text/html,x",
             "file:///etc/passwd",
+            "microsoft-edge:https://evil.example/cb",
+            "intent://evil.example/#Intent;end",
+            "search-ms:query=x",
+            "x-safari-https://evil.example/cb",
             "https://claude.ai/cb#frag",
             "https://user@claude.ai/cb",
             "relative/path",
@@ -454,6 +454,11 @@ mod tests {
             ),
             (
                 serde_json::json!({"redirect_uris": ["http://localhost/cb"], "client_name": "x".repeat(300)}),
+                "invalid_client_metadata",
+                "client_name",
+            ),
+            (
+                serde_json::json!({"redirect_uris": ["http://localhost/cb"], "client_name": "Keyward \u{202e}nimdA"}),
                 "invalid_client_metadata",
                 "client_name",
             ),

@@ -97,7 +97,9 @@ pub fn validate_declaration(
                 "scope names are 1 to {SCOPE_NAME_MAX} printable characters without spaces, quotes or \\"
             ));
         }
-        if ANY_AUDIENCE_SCOPES.contains(&scope.name.as_str()) {
+        if ANY_AUDIENCE_SCOPES.contains(&scope.name.as_str())
+            || BUILTIN_RESOURCE_SCOPES.contains(&scope.name.as_str())
+        {
             return Err(format!("scope {:?} is keyward's own and cannot be declared", scope.name));
         }
         if scopes[..i].iter().any(|s| s.name == scope.name) {

@@ -43,6 +43,8 @@ struct ConsentPage<'a> {
     loopback: bool,
     /// The host of the client's metadata document (URL client ids).
     document_host: Option<String>,
+    /// Where the access may be used (resource indicators), if not keyward.
+    audiences: &'a [String],
 }
 
 #[derive(Template)]
@@ -271,6 +273,7 @@ pub async fn authorize(
                 document_host: (request.client.registration == Registration::MetadataDocument)
                     .then(|| url::Url::parse(&request.client.client_id).ok()?.host_str().map(str::to_owned))
                     .flatten(),
+                audiences: &request.resources,
                 loopback: url::Url::parse(&request.redirect_uri).is_ok_and(|u| {
                     u.scheme() == "http" && matches!(u.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
                 }),

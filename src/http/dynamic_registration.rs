@@ -59,7 +59,9 @@ impl IntoResponse for RegistrationReply {
                 let mut r = oauth_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "temporarily_unavailable",
-                    &format!("{cap} registered clients are waiting for a first approval; try again later"),
+                    &format!(
+                        "the limit of {cap} registered clients waiting for a first approval is reached; try again later"
+                    ),
                 );
                 r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("3600"));
                 r

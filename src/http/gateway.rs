@@ -22,6 +22,9 @@ type AppState = State<Arc<App>>;
 
 pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
 
+/// How long the upstream may take to start its answer.
+const UPSTREAM_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Request headers passed upstream: content negotiation and the MCP
 /// streamable-HTTP transport's own. Never `Authorization` or cookies.
 const FORWARDED_REQUEST_HEADERS: &[&str] = &[
@@ -180,9 +183,18 @@ pub async fn forward(State(app): AppState, request: axum::extract::Request) -> R
     for (name, value) in identity_headers(&app, &claims).await {
         upstream = upstream.header(name, value);
     }
-    let response = match upstream.send().await {
-        Ok(r) => r,
-        Err(e) => {
+    // The answer's head must come within the deadline; its body (a stream of
+    // events, say) may take as long as the upstream keeps it open.
+    let response = match tokio::time::timeout(UPSTREAM_HEAD_TIMEOUT, upstream.send()).await {
+        Ok(Ok(r)) => r,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the resource's server did not answer in time",
+            )
+            .into_response();
+        }
+        Ok(Err(e)) => {
             tracing::warn!(resource = %resource.name, error = %e.without_url(), "gateway upstream unreachable");
             return ApiError::new(StatusCode::BAD_GATEWAY, "the resource's server could not be reached")
                 .into_response();

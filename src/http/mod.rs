@@ -163,6 +163,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         // The gateway: browser-based MCP clients call it from other origins.
         .route("/r/{name}", axum::routing::any(gateway::forward))
+        .route("/r/{name}/", axum::routing::any(gateway::forward))
         .route("/r/{name}/{*path}", axum::routing::any(gateway::forward))
         .route(
             dynamic_registration::REGISTRATION_PATH,

@@ -236,44 +236,49 @@ pub(super) async fn revoke_grants_in(
     Ok(())
 }
 
+/// Inserts a delegated client in `conn`'s transaction.
+pub(super) async fn insert_oauth_client(
+    conn: &mut AnyConnection,
+    client: &NewOAuthClient,
+) -> StoreResult<DelegatedClient> {
+    let at = to_micros(now());
+    let sql = format!(
+        "INSERT INTO oauth_clients (client_id, name, redirect_uris, client_type, secret_hash, \
+         refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at, \
+         registration, metadata, registration_token_hash, offline_access) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13) RETURNING {OAUTH_CLIENT_COLUMNS}"
+    );
+    let row: OAuthClientRow = sqlx::query_as_with(
+        sqlx::AssertSqlSafe(sql),
+        params![
+            &client.client_id,
+            &client.name,
+            resources_json(&client.redirect_uris),
+            client.client_type.as_str(),
+            client.secret_hash.clone(),
+            client.refresh_token_lifetime,
+            client.access_token_lifetime,
+            i64::from(client.pkce_enabled),
+            at,
+            client.registration.as_str(),
+            client.metadata.as_ref().map_or_else(|| "{}".to_string(), metadata_json),
+            client.registration_token_hash.clone(),
+            client.offline_access.as_str(),
+        ]?,
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(conflict("an OAuth client with this id"))?;
+    Ok(OAuthClientRecord::try_from(row)?.client)
+}
+
 impl Store {
     pub async fn create_oauth_client(
         &self,
         client: NewOAuthClient,
         event: AuditEvent,
     ) -> StoreResult<DelegatedClient> {
-        self.write(event, None, async |tx, _| {
-            let at = to_micros(now());
-            let sql = format!(
-                "INSERT INTO oauth_clients (client_id, name, redirect_uris, client_type, secret_hash, \
-                 refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at, \
-                 registration, metadata, registration_token_hash, offline_access) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13) RETURNING {OAUTH_CLIENT_COLUMNS}"
-            );
-            let row: OAuthClientRow = sqlx::query_as_with(
-                sqlx::AssertSqlSafe(sql),
-                params![
-                    &client.client_id,
-                    &client.name,
-                    resources_json(&client.redirect_uris),
-                    client.client_type.as_str(),
-                    client.secret_hash.clone(),
-                    client.refresh_token_lifetime,
-                    client.access_token_lifetime,
-                    i64::from(client.pkce_enabled),
-                    at,
-                    client.registration.as_str(),
-                    client.metadata.as_ref().map_or_else(|| "{}".to_string(), metadata_json),
-                    client.registration_token_hash.clone(),
-                    client.offline_access.as_str(),
-                ]?,
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(conflict("an OAuth client with this id"))?;
-            Ok(OAuthClientRecord::try_from(row)?.client)
-        })
-        .await
+        self.write(event, None, async |tx, _| insert_oauth_client(tx, &client).await).await
     }
 
     /// Inserts or refreshes the record of a client whose id is its

@@ -1,8 +1,10 @@
 //! Dynamic client registration: how many self-registered clients wait for
 //! a first approval, what one holds, and initial access tokens.
 
+use super::delegated::insert_oauth_client;
 use super::*;
 use crate::domain::audit::AuditEvent;
+use crate::domain::delegated::DelegatedClient;
 
 impl Store {
     /// Self-registered clients no user has approved yet.
@@ -29,6 +31,34 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok((codes, grants))
+    }
+
+    /// Creates a self-registered client if fewer than `cap` wait for a first
+    /// approval, counted in the same write transaction (serialized with
+    /// other registrations); `None` when the cap is reached.
+    pub async fn create_unapproved_client(
+        &self,
+        client: NewOAuthClient,
+        cap: i64,
+        event: AuditEvent,
+    ) -> StoreResult<Option<DelegatedClient>> {
+        let backend = self.backend;
+        self.write_if(event, None, async |tx, _| {
+            if backend == Backend::Postgres {
+                // SQLite's BEGIN IMMEDIATE already serializes writers.
+                sqlx::query("SELECT pg_advisory_xact_lock(7591)").execute(&mut *tx).await?;
+            }
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM oauth_clients WHERE registration = 'dynamic' AND first_authorized_at IS NULL",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if waiting >= cap {
+                return Ok(None);
+            }
+            Ok(Some(insert_oauth_client(tx, &client).await?))
+        })
+        .await
     }
 
     /// Notes the first time a user approved `client_id` (kept once set).

@@ -19,6 +19,7 @@ on_both_backends!(
     grace_window_up_to_the_access_lifetime,
     offline_access_always_for_admin_clients,
     metadata_document_urls_are_checked,
+    self_registered_clients_get_no_redirect_before_consent_and_keep_to_their_registration,
 );
 
 const DCR: &str = "/oauth/v2/register/";
@@ -249,6 +250,32 @@ async fn policy_off_and_initial_access_tokens(backend: Backend) {
     let again = s.http.post(s.url(DCR)).bearer_auth(iat).json(&vscode_like()).send().await.unwrap();
     oauth_error(again, 401, "invalid_token").await;
     assert!(!crate::harness::database_dump(&s).contains(iat));
+    // Bad metadata does not spend a use.
+    let issued = json_with_status(
+        s.send(Method::POST, TOKENS, &admin)
+            .json(&json!({"name": "careful", "uses": 1}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let iat2 = issued["initial_access_token"].as_str().unwrap();
+    let bad = json!({"redirect_uris": ["https://evil.example/cb"]});
+    let r = s.http.post(s.url(DCR)).bearer_auth(iat2).json(&bad).send().await.unwrap();
+    oauth_error(r, 400, "invalid_redirect_uri").await;
+    let r = s.http.post(s.url(DCR)).bearer_auth(iat2).json(&vscode_like()).send().await.unwrap();
+    let managed = json_with_status(r, 201).await;
+    // Switched off: self-registered clients cannot change themselves either.
+    s.set("keyward.oauth.dynamic_registration", "off").await;
+    let r = s
+        .http
+        .get(managed["registration_client_uri"].as_str().unwrap())
+        .bearer_auth(managed["registration_access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    oauth_error(r, 403, "access_denied").await;
 }
 
 async fn redirect_policy_and_bad_input(backend: Backend) {
@@ -259,6 +286,8 @@ async fn redirect_policy_and_bad_input(backend: Backend) {
         "javascript:alert(1)",
         "http://localhost.evil.test/cb",
         "https://claude.ai/cb#x",
+        "microsoft-edge:https://evil.example/cb",
+        "search-ms:query=x",
     ] {
         oauth_error(s.register_dynamic(&with(bad)).await, 400, "invalid_redirect_uri").await;
     }
@@ -339,6 +368,19 @@ async fn unapproved_clients_are_capped_and_expire(backend: Backend) {
     assert_eq!(r.headers()["retry-after"], "3600");
     oauth_error(r, 429, "temporarily_unavailable").await;
 
+    // Many at once cannot pass the cap either.
+    s.set("keyward.oauth.dynamic_registration.max_unapproved_clients", "8").await;
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        all.spawn(s.http.post(s.url(DCR)).json(&vscode_like()).send());
+    }
+    let mut created = 0;
+    while let Some(r) = all.join_next().await {
+        if r.unwrap().unwrap().status() == 201 {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 5, "the cap of 8 with 3 waiting leaves room for 5");
     // A user approves one: it no longer counts, and it stays.
     let (url, _) = authorize_url(&s, &ids[0], LOOPBACK, "&scope=mcp");
     let back = Browser::new().authorize(&s, &url).await;
@@ -347,7 +389,7 @@ async fn unapproved_clients_are_capped_and_expire(backend: Backend) {
 
     // A day later the unapproved ones are gone.
     let later = keyward::domain::to_micros(keyward::domain::now()) + 1;
-    assert_eq!(s.app.store.purge_unapproved_dynamic_clients(later).await.unwrap(), 3);
+    assert_eq!(s.app.store.purge_unapproved_dynamic_clients(later).await.unwrap(), 8);
     assert!(s.app.store.oauth_client(&ids[0]).await.unwrap().is_some());
     assert!(s.app.store.oauth_client(&ids[1]).await.unwrap().is_none());
 }
@@ -500,4 +542,30 @@ async fn metadata_document_urls_are_checked(backend: Backend) {
     // At the token endpoint: invalid_client, never a 500.
     let form = [("grant_type", "authorization_code"), ("code", "kwac_x"), ("client_id", local.as_str())];
     oauth_error(code_exchange(&s, &form).await, 401, "invalid_client").await;
+}
+
+async fn self_registered_clients_get_no_redirect_before_consent_and_keep_to_their_registration(
+    backend: Backend,
+) {
+    let s = TestServer::start(backend).await;
+    let mut body = vscode_like();
+    body["scope"] = json!("mcp");
+    body["grant_types"] = json!(["authorization_code"]);
+    let created = json_with_status(s.register_dynamic(&body).await, 201).await;
+    let id = created["client_id"].as_str().unwrap();
+    // An error before anyone approved it: a page, not a redirect.
+    let (url, _) = authorize_url(&s, id, LOOPBACK, "&scope=mcp");
+    let r = Browser::new().get(&url.replace("response_type=code", "response_type=token")).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    // Outside its registered scope, or a refresh token it did not register for.
+    for scope in ["api", "mcp%20offline_access"] {
+        let (url, _) = authorize_url(&s, id, LOOPBACK, &format!("&scope={scope}"));
+        let r = Browser::new().get(&url).await;
+        assert_eq!(r.status(), 400, "{scope}");
+        assert!(r.text().await.unwrap().contains("outside what this client registered for"));
+    }
+    let (url, _) = authorize_url(&s, id, LOOPBACK, "&scope=mcp");
+    let back = Browser::new().authorize(&s, &url).await;
+    assert!(param(&back, "code").is_some());
 }

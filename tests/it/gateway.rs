@@ -261,6 +261,8 @@ async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
     let second = r.chunk().await.unwrap().unwrap();
     assert_eq!(&second[..], b"data: two\n\n");
 
+    // The resource's root with a trailing slash reaches the upstream too.
+    assert_ne!(s.http.get(s.url("/r/demo/")).bearer_auth(&good).send().await.unwrap().status(), 404);
     // Paths stay below the upstream; revoked tokens stop at once.
     let r = s.http.get(s.url("/r/demo/..%2f..%2fetc")).bearer_auth(&good).send().await.unwrap();
     assert_eq!(r.status(), 400);
@@ -311,6 +313,28 @@ async fn scopes_fit_the_audience(backend: Backend) {
         ])
         .await;
     oauth_error(r, 400, "invalid_scope").await;
+    // Keyward (or an undeclared server) and a declared resource in one token: refused.
+    let issuer = s.url("").trim_end_matches('/').to_string();
+    for other in [issuer.as_str(), "https://platform.example/api"] {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", id.as_str()),
+            ("client_secret", secret.as_str()),
+            ("resource", gateway.as_str()),
+            ("resource", other),
+            ("scope", "api tools:read"),
+        ];
+        oauth_error(s.token_request(&form).await, 400, "invalid_target").await;
+    }
+    // Declaring keyward's own scopes or keyward itself: refused.
+    let admin = s.admin_token().await;
+    for bad in [
+        json!({"name": "x", "display_name": "X", "resource": "https://x.example/", "scopes": [{"name": "api"}]}),
+        json!({"name": "y", "display_name": "Y", "resource": issuer.clone()}),
+    ] {
+        let r = s.send(Method::POST, RESOURCES, &admin).json(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
     // Undeclared resources keep keyward's scopes.
     let t =
         json_with_status(m2m_token(&s, &id, &secret, "https://platform.example/api", None).await, 200).await;
@@ -348,6 +372,20 @@ async fn the_token_endpoint_never_widens_the_resource(backend: Backend) {
         ("resource", gateway.as_str()),
     ];
     oauth_error(s.token_request(&form).await, 400, "invalid_target").await;
+    // Naming keyward itself is what that grant means: fine.
+    let (url, verifier) = authorize_url(&s, &client_id, "http://127.0.0.1/cb", "&scope=mcp");
+    let back = Browser::new().authorize(&s, &url).await;
+    let code = param(&back, "code").unwrap();
+    let issuer = s.url("").trim_end_matches('/').to_string();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "http://127.0.0.1/cb"),
+        ("client_id", client_id.as_str()),
+        ("code_verifier", verifier.as_str()),
+        ("resource", issuer.as_str()),
+    ];
+    json_with_status(s.token_request(&form).await, 200).await;
     // Authorized for the gateway: the token's aud is the gateway.
     let resource = url::form_urlencoded::byte_serialize(gateway.as_bytes()).collect::<String>();
     let (url, verifier) =
@@ -372,4 +410,35 @@ async fn the_token_endpoint_never_widens_the_resource(backend: Backend) {
             .unwrap()
     };
     assert_eq!(payload["aud"], gateway);
+
+    // A grant for two resources, refreshed for one: the other's scopes go.
+    s.declare(json!({"name": "reports", "display_name": "Reports", "resource": "https://reports.example/",
+                     "scopes": [{"name": "reports:read"}]}))
+        .await;
+    let enc = |u: &str| url::form_urlencoded::byte_serialize(u.as_bytes()).collect::<String>();
+    let extra = format!(
+        "&resource={}&resource={}&scope=tools:read%20reports:read%20offline_access",
+        enc(&gateway),
+        enc("https://reports.example")
+    );
+    let (url, verifier) = authorize_url(&s, &client_id, "http://127.0.0.1/cb", &extra);
+    let back = Browser::new().authorize(&s, &url).await;
+    let code = param(&back, "code").unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", "http://127.0.0.1/cb"),
+        ("client_id", client_id.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let t = json_with_status(s.token_request(&form).await, 200).await;
+    assert_eq!(t["scope"], "offline_access reports:read tools:read");
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ("client_id", client_id.as_str()),
+        ("resource", gateway.as_str()),
+    ];
+    let narrowed = json_with_status(s.token_request(&form).await, 200).await;
+    assert_eq!(narrowed["scope"], "offline_access tools:read");
 }
