@@ -363,44 +363,20 @@ async fn the_token_endpoint_never_widens_the_resource(backend: Backend) {
     let (url, verifier) = authorize_url(&s, &client_id, "http://127.0.0.1/cb", "&scope=mcp");
     let back = Browser::new().authorize(&s, &url).await;
     let code = param(&back, "code").unwrap();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", "http://127.0.0.1/cb"),
-        ("client_id", client_id.as_str()),
-        ("code_verifier", verifier.as_str()),
-        ("resource", gateway.as_str()),
-    ];
-    oauth_error(s.token_request(&form).await, 400, "invalid_target").await;
+    oauth_error(redeem(&s, &client_id, &code, &verifier, Some(&gateway)).await, 400, "invalid_target").await;
     // Naming keyward itself is what that grant means: fine.
     let (url, verifier) = authorize_url(&s, &client_id, "http://127.0.0.1/cb", "&scope=mcp");
     let back = Browser::new().authorize(&s, &url).await;
     let code = param(&back, "code").unwrap();
     let issuer = s.url("").trim_end_matches('/').to_string();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", "http://127.0.0.1/cb"),
-        ("client_id", client_id.as_str()),
-        ("code_verifier", verifier.as_str()),
-        ("resource", issuer.as_str()),
-    ];
-    json_with_status(s.token_request(&form).await, 200).await;
+    json_with_status(redeem(&s, &client_id, &code, &verifier, Some(&issuer)).await, 200).await;
     // Authorized for the gateway: the token's aud is the gateway.
     let resource = url::form_urlencoded::byte_serialize(gateway.as_bytes()).collect::<String>();
     let (url, verifier) =
         authorize_url(&s, &client_id, "http://127.0.0.1/cb", &format!("&resource={resource}"));
     let back = Browser::new().authorize(&s, &url).await;
     let code = param(&back, "code").unwrap();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", "http://127.0.0.1/cb"),
-        ("client_id", client_id.as_str()),
-        ("code_verifier", verifier.as_str()),
-        ("resource", gateway.as_str()),
-    ];
-    let t = json_with_status(s.token_request(&form).await, 200).await;
+    let t = json_with_status(redeem(&s, &client_id, &code, &verifier, Some(&gateway)).await, 200).await;
     assert_eq!(t["scope"], "tools:read");
     let jwt = t["access_token"].as_str().unwrap();
     let payload: Value = {
@@ -424,14 +400,7 @@ async fn the_token_endpoint_never_widens_the_resource(backend: Backend) {
     let (url, verifier) = authorize_url(&s, &client_id, "http://127.0.0.1/cb", &extra);
     let back = Browser::new().authorize(&s, &url).await;
     let code = param(&back, "code").unwrap();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", "http://127.0.0.1/cb"),
-        ("client_id", client_id.as_str()),
-        ("code_verifier", verifier.as_str()),
-    ];
-    let t = json_with_status(s.token_request(&form).await, 200).await;
+    let t = json_with_status(redeem(&s, &client_id, &code, &verifier, None).await, 200).await;
     assert_eq!(t["scope"], "offline_access reports:read tools:read");
     let form = [
         ("grant_type", "refresh_token"),
@@ -441,4 +410,25 @@ async fn the_token_endpoint_never_widens_the_resource(backend: Backend) {
     ];
     let narrowed = json_with_status(s.token_request(&form).await, 200).await;
     assert_eq!(narrowed["scope"], "offline_access tools:read");
+}
+
+/// Redeems a code of the public test client (optionally for `resource`).
+async fn redeem(
+    s: &TestServer,
+    client_id: &str,
+    code: &str,
+    verifier: &str,
+    resource: Option<&str>,
+) -> reqwest::Response {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", "http://127.0.0.1/cb"),
+        ("client_id", client_id),
+        ("code_verifier", verifier),
+    ];
+    if let Some(resource) = resource {
+        form.push(("resource", resource));
+    }
+    s.token_request(&form).await
 }
