@@ -98,12 +98,24 @@ impl App {
     ) -> Result<(String, RefreshTokenRecord), AppError> {
         validate_token_name(name).map_err(AppError::Invalid)?;
         let user = self.verify_login(username, password, addr, "createRefreshToken").await?;
+        self.issue_refresh_token(user.id, name, Some(addr)).await
+    }
+
+    /// A new refresh token for a user already known to be who they say (a
+    /// checked password, or a signed-in session: SSO users have no password).
+    pub async fn issue_refresh_token(
+        &self,
+        user_id: UserId,
+        name: &str,
+        addr: Option<IpAddr>,
+    ) -> Result<(String, RefreshTokenRecord), AppError> {
+        validate_token_name(name).map_err(AppError::Invalid)?;
         let at = to_micros(now());
         let days = self.setting(REFRESH_TOKEN_LIFESPAN).await?.as_i64().unwrap_or(60);
         let token = new_secret(SecretKind::RefreshToken);
         let record = RefreshTokenRecord {
             id: 0,
-            user_id: user.id,
+            user_id,
             name: name.to_string(),
             created_at: at,
             expires_at: at + days * 86_400 * MICROS,
@@ -111,12 +123,12 @@ impl App {
             last_used_at: None,
         };
         let mut event =
-            AuditEvent::success(Actor::User(user.id), "refresh_token.created", format!("user:{}", user.id))
+            AuditEvent::success(Actor::User(user_id), "refresh_token.created", format!("user:{user_id}"))
                 .with_detail(json!({"name": name, "lifespan_days": days}));
-        event.client_addr = Some(addr.to_string());
+        event.client_addr = addr.map(|a| a.to_string());
         let new = NewRefreshToken {
             max_active: REFRESH_TOKENS_PER_USER,
-            user_id: user.id,
+            user_id,
             name: name.to_string(),
             token_hash: self.secrets.digest(&token),
             created_at: at,
@@ -213,6 +225,15 @@ impl App {
         user_id: UserId,
     ) -> Result<(String, ApiAccessTokenRecord), AppError> {
         let refresh = self.active_refresh_token(refresh_token, user_id).await?;
+        self.issue_api_access_token(refresh).await
+    }
+
+    /// An API access token from `refresh` (known active and its owner's).
+    async fn issue_api_access_token(
+        &self,
+        refresh: RefreshTokenRecord,
+    ) -> Result<(String, ApiAccessTokenRecord), AppError> {
+        let user_id = refresh.user_id;
         let at = to_micros(now());
         let hours = self.setting(ACCESS_TOKEN_LIFESPAN).await?.as_i64().unwrap_or(24);
         let token = new_secret(SecretKind::ApiAccessToken);
@@ -241,6 +262,50 @@ impl App {
             last_used_at: None,
         };
         Ok((token, record))
+    }
+
+    /// A user's refresh tokens (the account page lists them).
+    pub async fn refresh_tokens_of(&self, user_id: UserId) -> Result<Vec<RefreshTokenRecord>, AppError> {
+        Ok(self.store.refresh_tokens_of(user_id).await?)
+    }
+
+    /// The user's own active refresh token `id`; someone else's is unknown.
+    async fn own_active_refresh_token(
+        &self,
+        user_id: UserId,
+        id: i64,
+    ) -> Result<RefreshTokenRecord, AppError> {
+        let record = self
+            .refresh_tokens_of(user_id)
+            .await?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| AppError::NotFound("no such refresh token".into()))?;
+        inactive(TokenStatus::of(record.revoked_at, record.expires_at, to_micros(now())), "refresh token")?;
+        Ok(record)
+    }
+
+    /// An API access token from the user's own refresh token `id` (the
+    /// account page, which never holds the refresh token itself).
+    pub async fn api_access_token_from(
+        &self,
+        user_id: UserId,
+        id: i64,
+    ) -> Result<(String, ApiAccessTokenRecord), AppError> {
+        let refresh = self.own_active_refresh_token(user_id, id).await?;
+        self.token_owner_enabled(user_id).await?;
+        self.issue_api_access_token(refresh).await
+    }
+
+    /// Revokes the user's own refresh token `id` and its access tokens.
+    pub async fn revoke_refresh_token(&self, user_id: UserId, id: i64) -> Result<(), AppError> {
+        let event =
+            AuditEvent::success(Actor::User(user_id), "refresh_token.revoked", format!("user:{user_id}"))
+                .with_detail(json!({"refresh_token_id": id}));
+        self.store.revoke_refresh_token(id, user_id, to_micros(now()), event).await.map_err(|e| match e {
+            StoreError::NotFound => AppError::NotFound("no such active refresh token".into()),
+            e => e.into(),
+        })
     }
 
     /// `revokeAPIAccessTokens`: every active access token of the refresh token.

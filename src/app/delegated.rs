@@ -370,6 +370,11 @@ impl App {
         Ok(token)
     }
 
+    /// Signs a browser out: its session ends on every node.
+    pub async fn end_session(&self, session: &str) -> Result<(), AppError> {
+        Ok(self.store.delete_session(&self.secrets.digest(session)).await?)
+    }
+
     /// The signed-in user of a session cookie, if it is still good.
     pub async fn session_user(&self, session: &str) -> Option<User> {
         if SecretKind::of(session) != Some(SecretKind::Session) || session.len() > 100 {

@@ -60,7 +60,7 @@ struct ErrorPage<'a> {
 }
 
 /// The value of cookie `name`.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -77,7 +77,7 @@ fn origin(uri: &str) -> String {
 }
 
 /// A page: HTML with the headers every page that grants access needs.
-fn page(status: StatusCode, html: String, form_target: Option<&str>) -> Response {
+pub(super) fn page(status: StatusCode, html: String, form_target: Option<&str>) -> Response {
     let form_action = match form_target.map(origin) {
         Some(o) if !o.is_empty() && o != "null" => format!("'self' {o}"),
         _ => "'self'".to_string(),
@@ -107,12 +107,12 @@ pub(super) fn see_other(location: &str) -> Response {
     }
 }
 
-fn error_page(status: StatusCode, message: &str) -> Response {
+pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
     let html = ErrorPage { message }.render().unwrap_or_else(|_| "Cannot continue".into());
     page(status, html, None)
 }
 
-fn set_cookie(app: &App, name: &str, value: &str, max_age: i64) -> HeaderValue {
+pub(super) fn set_cookie(app: &App, name: &str, value: &str, max_age: i64) -> HeaderValue {
     let secure = if app.issuer.starts_with("https://") { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
@@ -159,7 +159,7 @@ async fn validated(app: &App, query: &str) -> Result<AuthorizationRequest, Respo
     })
 }
 
-async fn signed_in(app: &App, headers: &HeaderMap) -> Option<(User, String)> {
+pub(super) async fn signed_in(app: &App, headers: &HeaderMap) -> Option<(User, String)> {
     let session = cookie(headers, SESSION_COOKIE)?;
     Some((app.session_user(session).await?, session.to_string()))
 }
@@ -168,11 +168,16 @@ async fn signed_in(app: &App, headers: &HeaderMap) -> Option<(User, String)> {
 /// the start of a connection's authorization. Nothing else (no open redirect).
 enum Continuation<'a> {
     Authorize(&'a str),
+    /// The account page.
+    Account,
     /// With the link's `state`.
     ConnectionStart(String),
 }
 
 fn continuation(return_to: &str) -> Option<Continuation<'_>> {
+    if return_to == super::account::ACCOUNT_PATH {
+        return Some(Continuation::Account);
+    }
     if let Some(query) = return_to.strip_prefix(AUTHORIZE_PATH).and_then(|r| r.strip_prefix('?')) {
         return Some(Continuation::Authorize(query));
     }
@@ -201,7 +206,7 @@ async fn connection_login_page(app: &App, state: &str, headers: &HeaderMap, erro
 
 /// The sign-in page, continuing at `return_to`; `for_whom` names what the
 /// user signs in for, `form_target` is where the page may later post.
-fn login_page(
+pub(super) fn login_page(
     app: &App,
     for_whom: &str,
     form_target: Option<&str>,
@@ -291,7 +296,7 @@ pub async fn authorize(
     }
 }
 
-fn internal(e: crate::app::AppError) -> Response {
+pub(super) fn internal(e: crate::app::AppError) -> Response {
     if let crate::app::AppError::TooManyRequests { retry_after } = e {
         return error_page(
             StatusCode::TOO_MANY_REQUESTS,
@@ -304,7 +309,7 @@ fn internal(e: crate::app::AppError) -> Response {
 
 /// A page's form: form-encoded (so that the edge screen has read it), each
 /// field at most once.
-fn form_fields(
+pub(super) fn form_fields(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<std::collections::HashMap<String, String>, Response> {
@@ -344,13 +349,14 @@ pub async fn login(
             Ok(r) => Some((r, query)),
             Err(response) => return response,
         },
-        Continuation::ConnectionStart(_) => None,
+        Continuation::ConnectionStart(_) | Continuation::Account => None,
     };
     let again = async |error: &str| match (&request, &next) {
         (Some((request, query)), _) => authorize_login_page(&app, request, query, &headers, Some(error)),
         (None, Continuation::ConnectionStart(state)) => {
             connection_login_page(&app, state, &headers, Some(error)).await
         }
+        (None, Continuation::Account) => super::account::account_login_page(&app, &headers, Some(error)),
         (None, Continuation::Authorize(_)) => error_page(StatusCode::BAD_REQUEST, "start again"),
     };
     let csrf_ok = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| app.csrf_matches("login", c, field("csrf")));

@@ -2,6 +2,7 @@
 //! handler parses, calls one [`App`] method and renders; decisions live in
 //! `app` and `domain`.
 
+mod account;
 mod admin;
 mod auth;
 mod authorize;
@@ -182,6 +183,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(observe::render_metrics))
+        .route("/", get(account::home))
+        .route(account::ACCOUNT_PATH, get(account::account).post(account::account_action))
+        .route("/static/copy.js", get(account::copy_script))
         .route("/oauth/v1/authorize/", get(authorize::authorize).post(authorize::consent))
         .route("/oauth/v1/login/", post(authorize::login))
         .route("/oauth/v1/connections/callback/", get(authorize::connection_callback))

@@ -70,6 +70,20 @@ pub(super) struct RefreshTokenRow {
     last_used_at: Option<i64>,
 }
 
+impl From<RefreshTokenRow> for RefreshTokenRecord {
+    fn from(r: RefreshTokenRow) -> Self {
+        RefreshTokenRecord {
+            id: r.id,
+            user_id: r.user_id,
+            name: r.name,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            last_used_at: r.last_used_at,
+        }
+    }
+}
+
 #[derive(FromRow)]
 pub(super) struct ApiAccessTokenRow {
     id: i64,
@@ -194,15 +208,43 @@ impl Store {
         )
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| RefreshTokenRecord {
-            id: r.id,
-            user_id: r.user_id,
-            name: r.name,
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-            revoked_at: r.revoked_at,
-            last_used_at: r.last_used_at,
-        }))
+        Ok(row.map(RefreshTokenRecord::from))
+    }
+
+    /// A user's refresh tokens, newest first, whatever their status.
+    pub async fn refresh_tokens_of(&self, user_id: UserId) -> StoreResult<Vec<RefreshTokenRecord>> {
+        let rows: Vec<RefreshTokenRow> = sqlx::query_as_with(
+            "SELECT id, user_id, name, created_at, expires_at, revoked_at, last_used_at FROM refresh_tokens \
+             WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+            params![user_id]?,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(RefreshTokenRecord::from).collect())
+    }
+
+    /// Revokes refresh token `id` of `user_id` and its access tokens;
+    /// `NotFound` unless it was this user's and still active.
+    pub async fn revoke_refresh_token(
+        &self,
+        id: i64,
+        user_id: UserId,
+        at: i64,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
+        self.write(event, None, async |tx, _| {
+            found(
+                exec(
+                    &mut *tx,
+                    "UPDATE refresh_tokens SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+                    params![id, user_id, at],
+                )
+                .await?,
+            )?;
+            revoke_access_tokens_of(tx, id, at).await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn api_access_token_by_hash(

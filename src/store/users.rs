@@ -238,6 +238,12 @@ impl Store {
     }
 
     /// The active user of an unexpired session.
+    /// Ends a browser session (signing out).
+    pub async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        exec(&self.pool, "DELETE FROM user_sessions WHERE id_hash = $1", params![id_hash]).await?;
+        Ok(())
+    }
+
     pub async fn session_user(&self, id_hash: &str, now: i64) -> StoreResult<Option<User>> {
         let sql = format!(
             "SELECT {} FROM user_sessions s JOIN users u ON u.id = s.user_id \

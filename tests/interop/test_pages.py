@@ -69,3 +69,24 @@ def test_a_connection_link_asks_its_owner_to_sign_in_and_refuses_others(keyward)
                 "connection-owner")
     assert seen["visited"][-1].startswith("https://account.endsystem.example/authorize?"), seen
     assert "code_challenge=" in seen["visited"][-1]
+
+
+def test_the_account_page_makes_and_revokes_tokens(keyward):
+    """Account Settings > Authentication, by a person: the tokens it shows
+    work with the reference's /integration/v1 calls, the copy button copies,
+    and a revoked token stops working."""
+    out = subprocess.run(["node", str(BROWSER_TESTS / "account_page.js"), keyward.base_url, keyward.username,
+                          keyward.password, SHOTS], capture_output=True, text=True, timeout=120, cwd=BROWSER_TESTS)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["errors"] == [], seen["errors"]
+    assert seen["refresh"].startswith("kwrt_") and seen["access"].startswith("kwat_")
+    assert seen["copyVisible"] and seen["copied"] == "Copied"
+    assert seen["clipboard"] == seen["refresh"]
+    assert "REVOKED" in seen["afterRevoke"]
+    for shot in ["account-sign-in", "account-refresh-token-created", "account-api-access-token-created"]:
+        assert os.path.getsize(os.path.join(SHOTS, f"{shot}.png")) > 5000
+    # The access token was revoked with its refresh token.
+    r = requests.post(f"{keyward.base_url}/integration/v1/validateAPIAccessToken/",
+                      data={"api_access_token": seen["access"], "user_id": 1})
+    assert r.status_code == 401 and r.json()["token_status"] == "REVOKED", r.text

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod account;
 mod admin_config;
 mod admin_users;
 mod auth_gate;

@@ -1,0 +1,205 @@
+//! `/account/auth` (SPEC §1.3, "Account Settings > Authentication"): a
+//! signed-in user's refresh tokens — create (shown once, with a copy
+//! button), list with status, expiry and last use, revoke — and API access
+//! tokens made from them, by the same rules as `/integration/v1`. Users who
+//! sign in through SSO have no password: this page is how they get tokens.
+
+use super::authorize::{
+    SESSION_COOKIE, error_page, form_fields, internal, login_page, page, see_other, set_cookie, signed_in,
+};
+use crate::app::{App, AppError};
+use crate::domain::User;
+use crate::domain::api_token::TokenStatus;
+use crate::domain::{from_micros, now, to_micros};
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub const ACCOUNT_PATH: &str = "/account/auth";
+
+/// One row of the refresh-token table.
+struct TokenRow {
+    id: i64,
+    name: String,
+    status: &'static str,
+    active: bool,
+    expires: String,
+    last_used: String,
+}
+
+/// A secret shown this once.
+struct Shown {
+    what: &'static str,
+    value: String,
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage<'a> {
+    username: &'a str,
+    tokens: Vec<TokenRow>,
+    shown: Option<Shown>,
+    message: Option<String>,
+    csrf: String,
+}
+
+fn day(us: i64) -> String {
+    let t = from_micros(us);
+    format!("{:04}-{:02}-{:02} {:02}:{:02} UTC", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute())
+}
+
+/// The sign-in page that continues at the account page.
+pub(super) fn account_login_page(app: &App, headers: &HeaderMap, error: Option<&str>) -> Response {
+    login_page(app, "your account", None, ACCOUNT_PATH.to_string(), headers, error)
+}
+
+async fn render(
+    app: &App,
+    user: &User,
+    session: &str,
+    shown: Option<Shown>,
+    message: Option<String>,
+) -> Response {
+    let records = match app.refresh_tokens_of(user.id).await {
+        Ok(r) => r,
+        Err(e) => return internal(e),
+    };
+    let at = to_micros(now());
+    let tokens = records
+        .into_iter()
+        .map(|r| {
+            let status = TokenStatus::of(r.revoked_at, r.expires_at, at);
+            TokenRow {
+                id: r.id,
+                name: r.name,
+                status: status.as_str(),
+                active: status == TokenStatus::Active,
+                expires: day(r.expires_at),
+                last_used: r.last_used_at.map(day).unwrap_or_else(|| "never".into()),
+            }
+        })
+        .collect();
+    let html = AccountPage {
+        username: &user.username,
+        tokens,
+        shown,
+        message,
+        csrf: app.csrf_token("account", session),
+    }
+    .render()
+    .unwrap_or_default();
+    let mut response = page(StatusCode::OK, html, None);
+    // The copy button's script, from keyward itself, and nothing else.
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    response
+}
+
+/// GET `/account/auth`.
+pub async fn account(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match signed_in(&app, &headers).await {
+        Some((user, session)) => render(&app, &user, &session, None, None).await,
+        None => account_login_page(&app, &headers, None),
+    }
+}
+
+/// GET `/`: a browser goes to its account (signing in first).
+pub async fn home() -> Response {
+    see_other(ACCOUNT_PATH)
+}
+
+/// POST `/account/auth`: one of the page's forms.
+pub async fn account_action(
+    State(app): State<Arc<App>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let fields = match form_fields(&headers, &body) {
+        Ok(f) => f,
+        Err(refused) => return refused,
+    };
+    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+    let Some((user, session)) = signed_in(&app, &headers).await else {
+        return account_login_page(&app, &headers, Some("Your session has ended; sign in again."));
+    };
+    if !app.csrf_matches("account", &session, field("csrf")) {
+        return error_page(StatusCode::FORBIDDEN, "the form expired or came from elsewhere; reload the page");
+    }
+    let id = || field("id").parse::<i64>().map_err(|_| AppError::Invalid("choose a refresh token".into()));
+    let outcome = match field("action") {
+        "create_refresh_token" => app
+            .issue_refresh_token(user.id, field("name").trim(), Some(addr.ip()))
+            .await
+            .map(|(token, _)| (Some(Shown { what: "refresh token", value: token }), None)),
+        "create_api_access_token" => match id() {
+            Ok(id) => app
+                .api_access_token_from(user.id, id)
+                .await
+                .map(|(token, _)| (Some(Shown { what: "API access token", value: token }), None)),
+            Err(e) => Err(e),
+        },
+        "revoke_refresh_token" => match id() {
+            Ok(id) => app
+                .revoke_refresh_token(user.id, id)
+                .await
+                .map(|()| (None, Some("The refresh token and its API access tokens are revoked.".into()))),
+            Err(e) => Err(e),
+        },
+        "sign_out" => {
+            if let Err(e) = app.end_session(&session).await {
+                return internal(e);
+            }
+            let mut response = see_other(ACCOUNT_PATH);
+            response.headers_mut().append(header::SET_COOKIE, set_cookie(&app, SESSION_COOKIE, "", 0));
+            return response;
+        }
+        _ => return error_page(StatusCode::BAD_REQUEST, "unknown action"),
+    };
+    match outcome {
+        Ok((shown, message)) => render(&app, &user, &session, shown, message).await,
+        Err(
+            e @ (AppError::Invalid(_)
+            | AppError::NotFound(_)
+            | AppError::Conflict(_)
+            | AppError::TokenInactive { .. }),
+        ) => {
+            let mut response = render(&app, &user, &session, None, Some(e.to_string())).await;
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            response
+        }
+        Err(e) => internal(e),
+    }
+}
+
+/// The copy button's script (served by keyward, so that the page's CSP can
+/// stay `script-src 'self'`).
+pub async fn copy_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        COPY_JS,
+    )
+        .into_response()
+}
+
+const COPY_JS: &str = "document.querySelectorAll('[data-copy]').forEach(function (b) {\n\
+  b.hidden = false;\n\
+  b.addEventListener('click', function () {\n\
+    var field = document.getElementById(b.getAttribute('data-copy'));\n\
+    field.select();\n\
+    (navigator.clipboard ? navigator.clipboard.writeText(field.value) : Promise.reject())\n\
+      .then(function () { b.textContent = 'Copied'; }, function () { document.execCommand('copy'); b.textContent = 'Copied'; });\n\
+  });\n\
+});\n";

@@ -1,0 +1,140 @@
+//! `/account/auth`: a signed-in user's refresh tokens and API access tokens
+//! in the browser (SPEC §1.3), with the same rules as `/integration/v1`.
+
+use crate::delegated_oauth::{Browser, hidden, location};
+use crate::harness::{ADMIN_PASSWORD, Backend, TestServer, json_with_status};
+use crate::on_both_backends;
+use keyward::domain::Role;
+use serde_json::json;
+
+on_both_backends!(tokens_from_the_account_page, the_account_page_refuses_what_it_should);
+
+impl Browser {
+    /// Signs in through the account page; its HTML.
+    async fn account(&self, s: &TestServer, username: &str, password: &str) -> String {
+        let r = self.sign_in(s, &s.url("/account/auth"), username, password).await;
+        assert_eq!(r.status(), 303);
+        assert_eq!(location(&r), "/account/auth");
+        let page = self.get(&s.url("/account/auth")).await;
+        assert_eq!(page.status(), 200);
+        page.text().await.unwrap()
+    }
+
+    async fn act(&self, s: &TestServer, form: &[(&str, &str)]) -> reqwest::Response {
+        self.client().post(s.url("/account/auth")).form(form).send().await.unwrap()
+    }
+}
+
+fn shown(html: &str) -> String {
+    let marker = "id=\"new-secret\" type=\"text\" readonly value=\"";
+    let start = html.find(marker).unwrap_or_else(|| panic!("no secret shown: {html}")) + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_string()
+}
+
+async fn tokens_from_the_account_page(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let r = Browser::new().get(&s.url("/")).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/account/auth");
+    let browser = Browser::new();
+    let html = browser.account(&s, "admin", ADMIN_PASSWORD).await;
+    assert!(html.contains("no refresh tokens yet"), "{html}");
+    let csrf = hidden(&html, "csrf");
+    let r = browser.act(&s, &[("csrf", &csrf), ("action", "create_refresh_token"), ("name", "laptop")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let html = r.text().await.unwrap();
+    let refresh = shown(&html);
+    assert!(refresh.starts_with("kwrt_"));
+    assert!(html.contains("laptop") && html.contains("ACTIVE"), "{html}");
+    // The reference's API takes it as any refresh token.
+    let user_id = s.user_named("admin").await.id.to_string();
+    let r = s
+        .http
+        .post(s.url("/integration/v1/createAPIAccessToken/"))
+        .form(&[("refresh_token", refresh.as_str()), ("user_id", user_id.as_str())])
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 201).await;
+    // An API access token from the page, which authenticates.
+    let id = hidden(&html, "id");
+    let r = browser.act(&s, &[("csrf", &csrf), ("action", "create_api_access_token"), ("id", &id)]).await;
+    let access = shown(&r.text().await.unwrap());
+    assert!(access.starts_with("kwat_"));
+    let r = s.http.get(s.url("/admin/api/users/")).header("TOKEN", &access).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Revoked: the refresh token and its access tokens stop.
+    let r = browser.act(&s, &[("csrf", &csrf), ("action", "revoke_refresh_token"), ("id", &id)]).await;
+    let html = r.text().await.unwrap();
+    assert!(html.contains("REVOKED") && !html.contains("new-secret"), "{html}");
+    let r = s.http.get(s.url("/admin/api/users/")).header("TOKEN", &access).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // Signing out ends the session.
+    let r = browser.act(&s, &[("csrf", &csrf), ("action", "sign_out")]).await;
+    assert_eq!(r.status(), 303);
+    let page = browser.get(&s.url("/account/auth")).await.text().await.unwrap();
+    assert!(page.contains("Sign in"), "{page}");
+}
+
+async fn the_account_page_refuses_what_it_should(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let r = s
+        .send(reqwest::Method::POST, "/admin/api/users/", &admin)
+        .json(&json!({"username": "vera", "password": "password-vera-1", "role": Role::Viewer}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 201).await;
+    let admins = Browser::new();
+    let html = admins.account(&s, "admin", ADMIN_PASSWORD).await;
+    let admin_csrf = hidden(&html, "csrf");
+    let r =
+        admins.act(&s, &[("csrf", &admin_csrf), ("action", "create_refresh_token"), ("name", "mine")]).await;
+    let admin_token_id = hidden(&r.text().await.unwrap(), "id");
+
+    // A viewer signs in too: the page is every user's.
+    let vera = Browser::new();
+    let html = vera.account(&s, "vera", "password-vera-1").await;
+    let csrf = hidden(&html, "csrf");
+    // Someone else's token id, a made-up one, none: refused, nothing made.
+    for id in [admin_token_id.as_str(), "999999", "abc", ""] {
+        let r = vera.act(&s, &[("csrf", &csrf), ("action", "create_api_access_token"), ("id", id)]).await;
+        assert_eq!(r.status(), 400, "{id}");
+        assert!(!r.text().await.unwrap().contains("new-secret"));
+        let r = vera.act(&s, &[("csrf", &csrf), ("action", "revoke_refresh_token"), ("id", id)]).await;
+        assert_eq!(r.status(), 400, "{id}");
+    }
+    // The admin's token is untouched.
+    let html = admins.get(&s.url("/account/auth")).await.text().await.unwrap();
+    assert!(html.contains("ACTIVE"), "{html}");
+    // Without the form's token, with another user's, without a session.
+    for bad in ["", "forged", admin_csrf.as_str()] {
+        let r = vera.act(&s, &[("csrf", bad), ("action", "create_refresh_token"), ("name", "x")]).await;
+        assert_eq!(r.status(), 403, "{bad}");
+    }
+    let r =
+        Browser::new().act(&s, &[("csrf", &csrf), ("action", "create_refresh_token"), ("name", "x")]).await;
+    assert!(r.text().await.unwrap().contains("Sign in"));
+    // Bad names, an unknown action, a field twice, a NUL.
+    for name in ["", "x".repeat(300).as_str()] {
+        let r = vera.act(&s, &[("csrf", &csrf), ("action", "create_refresh_token"), ("name", name)]).await;
+        assert_eq!(r.status(), 400);
+    }
+    assert_eq!(vera.act(&s, &[("csrf", &csrf), ("action", "explode")]).await.status(), 400);
+    let r = vera
+        .act(&s, &[("csrf", &csrf), ("action", "create_refresh_token"), ("name", "a"), ("name", "b")])
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = vera.act(&s, &[("csrf", &csrf), ("action", "create_refresh_token"), ("name", "a\u{0}b")]).await;
+    assert_eq!(r.status(), 400);
+    // Vera made nothing in all that.
+    let html = vera.get(&s.url("/account/auth")).await.text().await.unwrap();
+    assert!(html.contains("no refresh tokens yet"), "{html}");
+    // Pages cannot be framed, and run only keyward's own script.
+    let r = vera.get(&s.url("/account/auth")).await;
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+}
