@@ -323,6 +323,9 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    if report.admin_created {
+        println!("sign in at {}/ (Account Settings > Authentication)", app.issuer);
+    }
     let store = app.store.clone();
     let limits = config.connection_limits();
     tracing::info!(
