@@ -6,6 +6,7 @@
 use super::{App, AppError};
 use crate::domain::client_metadata::{DOCUMENT_MAX_BYTES, cache_seconds, client_from_document, document_url};
 use crate::domain::delegated::DelegatedClient;
+use crate::domain::registration::ClientLimits;
 use crate::domain::settings::{
     CLIENT_METADATA_ALLOW_PRIVATE, CLIENT_METADATA_ALLOWED_HOSTS, CLIENT_METADATA_DENIED_HOSTS,
     CLIENT_METADATA_DOCUMENTS,
@@ -18,13 +19,39 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// URLs kept at once; past it, expired entries go (and then all, if need be).
 const CACHE_MAX_ENTRIES: usize = 10_000;
 
-/// One URL's slot: its lock makes concurrent requests wait for one fetch.
-type Slot = Arc<tokio::sync::Mutex<Option<(DelegatedClient, Instant)>>>;
+/// What one fetch of a document gave: the client and its limits, or why not.
+type Fetched = Result<(DelegatedClient, ClientLimits), String>;
+
+struct Entry {
+    fetched: Fetched,
+    fetched_at: Instant,
+    /// Until when it answers without a new fetch.
+    keep_until: Instant,
+    /// Whether private addresses were allowed when it was fetched: after the
+    /// setting changes, it is fetched again.
+    private_allowed: bool,
+}
+
+/// One URL's slot: its lock makes concurrent requests wait for one fetch,
+/// whose answer (even an error, even an uncacheable one) they all share.
+type Slot = Arc<tokio::sync::Mutex<Option<Entry>>>;
+
+/// How long a failed fetch is remembered, so that a failing or slow
+/// document cannot make every request wait for a fetch of its own.
+const FAILURE_KEPT: Duration = Duration::from_secs(5);
+/// Documents fetched at once, across all URLs: each holds a socket.
+const FETCHES_AT_ONCE: usize = 32;
 
 /// Fetched documents, per node.
-#[derive(Default)]
 pub struct DocumentCache {
     slots: Mutex<HashMap<String, Slot>>,
+    fetching: tokio::sync::Semaphore,
+}
+
+impl Default for DocumentCache {
+    fn default() -> Self {
+        DocumentCache { slots: Mutex::default(), fetching: tokio::sync::Semaphore::new(FETCHES_AT_ONCE) }
+    }
 }
 
 impl DocumentCache {
@@ -33,7 +60,7 @@ impl DocumentCache {
         if slots.len() >= CACHE_MAX_ENTRIES && !slots.contains_key(url) {
             let now = Instant::now();
             slots.retain(|_, s| {
-                s.try_lock().map(|e| e.as_ref().is_some_and(|(_, until)| *until > now)).unwrap_or(true)
+                s.try_lock().map(|e| e.as_ref().is_some_and(|e| e.keep_until > now)).unwrap_or(true)
             });
             if slots.len() >= CACHE_MAX_ENTRIES {
                 slots.clear();
@@ -51,7 +78,7 @@ impl App {
 
     /// The client a metadata document URL describes, fetched or cached.
     /// The error says why it cannot be used, for the person or the client.
-    pub async fn metadata_document_client(&self, client_id: &str) -> Result<DelegatedClient, String> {
+    pub async fn metadata_document_client(&self, client_id: &str) -> Fetched {
         if !self.metadata_documents_enabled().await {
             return Err("URL client ids (client metadata documents) are not accepted here".into());
         }
@@ -66,21 +93,41 @@ impl App {
         {
             return Err(format!("client metadata documents from {host} are not accepted here"));
         }
-        let slot = self.metadata_documents.slot(client_id);
-        let mut entry = slot.lock().await;
-        if let Some((client, until)) = entry.as_ref()
-            && *until > Instant::now()
-        {
-            return Ok(client.clone());
-        }
-        let (client, keep) = self.fetch_metadata_document(client_id).await?;
-        *entry = keep.map(|seconds| (client.clone(), Instant::now() + Duration::from_secs(seconds)));
-        Ok(client)
-    }
-
-    async fn fetch_metadata_document(&self, url: &str) -> Result<(DelegatedClient, Option<u64>), String> {
         let allow_private =
             self.setting(CLIENT_METADATA_ALLOW_PRIVATE).await.map(|s| s.as_bool()).unwrap_or(false);
+        let asked_at = Instant::now();
+        let slot = self.metadata_documents.slot(client_id);
+        let mut entry = slot.lock().await;
+        if let Some(e) = entry.as_ref() {
+            // Fetched under the address rule in force now, or not reused.
+            let fresh = e.keep_until > Instant::now() && e.private_allowed == allow_private;
+            // Fetched while this request waited for the slot: its answer too.
+            if fresh || e.fetched_at >= asked_at {
+                return e.fetched.clone();
+            }
+        }
+        let (fetched, keep) = match self.metadata_documents.fetching.try_acquire() {
+            Ok(_permit) => match self.fetch_metadata_document(client_id, allow_private).await {
+                Ok((found, keep)) => (Ok(found), keep.map(Duration::from_secs).unwrap_or_default()),
+                Err(why) => (Err(why), FAILURE_KEPT),
+            },
+            Err(_) => return Err("too many client metadata documents are being fetched; try again".into()),
+        };
+        let now = Instant::now();
+        *entry = Some(Entry {
+            fetched: fetched.clone(),
+            fetched_at: now,
+            keep_until: now + keep,
+            private_allowed: allow_private,
+        });
+        fetched
+    }
+
+    async fn fetch_metadata_document(
+        &self,
+        url: &str,
+        allow_private: bool,
+    ) -> Result<((DelegatedClient, ClientLimits), Option<u64>), String> {
         let http = self.outbound_http_for(url, allow_private).map_err(|e| e.to_string())?;
         let unreachable = |e: reqwest::Error| {
             format!("the client metadata document could not be fetched: {}", e.without_url())
@@ -98,9 +145,23 @@ impl App {
                 response.status().as_u16()
             ));
         }
-        let keep = cache_seconds(
-            response.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()),
-        );
+        let media_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if media_type != "application/json" && !media_type.ends_with("+json") {
+            return Err("the client metadata document is not served as application/json".into());
+        }
+        let cache_control: Vec<&str> = response
+            .headers()
+            .get_all(reqwest::header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let keep = cache_seconds((!cache_control.is_empty()).then(|| cache_control.join(",")).as_deref());
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
             if body.len() + chunk.len() > DOCUMENT_MAX_BYTES {
@@ -110,8 +171,7 @@ impl App {
             }
             body.extend_from_slice(&chunk);
         }
-        let client = client_from_document(url, &body)?;
-        Ok((client, keep))
+        Ok((client_from_document(url, &body)?, keep))
     }
 
     /// Stores (or refreshes) a URL client's record, so that its codes,

@@ -240,11 +240,13 @@ impl App {
     ) -> Result<AuthorizationRequest, AuthorizeError> {
         let client_id =
             p.client_id.as_deref().ok_or_else(|| AuthorizeError::Page("client_id is required".into()))?;
-        let (client, metadata) = match self.store.oauth_client(client_id).await {
+        let (client, limits) = match self.store.oauth_client(client_id).await {
             _ if is_document_url(client_id) => {
-                (self.metadata_document_client(client_id).await.map_err(AuthorizeError::Page)?, None)
+                let (client, limits) =
+                    self.metadata_document_client(client_id).await.map_err(AuthorizeError::Page)?;
+                (client, Some(limits))
             }
-            Ok(Some(r)) => (r.client, r.metadata),
+            Ok(Some(r)) => (r.client, r.metadata.map(|m| m.limits())),
             Ok(None) => return Err(AuthorizeError::Page("unknown client".into())),
             Err(e) => {
                 tracing::error!(error = %e, "client lookup failed");
@@ -326,14 +328,8 @@ impl App {
             scopes.sort();
         }
         // What a self-registered client said it would ask for is its limit.
-        if let Some(registered) = &metadata {
-            let refresh_ok = registered.grant_types.iter().any(|g| g == "refresh_token");
-            let within = |s: &String| match &registered.scope {
-                _ if s == OFFLINE_ACCESS => refresh_ok,
-                Some(listed) => listed.split(' ').any(|l| l == s),
-                None => true,
-            };
-            if let Some(outside) = scopes.iter().find(|s| !within(s)) {
+        if let Some(limits) = &limits {
+            if let Some(outside) = limits.outside(&scopes) {
                 return Err(fail(OAuthError::new(
                     OAuthErrorCode::InvalidScope,
                     format!("scope {outside:?} is outside what this client registered for"),
@@ -503,7 +499,7 @@ impl App {
     ) -> Result<DelegatedClient, OAuthError> {
         let failed = || OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication failed");
         if is_document_url(client_id) {
-            let client = self
+            let (client, _) = self
                 .metadata_document_client(client_id)
                 .await
                 .map_err(|why| OAuthError::new(OAuthErrorCode::InvalidClient, why))?;
@@ -645,7 +641,7 @@ impl App {
             token_type: "Bearer".into(),
             expires_in: client.access_token_lifetime,
             refresh_token: refresh,
-            scope: record.scope,
+            scope,
         })
     }
 
@@ -666,6 +662,16 @@ impl App {
         scope: Option<&str>,
         resources: &[String],
     ) -> Result<TokenResponse, OAuthError> {
+        // A metadata document that no longer lists the refresh_token grant
+        // has given up refresh tokens.
+        if client.registration == Registration::MetadataDocument
+            && client.offline_access != OfflineAccess::Always
+        {
+            return Err(OAuthError::new(
+                OAuthErrorCode::UnauthorizedClient,
+                "the client's metadata document does not list the refresh_token grant",
+            ));
+        }
         let old_hash = self.secrets.digest(refresh_token);
         let internal = |e: StoreError| {
             tracing::error!(error = %e, "refresh failed");

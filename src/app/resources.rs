@@ -203,7 +203,15 @@ impl App {
             OAuthError::invalid_request("the request could not be completed; try again")
         })?;
         let allowed = allowed_scopes(&declared, declared.len() < audience.len());
-        Ok(scope.split(' ').filter(|s| allowed.iter().any(|a| a == s)).collect::<Vec<_>>().join(" "))
+        let kept: Vec<&str> = scope.split(' ').filter(|s| allowed.iter().any(|a| a == s)).collect();
+        // Only scopes for no resource (offline_access, openid) left: nothing to do there.
+        if kept.iter().all(|s| crate::domain::resource::ANY_AUDIENCE_SCOPES.contains(s)) {
+            return Err(OAuthError::new(
+                OAuthErrorCode::InvalidScope,
+                "none of the granted scopes applies to the requested resource",
+            ));
+        }
+        Ok(kept.join(" "))
     }
 
     /// Every scope keyward or a declared resource understands (metadata).

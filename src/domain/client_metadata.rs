@@ -4,7 +4,9 @@
 //! rules for such a URL and its document; fetching is the app's.
 
 use super::delegated::{ClientType, DelegatedClient, OfflineAccess, REDIRECT_URIS_MAX};
-use super::registration::{DYNAMIC_ACCESS_LIFETIME, DYNAMIC_REFRESH_LIFETIME, Registration};
+use super::registration::{
+    ClientLimits, DYNAMIC_ACCESS_LIFETIME, DYNAMIC_REFRESH_LIFETIME, Registration, parse_metadata,
+};
 use serde::Deserialize;
 
 /// Documents larger than this are refused (the draft suggests 5 KB).
@@ -62,13 +64,15 @@ struct Document {
     token_endpoint_auth_method: Option<String>,
     #[serde(default)]
     client_secret: Option<serde_json::Value>,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
-/// A client as its document describes it: public, PKCE, loopback redirect
-/// URIs without a port matching any port.
-pub fn client_from_document(url: &str, body: &[u8]) -> Result<DelegatedClient, String> {
+/// A client as its document describes it — public, PKCE, loopback redirect
+/// URIs without a port matching any port — and the limits it set itself.
+pub fn client_from_document(url: &str, body: &[u8]) -> Result<(DelegatedClient, ClientLimits), String> {
     let doc: Document =
-        serde_json::from_slice(body).map_err(|e| format!("the document is not client metadata: {e}"))?;
+        parse_metadata(body).map_err(|e| format!("the client metadata document is not valid: {e}"))?;
     if doc.client_id != url {
         return Err("the document's client_id is not the URL it was fetched from".into());
     }
@@ -99,12 +103,19 @@ pub fn client_from_document(url: &str, body: &[u8]) -> Result<DelegatedClient, S
         return Err("response_types must include code".into());
     }
     let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
-    let name = doc
-        .client_name
-        .map(|n| n.chars().filter(|c| !c.is_control()).take(200).collect::<String>())
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or_else(|| host.clone());
-    Ok(DelegatedClient {
+    // A name that could read as another on the consent page is refused.
+    if doc.client_name.as_ref().is_some_and(|n| {
+        n.chars().count() > 200 || n.chars().any(|c| c.is_control() || super::user::is_format_char(c))
+    }) {
+        return Err("client_name must be at most 200 characters, without control or format characters".into());
+    }
+    let name = doc.client_name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| host.clone());
+    let scope = match doc.scope {
+        Some(raw) => Some(super::oauth::parse_scope(&raw).map_err(|e| e.description)?.join(" ")),
+        None => None,
+    };
+    let limits = ClientLimits { scope, refresh_token_grant: grants.iter().any(|g| g == "refresh_token") };
+    let client = DelegatedClient {
         client_id: url.to_string(),
         name,
         redirect_uris: doc.redirect_uris,
@@ -114,12 +125,13 @@ pub fn client_from_document(url: &str, body: &[u8]) -> Result<DelegatedClient, S
         pkce_enabled: true,
         created_at: super::now(),
         registration: Registration::MetadataDocument,
-        offline_access: if grants.iter().any(|g| g == "refresh_token") {
+        offline_access: if limits.refresh_token_grant {
             OfflineAccess::Always
         } else {
             OfflineAccess::OnRequest
         },
-    })
+    };
+    Ok((client, limits))
 }
 
 /// A native app's own scheme (RFC 8252 §7.1), e.g. `com.example.app:/cb`.
@@ -127,18 +139,21 @@ fn native_scheme(uri: &str) -> bool {
     super::registration::dynamic_redirect_uri_allowed(uri, &[]).is_ok() && !uri.starts_with("http")
 }
 
-/// How long to keep a document, from its `Cache-Control` (None: not at all).
+/// How long to keep a document, from its `Cache-Control` (None: not at all;
+/// several header lines are given joined with commas).
 pub fn cache_seconds(cache_control: Option<&str>) -> Option<u64> {
     let Some(value) = cache_control else { return Some(DEFAULT_CACHE_SECONDS) };
     let directives: Vec<String> = value.split(',').map(|d| d.trim().to_ascii_lowercase()).collect();
     if directives.iter().any(|d| d == "no-store" || d == "no-cache" || d == "private") {
         return None;
     }
-    let max_age =
-        directives.iter().find_map(|d| d.strip_prefix("max-age=")?.trim_matches('"').parse::<u64>().ok());
+    let max_age = directives
+        .iter()
+        .find_map(|d| d.strip_prefix("max-age=").map(|v| v.trim_matches('"').parse::<u64>()));
     match max_age {
-        Some(0) => None,
-        Some(n) => Some(n.min(MAX_CACHE_SECONDS)),
+        // Unparsable (negative, say): not kept.
+        Some(Err(_)) | Some(Ok(0)) => None,
+        Some(Ok(n)) => Some(n.min(MAX_CACHE_SECONDS)),
         None => Some(DEFAULT_CACHE_SECONDS),
     }
 }
@@ -173,7 +188,7 @@ mod tests {
     #[test]
     fn documents() {
         // Claude Code's shape: loopback without a port, any port matches.
-        let c = client_from_document(
+        let (c, limits) = client_from_document(
             URL,
             &doc(serde_json::json!({
                 "client_id": URL, "client_name": "Claude Code",
@@ -186,6 +201,7 @@ mod tests {
         assert!(c.matching_redirect_uri("http://localhost:54321/callback").is_some());
         assert!(c.matching_redirect_uri("http://localhost:54321/other").is_none());
         assert_eq!(c.offline_access, OfflineAccess::Always);
+        assert!(limits.refresh_token_grant && limits.scope.is_none());
         for (bad, says) in [
             (
                 serde_json::json!({"client_id": "https://other.example/m.json", "redirect_uris": ["http://localhost/cb"]}),
@@ -209,7 +225,11 @@ mod tests {
                 serde_json::json!({"client_id": URL, "redirect_uris": ["http://localhost/cb"], "grant_types": ["client_credentials"]}),
                 "authorization_code",
             ),
-            (serde_json::json!(["not", "an", "object"]), "not client metadata"),
+            (serde_json::json!([URL, "Array Client", ["http://localhost/cb"]]), "JSON object"),
+            (
+                serde_json::json!({"client_id": URL, "redirect_uris": ["http://localhost/cb"], "client_name": "Admin\u{202e}x"}),
+                "format",
+            ),
         ] {
             let e = client_from_document(URL, &doc(bad.clone())).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
@@ -223,5 +243,7 @@ mod tests {
         assert_eq!(cache_seconds(Some("max-age=999999999")), Some(MAX_CACHE_SECONDS));
         assert_eq!(cache_seconds(Some("no-store")), None);
         assert_eq!(cache_seconds(Some("max-age=0")), None);
+        assert_eq!(cache_seconds(Some("max-age=-1")), None);
+        assert_eq!(cache_seconds(Some("max-age=86400, no-store")), None);
     }
 }

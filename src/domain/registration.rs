@@ -123,6 +123,14 @@ impl RegisteredMetadata {
         if self.token_endpoint_auth_method == "none" { ClientType::Public } else { ClientType::Confidential }
     }
 
+    /// What the client may ask for, as it registered.
+    pub fn limits(&self) -> ClientLimits {
+        ClientLimits {
+            scope: self.scope.clone(),
+            refresh_token_grant: self.grant_types.iter().any(|g| g == "refresh_token"),
+        }
+    }
+
     /// Registered for the refresh_token grant: refresh tokens always.
     pub fn offline_access(&self) -> OfflineAccess {
         if self.grant_types.iter().any(|g| g == "refresh_token") {
@@ -130,6 +138,26 @@ impl RegisteredMetadata {
         } else {
             OfflineAccess::OnRequest
         }
+    }
+}
+
+/// The limits a client set itself when it registered (or in its metadata
+/// document): the scopes it may ask for (`None`: any), and whether it may
+/// have refresh tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimits {
+    pub scope: Option<String>,
+    pub refresh_token_grant: bool,
+}
+
+impl ClientLimits {
+    /// The first of `scopes` outside these limits.
+    pub fn outside<'a>(&self, scopes: &'a [String]) -> Option<&'a String> {
+        scopes.iter().find(|s| match &self.scope {
+            _ if s.as_str() == super::oauth::OFFLINE_ACCESS => !self.refresh_token_grant,
+            Some(listed) => !listed.split(' ').any(|l| l == s.as_str()),
+            None => false,
+        })
     }
 }
 
@@ -229,6 +257,17 @@ fn short_text(name: &str, value: Option<String>, max: usize) -> Result<Option<St
         }
         v => Ok(v),
     }
+}
+
+/// `body` as client metadata: a JSON object (serde would take an array for a
+/// struct), or why not.
+pub fn parse_metadata<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("client metadata is a JSON object".into());
+    }
+    serde_json::from_value(value).map_err(|e| format!("the body is not client metadata: {e}"))
 }
 
 /// Checks `meta` against the policy and says what keyward registers.

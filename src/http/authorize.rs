@@ -285,7 +285,7 @@ pub async fn authorize(
                 scopes: app.describe_scopes(&request.scope, &request.resources).await,
                 // Bound to this very request: the form cannot be replayed
                 // with another one (other scopes) under the same token.
-                csrf: app.csrf_token(&format!("consent:{query}"), &session),
+                csrf: app.csrf_token(&consent_purpose(&query, &request), &session),
                 request: &query,
             }
             .render()
@@ -400,10 +400,10 @@ pub async fn consent(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
     let Some((user, session)) = signed_in(&app, &headers).await else {
         return error_page(StatusCode::UNAUTHORIZED, "you are not signed in (any more); start again");
     };
-    if !app.csrf_matches(&format!("consent:{}", field("request")), &session, field("csrf")) {
+    if !app.csrf_matches(&consent_purpose(field("request"), &request), &session, field("csrf")) {
         return error_page(
             StatusCode::FORBIDDEN,
-            "the consent form expired or came from elsewhere; start again",
+            "the consent form expired, came from elsewhere, or the app changed since it was shown; start again",
         );
     }
     match field("decision") {
@@ -417,6 +417,14 @@ pub async fn consent(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
         },
         _ => error_page(StatusCode::BAD_REQUEST, "choose Allow or Deny"),
     }
+}
+
+/// What a consent form's anti-forgery token is bound to: the request and
+/// what the page showed of it. Scopes and the name can also come from the
+/// client (a self-registered client's registration, a metadata document),
+/// which may change between showing the page and approving it.
+fn consent_purpose(query: &str, request: &AuthorizationRequest) -> String {
+    format!("consent:{query}\n{}\n{}", request.scope, request.client.name)
 }
 
 /// GET `/oauth/v1/connections/callback/`: a provider sends the user back

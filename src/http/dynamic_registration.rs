@@ -94,8 +94,7 @@ fn metadata(
     }
     let body = body
         .map_err(|_| bad(format!("the body could not be read (at most {} bytes)", super::MAX_BODY_BYTES)))?;
-    serde_json::from_slice::<ClientMetadata>(&body)
-        .map_err(|e| bad(format!("the body is not client metadata: {e}")))
+    crate::domain::registration::parse_metadata::<ClientMetadata>(&body).map_err(bad)
 }
 
 fn render(app: &App, registered: DynamicClient, status: StatusCode) -> Response {

@@ -157,6 +157,20 @@ def test_documents_are_checked(document_host, keyward):
         doc_url = document_host.document(path, **fields)
         page = authorize_page(keyward, doc_url)
         assert page.status_code == 400 and says in page.text, (path, page.text)
+    # Not JSON-typed, an array, a name that reads as another: refused.
+    typed = document_host.document("/typed.json", headers={"content-type": "text/html"})
+    assert "application/json" in authorize_page(keyward, typed).text
+    array_url = document_host.base_url + "/array.json"
+    document_host.documents["/array.json"] = (200, {"content-type": "application/json"},
+                                              json.dumps([array_url, "x", ["http://127.0.0.1/callback"]]).encode(), 0)
+    assert "JSON object" in authorize_page(keyward, array_url).text
+    spoof = document_host.document("/spoof.json", client_name="Admin\u202eelosnoC")
+    assert "format characters" in authorize_page(keyward, spoof).text
+    # What the document says it asks for is its limit.
+    narrow = document_host.document("/narrow.json", scope="mcp", grant_types=["authorization_code"])
+    for scope in ["api", "mcp offline_access"]:
+        page = requests.get(authorize_page(keyward, narrow).url + "&" + urllib.parse.urlencode({"scope": scope}))
+        assert page.status_code == 400 and "outside what this client registered for" in page.text, scope
     # The request's redirect URI must be in the document.
     page = authorize_page(keyward, url, redirect_uri="http://127.0.0.1:5555/elsewhere")
     assert page.status_code == 400 and "not registered" in page.text
@@ -175,6 +189,13 @@ def test_documents_are_checked(document_host, keyward):
         assert authorize_page(keyward, fresh).status_code == 200
     assert document_host.hits["/cached.json"] == 1
     assert document_host.hits["/fresh.json"] == 3
+    # Concurrent requests share one fetch even of an uncacheable or failing document.
+    for path, fields in [("/nostore-slow.json", dict(headers={"cache-control": "no-store"}, delay=1)),
+                         ("/failing.json", dict(status=500, delay=1))]:
+        doc_url = document_host.document(path, **fields)
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            list(pool.map(lambda _: authorize_page(keyward, doc_url), range(10)))
+        assert document_host.hits[path] <= 2, (path, document_host.hits[path])
     # Ten at once for a new document: one fetch.
     shared = document_host.document("/shared.json", delay=1)
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
@@ -185,7 +206,8 @@ def test_documents_are_checked(document_host, keyward):
 
 def test_consent_names_the_document_host_and_is_always_asked(document_host, keyward):
     allow_loopback_documents(keyward)
-    url = document_host.document("/consent.json")
+    no_store = {"cache-control": "no-store"}
+    url = document_host.document("/consent.json", headers=no_store)
     page = authorize_page(keyward, url)
     browser = requests.Session()
     login = browser.get(page.url)
@@ -193,6 +215,14 @@ def test_consent_names_the_document_host_and_is_always_asked(document_host, keyw
         "username": keyward.username, "password": keyward.password,
         "csrf": hidden(login.text, "csrf"), "return_to": hidden(login.text, "return_to")})
     assert signed_in.status_code == 303
+    # The document changes between showing the page and approving it: the
+    # approval does not count (the page showed something else).
+    consent = browser.get(page.url, allow_redirects=False)
+    document_host.document("/consent.json", client_name="Something else entirely", headers=no_store)
+    changed = browser.post(f"{keyward.base_url}/oauth/v1/authorize/", allow_redirects=False, data={
+        "csrf": hidden(consent.text, "csrf"), "request": hidden(consent.text, "request"), "decision": "approve"})
+    assert changed.status_code == 403, changed.text
+    document_host.document("/consent.json", headers=no_store)
     for _ in range(2):
         consent = browser.get(page.url, allow_redirects=False)
         assert consent.status_code == 200, "consent is asked every time"
