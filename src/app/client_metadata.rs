@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// URLs kept at once; past it, expired entries go (and then all, if need be).
-const CACHE_MAX_ENTRIES: usize = 10_000;
+/// (A document is at most 16 KiB: this bounds the cache near 32 MiB.)
+const CACHE_MAX_ENTRIES: usize = 2_000;
 
 /// What one fetch of a document gave: the client and its limits, or why not.
 type Fetched = Result<(DelegatedClient, ClientLimits), String>;

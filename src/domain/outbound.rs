@@ -161,6 +161,9 @@ pub fn is_public_address(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
+                // Site-local (deprecated, fec0::/10) and IPv4-translated (::ffff:0:a.b.c.d).
+                || (first & 0xffc0) == 0xfec0
+                || segments[..4].iter().all(|&x| x == 0) && segments[4] == 0xffff && segments[5] == 0
                 || first == 0x2001 && v6.segments()[1] == 0x0db8
                 || first == 0x0064 && v6.segments()[1] == 0xff9b)
         }
@@ -303,6 +306,8 @@ mod tests {
             "https://[2001:0:4136:e378::1]/",
             "https://[::7f00:1]/",
             "https://[64:ff9b:1::a00:1]/",
+            "https://[fec0::1]/",
+            "https://[::ffff:0:7f00:1]/",
             "https://192.0.0.8/",
             "http://api.endsystem.com/",
         ] {
