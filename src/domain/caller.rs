@@ -29,6 +29,18 @@ pub struct Caller {
     pub scope: Option<String>,
 }
 
+impl Caller {
+    /// A user in their own browser session: limited by the role alone, as
+    /// with their own API access token.
+    pub fn signed_in(user: &super::User) -> Self {
+        Caller {
+            principal: Principal::User { id: user.id, username: user.username.clone() },
+            role: user.role,
+            scope: None,
+        }
+    }
+}
+
 /// The scope a credential needs for keyward's own REST APIs (SPEC §5): the
 /// table in docs/security.md says what each scope allows.
 pub const API_SCOPE: &str = "api";

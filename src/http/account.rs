@@ -8,8 +8,8 @@ use super::authorize::{
     SESSION_COOKIE, error_page, form_fields, internal, login_page, page, see_other, set_cookie, signed_in,
 };
 use crate::app::{App, AppError};
-use crate::domain::User;
 use crate::domain::api_token::TokenStatus;
+use crate::domain::{Caller, User};
 use crate::domain::{from_micros, now, to_micros};
 use askama::Template;
 use axum::body::Bytes;
@@ -37,13 +37,25 @@ struct Shown {
     value: String,
 }
 
+/// One remembered consent: an app the user allowed.
+struct ConsentRow {
+    client_id: String,
+    scope: String,
+    since: String,
+}
+
 #[derive(Template)]
 #[template(path = "account.html")]
 struct AccountPage<'a> {
     username: &'a str,
     tokens: Vec<TokenRow>,
+    consents: Vec<ConsentRow>,
+    connections: Vec<crate::app::ConnectionView>,
     shown: Option<Shown>,
     message: Option<String>,
+    /// A connection's authorization link to follow (a link, not a form's
+    /// redirect: the page's `form-action` is keyward alone).
+    authorize_link: Option<String>,
     csrf: String,
 }
 
@@ -64,10 +76,30 @@ async fn render(
     shown: Option<Shown>,
     message: Option<String>,
 ) -> Response {
-    let records = match app.refresh_tokens_of(user.id).await {
-        Ok(r) => r,
+    render_with_link(app, user, session, shown, message, None).await
+}
+
+async fn render_with_link(
+    app: &App,
+    user: &User,
+    session: &str,
+    shown: Option<Shown>,
+    message: Option<String>,
+    authorize_link: Option<String>,
+) -> Response {
+    let caller = Caller::signed_in(user);
+    let (records, consents, connections) = match tokio::try_join!(
+        app.refresh_tokens_of(user.id),
+        app.consents(user.id),
+        app.connections(&caller)
+    ) {
+        Ok(all) => all,
         Err(e) => return internal(e),
     };
+    let consents = consents
+        .into_iter()
+        .map(|(client_id, scope, at)| ConsentRow { client_id, scope, since: day(at) })
+        .collect();
     let at = to_micros(now());
     let tokens = records
         .into_iter()
@@ -86,8 +118,11 @@ async fn render(
     let html = AccountPage {
         username: &user.username,
         tokens,
+        consents,
+        connections,
         shown,
         message,
+        authorize_link,
         csrf: app.csrf_token("account", session),
     }
     .render()
@@ -155,6 +190,28 @@ pub async fn account_action(
                 .map(|()| (None, Some("The refresh token and its API access tokens are revoked.".into()))),
             Err(e) => Err(e),
         },
+        "withdraw_consent" => app.revoke_consent(user.id, field("client_id")).await.map(|withdrawn| {
+            let message = if withdrawn == 0 {
+                "You had not allowed that app: nothing to withdraw."
+            } else {
+                "Consent withdrawn; the app's tokens are revoked."
+            };
+            (None, Some(message.into()))
+        }),
+        "revoke_connection" => app
+            .revoke_connection(&Caller::signed_in(&user), field("id"))
+            .await
+            .map(|_| (None, Some("The connection is revoked.".into()))),
+        "authorize_connection" => {
+            return match app.start_connection_authorization(&Caller::signed_in(&user), field("id")).await {
+                Ok(url) => render_with_link(&app, &user, &session, None, None, Some(url)).await,
+                Err(e) => {
+                    let mut response = render(&app, &user, &session, None, Some(e.to_string())).await;
+                    *response.status_mut() = StatusCode::BAD_REQUEST;
+                    response
+                }
+            };
+        }
         "sign_out" => {
             if let Err(e) = app.end_session(&session).await {
                 return internal(e);

@@ -7,7 +7,11 @@ use crate::on_both_backends;
 use keyward::domain::Role;
 use serde_json::json;
 
-on_both_backends!(tokens_from_the_account_page, the_account_page_refuses_what_it_should);
+on_both_backends!(
+    tokens_from_the_account_page,
+    the_account_page_refuses_what_it_should,
+    consents_and_connections_on_the_account_page,
+);
 
 impl Browser {
     /// Signs in through the account page; its HTML.
@@ -137,4 +141,74 @@ async fn the_account_page_refuses_what_it_should(backend: Backend) {
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+}
+
+async fn consents_and_connections_on_the_account_page(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    // An app the admin allowed, and a connection of the admin's.
+    let (client_id, _) = s.register_client(crate::delegated_oauth::public("http://127.0.0.1/cb")).await;
+    let (url, _) = crate::delegated_oauth::authorize_url(&s, &client_id, "http://127.0.0.1/cb", "&scope=mcp");
+    let browser = Browser::new();
+    browser.authorize(&s, &url).await;
+    let body = json!({"name": "End system", "grant_type": "authorization_code", "client_id": "c", "client_secret": "s",
+        "authorization_url": "https://account.endsystem.com/authorize", "token_url": "https://api.endsystem.com/token",
+        "api_base_url": "https://api.endsystem.com/v1/"});
+    let outbound = json_with_status(
+        s.send(reqwest::Method::POST, "/admin/api/outbound_clients/", &admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let connection = json_with_status(
+        s.send(reqwest::Method::POST, "/api/v2/connections/", &admin)
+            .json(&json!({"outbound_client_id": outbound["id"], "name": "my end system"}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let connection_id = connection["id"].as_str().unwrap();
+    let html = browser.get(&s.url("/account/auth")).await.text().await.unwrap();
+    assert!(
+        html.contains(&client_id) && html.contains("my end system") && html.contains("pending"),
+        "{html}"
+    );
+    let csrf = hidden(&html, "csrf");
+    // Authorizing gives a link through keyward (followed by the person).
+    let r =
+        browser.act(&s, &[("csrf", &csrf), ("action", "authorize_connection"), ("id", connection_id)]).await;
+    let html = r.text().await.unwrap();
+    assert!(html.contains(&s.url("/oauth/v1/connections/start/?state=")), "{html}");
+    // Someone else cannot touch them.
+    let r = s
+        .send(reqwest::Method::POST, "/admin/api/users/", &admin)
+        .json(&json!({"username": "olga", "password": "password-olga-1", "role": Role::ServerAdmin}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 201).await;
+    let olga = Browser::new();
+    let olga_csrf = hidden(&olga.account(&s, "olga", "password-olga-1").await, "csrf");
+    for action in ["authorize_connection", "revoke_connection"] {
+        let r = olga.act(&s, &[("csrf", &olga_csrf), ("action", action), ("id", connection_id)]).await;
+        assert_eq!(r.status(), 400, "{action}");
+    }
+    let r = olga
+        .act(&s, &[("csrf", &olga_csrf), ("action", "withdraw_consent"), ("client_id", &client_id)])
+        .await;
+    assert!(r.text().await.unwrap().contains("nothing to withdraw"));
+    let html = browser.get(&s.url("/account/auth")).await.text().await.unwrap();
+    assert!(html.contains(&client_id), "the owner's consent stays: {html}");
+    // The owner revokes the connection and withdraws the consent.
+    let r = browser.act(&s, &[("csrf", &csrf), ("action", "revoke_connection"), ("id", connection_id)]).await;
+    assert!(r.text().await.unwrap().contains("revoked"));
+    let r =
+        browser.act(&s, &[("csrf", &csrf), ("action", "withdraw_consent"), ("client_id", &client_id)]).await;
+    let html = r.text().await.unwrap();
+    assert!(html.contains("No app acts for you"), "{html}");
 }
