@@ -29,6 +29,9 @@ const { chromium } = require('playwright-core');
     const copy = page.locator('button[data-copy]');
     const copyVisible = await copy.isVisible();
     await copy.click();
+    // The label changes when the clipboard has taken the text.
+    await page.waitForFunction(() => document.querySelector('button[data-copy]').textContent === 'Copied',
+                               null, { timeout: 5000 }).catch(() => null);
     const copied = (await copy.innerText()).trim();
     const clipboard = await page.evaluate(() => navigator.clipboard.readText()).catch(() => '');
     await page.screenshot({ path: `${shots}/account-refresh-token-created.png`, fullPage: true });
