@@ -93,6 +93,11 @@ impl App {
         Ok(dp)
     }
 
+    /// Every data product (the account page offers them).
+    pub async fn data_products(&self) -> Result<Vec<DataProduct>, AppError> {
+        Ok(self.store.data_products().await?)
+    }
+
     pub async fn data_product(&self, dp_id: &str) -> Result<DataProduct, AppError> {
         self.store.data_product(dp_id).await?.ok_or_else(|| not_found(dp_id))
     }

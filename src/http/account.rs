@@ -44,6 +44,13 @@ struct ConsentRow {
     since: String,
 }
 
+/// Stored warehouse credentials (never the password).
+struct CredentialRow {
+    dp_id: String,
+    username: String,
+    updated: String,
+}
+
 #[derive(Template)]
 #[template(path = "account.html")]
 struct AccountPage<'a> {
@@ -51,6 +58,8 @@ struct AccountPage<'a> {
     tokens: Vec<TokenRow>,
     consents: Vec<ConsentRow>,
     connections: Vec<crate::app::ConnectionView>,
+    credentials: Vec<CredentialRow>,
+    data_products: Vec<crate::domain::vault::DataProduct>,
     shown: Option<Shown>,
     message: Option<String>,
     /// A connection's authorization link to follow (a link, not a form's
@@ -88,14 +97,24 @@ async fn render_with_link(
     authorize_link: Option<String>,
 ) -> Response {
     let caller = Caller::signed_in(user);
-    let (records, consents, connections) = match tokio::try_join!(
+    let (records, consents, connections, credentials, data_products) = match tokio::try_join!(
         app.refresh_tokens_of(user.id),
         app.consents(user.id),
-        app.connections(&caller)
+        app.connections(&caller),
+        app.credentials_of(&caller),
+        app.data_products(),
     ) {
         Ok(all) => all,
         Err(e) => return internal(e),
     };
+    let credentials = credentials
+        .into_iter()
+        .map(|c| CredentialRow {
+            dp_id: c.dp_id,
+            username: c.username,
+            updated: day(to_micros(c.updated_at)),
+        })
+        .collect();
     let consents = consents
         .into_iter()
         .map(|(client_id, scope, at)| ConsentRow { client_id, scope, since: day(at) })
@@ -120,6 +139,8 @@ async fn render_with_link(
         tokens,
         consents,
         connections,
+        credentials,
+        data_products,
         shown,
         message,
         authorize_link,
@@ -212,6 +233,22 @@ pub async fn account_action(
                 }
             };
         }
+        // Stored sealed; never shown back.
+        "store_credentials" => app
+            .store_credentials(
+                &Caller::signed_in(&user),
+                field("dp_id"),
+                field("state"),
+                field("username"),
+                field("password"),
+                false,
+            )
+            .await
+            .map(|_| (None, Some("Warehouse credentials stored.".into()))),
+        "delete_credentials" => app
+            .delete_credentials(&Caller::signed_in(&user), field("dp_id"))
+            .await
+            .map(|()| (None, Some("Warehouse credentials deleted.".into()))),
         "sign_out" => {
             if let Err(e) = app.end_session(&session).await {
                 return internal(e);

@@ -204,6 +204,45 @@ async fn consents_and_connections_on_the_account_page(backend: Backend) {
     assert!(r.text().await.unwrap().contains("nothing to withdraw"));
     let html = browser.get(&s.url("/account/auth")).await.text().await.unwrap();
     assert!(html.contains(&client_id), "the owner's consent stays: {html}");
+    // Warehouse credentials: stored, listed without the password, only the
+    // owner's deleted.
+    let dp = json!({"dp_id": "sales", "name": "Sales", "warehouse": {"kind": "postgresql", "host": "127.0.0.1", "port": 5432, "database": "sales"}});
+    let r =
+        s.send(reqwest::Method::POST, "/admin/api/data_products/", &admin).json(&dp).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = browser
+        .act(
+            &s,
+            &[
+                ("csrf", &csrf),
+                ("action", "store_credentials"),
+                ("dp_id", "sales"),
+                ("state", "default"),
+                ("username", "analyst"),
+                ("password", "warehouse-secret-1"),
+            ],
+        )
+        .await;
+    let html = r.text().await.unwrap();
+    assert!(html.contains("analyst") && !html.contains("warehouse-secret-1"), "{html}");
+    let r = olga.act(&s, &[("csrf", &olga_csrf), ("action", "delete_credentials"), ("dp_id", "sales")]).await;
+    assert_eq!(r.status(), 400);
+    let r = browser
+        .act(
+            &s,
+            &[
+                ("csrf", &csrf),
+                ("action", "store_credentials"),
+                ("dp_id", "nope"),
+                ("state", "x"),
+                ("username", "a"),
+                ("password", "b"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = browser.act(&s, &[("csrf", &csrf), ("action", "delete_credentials"), ("dp_id", "sales")]).await;
+    assert!(!r.text().await.unwrap().contains("analyst"));
     // The owner revokes the connection and withdraws the consent.
     let r = browser.act(&s, &[("csrf", &csrf), ("action", "revoke_connection"), ("id", connection_id)]).await;
     assert!(r.text().await.unwrap().contains("revoked"));
