@@ -240,17 +240,18 @@ impl App {
     ) -> Result<AuthorizationRequest, AuthorizeError> {
         let client_id =
             p.client_id.as_deref().ok_or_else(|| AuthorizeError::Page("client_id is required".into()))?;
-        let (client, limits) = match self.store.oauth_client(client_id).await {
-            _ if is_document_url(client_id) => {
-                let (client, limits) =
-                    self.metadata_document_client(client_id).await.map_err(AuthorizeError::Page)?;
-                (client, Some(limits))
-            }
-            Ok(Some(r)) => (r.client, r.metadata.map(|m| m.limits())),
-            Ok(None) => return Err(AuthorizeError::Page("unknown client".into())),
-            Err(e) => {
-                tracing::error!(error = %e, "client lookup failed");
-                return Err(AuthorizeError::Page("the request could not be checked; try again".into()));
+        let (client, limits) = if is_document_url(client_id) {
+            let (client, limits) =
+                self.metadata_document_client(client_id).await.map_err(AuthorizeError::Page)?;
+            (client, Some(limits))
+        } else {
+            match self.store.oauth_client(client_id).await {
+                Ok(Some(r)) => (r.client, r.metadata.map(|m| m.limits())),
+                Ok(None) => return Err(AuthorizeError::Page("unknown client".into())),
+                Err(e) => {
+                    tracing::error!(error = %e, "client lookup failed");
+                    return Err(AuthorizeError::Page("the request could not be checked; try again".into()));
+                }
             }
         };
         let redirect_uri = match p.redirect_uri.as_deref() {
@@ -686,7 +687,7 @@ impl App {
             return Err(invalid_grant("the refresh token is expired or revoked"));
         }
         if state.rotated_at.is_some() {
-            return self.replayed_refresh(&old_hash, &state, at).await;
+            return self.replayed_refresh(client, &old_hash, &state, at).await;
         }
         let audience = narrowed_resources(&state.grant.resources, resources, &self.issuer)?;
         let scope = narrowed_scope(&state.grant.scope, scope)?;
@@ -735,7 +736,7 @@ impl App {
         // A concurrent request rotated it first: answer as it was answered.
         let state = self.store.oauth_refresh_token(&old_hash).await.map_err(internal)?;
         match state {
-            Some(state) => self.replayed_refresh(&old_hash, &state, to_micros(now())).await,
+            Some(state) => self.replayed_refresh(client, &old_hash, &state, to_micros(now())).await,
             None => Err(invalid_grant("the refresh token is not valid")),
         }
     }
@@ -745,18 +746,15 @@ impl App {
         self.setting(REFRESH_REUSE_GRACE).await.ok().and_then(|s| s.as_i64()).unwrap_or(10)
     }
 
+    /// A rotated refresh token of `client` (the grant's own) used again.
     async fn replayed_refresh(
         &self,
+        client: &DelegatedClient,
         old_hash: &str,
         state: &OAuthRefreshState,
         at: i64,
     ) -> Result<TokenResponse, OAuthError> {
-        let grace = self.refresh_reuse_grace().await;
-        let client_cap = match self.store.oauth_client(&state.grant.client_id).await {
-            Ok(Some(record)) => record.client.access_token_lifetime,
-            _ => 0,
-        };
-        let grace = grace.min(client_cap);
+        let grace = self.refresh_reuse_grace().await.min(client.access_token_lifetime);
         let within_grace = state.rotated_at.is_some_and(|r| at - r <= grace * MICROS);
         if let (true, Some(sealed)) = (within_grace, &state.successor) {
             let response = self

@@ -36,7 +36,7 @@ pub use delegated::{
 };
 pub use error::AppError;
 pub use keys::{KeySet, Keyring};
-pub use proxy::{FORWARDED_RESPONSE_HEADERS, ProxyRequest};
+pub use proxy::{FORWARDED_REQUEST_HEADERS, FORWARDED_RESPONSE_HEADERS, ProxyRequest};
 pub use registration::{DynamicClient, RegistrationFailure};
 pub use resources::{GatewayRefusal, ResourceDeclaration};
 pub use tokens::{Rejected, TokenResponse};

@@ -14,7 +14,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Request headers passed on to the API (everything else — cookies, the
 /// caller's own credentials, hop-by-hop headers — stays here).
-const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+pub const FORWARDED_REQUEST_HEADERS: &[&str] = &[
     "accept",
     "accept-language",
     "content-type",

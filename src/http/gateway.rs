@@ -25,19 +25,10 @@ pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
 /// How long the upstream may take to start its answer.
 const UPSTREAM_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Request headers passed upstream: content negotiation and the MCP
-/// streamable-HTTP transport's own. Never `Authorization` or cookies.
-const FORWARDED_REQUEST_HEADERS: &[&str] = &[
-    "accept",
-    "accept-language",
-    "content-type",
-    "if-match",
-    "if-none-match",
-    "last-event-id",
-    "mcp-protocol-version",
-    "mcp-session-id",
-    "prefer",
-];
+/// Request headers passed upstream besides the connection proxy's (content
+/// negotiation and conditions): the MCP streamable-HTTP transport's own.
+/// Never `Authorization` or cookies.
+const MCP_REQUEST_HEADERS: &[&str] = &["last-event-id", "mcp-protocol-version", "mcp-session-id"];
 
 /// Response headers passed back (the upstream's own challenges are not:
 /// keyward is the one that speaks OAuth here).
@@ -176,7 +167,9 @@ pub async fn forward(State(app): AppState, request: axum::extract::Request) -> R
     };
     let mut upstream = app.gateway_http().request(method, target).body(body);
     for (name, value) in &parts.headers {
-        if FORWARDED_REQUEST_HEADERS.contains(&name.as_str()) {
+        if crate::app::FORWARDED_REQUEST_HEADERS.contains(&name.as_str())
+            || MCP_REQUEST_HEADERS.contains(&name.as_str())
+        {
             upstream = upstream.header(name.as_str(), value.as_bytes());
         }
     }

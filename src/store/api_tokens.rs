@@ -173,13 +173,10 @@ impl Store {
             // Marks the refresh token used, only if it is still active; on
             // PostgreSQL this also locks it, so that concurrent creations from
             // one refresh token run one after the other and the last one wins.
-            found(exec(
-                &mut *tx,
+            exec_one(&mut *tx,
                 "UPDATE refresh_tokens SET last_used_at = $2 WHERE id = $1 AND user_id = $3 \
                  AND revoked_at IS NULL AND expires_at > $2",
-                params![token.refresh_token_id, token.created_at, token.user_id],
-            )
-            .await?)?;
+                params![token.refresh_token_id, token.created_at, token.user_id]).await?;
             revoke_access_tokens_of(tx, token.refresh_token_id, token.created_at).await?;
             let (id,): (i64,) = sqlx::query_as_with(
                 "INSERT INTO api_access_tokens (refresh_token_id, user_id, token_hash, created_at, expires_at) \
@@ -233,14 +230,9 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            found(
-                exec(
-                    &mut *tx,
+            exec_one(&mut *tx,
                     "UPDATE refresh_tokens SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
-                    params![id, user_id, at],
-                )
-                .await?,
-            )?;
+                    params![id, user_id, at]).await?;
             revoke_access_tokens_of(tx, id, at).await?;
             Ok(())
         })
@@ -280,15 +272,13 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<i64> {
         self.write(event, None, async |tx, _| {
-            found(
-                exec(
-                    &mut *tx,
-                    "UPDATE refresh_tokens SET revoked_at = $2 WHERE id = $1 AND user_id = $3 \
+            exec_one(
+                &mut *tx,
+                "UPDATE refresh_tokens SET revoked_at = $2 WHERE id = $1 AND user_id = $3 \
                  AND revoked_at IS NULL AND expires_at > $2",
-                    params![old_id, new.created_at, new.user_id],
-                )
-                .await?,
-            )?;
+                params![old_id, new.created_at, new.user_id],
+            )
+            .await?;
             revoke_access_tokens_of(tx, old_id, new.created_at).await?;
             insert_refresh_token(tx, &new).await
         })

@@ -179,8 +179,7 @@ impl Store {
                 )
                 .await?;
             }
-            found(exec(
-                &mut *tx,
+            exec_one(&mut *tx,
                 "UPDATE outbound_clients SET settings = $2, client_secret = COALESCE($3, client_secret), updated_at = $4, \
                  endpoints_version = CASE WHEN $5 = 1 THEN $4 ELSE endpoints_version END WHERE id = $1",
                 params![
@@ -189,9 +188,7 @@ impl Store {
                     sealed_secret,
                     to_micros(now()),
                     i64::from(reset_connections.is_some() || sealed_secret.is_some()),
-                ],
-            )
-            .await?)?;
+                ]).await?;
             Ok(())
         })
         .await

@@ -362,9 +362,7 @@ impl Store {
             let at = to_micros(now());
             revoke_grants_in(tx, "SELECT id FROM oauth_grants WHERE client_id = $1", params![client_id], at)
                 .await?;
-            found(
-                exec(&mut *tx, "DELETE FROM oauth_clients WHERE client_id = $1", params![client_id]).await?,
-            )?;
+            exec_one(&mut *tx, "DELETE FROM oauth_clients WHERE client_id = $1", params![client_id]).await?;
             Ok(())
         })
         .await
@@ -377,15 +375,13 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            found(
-                exec(
-                    &mut *tx,
-                    "UPDATE oauth_clients SET secret_hash = $2, updated_at = $3 WHERE client_id = $1 \
+            exec_one(
+                &mut *tx,
+                "UPDATE oauth_clients SET secret_hash = $2, updated_at = $3 WHERE client_id = $1 \
                  AND client_type = 'confidential'",
-                    params![client_id, secret_hash, to_micros(now())],
-                )
-                .await?,
-            )?;
+                params![client_id, secret_hash, to_micros(now())],
+            )
+            .await?;
             Ok(())
         })
         .await

@@ -161,7 +161,7 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, Some(&format!("client:{client_id}")), async |tx, _| {
-            found(exec(&mut *tx, "DELETE FROM m2m_clients WHERE client_id = $1", params![client_id]).await?)?;
+            exec_one(&mut *tx, "DELETE FROM m2m_clients WHERE client_id = $1", params![client_id]).await?;
             delete_principal_credentials_in(tx, principal).await
         })
         .await

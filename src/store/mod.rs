@@ -124,9 +124,13 @@ async fn exec<'c>(
     Ok(sqlx::query_with(sql, params?).execute(executor).await?.rows_affected())
 }
 
-/// `NotFound` when a statement touched no row.
-fn found(rows_affected: u64) -> StoreResult<()> {
-    if rows_affected == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+/// Runs one statement that must touch a row: `NotFound` when it touched none.
+async fn exec_one<'c>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    sql: impl sqlx::SqlSafeStr,
+    params: Params,
+) -> StoreResult<()> {
+    if exec(executor, sql, params).await? == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
 /// `Conflict(what)` for a unique violation, any other error as it is.
@@ -222,7 +226,7 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, announce, async |tx, _| {
-            found(exec(&mut *tx, sql, params![key]).await?)?;
+            exec_one(&mut *tx, sql, params![key]).await?;
             Ok(())
         })
         .await

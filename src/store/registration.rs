@@ -6,14 +6,14 @@ use super::*;
 use crate::domain::audit::AuditEvent;
 use crate::domain::delegated::DelegatedClient;
 
+/// Self-registered clients no user has approved yet.
+const COUNT_UNAPPROVED: &str =
+    "SELECT COUNT(*) FROM oauth_clients WHERE registration = 'dynamic' AND first_authorized_at IS NULL";
+
 impl Store {
     /// Self-registered clients no user has approved yet.
     pub async fn count_unapproved_dynamic_clients(&self) -> StoreResult<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM oauth_clients WHERE registration = 'dynamic' AND first_authorized_at IS NULL",
-        )
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar(COUNT_UNAPPROVED).fetch_one(&self.pool).await?)
     }
 
     /// What `client_id` holds at `now`: unexpired codes and active grants.
@@ -48,11 +48,7 @@ impl Store {
                 // SQLite's BEGIN IMMEDIATE already serializes writers.
                 sqlx::query("SELECT pg_advisory_xact_lock(7591)").execute(&mut *tx).await?;
             }
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM oauth_clients WHERE registration = 'dynamic' AND first_authorized_at IS NULL",
-            )
-            .fetch_one(&mut *tx)
-            .await?;
+            let waiting: i64 = sqlx::query_scalar(COUNT_UNAPPROVED).fetch_one(&mut *tx).await?;
             if waiting >= cap {
                 return Ok(None);
             }

@@ -62,7 +62,7 @@ impl Store {
                 "INSERT INTO protected_resources (name, resource, display_name, scopes, required_scopes, \
                  upstream_url, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"
             };
-            let touched = exec(
+            exec_one(
                 &mut *tx,
                 sql,
                 params![
@@ -76,8 +76,7 @@ impl Store {
                 ],
             )
             .await
-            .map_err(conflict("a resource with this name or indicator"))?;
-            found(touched)
+            .map_err(conflict("a resource with this name or indicator"))
         })
         .await
     }

@@ -214,8 +214,7 @@ impl Store {
             if admins == [id] {
                 return Err(StoreError::LastServerAdmin);
             }
-            let deleted = exec(&mut *tx, "DELETE FROM users WHERE id = $1", params![id]).await?;
-            found(deleted)?;
+            exec_one(&mut *tx, "DELETE FROM users WHERE id = $1", params![id]).await?;
             delete_principal_credentials_in(tx, principal).await
         })
         .await

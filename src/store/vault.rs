@@ -151,13 +151,12 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<()> {
         self.write(event, None, async |tx, _| {
-            let deleted = exec(
+            exec_one(
                 &mut *tx,
                 "DELETE FROM warehouse_credentials WHERE principal = $1 AND dp_id = $2",
                 params![principal, dp_id],
             )
-            .await?;
-            found(deleted)
+            .await
         })
         .await
     }
