@@ -18,7 +18,7 @@ use crate::domain::settings::{
 };
 use crate::domain::{Actor, User, now, to_micros};
 use crate::store::{
-    CodeRedemption, IssuedInGrant, NewAuthorizationCode, NewOAuthClient, OAuthRefreshState, StoreError,
+    CodeRedemption, IssuedInGrant, NewAuthorizationCode, OAuthClientRecord, OAuthRefreshState, StoreError,
 };
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use serde::{Deserialize, Serialize};
@@ -156,17 +156,20 @@ impl App {
         let secret = (r.grant_type == ClientType::Confidential).then(|| new_secret(SecretKind::ClientSecret));
         let event = AuditEvent::success(actor, "oauth_client.created", format!("oauth_client:{client_id}"))
             .with_detail(json!({"name": r.name, "grant_type": r.grant_type, "redirect_uris": redirect_uris}));
-        let new = NewOAuthClient {
-            client_id,
-            name: r.name.clone(),
-            redirect_uris,
-            client_type: r.grant_type,
+        let new = OAuthClientRecord {
+            client: DelegatedClient {
+                client_id,
+                name: r.name.clone(),
+                redirect_uris,
+                grant_type: r.grant_type,
+                refresh_token_lifetime: r.refresh_token_lifetime,
+                access_token_lifetime: r.access_token_lifetime,
+                pkce_enabled,
+                created_at: now(),
+                registration: Registration::Admin,
+                offline_access: r.offline_access,
+            },
             secret_hash: secret.as_deref().map(|s| self.secrets.digest(s)),
-            refresh_token_lifetime: r.refresh_token_lifetime,
-            access_token_lifetime: r.access_token_lifetime,
-            pkce_enabled,
-            offline_access: r.offline_access,
-            registration: Registration::Admin,
             metadata: None,
             registration_token_hash: None,
         };
@@ -191,17 +194,17 @@ impl App {
         let (redirect_uris, pkce_enabled) = self.validate_registration(&r)?;
         let event = AuditEvent::success(actor, "oauth_client.updated", format!("oauth_client:{client_id}"))
             .with_detail(json!({"name": r.name, "redirect_uris": redirect_uris}));
-        let new = NewOAuthClient {
-            client_id: client_id.to_string(),
-            name: r.name.clone(),
-            redirect_uris,
-            client_type: r.grant_type,
+        let new = OAuthClientRecord {
+            client: DelegatedClient {
+                name: r.name.clone(),
+                redirect_uris,
+                refresh_token_lifetime: r.refresh_token_lifetime,
+                access_token_lifetime: r.access_token_lifetime,
+                pkce_enabled,
+                offline_access: r.offline_access,
+                ..current
+            },
             secret_hash: None,
-            refresh_token_lifetime: r.refresh_token_lifetime,
-            access_token_lifetime: r.access_token_lifetime,
-            pkce_enabled,
-            offline_access: r.offline_access,
-            registration: current.registration,
             metadata: None,
             registration_token_hash: None,
         };

@@ -13,7 +13,7 @@ use crate::domain::registration::{
 };
 use crate::domain::settings::{DYNAMIC_MAX_UNAPPROVED, DYNAMIC_REGISTRATION, DYNAMIC_TRUSTED_HOSTS};
 use crate::domain::{Actor, now, to_micros};
-use crate::store::{NewOAuthClient, OAuthClientRecord};
+use crate::store::OAuthClientRecord;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use serde_json::json;
 
@@ -125,17 +125,20 @@ impl App {
             "token_endpoint_auth_method": metadata.token_endpoint_auth_method,
             "policy": self.setting(DYNAMIC_REGISTRATION).await?.value,
         }));
-        let new = NewOAuthClient {
-            client_id,
-            name: metadata.client_name.clone(),
-            redirect_uris: metadata.redirect_uris.clone(),
-            client_type,
+        let new = OAuthClientRecord {
+            client: DelegatedClient {
+                client_id,
+                name: metadata.client_name.clone(),
+                redirect_uris: metadata.redirect_uris.clone(),
+                grant_type: client_type,
+                refresh_token_lifetime: DYNAMIC_REFRESH_LIFETIME,
+                access_token_lifetime: DYNAMIC_ACCESS_LIFETIME,
+                pkce_enabled: true,
+                created_at: now(),
+                registration: Registration::Dynamic,
+                offline_access: metadata.offline_access(),
+            },
             secret_hash: secret.as_deref().map(|s| self.secrets.digest(s)),
-            refresh_token_lifetime: DYNAMIC_REFRESH_LIFETIME,
-            access_token_lifetime: DYNAMIC_ACCESS_LIFETIME,
-            pkce_enabled: true,
-            offline_access: metadata.offline_access(),
-            registration: Registration::Dynamic,
             metadata: Some(metadata.clone()),
             registration_token_hash: Some(self.secrets.digest(&token)),
         };
@@ -201,17 +204,14 @@ impl App {
             format!("oauth_client:{client_id}"),
         )
         .with_detail(json!({"client_name": metadata.client_name, "redirect_uris": metadata.redirect_uris}));
-        let new = NewOAuthClient {
-            client_id: client_id.to_string(),
-            name: metadata.client_name.clone(),
-            redirect_uris: metadata.redirect_uris.clone(),
-            client_type: current.client.grant_type,
+        let new = OAuthClientRecord {
+            client: DelegatedClient {
+                name: metadata.client_name.clone(),
+                redirect_uris: metadata.redirect_uris.clone(),
+                offline_access: metadata.offline_access(),
+                ..current.client
+            },
             secret_hash: None,
-            refresh_token_lifetime: current.client.refresh_token_lifetime,
-            access_token_lifetime: current.client.access_token_lifetime,
-            pkce_enabled: true,
-            offline_access: metadata.offline_access(),
-            registration: Registration::Dynamic,
             metadata: Some(metadata.clone()),
             registration_token_hash: None,
         };

@@ -7,23 +7,8 @@ use crate::domain::registration::{RegisteredMetadata, Registration};
 use crate::domain::{UserId, from_micros, now, to_micros};
 use sqlx::{AnyConnection, FromRow};
 
-pub struct NewOAuthClient {
-    pub client_id: String,
-    pub name: String,
-    pub redirect_uris: Vec<String>,
-    pub client_type: ClientType,
-    pub secret_hash: Option<String>,
-    pub refresh_token_lifetime: i64,
-    pub access_token_lifetime: i64,
-    pub pkce_enabled: bool,
-    pub offline_access: OfflineAccess,
-    pub registration: Registration,
-    /// RFC 7591 metadata (dynamic clients).
-    pub metadata: Option<RegisteredMetadata>,
-    /// HMAC of the RFC 7592 registration access token (dynamic clients).
-    pub registration_token_hash: Option<String>,
-}
-
+/// A delegated client as stored: what every layer sees, and what only the
+/// store and authentication need. Also what a new client is created from.
 #[derive(Debug, Clone)]
 pub struct OAuthClientRecord {
     pub client: DelegatedClient,
@@ -239,9 +224,9 @@ pub(super) async fn revoke_grants_in(
 /// Inserts a delegated client in `conn`'s transaction.
 pub(super) async fn insert_oauth_client(
     conn: &mut AnyConnection,
-    client: &NewOAuthClient,
+    record: &OAuthClientRecord,
 ) -> StoreResult<DelegatedClient> {
-    let at = to_micros(now());
+    let client = &record.client;
     let sql = format!(
         "INSERT INTO oauth_clients (client_id, name, redirect_uris, client_type, secret_hash, \
          refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at, \
@@ -254,15 +239,15 @@ pub(super) async fn insert_oauth_client(
             &client.client_id,
             &client.name,
             resources_json(&client.redirect_uris),
-            client.client_type.as_str(),
-            client.secret_hash.clone(),
+            client.grant_type.as_str(),
+            record.secret_hash.clone(),
             client.refresh_token_lifetime,
             client.access_token_lifetime,
             i64::from(client.pkce_enabled),
-            at,
+            to_micros(client.created_at),
             client.registration.as_str(),
-            client.metadata.as_ref().map_or_else(|| "{}".to_string(), metadata_json),
-            client.registration_token_hash.clone(),
+            record.metadata.as_ref().map_or_else(|| "{}".to_string(), metadata_json),
+            record.registration_token_hash.clone(),
             client.offline_access.as_str(),
         ]?,
     )
@@ -275,10 +260,10 @@ pub(super) async fn insert_oauth_client(
 impl Store {
     pub async fn create_oauth_client(
         &self,
-        client: NewOAuthClient,
+        record: OAuthClientRecord,
         event: AuditEvent,
     ) -> StoreResult<DelegatedClient> {
-        self.write(event, None, async |tx, _| insert_oauth_client(tx, &client).await).await
+        self.write(event, None, async |tx, _| insert_oauth_client(tx, &record).await).await
     }
 
     /// Inserts or refreshes the record of a client whose id is its
@@ -323,11 +308,14 @@ impl Store {
     }
 
     /// Replaces name, redirect URIs, lifetimes and PKCE (the type and secret stay).
+    /// Keeps the record's type, secret, registration and creation time; its
+    /// metadata only when it has some.
     pub async fn replace_oauth_client(
         &self,
-        client: NewOAuthClient,
+        record: OAuthClientRecord,
         event: AuditEvent,
     ) -> StoreResult<DelegatedClient> {
+        let client = &record.client;
         self.write(event, None, async |tx, _| {
             let sql = format!(
                 "UPDATE oauth_clients SET name = $2, redirect_uris = $3, refresh_token_lifetime = $4, \
@@ -344,7 +332,7 @@ impl Store {
                     client.access_token_lifetime,
                     i64::from(client.pkce_enabled),
                     to_micros(now()),
-                    client.metadata.as_ref().map(metadata_json),
+                    record.metadata.as_ref().map(metadata_json),
                     client.offline_access.as_str(),
                 ]?,
             )

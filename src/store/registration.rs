@@ -38,7 +38,7 @@ impl Store {
     /// other registrations); `None` when the cap is reached.
     pub async fn create_unapproved_client(
         &self,
-        client: NewOAuthClient,
+        record: OAuthClientRecord,
         cap: i64,
         event: AuditEvent,
     ) -> StoreResult<Option<DelegatedClient>> {
@@ -52,7 +52,7 @@ impl Store {
             if waiting >= cap {
                 return Ok(None);
             }
-            Ok(Some(insert_oauth_client(tx, &client).await?))
+            Ok(Some(insert_oauth_client(tx, &record).await?))
         })
         .await
     }
