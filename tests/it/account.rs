@@ -127,6 +127,9 @@ async fn the_account_page_refuses_what_it_should(backend: Backend) {
         assert_eq!(r.status(), 400);
     }
     assert_eq!(vera.act(&s, &[("csrf", &csrf), ("action", "explode")]).await.status(), 400);
+    let huge = "x".repeat(100 * 64 * 1024);
+    let form = [("csrf", csrf.as_str()), ("action", "create_refresh_token"), ("name", huge.as_str())];
+    crate::harness::refused_as_too_large(vera.client().post(s.url("/account/auth")).form(&form).send().await);
     let r = vera
         .act(&s, &[("csrf", &csrf), ("action", "create_refresh_token"), ("name", "a"), ("name", "b")])
         .await;
@@ -136,6 +139,21 @@ async fn the_account_page_refuses_what_it_should(backend: Backend) {
     // Vera made nothing in all that.
     let html = vera.get(&s.url("/account/auth")).await.text().await.unwrap();
     assert!(html.contains("no refresh tokens yet"), "{html}");
+    // 50 at once (one browser, one session): each makes one token, nothing breaks.
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let form = vec![
+            ("csrf".to_string(), csrf.clone()),
+            ("action".to_string(), "create_refresh_token".to_string()),
+            ("name".to_string(), format!("burst-{i}")),
+        ];
+        all.spawn(vera.client().post(s.url("/account/auth")).form(&form).send());
+    }
+    while let Some(r) = all.join_next().await {
+        assert_eq!(r.unwrap().unwrap().status(), 200);
+    }
+    let vera_id = s.user_named("vera").await.id;
+    assert_eq!(s.app.refresh_tokens_of(vera_id).await.unwrap().len(), 50);
     // Pages cannot be framed, and run only keyward's own script.
     let r = vera.get(&s.url("/account/auth")).await;
     assert_eq!(r.headers()["x-frame-options"], "DENY");

@@ -83,8 +83,42 @@ fn demo(upstream: &str) -> Value {
 async fn resources_admin_api(backend: Backend) {
     let s = TestServer::start(backend).await;
     let admin = s.admin_token().await;
-    let created = s.declare(demo("http://127.0.0.1:9/mcp")).await;
+    // 50 at once: one is created, the others conflict.
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        all.spawn(s.send(Method::POST, RESOURCES, &admin).json(&demo("http://127.0.0.1:9/mcp")).send());
+    }
+    let mut statuses = Vec::new();
+    while let Some(r) = all.join_next().await {
+        statuses.push(r.unwrap().unwrap().status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|&&c| c == 201).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|&c| c == 201 || c == 409), "{statuses:?}");
+    let created =
+        json_with_status(s.get("/admin/api/resources/demo/", &admin).send().await.unwrap(), 200).await;
     assert_eq!(created["resource"], s.url("/r/demo"));
+    // A NUL, or a body far too large: refused.
+    let mut nul = demo("http://127.0.0.1:9/mcp");
+    nul["name"] = json!("nul");
+    nul["display_name"] = json!("a\u{0}b");
+    assert_eq!(s.send(Method::POST, RESOURCES, &admin).json(&nul).send().await.unwrap().status(), 400);
+    let mut huge = demo("http://127.0.0.1:9/mcp");
+    huge["name"] = json!("huge");
+    huge["display_name"] = json!("x".repeat(100_000));
+    assert_eq!(s.send(Method::POST, RESOURCES, &admin).json(&huge).send().await.unwrap().status(), 413);
+    // A delegated app's token with only `mcp` cannot manage resources.
+    let (mcp_client, mcp_secret) = s.m2m_client("server_admin", 900).await;
+    let r = s
+        .token_request(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &mcp_client),
+            ("client_secret", &mcp_secret),
+            ("scope", "mcp"),
+        ])
+        .await;
+    let mcp_only = json_with_status(r, 200).await["access_token"].as_str().unwrap().to_string();
+    let r = s.http.get(s.url(RESOURCES)).bearer_auth(&mcp_only).send().await.unwrap();
+    assert_eq!(r.status(), 403);
     // Others may not.
     for role in [Role::Viewer, Role::CatalogAdmin] {
         let t = s.token_for_role(role).await;
@@ -261,6 +295,16 @@ async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
     let second = r.chunk().await.unwrap().unwrap();
     assert_eq!(&second[..], b"data: two\n\n");
 
+    // A body far over the limit is refused before anything reaches the upstream.
+    crate::harness::refused_as_too_large(
+        s.http
+            .post(&gateway)
+            .bearer_auth(&good)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 100 * 64 * 1024])
+            .send()
+            .await,
+    );
     // The resource's root with a trailing slash reaches the upstream too.
     assert_ne!(s.http.get(s.url("/r/demo/")).bearer_auth(&good).send().await.unwrap().status(), 404);
     // Paths stay below the upstream; revoked tokens stop at once.

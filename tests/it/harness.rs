@@ -338,3 +338,12 @@ pub fn database_dump(s: &TestServer) -> String {
     };
     String::from_utf8_lossy(&bytes).into_owned()
 }
+
+/// A body far over the limit: answered 413, or cut off while it was still
+/// being sent (the server answers and closes without reading it all).
+pub fn refused_as_too_large(sent: Result<reqwest::Response, reqwest::Error>) {
+    match sent {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
+}
