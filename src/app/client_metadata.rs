@@ -163,15 +163,10 @@ impl App {
             .filter_map(|v| v.to_str().ok())
             .collect();
         let keep = cache_seconds((!cache_control.is_empty()).then(|| cache_control.join(",")).as_deref());
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
-            if body.len() + chunk.len() > DOCUMENT_MAX_BYTES {
-                return Err(format!(
-                    "the client metadata document is larger than {DOCUMENT_MAX_BYTES} bytes"
-                ));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = super::outbound_http::read_capped(&mut response, DOCUMENT_MAX_BYTES)
+            .await
+            .map_err(unreachable)?
+            .ok_or_else(|| format!("the client metadata document is larger than {DOCUMENT_MAX_BYTES} bytes"))?;
         Ok((client_from_document(url, &body)?, keep))
     }
 

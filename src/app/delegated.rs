@@ -23,12 +23,10 @@ use crate::store::{
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::net::IpAddr;
 
 const MICROS: i64 = 1_000_000;
 /// Authorization codes live at most this long (SPEC §3: short-lived).
 pub const CODE_LIFETIME_SECONDS: i64 = 60;
-pub const SESSION_LIFETIME_SECONDS: i64 = 8 * 3600;
 const NAME_MAX: usize = 200;
 /// Every delegated client id starts so (M2M ones with `m2m_`).
 pub const DELEGATED_CLIENT_PREFIX: &str = "oac_";
@@ -348,39 +346,6 @@ impl App {
             code_challenge,
             resources,
         })
-    }
-
-    /// Signs a user in: a session token for the cookie.
-    pub async fn start_session(
-        &self,
-        username: &str,
-        password: &str,
-        addr: IpAddr,
-    ) -> Result<String, AppError> {
-        let user = self.verify_login(username, password, addr, "login").await?;
-        let token = new_secret(SecretKind::Session);
-        let at = to_micros(now());
-        self.store
-            .create_session(&self.secrets.digest(&token), user.id, at, at + SESSION_LIFETIME_SECONDS * MICROS)
-            .await?;
-        let mut event =
-            AuditEvent::success(Actor::User(user.id), "login.succeeded", format!("user:{}", user.id));
-        event.client_addr = Some(addr.to_string());
-        self.audit.record(event);
-        Ok(token)
-    }
-
-    /// Signs a browser out: its session ends on every node.
-    pub async fn end_session(&self, session: &str) -> Result<(), AppError> {
-        Ok(self.store.delete_session(&self.secrets.digest(session)).await?)
-    }
-
-    /// The signed-in user of a session cookie, if it is still good.
-    pub async fn session_user(&self, session: &str) -> Option<User> {
-        if SecretKind::of(session) != Some(SecretKind::Session) || session.len() > 100 {
-            return None;
-        }
-        self.store.session_user(&self.secrets.digest(session), to_micros(now())).await.ok().flatten()
     }
 
     /// A form's anti-forgery token, derived from what only this browser holds

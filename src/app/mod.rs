@@ -19,7 +19,9 @@ mod outbound_http;
 mod proxy;
 mod registration;
 mod resources;
+mod sessions;
 mod settings;
+mod sso;
 mod tokens;
 mod usage;
 mod users;
@@ -32,13 +34,15 @@ pub use clients::{ClientPatch, ClientWithSecret};
 pub use connections::{ConnectionToken, ConnectionView, START_PATH};
 pub use delegated::{
     AuthorizationRequest, AuthorizeError, AuthorizeParams, ClientRegistration, DELEGATED_CLIENT_PREFIX,
-    SESSION_LIFETIME_SECONDS, redirect_with,
+    redirect_with,
 };
 pub use error::AppError;
 pub use keys::{KeySet, Keyring};
 pub use proxy::{FORWARDED_REQUEST_HEADERS, FORWARDED_RESPONSE_HEADERS, ProxyRequest};
 pub use registration::{DynamicClient, RegistrationFailure};
 pub use resources::{GatewayRefusal, ResourceDeclaration};
+pub use sessions::{SignIn, SignedIn};
+pub use sso::{SIGN_IN_WINDOW_SECONDS as SSO_SIGN_IN_WINDOW_SECONDS, SsoProviderView};
 pub use tokens::{Rejected, TokenResponse};
 pub use users::UserPatch;
 pub use vault::{CredentialView, WarehouseLogin};
@@ -65,6 +69,8 @@ pub struct App {
     clients: Arc<client_cache::ClientCache>,
     /// Client metadata documents fetched by this node.
     metadata_documents: client_metadata::DocumentCache,
+    /// SSO providers' discovery documents and keys, on this node.
+    sso: sso::SsoCache,
     /// The issuer, byte-identical wherever it appears (SPEC §5).
     pub issuer: String,
 }
@@ -148,6 +154,7 @@ impl App {
             usage: usage::UsageRecorder::default(),
             http: outbound_http::OutboundHttp::new()?,
             metadata_documents: Default::default(),
+            sso: Default::default(),
             clients,
             audit: AuditSink::spawn(store.clone()),
             store,

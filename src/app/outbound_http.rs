@@ -56,6 +56,22 @@ impl OutboundHttp {
     }
 }
 
+/// The body of `response`, read to at most `max` bytes; `None` when it is
+/// larger (what other systems send is bounded before it is parsed).
+pub(super) async fn read_capped(
+    response: &mut reqwest::Response,
+    max: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
 impl App {
     /// The client of the protected-resource gateway. Its upstreams are
     /// declared by server admins and are usually beside keyward on a private

@@ -51,6 +51,8 @@ pub const CLIENT_METADATA_DOCUMENTS: &str = "keyward.oauth.client_metadata.enabl
 pub const CLIENT_METADATA_ALLOW_PRIVATE: &str = "keyward.oauth.client_metadata.allow_private_addresses";
 pub const CLIENT_METADATA_ALLOWED_HOSTS: &str = "keyward.oauth.client_metadata.allowed_hosts";
 pub const CLIENT_METADATA_DENIED_HOSTS: &str = "keyward.oauth.client_metadata.denied_hosts";
+pub const SESSION_LIFETIME: &str = "keyward.sessions.lifetime";
+pub const SESSION_IDLE_TIMEOUT: &str = "keyward.sessions.idle_timeout";
 
 /// Every setting keyward knows. Unknown keys are refused, so a typo never
 /// silently configures nothing.
@@ -194,6 +196,19 @@ pub static SETTINGS: &[SettingSpec] = &[
         kind: SettingKind::Hosts,
         default: "",
         description: "Hosts whose client metadata documents are refused.",
+    },
+    SettingSpec {
+        key: SESSION_LIFETIME,
+        kind: SettingKind::Integer { min: 300, max: 2_592_000, unit: "seconds" },
+        default: "28800",
+        description: "How long a browser sign-in lasts at most, however active, in seconds (sign-ins made \
+                      from now on).",
+    },
+    SettingSpec {
+        key: SESSION_IDLE_TIMEOUT,
+        kind: SettingKind::Integer { min: 60, max: 2_592_000, unit: "seconds" },
+        default: "3600",
+        description: "How long a browser sign-in may go unused before it ends, in seconds.",
     },
 ];
 

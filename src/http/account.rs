@@ -74,8 +74,8 @@ fn day(us: i64) -> String {
 }
 
 /// The sign-in page that continues at the account page.
-pub(super) fn account_login_page(app: &App, headers: &HeaderMap, error: Option<&str>) -> Response {
-    login_page(app, "your account", None, ACCOUNT_PATH.to_string(), headers, error)
+pub(super) async fn account_login_page(app: &App, headers: &HeaderMap, error: Option<&str>) -> Response {
+    login_page(app, "your account", None, ACCOUNT_PATH.to_string(), headers, error).await
 }
 
 async fn render(
@@ -164,7 +164,7 @@ async fn render_with_link(
 pub async fn account(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     match signed_in(&app, &headers).await {
         Some((user, session)) => render(&app, &user, &session, None, None).await,
-        None => account_login_page(&app, &headers, None),
+        None => account_login_page(&app, &headers, None).await,
     }
 }
 
@@ -186,7 +186,7 @@ pub async fn account_action(
     };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
     let Some((user, session)) = signed_in(&app, &headers).await else {
-        return account_login_page(&app, &headers, Some("Your session has ended; sign in again."));
+        return account_login_page(&app, &headers, Some("Your session has ended; sign in again.")).await;
     };
     if !app.csrf_matches("account", &session, field("csrf")) {
         return error_page(StatusCode::FORBIDDEN, "the form expired or came from elsewhere; reload the page");

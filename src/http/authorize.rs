@@ -23,6 +23,8 @@ use crate::app::START_PATH;
 #[template(path = "login.html")]
 struct LoginPage<'a> {
     client_name: &'a str,
+    /// "Sign in with <name>" links: (href, name).
+    providers: Vec<(String, String)>,
     csrf: String,
     return_to: String,
     error: Option<&'a str>,
@@ -160,13 +162,18 @@ async fn validated(app: &App, query: &str) -> Result<AuthorizationRequest, Respo
 }
 
 pub(super) async fn signed_in(app: &App, headers: &HeaderMap) -> Option<(User, String)> {
+    signed_in_session(app, headers).await.map(|(s, session)| (s.user, session))
+}
+
+/// The session cookie's sign-in, with what it still asks of its user.
+pub(super) async fn signed_in_session(app: &App, headers: &HeaderMap) -> Option<(crate::app::SignedIn, String)> {
     let session = cookie(headers, SESSION_COOKIE)?;
     Some((app.session_user(session).await?, session.to_string()))
 }
 
 /// Where a sign-in continues: an authorization request of this server, or
 /// the start of a connection's authorization. Nothing else (no open redirect).
-enum Continuation<'a> {
+pub(super) enum Continuation<'a> {
     Authorize(&'a str),
     /// The account page.
     Account,
@@ -174,7 +181,7 @@ enum Continuation<'a> {
     ConnectionStart(String),
 }
 
-fn continuation(return_to: &str) -> Option<Continuation<'_>> {
+pub(super) fn continuation(return_to: &str) -> Option<Continuation<'_>> {
     if return_to == super::account::ACCOUNT_PATH {
         return Some(Continuation::Account);
     }
@@ -201,12 +208,12 @@ async fn connection_login_page(app: &App, state: &str, headers: &HeaderMap, erro
         form_urlencoded::Serializer::new(String::new()).append_pair("state", state).finish()
     );
     let provider = app.connection_provider_origin(state).await;
-    login_page(app, CONNECTION_SIGN_IN, provider.as_deref(), return_to, headers, error)
+    login_page(app, CONNECTION_SIGN_IN, provider.as_deref(), return_to, headers, error).await
 }
 
 /// The sign-in page, continuing at `return_to`; `for_whom` names what the
 /// user signs in for, `form_target` is where the page may later post.
-pub(super) fn login_page(
+pub(super) async fn login_page(
     app: &App,
     for_whom: &str,
     form_target: Option<&str>,
@@ -218,10 +225,15 @@ pub(super) fn login_page(
         Some(c) if c.len() <= 64 && !c.is_empty() => (c.to_string(), false),
         _ => (crate::crypto::random_string::<24>(), true),
     };
-    let html =
-        LoginPage { client_name: for_whom, csrf: app.csrf_token("login", &login_cookie), return_to, error }
-            .render()
-            .unwrap_or_default();
+    let continue_at = form_urlencoded::Serializer::new(String::new()).append_pair("return_to", &return_to).finish();
+    let providers = app
+        .sign_in_providers()
+        .await
+        .into_iter()
+        .map(|(id, name)| (format!("/login/sso/{id}/?{continue_at}"), name))
+        .collect();
+    let csrf = app.csrf_token("login", &login_cookie);
+    let html = LoginPage { client_name: for_whom, providers, csrf, return_to, error }.render().unwrap_or_default();
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
     let mut response = page(status, html, form_target);
     if fresh {
@@ -230,7 +242,7 @@ pub(super) fn login_page(
     response
 }
 
-fn authorize_login_page(
+async fn authorize_login_page(
     app: &App,
     request: &AuthorizationRequest,
     query: &str,
@@ -238,7 +250,7 @@ fn authorize_login_page(
     error: Option<&str>,
 ) -> Response {
     let return_to = format!("{AUTHORIZE_PATH}?{query}");
-    login_page(app, &request.client.name, Some(&request.redirect_uri), return_to, headers, error)
+    login_page(app, &request.client.name, Some(&request.redirect_uri), return_to, headers, error).await
 }
 
 /// What a person signing in for a connection is told they sign in to.
@@ -257,7 +269,7 @@ pub async fn authorize(
         Err(response) => return response,
     };
     let Some((user, session)) = signed_in(&app, &headers).await else {
-        return authorize_login_page(&app, &request, &query, &headers, None);
+        return authorize_login_page(&app, &request, &query, &headers, None).await;
     };
     match app.has_consent(&user, &request).await {
         Ok(true) => match app.approve(&user, &request, false).await {
@@ -352,11 +364,11 @@ pub async fn login(
         Continuation::ConnectionStart(_) | Continuation::Account => None,
     };
     let again = async |error: &str| match (&request, &next) {
-        (Some((request, query)), _) => authorize_login_page(&app, request, query, &headers, Some(error)),
+        (Some((request, query)), _) => authorize_login_page(&app, request, query, &headers, Some(error)).await,
         (None, Continuation::ConnectionStart(state)) => {
             connection_login_page(&app, state, &headers, Some(error)).await
         }
-        (None, Continuation::Account) => super::account::account_login_page(&app, &headers, Some(error)),
+        (None, Continuation::Account) => super::account::account_login_page(&app, &headers, Some(error)).await,
         (None, Continuation::Authorize(_)) => error_page(StatusCode::BAD_REQUEST, "start again"),
     };
     let csrf_ok = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| app.csrf_matches("login", c, field("csrf")));
@@ -367,14 +379,7 @@ pub async fn login(
         );
     }
     match app.start_session(field("username"), field("password"), addr.ip()).await {
-        Ok(session) => {
-            let mut response = see_other(return_to);
-            let max_age = crate::app::SESSION_LIFETIME_SECONDS;
-            response
-                .headers_mut()
-                .append(header::SET_COOKIE, set_cookie(&app, SESSION_COOKIE, &session, max_age));
-            response
-        }
+        Ok(sign_in) => signed_in_at(&app, &sign_in, return_to),
         Err(crate::app::AppError::TooManyRequests { retry_after }) => {
             let mut response =
                 again(&format!("Too many failed attempts. Try again in {retry_after} seconds.")).await;
@@ -384,6 +389,14 @@ pub async fn login(
         Err(crate::app::AppError::Unauthorized(_)) => again("Wrong username or password.").await,
         Err(e) => internal(e),
     }
+}
+
+/// A 303 to `location` that sets the session cookie of `sign_in`.
+pub(super) fn signed_in_at(app: &App, sign_in: &crate::app::SignIn, location: &str) -> Response {
+    let mut response = see_other(location);
+    let cookie = set_cookie(app, SESSION_COOKIE, &sign_in.token, sign_in.max_age_seconds);
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
 }
 
 /// POST `/oauth/v1/authorize/`: the consent form.

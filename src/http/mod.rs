@@ -21,6 +21,7 @@ mod observe;
 mod openapi;
 mod outbound;
 mod register;
+mod sso;
 mod vault;
 
 pub use error::ApiError;
@@ -86,6 +87,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/api/m2m_clients/{client_id}/rotate_secret/", post(m2m::rotate_secret))
         .route("/admin/api/initial_access_tokens/", post(dynamic_registration::create_initial_access_token))
         .route("/admin/api/resources/", get(gateway::list_resources).post(gateway::create_resource))
+        .route("/admin/api/sso_providers/", get(sso::list_providers).post(sso::create_provider))
+        .route(
+            "/admin/api/sso_providers/{id}/",
+            get(sso::get_provider).put(sso::replace_provider).delete(sso::delete_provider),
+        )
         .route(
             "/admin/api/resources/{name}/",
             get(gateway::get_resource).put(gateway::replace_resource).delete(gateway::delete_resource),
@@ -188,6 +194,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/static/copy.js", get(account::copy_script))
         .route("/oauth/v1/authorize/", get(authorize::authorize).post(authorize::consent))
         .route("/oauth/v1/login/", post(authorize::login))
+        .route("/login/sso/{id}/", get(sso::start))
+        .route("/login/sso/{id}/callback/", get(sso::callback))
         .route("/oauth/v1/connections/callback/", get(authorize::connection_callback))
         .route("/oauth/v1/connections/start/", get(authorize::connection_start))
         .merge(cross_origin)

@@ -2,7 +2,7 @@
 //! aggregate: each file below holds one concept's records and its SQL
 //! (`users.rs`, `api_tokens.rs`, `m2m_clients.rs`, `delegated.rs`,
 //! `keys.rs`, `settings.rs`, `audit.rs`, `connections.rs`, `vault.rs`,
-//! `throttle.rs`, `registration.rs`, `resources.rs`), all of them inherent methods of the one [`Store`].
+//! `throttle.rs`, `registration.rs`, `resources.rs`, `sessions.rs`, `sso.rs`), all of them inherent methods of the one [`Store`].
 //!
 //! The store keeps what the domain decides; it never decides anything itself
 //! (no validation, no policy), except the integrity rules that must be atomic
@@ -33,7 +33,9 @@ mod keys;
 mod m2m_clients;
 mod registration;
 mod resources;
+mod sessions;
 mod settings;
+mod sso;
 mod throttle;
 mod users;
 mod vault;
@@ -44,6 +46,8 @@ pub use connections::*;
 pub use delegated::*;
 pub use keys::*;
 pub use m2m_clients::*;
+pub use sessions::*;
+pub use sso::*;
 pub use users::*;
 pub use vault::*;
 

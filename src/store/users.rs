@@ -1,4 +1,4 @@
-//! Users and their browser sessions.
+//! Users (their sign-ins are in `sessions.rs`).
 
 use super::*;
 use crate::domain::audit::AuditEvent;
@@ -125,6 +125,8 @@ impl Store {
                 return Ok(None);
             }
             let user = insert_user(tx, &admin).await?;
+            // Its password was printed to a terminal: the first sign-in replaces it.
+            exec(&mut *tx, "UPDATE users SET must_change_password = 1 WHERE id = $1", params![user.id]).await?;
             Ok(Some(user))
         })
         .await
@@ -185,6 +187,7 @@ impl Store {
             let sql = format!(
                 "UPDATE users SET role = COALESCE($2, role), password_hash = COALESCE($3, password_hash), \
                  auth_source = CASE WHEN $3 IS NULL THEN auth_source ELSE 'password' END, \
+                 must_change_password = CASE WHEN $3 IS NULL THEN must_change_password ELSE 0 END, \
                  disabled_at = CASE WHEN $4 = 1 THEN COALESCE(disabled_at, $5) WHEN $4 = 0 THEN NULL ELSE disabled_at END, \
                  updated_at = $5 WHERE id = $1 RETURNING {USER_COLUMNS}"
             );
@@ -218,41 +221,6 @@ impl Store {
             delete_principal_credentials_in(tx, principal).await
         })
         .await
-    }
-
-    pub async fn create_session(
-        &self,
-        id_hash: &str,
-        user_id: UserId,
-        created_at: i64,
-        expires_at: i64,
-    ) -> StoreResult<()> {
-        exec(
-            &self.pool,
-            "INSERT INTO user_sessions (id_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-            params![id_hash, user_id, created_at, expires_at],
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// The active user of an unexpired session.
-    /// Ends a browser session (signing out).
-    pub async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
-        exec(&self.pool, "DELETE FROM user_sessions WHERE id_hash = $1", params![id_hash]).await?;
-        Ok(())
-    }
-
-    pub async fn session_user(&self, id_hash: &str, now: i64) -> StoreResult<Option<User>> {
-        let sql = format!(
-            "SELECT {} FROM user_sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
-            USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
-        );
-        let row: Option<UserRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![id_hash, now]?)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(User::try_from).transpose()
     }
 
     /// The ids of the active server admins, locked until `tx` ends, so that two

@@ -1,0 +1,144 @@
+//! Single sign-on: the admin API of upstream providers
+//! (`/admin/api/sso_providers/`) and the browser's way through one
+//! (`/login/sso/<id>/` → provider → `/login/sso/<id>/callback/`).
+
+use super::auth::CallerExt;
+use super::authorize::{continuation, cookie, error_page, see_other, set_cookie, signed_in_at};
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use crate::app::{App, AppError, SSO_SIGN_IN_WINDOW_SECONDS, SsoProviderView};
+use crate::domain::sso::SsoProviderInput;
+use axum::Json;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+type AppState = State<Arc<App>>;
+
+/// The cookie that carries a sign-in under way (sealed) to the callback.
+const SSO_COOKIE: &str = "kw_sso";
+
+#[derive(serde::Deserialize)]
+pub struct NewProvider {
+    id: String,
+    #[serde(flatten)]
+    input: Value,
+}
+
+fn input(v: Value) -> Result<SsoProviderInput, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid SSO provider: {e}")))
+}
+
+pub async fn create_provider(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiJson(p): ApiJson<NewProvider>,
+) -> Result<(StatusCode, Json<SsoProviderView>), ApiError> {
+    let input = input(p.input)?;
+    Ok((StatusCode::CREATED, Json(app.put_sso_provider(caller.actor(), &p.id, input, false).await?)))
+}
+
+pub async fn replace_provider(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(input): ApiJson<SsoProviderInput>,
+) -> Result<Json<SsoProviderView>, ApiError> {
+    Ok(Json(app.put_sso_provider(caller.actor(), &id, input, true).await?))
+}
+
+pub async fn list_providers(State(app): AppState) -> Result<Json<Vec<SsoProviderView>>, ApiError> {
+    Ok(Json(app.sso_providers().await?))
+}
+
+pub async fn get_provider(
+    State(app): AppState,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<SsoProviderView>, ApiError> {
+    Ok(Json(app.sso_provider(&id).await?))
+}
+
+pub async fn delete_provider(
+    State(app): AppState,
+    caller: CallerExt,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    app.delete_sso_provider(caller.actor(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn query_map(query: Option<String>) -> HashMap<String, String> {
+    let query = query.unwrap_or_default();
+    let mut params = HashMap::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        // A repeated parameter is an answer nobody should trust.
+        if params.insert(k.into_owned(), v.into_owned()).is_some() {
+            params.insert("state".into(), String::new());
+        }
+    }
+    params
+}
+
+fn failure_page(e: AppError) -> Response {
+    let status = match e {
+        AppError::Upstream(_) => StatusCode::BAD_GATEWAY,
+        AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+        AppError::NotFound(_) => StatusCode::NOT_FOUND,
+        AppError::Conflict(_) => StatusCode::CONFLICT,
+        AppError::Internal(_) | AppError::Startup(_) => return super::authorize::internal(e),
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error_page(status, &format!("Single sign-on failed: {e}"))
+}
+
+/// GET `/login/sso/<id>/?return_to=…`: off to the provider.
+pub async fn start(
+    State(app): AppState,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if query.as_ref().is_some_and(|q| q.len() > 8 * 1024) {
+        return error_page(StatusCode::BAD_REQUEST, "the request is too long");
+    }
+    let params = query_map(query);
+    let return_to = params.get("return_to").map(String::as_str).unwrap_or(super::account::ACCOUNT_PATH);
+    if continuation(return_to).is_none() || axum::http::HeaderValue::from_str(return_to).is_err() {
+        return error_page(StatusCode::BAD_REQUEST, "the sign-in link is not valid");
+    }
+    match app.start_sso(&id, return_to).await {
+        Ok((url, pending)) => {
+            let mut response = see_other(&url);
+            let cookie = set_cookie(&app, SSO_COOKIE, &pending, SSO_SIGN_IN_WINDOW_SECONDS);
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+            response
+        }
+        Err(e) => failure_page(e),
+    }
+}
+
+/// GET `/login/sso/<id>/callback/`: the provider's answer.
+pub async fn callback(
+    State(app): AppState,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if query.as_ref().is_some_and(|q| q.len() > 16 * 1024) {
+        return error_page(StatusCode::BAD_REQUEST, "the answer is too long");
+    }
+    let params = query_map(query);
+    let outcome = app.complete_sso(&id, &params, cookie(&headers, SSO_COOKIE), addr.ip()).await;
+    // Used or not, the pending sign-in is over.
+    let clear = set_cookie(&app, SSO_COOKIE, "", 0);
+    let mut response = match outcome {
+        Ok((sign_in, return_to)) => signed_in_at(&app, &sign_in, &return_to),
+        Err(e) => failure_page(e),
+    };
+    response.headers_mut().append(header::SET_COOKIE, clear);
+    response
+}

@@ -1,0 +1,113 @@
+//! Upstream OpenID Connect providers and the accounts linked through them.
+
+use super::users::insert_user;
+use super::*;
+use crate::domain::audit::AuditEvent;
+use crate::domain::sso::SsoProvider;
+use crate::domain::{User, UserId};
+
+/// A provider as stored: its settings and its sealed client secret.
+#[derive(Debug, Clone)]
+pub struct SsoProviderRecord {
+    pub provider: SsoProvider,
+    pub sealed_client_secret: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+type ProviderRow = (String, Option<String>, i64, i64);
+
+fn record(row: ProviderRow) -> StoreResult<SsoProviderRecord> {
+    let (settings, sealed_client_secret, created_at, updated_at) = row;
+    let provider = serde_json::from_str(&settings)
+        .map_err(|e| StoreError::Corrupt(format!("an SSO provider's settings do not parse: {e}")))?;
+    Ok(SsoProviderRecord { provider, sealed_client_secret, created_at, updated_at })
+}
+
+const PROVIDER_COLUMNS: &str = "settings, sealed_client_secret, created_at, updated_at";
+
+impl Store {
+    /// Creates provider `r.provider.id`, or replaces it (`replace`; a
+    /// `None` secret then keeps the stored one).
+    pub async fn put_sso_provider(&self, r: &SsoProviderRecord, replace: bool, event: AuditEvent) -> StoreResult<()> {
+        let settings = serde_json::to_string(&r.provider).expect("provider settings serialize");
+        let sql = if replace {
+            "UPDATE sso_providers SET settings = $2, sealed_client_secret = COALESCE($3, sealed_client_secret), \
+             updated_at = $4 WHERE id = $1"
+        } else {
+            "INSERT INTO sso_providers (id, settings, sealed_client_secret, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4)"
+        };
+        let params = params![&r.provider.id, settings, r.sealed_client_secret.clone(), r.updated_at];
+        self.write(event, None, async |tx, _| {
+            exec_one(&mut *tx, sql, params).await.map_err(conflict("an SSO provider with this id"))
+        })
+        .await
+    }
+
+    pub async fn sso_provider(&self, id: &str) -> StoreResult<Option<SsoProviderRecord>> {
+        let sql = format!("SELECT {PROVIDER_COLUMNS} FROM sso_providers WHERE id = $1");
+        let row: Option<ProviderRow> =
+            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![id]?).fetch_optional(&self.pool).await?;
+        row.map(record).transpose()
+    }
+
+    pub async fn sso_providers(&self) -> StoreResult<Vec<SsoProviderRecord>> {
+        let sql = format!("SELECT {PROVIDER_COLUMNS} FROM sso_providers ORDER BY id");
+        let rows: Vec<ProviderRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.into_iter().map(record).collect()
+    }
+
+    /// Deletes a provider and its links (its users stay, without a way in
+    /// until linked again).
+    pub async fn delete_sso_provider(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
+        self.write(event, None, async |tx, _| {
+            exec(&mut *tx, "DELETE FROM sso_identities WHERE provider_id = $1", params![id]).await?;
+            exec_one(&mut *tx, "DELETE FROM sso_providers WHERE id = $1", params![id]).await
+        })
+        .await
+    }
+
+    /// The user an upstream subject is linked to.
+    pub async fn sso_linked_user(&self, provider_id: &str, subject: &str) -> StoreResult<Option<UserId>> {
+        Ok(sqlx::query_scalar_with(
+            "SELECT user_id FROM sso_identities WHERE provider_id = $1 AND subject = $2",
+            params![provider_id, subject]?,
+        )
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Links an upstream subject to `user` (an existing SSO user, or a new
+    /// one when `user` is `Err(new)`), atomically with its audit record;
+    /// `Conflict` when another sign-in linked it first.
+    pub async fn link_sso_identity(
+        &self,
+        provider_id: &str,
+        subject: &str,
+        user: Result<UserId, NewUser>,
+        event: AuditEvent,
+    ) -> StoreResult<User> {
+        self.write(event, None, async |tx, event| {
+            let user = match user {
+                Ok(id) => {
+                    let sql = format!("SELECT {} FROM users WHERE id = $1 AND auth_source = 'sso'", super::users::USER_COLUMNS);
+                    let row: Option<super::users::UserRow> =
+                        sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![id]?).fetch_optional(&mut *tx).await?;
+                    row.ok_or(StoreError::NotFound)?.try_into()?
+                }
+                Err(new) => insert_user(tx, &new).await?,
+            };
+            event.target = Some(format!("user:{}", user.id));
+            exec(
+                &mut *tx,
+                "INSERT INTO sso_identities (provider_id, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
+                params![provider_id, subject, user.id, to_micros(now())],
+            )
+            .await
+            .map_err(conflict("a link of this account"))?;
+            Ok(user)
+        })
+        .await
+    }
+}
