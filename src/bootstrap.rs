@@ -68,7 +68,7 @@ async fn create_first_admin(
     );
     let admin =
         NewUser { username: ADMIN_USERNAME.into(), password_hash: Some(hash), role: Role::ServerAdmin };
-    if app.store.bootstrap_admin(admin, event).await?.is_none() {
+    if app.store.bootstrap_admin(admin, generated, event).await?.is_none() {
         return Ok(());
     }
     report.admin_created = true;

@@ -16,7 +16,7 @@ use crate::domain::sso::{
 use crate::domain::{Actor, Role, from_micros, now, to_micros};
 use crate::store::{NewUser, SsoProviderRecord, StoreError, UserUpdate};
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -229,9 +229,9 @@ impl App {
             &pkce_s256_challenge(&pending.verifier),
         )
         .map_err(AppError::Upstream)?;
-        let sealed = self.data_key.seal_text(PENDING_CONTEXT, &serde_json::to_vec(&pending).expect("serializes"));
+        let sealed = self.data_key.seal(PENDING_CONTEXT, &serde_json::to_vec(&pending).expect("serializes"));
         // base64url: a cookie value needs no quoting.
-        let cookie = sealed.replace('+', "-").replace('/', "_").replace('=', "");
+        let cookie = URL_SAFE_NO_PAD.encode(sealed);
         Ok((url, cookie))
     }
 
@@ -269,7 +269,7 @@ impl App {
         let restart = |m: &str| AppError::Invalid(format!("{m}; start the sign-in again"));
         let pending = cookie
             .filter(|c| c.len() <= 4096)
-            .and_then(|c| STANDARD.decode(c.replace('-', "+").replace('_', "/")).ok())
+            .and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
             .and_then(|sealed| self.data_key.open(PENDING_CONTEXT, &sealed).ok())
             .and_then(|plain| serde_json::from_slice::<PendingSignIn>(&plain).ok())
             .ok_or_else(|| restart("this browser has no sign-in under way (or its cookie was changed)"))?;

@@ -113,7 +113,14 @@ pub(super) async fn insert_user(conn: &mut AnyConnection, user: &NewUser) -> Sto
 impl Store {
     /// Creates the first admin exactly once in the store's life; `None` when
     /// that already happened (on this node or another).
-    pub async fn bootstrap_admin(&self, admin: NewUser, event: AuditEvent) -> StoreResult<Option<User>> {
+    /// `must_change_password`: the password was generated and printed, so the
+    /// first sign-in replaces it.
+    pub async fn bootstrap_admin(
+        &self,
+        admin: NewUser,
+        must_change_password: bool,
+        event: AuditEvent,
+    ) -> StoreResult<Option<User>> {
         self.write_if(event, None, async |tx, _| {
             let claimed = exec(
                 &mut *tx,
@@ -125,8 +132,9 @@ impl Store {
                 return Ok(None);
             }
             let user = insert_user(tx, &admin).await?;
-            // Its password was printed to a terminal: the first sign-in replaces it.
-            exec(&mut *tx, "UPDATE users SET must_change_password = 1 WHERE id = $1", params![user.id]).await?;
+            if must_change_password {
+                exec(&mut *tx, "UPDATE users SET must_change_password = 1 WHERE id = $1", params![user.id]).await?;
+            }
             Ok(Some(user))
         })
         .await
