@@ -166,7 +166,9 @@ impl App {
         let body = super::outbound_http::read_capped(&mut response, DOCUMENT_MAX_BYTES)
             .await
             .map_err(unreachable)?
-            .ok_or_else(|| format!("the client metadata document is larger than {DOCUMENT_MAX_BYTES} bytes"))?;
+            .ok_or_else(|| {
+                format!("the client metadata document is larger than {DOCUMENT_MAX_BYTES} bytes")
+            })?;
         Ok((client_from_document(url, &body)?, keep))
     }
 

@@ -30,13 +30,23 @@ pub struct SignedIn {
 
 impl App {
     /// Signs a user in with a password.
-    pub async fn start_session(&self, username: &str, password: &str, addr: IpAddr) -> Result<SignIn, AppError> {
+    pub async fn start_session(
+        &self,
+        username: &str,
+        password: &str,
+        addr: IpAddr,
+    ) -> Result<SignIn, AppError> {
         let user = self.verify_login(username, password, addr, "login").await?;
         self.open_session(&user, "password".into(), addr).await
     }
 
     /// A session for a user whose sign-in was checked (`method` says how).
-    pub(super) async fn open_session(&self, user: &User, method: String, addr: IpAddr) -> Result<SignIn, AppError> {
+    pub(super) async fn open_session(
+        &self,
+        user: &User,
+        method: String,
+        addr: IpAddr,
+    ) -> Result<SignIn, AppError> {
         let token = new_secret(SecretKind::Session);
         let at = to_micros(now());
         let lifetime = self.setting(SESSION_LIFETIME).await?.as_i64().unwrap_or(28_800);
@@ -51,8 +61,9 @@ impl App {
                 client_addr: Some(addr.to_string()),
             })
             .await?;
-        let mut event = AuditEvent::success(Actor::User(user.id), "login.succeeded", format!("user:{}", user.id))
-            .with_detail(json!({ "method": method }));
+        let mut event =
+            AuditEvent::success(Actor::User(user.id), "login.succeeded", format!("user:{}", user.id))
+                .with_detail(json!({ "method": method }));
         event.client_addr = Some(addr.to_string());
         self.audit.record(event);
         Ok(SignIn { token, max_age_seconds: lifetime })
@@ -83,13 +94,20 @@ impl App {
 
     /// A user's sign-ins that have not expired, newest first, and which of
     /// them is `current` (the cookie's).
-    pub async fn sign_ins(&self, user_id: UserId, current: &str) -> Result<Vec<(SessionRecord, bool)>, AppError> {
+    pub async fn sign_ins(
+        &self,
+        user_id: UserId,
+        current: &str,
+    ) -> Result<Vec<(SessionRecord, bool)>, AppError> {
         let current = self.secrets.digest(current);
         let sessions = self.store.sessions_of(user_id, to_micros(now())).await?;
-        Ok(sessions.into_iter().map(|s| {
-            let is_current = s.id_hash == current;
-            (s, is_current)
-        }).collect())
+        Ok(sessions
+            .into_iter()
+            .map(|s| {
+                let is_current = s.id_hash == current;
+                (s, is_current)
+            })
+            .collect())
     }
 
     /// Ends one of the user's own sign-ins (named by its hash).
@@ -114,12 +132,10 @@ impl App {
         if new == current {
             return Err(AppError::Invalid("the new password must differ from the current one".into()));
         }
-        self.verify_login(&user.username, current, addr, "password_change")
-            .await
-            .map_err(|e| match e {
-                AppError::Unauthorized(_) => AppError::Invalid("the current password is wrong".into()),
-                e => e,
-            })?;
+        self.verify_login(&user.username, current, addr, "password_change").await.map_err(|e| match e {
+            AppError::Unauthorized(_) => AppError::Invalid("the current password is wrong".into()),
+            e => e,
+        })?;
         let patch = UserPatch { password: Some(new.to_string()), ..Default::default() };
         let user = self.update_user(Actor::User(user.id), user.id, patch).await?;
         self.open_session(&user, "password".into(), addr).await

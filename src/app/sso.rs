@@ -275,7 +275,8 @@ impl App {
             .ok_or_else(|| restart("this browser has no sign-in under way (or its cookie was changed)"))?;
         let state = params.get("state").map(String::as_str).unwrap_or("");
         let same_state =
-            aws_lc_rs::constant_time::verify_slices_are_equal(state.as_bytes(), pending.state.as_bytes()).is_ok();
+            aws_lc_rs::constant_time::verify_slices_are_equal(state.as_bytes(), pending.state.as_bytes())
+                .is_ok();
         if pending.provider != id || !same_state {
             return Err(restart("the provider's answer is not for the sign-in this browser started"));
         }
@@ -286,17 +287,28 @@ impl App {
         let provider = &record.provider;
         if let Some(error) = params.get("error") {
             let shown: String = error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
-            return Err(AppError::Forbidden(format!("{} did not sign you in ({shown})", provider.display_name)));
+            return Err(AppError::Forbidden(format!(
+                "{} did not sign you in ({shown})",
+                provider.display_name
+            )));
         }
         // RFC 9207: an answer that names its issuer must name this one.
         if params.get("iss").is_some_and(|iss| iss.trim_end_matches('/') != provider.issuer) {
             return Err(restart("the answer comes from another issuer"));
         }
-        let code = params.get("code").filter(|c| !c.is_empty() && c.len() <= 4096).ok_or_else(|| restart("the answer has no code"))?;
+        let code = params
+            .get("code")
+            .filter(|c| !c.is_empty() && c.len() <= 4096)
+            .ok_or_else(|| restart("the answer has no code"))?;
         let discovery = self.discover(&provider.issuer, false).await?;
         let id_token = self.redeem_sso_code(&record, &discovery, code, &pending.verifier).await?;
-        let keys = self.provider_keys(&provider.issuer, &discovery, id_token_kid(&id_token).as_deref()).await?;
-        let expected = IdTokenExpectation { issuer: &provider.issuer, client_id: &provider.client_id, nonce: &pending.nonce };
+        let keys =
+            self.provider_keys(&provider.issuer, &discovery, id_token_kid(&id_token).as_deref()).await?;
+        let expected = IdTokenExpectation {
+            issuer: &provider.issuer,
+            client_id: &provider.client_id,
+            nonce: &pending.nonce,
+        };
         let claims = verify_id_token(&id_token, &keys, &expected, provider).map_err(refused)?;
         let user = self.sso_user(provider, &claims).await?;
         if user.disabled {
@@ -325,14 +337,25 @@ impl App {
         };
         let user = match sign_in_as(provider, claims, linked, same_name.as_ref()).map_err(refused)? {
             SignInAs::Linked(id) => self.user(id).await?,
-            SignInAs::Link(id) => self
-                .store
-                .link_sso_identity(&provider.id, &claims.subject, Ok(id), link_event("sso_identity.linked"))
-                .await?,
+            SignInAs::Link(id) => {
+                self.store
+                    .link_sso_identity(
+                        &provider.id,
+                        &claims.subject,
+                        Ok(id),
+                        link_event("sso_identity.linked"),
+                    )
+                    .await?
+            }
             SignInAs::Provision { role } => {
                 let new = NewUser { username: claims.username.clone(), password_hash: None, role };
                 self.store
-                    .link_sso_identity(&provider.id, &claims.subject, Err(new), link_event("user.provisioned"))
+                    .link_sso_identity(
+                        &provider.id,
+                        &claims.subject,
+                        Err(new),
+                        link_event("user.provisioned"),
+                    )
                     .await
                     .map_err(|e| match e {
                         StoreError::Conflict(_) => AppError::Conflict(
@@ -385,8 +408,12 @@ impl App {
             ("code_verifier", verifier.to_string()),
         ];
         let url = &discovery.token_endpoint;
-        let mut request =
-            self.outbound_http(url).await?.post(url).timeout(FETCH_TIMEOUT).header("accept", "application/json");
+        let mut request = self
+            .outbound_http(url)
+            .await?
+            .post(url)
+            .timeout(FETCH_TIMEOUT)
+            .header("accept", "application/json");
         let methods = &discovery.token_endpoint_auth_methods_supported;
         match secret {
             // RFC 6749 §2.3.1: the default method, form-encoded then Basic.
@@ -409,7 +436,8 @@ impl App {
             .ok_or_else(|| AppError::Upstream("the provider's token answer is too large".into()))?;
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
-            let error: String = body.get("error").and_then(|e| e.as_str()).unwrap_or("").chars().take(64).collect();
+            let error: String =
+                body.get("error").and_then(|e| e.as_str()).unwrap_or("").chars().take(64).collect();
             return Err(AppError::Upstream(format!(
                 "{} refused the sign-in's code ({} {error})",
                 provider.display_name,
@@ -462,7 +490,12 @@ impl App {
 
     /// The provider's keys, fetched again when `kid` is unknown to the
     /// cached set (the provider rotated), at most every [`KEYS_REFETCH_AFTER`].
-    async fn provider_keys(&self, issuer: &str, discovery: &Discovery, kid: Option<&str>) -> Result<JwkSet, AppError> {
+    async fn provider_keys(
+        &self,
+        issuer: &str,
+        discovery: &Discovery,
+        kid: Option<&str>,
+    ) -> Result<JwkSet, AppError> {
         {
             let cache = self.sso.by_issuer.lock().expect("sso cache lock");
             if let Some((keys, fetched)) = cache.get(issuer).and_then(|c| c.keys.as_ref()) {
@@ -483,7 +516,8 @@ impl App {
     }
 
     async fn fetch_json_document(&self, url: &str, what: &str) -> Result<Vec<u8>, AppError> {
-        let http = self.outbound_http(url).await.map_err(|e| AppError::Upstream(format!("the {what}: {e}")))?;
+        let http =
+            self.outbound_http(url).await.map_err(|e| AppError::Upstream(format!("the {what}: {e}")))?;
         let mut response = http
             .get(url)
             .header("accept", "application/json")
@@ -500,7 +534,9 @@ impl App {
         super::outbound_http::read_capped(&mut response, DOCUMENT_MAX_BYTES)
             .await
             .map_err(upstream(what))?
-            .ok_or_else(|| AppError::Upstream(format!("the provider's {what} is larger than {DOCUMENT_MAX_BYTES} bytes")))
+            .ok_or_else(|| {
+                AppError::Upstream(format!("the provider's {what} is larger than {DOCUMENT_MAX_BYTES} bytes"))
+            })
     }
 }
 

@@ -74,7 +74,9 @@ fn enabled_by_default() -> bool {
 }
 
 fn printable(s: &str, max: usize) -> bool {
-    !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(|c| c.is_control() || is_format_char(c))
+    !s.trim().is_empty()
+        && s.chars().count() <= max
+        && !s.chars().any(|c| c.is_control() || is_format_char(c))
 }
 
 /// A provider's id: lowercase letters, digits and dashes, starting with a
@@ -122,9 +124,12 @@ impl SsoProviderInput {
         }
         let scopes = self.scopes.unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
         let scope_ok = |s: &String| {
-            !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            !s.is_empty()
+                && s.len() <= 100
+                && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
         };
-        if scopes.len() > SCOPES_MAX || !scopes.iter().all(scope_ok) || !scopes.iter().any(|s| s == "openid") {
+        if scopes.len() > SCOPES_MAX || !scopes.iter().all(scope_ok) || !scopes.iter().any(|s| s == "openid")
+        {
             return Err(format!("scopes must be at most {SCOPES_MAX} scope names and include \"openid\""));
         }
         let username_claim = self.username_claim.unwrap_or_else(|| "email".into());
@@ -290,7 +295,8 @@ pub fn claims_of(claims: &serde_json::Value, provider: &SsoProvider) -> Result<S
     if claim == "email" && claims.get("email_verified").and_then(|v| v.as_bool()) == Some(false) {
         return Err(bad("the provider says this e-mail address is not verified".into()));
     }
-    validate_username(username).map_err(|e| bad(format!("the {claim:?} claim is not a usable username: {e}")))?;
+    validate_username(username)
+        .map_err(|e| bad(format!("the {claim:?} claim is not a usable username: {e}")))?;
     let groups = match provider.groups_claim.as_ref().and_then(|c| claims.get(c)) {
         None | Some(serde_json::Value::Null) => Vec::new(),
         Some(serde_json::Value::String(g)) => vec![g.clone()],
@@ -340,10 +346,12 @@ pub fn sign_in_as(
         return Ok(SignInAs::Linked(id));
     }
     match same_name {
-        Some(user) if user.auth_source == super::AuthSource::Password => Err(SsoRefusal::NotAllowed(format!(
-            "the keyward account {:?} signs in with a password, not through {}; ask an admin",
-            user.username, provider.display_name
-        ))),
+        Some(user) if user.auth_source == super::AuthSource::Password => {
+            Err(SsoRefusal::NotAllowed(format!(
+                "the keyward account {:?} signs in with a password, not through {}; ask an admin",
+                user.username, provider.display_name
+            )))
+        }
         Some(user) => Ok(SignInAs::Link(user.id)),
         None => match provider.role_for(&claims.groups) {
             Some(role) => Ok(SignInAs::Provision { role }),
@@ -444,7 +452,10 @@ mod tests {
         let ok = claims(serde_json::json!({"sub": "1", "email": "a@b.c", "groups": ["admins"]})).unwrap();
         assert_eq!(ok.username, "a@b.c");
         assert_eq!(ok.groups, ["admins"]);
-        assert_eq!(claims(serde_json::json!({"sub": "1", "email": "a@b.c", "groups": "x"})).unwrap().groups, ["x"]);
+        assert_eq!(
+            claims(serde_json::json!({"sub": "1", "email": "a@b.c", "groups": "x"})).unwrap().groups,
+            ["x"]
+        );
         assert!(claims(serde_json::json!({"email": "a@b.c"})).is_err());
         assert!(claims(serde_json::json!({"sub": "1"})).is_err());
         assert!(claims(serde_json::json!({"sub": "1", "email": "a b"})).is_err());
@@ -481,9 +492,15 @@ mod tests {
 
     #[test]
     fn the_authorization_url_carries_pkce_state_and_nonce() {
-        let url =
-            authorization_url("https://idp.example.com/auth?x=1", &provider(), "https://kw/cb", "st", "no", "ch")
-                .unwrap();
+        let url = authorization_url(
+            "https://idp.example.com/auth?x=1",
+            &provider(),
+            "https://kw/cb",
+            "st",
+            "no",
+            "ch",
+        )
+        .unwrap();
         let url = url::Url::parse(&url).unwrap();
         let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
         assert_eq!(q["x"], "1");

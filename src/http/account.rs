@@ -51,6 +51,16 @@ struct CredentialRow {
     updated: String,
 }
 
+/// One of the user's sign-ins.
+struct SignInRow {
+    id: String,
+    method: String,
+    addr: String,
+    since: String,
+    last_seen: String,
+    current: bool,
+}
+
 #[derive(Template)]
 #[template(path = "account.html")]
 struct AccountPage<'a> {
@@ -60,6 +70,8 @@ struct AccountPage<'a> {
     connections: Vec<crate::app::ConnectionView>,
     credentials: Vec<CredentialRow>,
     data_products: Vec<crate::domain::vault::DataProduct>,
+    sign_ins: Vec<SignInRow>,
+    has_password: bool,
     shown: Option<Shown>,
     message: Option<String>,
     /// A connection's authorization link to follow (a link, not a form's
@@ -97,12 +109,13 @@ async fn render_with_link(
     authorize_link: Option<String>,
 ) -> Response {
     let caller = Caller::signed_in(user);
-    let (records, consents, connections, credentials, data_products) = match tokio::try_join!(
+    let (records, consents, connections, credentials, data_products, sign_ins) = match tokio::try_join!(
         app.refresh_tokens_of(user.id),
         app.consents(user.id),
         app.connections(&caller),
         app.credentials_of(&caller),
         app.data_products(),
+        app.sign_ins(user.id, session),
     ) {
         Ok(all) => all,
         Err(e) => return internal(e),
@@ -134,7 +147,20 @@ async fn render_with_link(
             }
         })
         .collect();
+    let sign_ins = sign_ins
+        .into_iter()
+        .map(|(s, current)| SignInRow {
+            id: s.id_hash,
+            method: s.method,
+            addr: s.client_addr.unwrap_or_default(),
+            since: day(s.created_at),
+            last_seen: day(s.last_seen_at),
+            current,
+        })
+        .collect();
     let html = AccountPage {
+        sign_ins,
+        has_password: user.auth_source == crate::domain::AuthSource::Password,
         username: &user.username,
         tokens,
         consents,
@@ -249,6 +275,10 @@ pub async fn account_action(
             .delete_credentials(&Caller::signed_in(&user), field("dp_id"))
             .await
             .map(|()| (None, Some("Warehouse credentials deleted.".into()))),
+        "end_sign_in" => app
+            .end_sign_in(user.id, field("session"))
+            .await
+            .map(|()| (None, Some("That sign-in is ended.".into()))),
         "sign_out" => {
             if let Err(e) = app.end_session(&session).await {
                 return internal(e);

@@ -166,7 +166,10 @@ pub(super) async fn signed_in(app: &App, headers: &HeaderMap) -> Option<(User, S
 }
 
 /// The session cookie's sign-in, with what it still asks of its user.
-pub(super) async fn signed_in_session(app: &App, headers: &HeaderMap) -> Option<(crate::app::SignedIn, String)> {
+pub(super) async fn signed_in_session(
+    app: &App,
+    headers: &HeaderMap,
+) -> Option<(crate::app::SignedIn, String)> {
     let session = cookie(headers, SESSION_COOKIE)?;
     Some((app.session_user(session).await?, session.to_string()))
 }
@@ -225,7 +228,8 @@ pub(super) async fn login_page(
         Some(c) if c.len() <= 64 && !c.is_empty() => (c.to_string(), false),
         _ => (crate::crypto::random_string::<24>(), true),
     };
-    let continue_at = form_urlencoded::Serializer::new(String::new()).append_pair("return_to", &return_to).finish();
+    let continue_at =
+        form_urlencoded::Serializer::new(String::new()).append_pair("return_to", &return_to).finish();
     let providers = app
         .sign_in_providers()
         .await
@@ -233,7 +237,8 @@ pub(super) async fn login_page(
         .map(|(id, name)| (format!("/login/sso/{id}/?{continue_at}"), name))
         .collect();
     let csrf = app.csrf_token("login", &login_cookie);
-    let html = LoginPage { client_name: for_whom, providers, csrf, return_to, error }.render().unwrap_or_default();
+    let html =
+        LoginPage { client_name: for_whom, providers, csrf, return_to, error }.render().unwrap_or_default();
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
     let mut response = page(status, html, form_target);
     if fresh {
@@ -364,11 +369,15 @@ pub async fn login(
         Continuation::ConnectionStart(_) | Continuation::Account => None,
     };
     let again = async |error: &str| match (&request, &next) {
-        (Some((request, query)), _) => authorize_login_page(&app, request, query, &headers, Some(error)).await,
+        (Some((request, query)), _) => {
+            authorize_login_page(&app, request, query, &headers, Some(error)).await
+        }
         (None, Continuation::ConnectionStart(state)) => {
             connection_login_page(&app, state, &headers, Some(error)).await
         }
-        (None, Continuation::Account) => super::account::account_login_page(&app, &headers, Some(error)).await,
+        (None, Continuation::Account) => {
+            super::account::account_login_page(&app, &headers, Some(error)).await
+        }
         (None, Continuation::Authorize(_)) => error_page(StatusCode::BAD_REQUEST, "start again"),
     };
     let csrf_ok = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| app.csrf_matches("login", c, field("csrf")));

@@ -96,11 +96,7 @@ fn failure_page(e: AppError) -> Response {
 }
 
 /// GET `/login/sso/<id>/?return_to=…`: off to the provider.
-pub async fn start(
-    State(app): AppState,
-    Path(id): Path<String>,
-    RawQuery(query): RawQuery,
-) -> Response {
+pub async fn start(State(app): AppState, Path(id): Path<String>, RawQuery(query): RawQuery) -> Response {
     if query.as_ref().is_some_and(|q| q.len() > 8 * 1024) {
         return error_page(StatusCode::BAD_REQUEST, "the request is too long");
     }

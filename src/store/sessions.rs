@@ -37,8 +37,7 @@ struct SessionUserRow {
     last_seen_at: i64,
 }
 
-const SESSION_COLUMNS: &str =
-    "id_hash, user_id, created_at, expires_at, COALESCE(last_seen_at, created_at) AS last_seen_at, method, client_addr";
+const SESSION_COLUMNS: &str = "id_hash, user_id, created_at, expires_at, COALESCE(last_seen_at, created_at) AS last_seen_at, method, client_addr";
 
 impl Store {
     pub async fn create_session(&self, s: &SessionRecord) -> StoreResult<()> {
@@ -60,7 +59,12 @@ impl Store {
 
     /// The active user of a session that has neither expired (`now`) nor
     /// idled out (unseen since `idle_since`).
-    pub async fn session_user(&self, id_hash: &str, now: i64, idle_since: i64) -> StoreResult<Option<SessionFound>> {
+    pub async fn session_user(
+        &self,
+        id_hash: &str,
+        now: i64,
+        idle_since: i64,
+    ) -> StoreResult<Option<SessionFound>> {
         let user_columns = USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ");
         let sql = format!(
             "SELECT {user_columns}, u.must_change_password, COALESCE(s.last_seen_at, s.created_at) AS last_seen_at \
@@ -84,8 +88,12 @@ impl Store {
 
     /// Records that a session was seen at `now`.
     pub async fn touch_session(&self, id_hash: &str, now: i64) -> StoreResult<()> {
-        exec(&self.pool, "UPDATE user_sessions SET last_seen_at = $2 WHERE id_hash = $1", params![id_hash, now])
-            .await?;
+        exec(
+            &self.pool,
+            "UPDATE user_sessions SET last_seen_at = $2 WHERE id_hash = $1",
+            params![id_hash, now],
+        )
+        .await?;
         Ok(())
     }
 
@@ -95,7 +103,9 @@ impl Store {
             "SELECT {SESSION_COLUMNS} FROM user_sessions WHERE user_id = $1 AND expires_at > $2 \
              ORDER BY created_at DESC LIMIT 100"
         );
-        Ok(sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![user_id, now]?).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![user_id, now]?)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Ends one of `user_id`'s sign-ins; `NotFound` when it has no such one.

@@ -29,7 +29,12 @@ const PROVIDER_COLUMNS: &str = "settings, sealed_client_secret, created_at, upda
 impl Store {
     /// Creates provider `r.provider.id`, or replaces it (`replace`; a
     /// `None` secret then keeps the stored one).
-    pub async fn put_sso_provider(&self, r: &SsoProviderRecord, replace: bool, event: AuditEvent) -> StoreResult<()> {
+    pub async fn put_sso_provider(
+        &self,
+        r: &SsoProviderRecord,
+        replace: bool,
+        event: AuditEvent,
+    ) -> StoreResult<()> {
         let settings = serde_json::to_string(&r.provider).expect("provider settings serialize");
         let sql = if replace {
             "UPDATE sso_providers SET settings = $2, sealed_client_secret = COALESCE($3, sealed_client_secret), \

@@ -21,4 +21,5 @@ mod openapi_docs;
 mod outbound_clients;
 mod process;
 mod security_review;
+mod sso;
 mod vault;

@@ -706,7 +706,16 @@ async fn failures_are_coalesced_and_expired_rows_purged(backend: Backend) {
     // Expired sessions, throttle rows, codes and pending authorizations go.
     let user = s.user_named("admin").await;
     let long_ago = 1_000_000;
-    s.app.store.create_session("expired-session", user.id, long_ago, long_ago + 1).await.unwrap();
+    let session = keyward::store::SessionRecord {
+        id_hash: "expired-session".into(),
+        user_id: user.id,
+        created_at: long_ago,
+        expires_at: long_ago + 1,
+        last_seen_at: long_ago,
+        method: "password".into(),
+        client_addr: None,
+    };
+    s.app.store.create_session(&session).await.unwrap();
     let reserve = [("addr:192.0.2.9".to_string(), keyward::domain::throttle::lock_after as fn(i64) -> i64)];
     s.app.store.reserve_attempt(&reserve, long_ago, 0, 1).await.unwrap();
     assert_eq!(s.app.purge_expired().await.unwrap(), 2);

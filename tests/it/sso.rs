@@ -1,0 +1,436 @@
+//! Single sign-on against a provider whose answers each test chooses (a
+//! real HTTP server on loopback serving discovery, keys and a token
+//! endpoint): forged, expired, misaddressed and replayed ID tokens, a wrong
+//! nonce, a mixed-up state, and the admin API's refusals. The real
+//! provider (npm oidc-provider, in Chromium) is in tests/interop/test_sso.py.
+
+use crate::delegated_oauth::{Browser, location, param};
+use crate::harness::{Backend, TestServer, api_error, json_with_status};
+use crate::on_both_backends;
+use keyward::crypto::{SigningAlgorithm, SigningKey};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+on_both_backends!(
+    a_good_id_token_signs_in_and_provisions,
+    bad_id_tokens_are_refused,
+    a_sign_in_belongs_to_the_browser_that_started_it,
+    the_admin_api_of_providers_refuses_what_it_should,
+    sign_ins_are_listed_and_revocable,
+);
+
+/// The fake provider: its issuer, and the claims (or raw token) its token
+/// endpoint answers with next.
+struct Provider {
+    issuer: String,
+    next: Arc<Mutex<Answer>>,
+    key: Arc<SigningKey>,
+    /// A key the provider never published.
+    stranger: SigningKey,
+}
+
+#[derive(Clone, Default)]
+enum Answer {
+    #[default]
+    Nothing,
+    Token(String),
+}
+
+fn key(kid: &str) -> SigningKey {
+    SigningKey::from_pkcs8(kid, SigningAlgorithm::Es256, &SigningKey::generate_pkcs8(SigningAlgorithm::Es256))
+        .unwrap()
+}
+
+async fn provider() -> Provider {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let published = Arc::new(key("idp-1"));
+    let next = Arc::new(Mutex::new(Answer::Nothing));
+    let discovery = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post"],
+    });
+    let jwks = json!({"keys": [published.public_jwk()]});
+    let answer = next.clone();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(discovery) }),
+        )
+        .route("/jwks", axum::routing::get(move || async move { axum::Json(jwks) }))
+        .route(
+            "/token",
+            axum::routing::post(move |body: String| async move {
+                // The client authenticates as its discovery document asks.
+                assert!(body.contains("client_secret=fake-secret"), "{body}");
+                assert!(body.contains("code_verifier="), "{body}");
+                match answer.lock().unwrap().clone() {
+                    Answer::Token(t) => {
+                        axum::Json(json!({"access_token": "x", "token_type": "Bearer", "id_token": t}))
+                    }
+                    Answer::Nothing => axum::Json(json!({"access_token": "x", "token_type": "Bearer"})),
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Provider { issuer, next, key: published, stranger: key("idp-1") }
+}
+
+impl Provider {
+    fn claims(&self, nonce: &str, subject: &str, email: &str) -> Value {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        json!({
+            "iss": self.issuer, "aud": "keyward", "sub": subject, "iat": now, "exp": now + 300,
+            "nonce": nonce, "email": email, "email_verified": true, "groups": ["staff"],
+        })
+    }
+
+    fn answer(&self, token: String) {
+        *self.next.lock().unwrap() = Answer::Token(token);
+    }
+}
+
+async fn declare(s: &TestServer, p: &Provider, extra: Value) -> Value {
+    let mut body = json!({
+        "id": "fake", "display_name": "Fake IdP", "issuer": p.issuer, "client_id": "keyward",
+        "client_secret": "fake-secret", "groups_claim": "groups", "default_role": "viewer",
+    });
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let r = s
+        .send(reqwest::Method::POST, "/admin/api/sso_providers/", &s.admin_token().await)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 201).await
+}
+
+/// Starts a sign-in in `browser`: the `state` and `nonce` sent to the provider.
+async fn start(s: &TestServer, browser: &Browser) -> (String, String) {
+    let r = browser.get(&s.url("/login/sso/fake/?return_to=%2Faccount%2Fauth")).await;
+    assert_eq!(r.status(), 303);
+    let to = location(&r);
+    assert_eq!(param(&to, "code_challenge_method").as_deref(), Some("S256"));
+    assert!(param(&to, "code_challenge").is_some());
+    assert_eq!(param(&to, "redirect_uri").unwrap(), s.url("/login/sso/fake/callback/"));
+    (param(&to, "state").unwrap(), param(&to, "nonce").unwrap())
+}
+
+async fn finish(s: &TestServer, browser: &Browser, state: &str) -> reqwest::Response {
+    let url = reqwest::Url::parse_with_params(
+        &s.url("/login/sso/fake/callback/"),
+        &[("code", "c0de"), ("state", state)],
+    )
+    .unwrap();
+    browser.get(url.as_str()).await
+}
+
+async fn signed_in(s: &TestServer, browser: &Browser) -> bool {
+    let html = browser.get(&s.url("/account/auth")).await.text().await.unwrap();
+    html.contains("Refresh tokens")
+}
+
+async fn a_good_id_token_signs_in_and_provisions(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let p = provider().await;
+    let declared = declare(&s, &p, json!({"group_roles": {"stewards": "steward"}})).await;
+    assert_eq!(declared["has_client_secret"], true);
+    assert!(!declared.to_string().contains("fake-secret"));
+    let browser = Browser::new();
+    let (state, nonce) = start(&s, &browser).await;
+    p.answer(p.key.sign_jwt(&p.claims(&nonce, "sub-1", "erin@example.test")));
+    let r = finish(&s, &browser, &state).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/account/auth");
+    assert!(signed_in(&s, &browser).await);
+    let erin = s.user_named("erin@example.test").await;
+    assert_eq!(erin.role, keyward::domain::Role::Viewer);
+    assert_eq!(erin.auth_source, keyward::domain::AuthSource::Sso);
+    // The groups claim now says steward: the role follows at the next sign-in.
+    let again = Browser::new();
+    let (state, nonce) = start(&s, &again).await;
+    let mut claims = p.claims(&nonce, "sub-1", "erin@example.test");
+    claims["groups"] = json!(["stewards"]);
+    p.answer(p.key.sign_jwt(&claims));
+    assert_eq!(finish(&s, &again, &state).await.status(), 303);
+    assert_eq!(s.user_named("erin@example.test").await.role, keyward::domain::Role::Steward);
+    // A provider that does not provision refuses a stranger.
+    let r = s
+        .send(reqwest::Method::PUT, "/admin/api/sso_providers/fake/", &s.admin_token().await)
+        .json(&json!({"display_name": "Fake IdP", "issuer": p.issuer, "client_id": "keyward"}))
+        .send()
+        .await
+        .unwrap();
+    let replaced = json_with_status(r, 200).await;
+    assert_eq!(replaced["has_client_secret"], true, "a replacement without a secret keeps it");
+    let third = Browser::new();
+    let (state, nonce) = start(&s, &third).await;
+    p.answer(p.key.sign_jwt(&p.claims(&nonce, "sub-2", "stranger@example.test")));
+    let r = finish(&s, &third, &state).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("does not create accounts"));
+    assert!(s.app.store.user_credentials("stranger@example.test").await.unwrap().is_none());
+}
+
+async fn bad_id_tokens_are_refused(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let p = provider().await;
+    declare(&s, &p, json!({})).await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    type Tamper = Box<dyn Fn(&Provider, &mut Value) -> String>;
+    let cases: Vec<(&str, Tamper, &str)> = vec![
+        ("forged", Box::new(|p, c| p.stranger.sign_jwt(c)), "signature"),
+        (
+            "expired",
+            Box::new(move |p, c| {
+                c["exp"] = json!(now - 600);
+                c["iat"] = json!(now - 900);
+                p.key.sign_jwt(c)
+            }),
+            "expired",
+        ),
+        (
+            "wrong nonce",
+            Box::new(|p, c| {
+                c["nonce"] = json!("another");
+                p.key.sign_jwt(c)
+            }),
+            "nonce",
+        ),
+        (
+            "no nonce",
+            Box::new(|p, c| {
+                c.as_object_mut().unwrap().remove("nonce");
+                p.key.sign_jwt(c)
+            }),
+            "nonce",
+        ),
+        (
+            "other audience",
+            Box::new(|p, c| {
+                c["aud"] = json!("someone-else");
+                p.key.sign_jwt(c)
+            }),
+            "another client",
+        ),
+        (
+            "other issuer",
+            Box::new(|p, c| {
+                c["iss"] = json!("https://evil.example");
+                p.key.sign_jwt(c)
+            }),
+            "another issuer",
+        ),
+        (
+            "several audiences, no azp",
+            Box::new(|p, c| {
+                c["aud"] = json!(["keyward", "x"]);
+                p.key.sign_jwt(c)
+            }),
+            "azp",
+        ),
+        (
+            "issued in the future",
+            Box::new(move |p, c| {
+                c["iat"] = json!(now + 3600);
+                p.key.sign_jwt(c)
+            }),
+            "future",
+        ),
+        (
+            "unverified email",
+            Box::new(|p, c| {
+                c["email_verified"] = json!(false);
+                p.key.sign_jwt(c)
+            }),
+            "not verified",
+        ),
+        (
+            "alg none",
+            Box::new(|_, c| {
+                use base64::Engine;
+                let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+                format!("{}.{}.", b64(&json!({"alg": "none"})), b64(c))
+            }),
+            "not a signed JWT",
+        ),
+        ("not a JWT", Box::new(|_, _| "garbage".to_string()), "not a signed JWT"),
+    ];
+    for (case, tamper, why) in cases {
+        let browser = Browser::new();
+        let (state, nonce) = start(&s, &browser).await;
+        let mut claims = p.claims(&nonce, "sub-x", "x@example.test");
+        p.answer(tamper(&p, &mut claims));
+        let r = finish(&s, &browser, &state).await;
+        assert_eq!(r.status(), 403, "{case}");
+        let cookies: Vec<_> =
+            r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+        assert!(!cookies.iter().any(|c| c.starts_with("kw_session=")), "{case}: {cookies:?}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains(why), "{case}: {page}");
+        assert!(!signed_in(&s, &browser).await, "{case}");
+    }
+    assert!(s.app.store.user_credentials("x@example.test").await.unwrap().is_none());
+    // No ID token at all.
+    *p.next.lock().unwrap() = Answer::Nothing;
+    let browser = Browser::new();
+    let (state, _) = start(&s, &browser).await;
+    assert_eq!(finish(&s, &browser, &state).await.status(), 502);
+}
+
+async fn a_sign_in_belongs_to_the_browser_that_started_it(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let p = provider().await;
+    declare(&s, &p, json!({})).await;
+    // An attacker's answer (code and state) in a victim's browser: the
+    // victim's browser holds no matching sign-in, so nobody is signed in.
+    let attacker = Browser::new();
+    let (state, nonce) = start(&s, &attacker).await;
+    p.answer(p.key.sign_jwt(&p.claims(&nonce, "attacker", "attacker@example.test")));
+    let victim = Browser::new();
+    let (_, _) = start(&s, &victim).await;
+    let r = finish(&s, &victim, &state).await;
+    assert_eq!(r.status(), 400);
+    assert!(!signed_in(&s, &victim).await);
+    // No sign-in under way at all; a made-up state; a repeated state.
+    let fresh = Browser::new();
+    assert_eq!(finish(&s, &fresh, &state).await.status(), 400);
+    let url = s.url(&format!("/login/sso/fake/callback/?code=c&state={state}&state={state}"));
+    assert_eq!(attacker.get(&url).await.status(), 400);
+    // The answer, once used, cannot be used again in that browser: the
+    // cookie is cleared whatever the outcome.
+    let (state, nonce) = start(&s, &attacker).await;
+    p.answer(p.key.sign_jwt(&p.claims(&nonce, "attacker", "attacker@example.test")));
+    assert_eq!(finish(&s, &attacker, &state).await.status(), 303);
+    assert_eq!(finish(&s, &attacker, &state).await.status(), 400);
+    // An answer that names another issuer (RFC 9207), and a provider error.
+    let (state, _) = start(&s, &attacker).await;
+    let url = reqwest::Url::parse_with_params(
+        &s.url("/login/sso/fake/callback/"),
+        &[("code", "c"), ("state", state.as_str()), ("iss", "https://evil.example")],
+    )
+    .unwrap();
+    assert_eq!(attacker.get(url.as_str()).await.status(), 400);
+    let (state, _) = start(&s, &attacker).await;
+    let url = reqwest::Url::parse_with_params(
+        &s.url("/login/sso/fake/callback/"),
+        &[("error", "access_denied"), ("state", state.as_str())],
+    )
+    .unwrap();
+    let r = attacker.get(url.as_str()).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("access_denied"));
+    // Where a sign-in may continue: this server's pages only.
+    for bad in ["https%3A%2F%2Fevil.example%2F", "%2F%2Fevil.example", "%2Fadmin%2Fapi%2Fusers%2F"] {
+        let r = attacker.get(&s.url(&format!("/login/sso/fake/?return_to={bad}"))).await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    assert_eq!(attacker.get(&s.url("/login/sso/nope/")).await.status(), 404);
+}
+
+async fn the_admin_api_of_providers_refuses_what_it_should(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let p = provider().await;
+    let admin = s.admin_token().await;
+    let post =
+        |body: Value| s.send(reqwest::Method::POST, "/admin/api/sso_providers/", &admin).json(&body).send();
+    let base = json!({"id": "x", "display_name": "X", "issuer": p.issuer, "client_id": "c"});
+    for (bad, field) in [
+        (json!({"id": "Bad Id"}), "provider id"),
+        (json!({"scopes": ["email"]}), "openid"),
+        (json!({"issuer": "ftp://x.example"}), "issuer"),
+        (json!({"issuer": "http://127.0.0.1:9/nothing-here"}), "could not be fetched"),
+        (json!({"display_name": ""}), "display_name"),
+        (json!({"client_secret": "s".repeat(2000)}), "client_secret"),
+        (json!({"unknown": 1}), "unknown field"),
+        (json!({"default_role": "emperor"}), "invalid SSO provider"),
+    ] {
+        let mut body = base.clone();
+        body.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
+        let message = api_error(post(body).await.unwrap(), 400, "invalid_request").await;
+        assert!(message.contains(field), "{field}: {message}");
+    }
+    // A discovery document that names another issuer.
+    let mut body = base.clone();
+    body["issuer"] = json!(format!("{}/", p.issuer.replace("127.0.0.1", "localhost")));
+    let message = api_error(post(body).await.unwrap(), 400, "invalid_request").await;
+    assert!(message.contains("names issuer"), "{message}");
+    json_with_status(post(base.clone()).await.unwrap(), 201).await;
+    assert_eq!(post(base.clone()).await.unwrap().status(), 409);
+    // Not for other roles; nothing of someone else's to reach.
+    let viewer = s.token_for_role(keyward::domain::Role::Viewer).await;
+    let r = s.get("/admin/api/sso_providers/", &viewer).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = s.send(reqwest::Method::DELETE, "/admin/api/sso_providers/x/", &viewer).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = s.send(reqwest::Method::DELETE, "/admin/api/sso_providers/x/", &admin).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s.send(reqwest::Method::DELETE, "/admin/api/sso_providers/x/", &admin).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // Fifty concurrent creations of one id: one wins.
+    let mut body = base.clone();
+    body["id"] = json!("race");
+    let all = futures_util::future::join_all((0..50).map(|_| post(body.clone()))).await;
+    let created = all.iter().filter(|r| r.as_ref().unwrap().status() == 201).count();
+    assert_eq!(created, 1);
+    assert!(all.iter().all(|r| matches!(r.as_ref().unwrap().status().as_u16(), 201 | 409)));
+}
+
+async fn sign_ins_are_listed_and_revocable(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let p = provider().await;
+    declare(&s, &p, json!({})).await;
+    let laptop = Browser::new();
+    let phone = Browser::new();
+    for browser in [&laptop, &phone] {
+        let (state, nonce) = start(&s, browser).await;
+        p.answer(p.key.sign_jwt(&p.claims(&nonce, "sub-9", "gil@example.test")));
+        assert_eq!(finish(&s, browser, &state).await.status(), 303);
+    }
+    let html = laptop.get(&s.url("/account/auth")).await.text().await.unwrap();
+    assert!(html.contains("sso:fake") && html.contains("this browser"), "{html}");
+    // The laptop ends the phone's sign-in.
+    let csrf = crate::delegated_oauth::hidden(&html, "csrf");
+    let marker = "name=\"session\" value=\"";
+    let sessions: Vec<&str> = html
+        .match_indices(marker)
+        .map(|(i, _)| {
+            let rest = &html[i + marker.len()..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    assert_eq!(sessions.len(), 2, "{html}");
+    let phone_session = sessions
+        .iter()
+        .find(|id| !html[html.find(*id).unwrap()..].split("</tr>").next().unwrap().contains("this browser"))
+        .unwrap()
+        .to_string();
+    let r = laptop
+        .client()
+        .post(s.url("/account/auth"))
+        .form(&[("csrf", csrf.as_str()), ("action", "end_sign_in"), ("session", phone_session.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!signed_in(&s, &phone).await);
+    assert!(signed_in(&s, &laptop).await);
+    // Someone else's (a made-up one): refused.
+    let r = laptop
+        .client()
+        .post(s.url("/account/auth"))
+        .form(&[("csrf", csrf.as_str()), ("action", "end_sign_in"), ("session", "0".repeat(43).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Idle past the timeout: the sign-in ends.
+    s.app.set_setting(keyward::domain::Actor::Cli, "keyward.sessions.idle_timeout", "60").await.unwrap();
+    s.app.store.touch_session(&phone_session, 0).await.unwrap();
+    let hash_of_laptop = sessions.iter().find(|id| **id != phone_session).unwrap();
+    s.app.store.touch_session(hash_of_laptop, 1).await.unwrap();
+    assert!(!signed_in(&s, &laptop).await);
+}
