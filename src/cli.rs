@@ -317,6 +317,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         (Some(password), Some(path)) => {
             println!("initial admin password for user 'admin': {password}");
             println!("initial admin password written to {}", path.display());
+            println!("admin console: {}/admin/ (the first sign-in asks for a new password)", app.issuer);
         }
         _ if report.admin_created => {
             println!("created user 'admin' with the password from KEYWARD_ADMIN_PASSWORD")
@@ -324,7 +325,10 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         _ => {}
     }
     if report.admin_created {
-        println!("sign in at {}/ (Account Settings > Authentication)", app.issuer);
+        println!(
+            "sign in at {}/ (admins reach the console at /admin/, users their Account Settings)",
+            app.issuer
+        );
     }
     let store = app.store.clone();
     let limits = config.connection_limits();

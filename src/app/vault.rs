@@ -93,6 +93,14 @@ impl App {
         Ok(dp)
     }
 
+    /// Creates a data product; `Conflict` when its id is taken.
+    pub async fn create_data_product(&self, actor: Actor, dp: DataProduct) -> Result<DataProduct, AppError> {
+        if self.store.data_product(&dp.dp_id).await?.is_some() {
+            return Err(AppError::Conflict(format!("data product {:?} already exists", dp.dp_id)));
+        }
+        self.put_data_product(actor, dp).await
+    }
+
     /// Every data product (the account page offers them).
     pub async fn data_products(&self) -> Result<Vec<DataProduct>, AppError> {
         Ok(self.store.data_products().await?)

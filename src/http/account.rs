@@ -6,6 +6,7 @@
 
 use super::authorize::{
     SESSION_COOKIE, error_page, form_fields, internal, login_page, page, see_other, set_cookie, signed_in,
+    signed_in_session,
 };
 use crate::app::{App, AppError};
 use crate::domain::api_token::TokenStatus;
@@ -174,8 +175,12 @@ async fn render_with_link(
     }
     .render()
     .unwrap_or_default();
-    let mut response = page(StatusCode::OK, html, None);
-    // The copy button's script, from keyward itself, and nothing else.
+    scripted_page(StatusCode::OK, html)
+}
+
+/// A page that runs keyward's own scripts (the copy button), and nothing else.
+pub(super) fn scripted_page(status: StatusCode, html: String) -> Response {
+    let mut response = page(status, html, None);
     response.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -188,15 +193,24 @@ async fn render_with_link(
 
 /// GET `/account/auth`.
 pub async fn account(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    match signed_in(&app, &headers).await {
-        Some((user, session)) => render(&app, &user, &session, None, None).await,
+    match signed_in_session(&app, &headers).await {
+        Some((s, _)) if s.must_change_password => see_other(super::console::PASSWORD_PATH),
+        Some((s, session)) => render(&app, &s.user, &session, None, None).await,
         None => account_login_page(&app, &headers, None).await,
     }
 }
 
-/// GET `/`: a browser goes to its account (signing in first).
-pub async fn home() -> Response {
-    see_other(ACCOUNT_PATH)
+/// GET `/`: a browser signs in, then goes to the console (admins) or to
+/// its account page (everyone else).
+pub async fn home(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    match signed_in_session(&app, &headers).await {
+        None => login_page(&app, "keyward", None, "/".to_string(), &headers, None).await,
+        Some((s, _)) if s.must_change_password => see_other(super::console::PASSWORD_PATH),
+        Some((s, _)) if s.user.role.satisfies(crate::domain::Role::CatalogAdmin) => {
+            see_other(super::console::CONSOLE_PATH)
+        }
+        Some(_) => see_other(ACCOUNT_PATH),
+    }
 }
 
 /// POST `/account/auth`: one of the page's forms.

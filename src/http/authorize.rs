@@ -178,6 +178,8 @@ pub(super) async fn signed_in_session(
 /// the start of a connection's authorization. Nothing else (no open redirect).
 pub(super) enum Continuation<'a> {
     Authorize(&'a str),
+    /// `/`, or a page of the admin console.
+    Console,
     /// The account page.
     Account,
     /// With the link's `state`.
@@ -187,6 +189,9 @@ pub(super) enum Continuation<'a> {
 pub(super) fn continuation(return_to: &str) -> Option<Continuation<'_>> {
     if return_to == super::account::ACCOUNT_PATH {
         return Some(Continuation::Account);
+    }
+    if return_to == "/" || super::console::is_console_path(return_to) {
+        return Some(Continuation::Console);
     }
     if let Some(query) = return_to.strip_prefix(AUTHORIZE_PATH).and_then(|r| r.strip_prefix('?')) {
         return Some(Continuation::Authorize(query));
@@ -366,7 +371,7 @@ pub async fn login(
             Ok(r) => Some((r, query)),
             Err(response) => return response,
         },
-        Continuation::ConnectionStart(_) | Continuation::Account => None,
+        Continuation::ConnectionStart(_) | Continuation::Account | Continuation::Console => None,
     };
     let again = async |error: &str| match (&request, &next) {
         (Some((request, query)), _) => {
@@ -377,6 +382,9 @@ pub async fn login(
         }
         (None, Continuation::Account) => {
             super::account::account_login_page(&app, &headers, Some(error)).await
+        }
+        (None, Continuation::Console) => {
+            login_page(&app, "keyward", None, return_to.to_string(), &headers, Some(error)).await
         }
         (None, Continuation::Authorize(_)) => error_page(StatusCode::BAD_REQUEST, "start again"),
     };

@@ -8,6 +8,7 @@ mod auth;
 mod authorize;
 mod connections;
 mod consents;
+mod console;
 mod dynamic_registration;
 mod edge;
 mod error;
@@ -192,6 +193,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(account::home))
         .route(account::ACCOUNT_PATH, get(account::account).post(account::account_action))
         .route("/static/copy.js", get(account::copy_script))
+        .route(console::CONSOLE_PATH, get(console::show).post(console::submit))
+        .route("/admin/{page}/", get(console::show).post(console::submit))
+        .route(console::PASSWORD_PATH, get(console::password_page).post(console::change_password))
         .route("/oauth/v1/authorize/", get(authorize::authorize).post(authorize::consent))
         .route("/oauth/v1/login/", post(authorize::login))
         .route("/login/sso/{id}/", get(sso::start))

@@ -49,28 +49,37 @@ fn yes() -> bool {
     true
 }
 
+impl CreateOutbound {
+    /// The settings and the secret this body describes.
+    pub(super) fn into_settings(self) -> (OutboundClientSettings, Option<String>) {
+        let b = self;
+        let settings = OutboundClientSettings {
+            name: b.name,
+            grant_type: b.grant_type,
+            client_id: b.client_id,
+            authorization_url: b.authorization_url,
+            token_url: b.token_url,
+            scopes: b.scopes,
+            scope_separator: b.scope_separator,
+            extra_authorization_params: b.extra_authorization_params,
+            extra_token_params: b.extra_token_params,
+            token_endpoint_auth: b.token_endpoint_auth.unwrap_or(TokenEndpointAuth::Basic),
+            pkce_enabled: b.pkce_enabled,
+            access_token_lifetime_ms: b.access_token_lifetime_ms,
+            refresh_token_lifetime_ms: b.refresh_token_lifetime_ms,
+            api_base_url: b.api_base_url,
+        };
+        (settings, b.client_secret)
+    }
+}
+
 pub async fn create(
     State(app): AppState,
     caller: CallerExt,
     ApiJson(b): ApiJson<CreateOutbound>,
 ) -> Result<(StatusCode, Json<OutboundClient>), ApiError> {
-    let settings = OutboundClientSettings {
-        name: b.name,
-        grant_type: b.grant_type,
-        client_id: b.client_id,
-        authorization_url: b.authorization_url,
-        token_url: b.token_url,
-        scopes: b.scopes,
-        scope_separator: b.scope_separator,
-        extra_authorization_params: b.extra_authorization_params,
-        extra_token_params: b.extra_token_params,
-        token_endpoint_auth: b.token_endpoint_auth.unwrap_or(TokenEndpointAuth::Basic),
-        pkce_enabled: b.pkce_enabled,
-        access_token_lifetime_ms: b.access_token_lifetime_ms,
-        refresh_token_lifetime_ms: b.refresh_token_lifetime_ms,
-        api_base_url: b.api_base_url,
-    };
-    let created = app.create_outbound_client(caller.actor(), settings, b.client_secret.as_deref()).await?;
+    let (settings, secret) = b.into_settings();
+    let created = app.create_outbound_client(caller.actor(), settings, secret.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -30,11 +30,8 @@ pub async fn create_data_product(
     ApiJson(b): ApiJson<DataProductBody>,
 ) -> Result<(StatusCode, Json<DataProduct>), ApiError> {
     let dp_id = b.dp_id.ok_or_else(|| ApiError::bad_request("dp_id is required"))?;
-    if app.store.data_product(&dp_id).await.map_err(crate::app::AppError::from)?.is_some() {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("data product {dp_id:?} already exists")));
-    }
     let dp = app
-        .put_data_product(caller.actor(), DataProduct { dp_id, name: b.name, warehouse: b.warehouse })
+        .create_data_product(caller.actor(), DataProduct { dp_id, name: b.name, warehouse: b.warehouse })
         .await?;
     Ok((StatusCode::CREATED, Json(dp)))
 }
