@@ -10,6 +10,7 @@ mod admin_users;
 mod auth_gate;
 mod basics;
 mod connections;
+mod console;
 mod delegated_oauth;
 mod dynamic_registration;
 mod gateway;

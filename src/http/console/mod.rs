@@ -305,7 +305,7 @@ async fn render(
     done: Option<Result<Done, AppError>>,
 ) -> Response {
     let (mut notice, mut shown) = (None, None);
-    let mut failed = false;
+    let mut status = StatusCode::OK;
     match done {
         None => {}
         Some(Ok(Done::Message(text))) => notice = Some(Notice { text, error: false, href: None }),
@@ -313,7 +313,13 @@ async fn render(
         Some(Ok(Done::Link { text, href })) => notice = Some(Notice { text, error: false, href: Some(href) }),
         Some(Err(e @ (AppError::Internal(_) | AppError::Startup(_)))) => return internal(e),
         Some(Err(e)) => {
-            failed = true;
+            status = match e {
+                AppError::Conflict(_) => StatusCode::CONFLICT,
+                AppError::NotFound(_) => StatusCode::NOT_FOUND,
+                AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+                AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::BAD_REQUEST,
+            };
             notice = Some(Notice { text: e.to_string(), error: true, href: None });
         }
     }
@@ -350,7 +356,6 @@ async fn render(
     }
     .render()
     .unwrap_or_default();
-    let status = if failed { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     super::account::scripted_page(status, html)
 }
 
