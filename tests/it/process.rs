@@ -146,6 +146,7 @@ async fn first_start_prints_the_admin_password_and_restart_keeps_data() {
         node.stdout
     );
     assert!(node.printed(&format!("sign in at {}/", node.base)).is_some(), "{:?}", node.stdout);
+    assert!(node.printed(&format!("admin console: {}/admin/", node.base)).is_some(), "{:?}", node.stdout);
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), password);
     assert!(password.len() >= 24);
     assert_eq!(mode(&file), 0o600);
