@@ -15,6 +15,7 @@ on_both_backends!(
     the_console_refuses_bad_input_and_changes_nothing,
     concurrent_console_forms,
     home_sends_each_role_where_it_belongs,
+    a_connectors_authorize_button_leads_to_the_provider,
 );
 
 const PAGES: &[(&str, Role)] = &[
@@ -546,4 +547,49 @@ async fn home_sends_each_role_where_it_belongs(backend: Backend) {
     assert_eq!(r.status(), 401);
     let r = Browser::new().sign_in(&s, &s.url("/"), "vic", "new-password-1").await;
     assert_eq!(r.status(), 303);
+}
+
+async fn a_connectors_authorize_button_leads_to_the_provider(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    user(&s, "cat", Role::CatalogAdmin).await;
+    let (catalog, csrf) = console(&s, "cat", "password-of-cat").await;
+    let r = post(
+        &catalog,
+        &s,
+        "connectors/",
+        &[
+            ("csrf", &csrf),
+            ("action", "create"),
+            ("name", "Salesforce"),
+            ("grant_type", "authorization_code"),
+            ("client_id", "c"),
+            ("client_secret", "s3cret-of-the-provider"),
+            ("authorization_url", "https://provider.example/authorize"),
+            ("token_url", "https://provider.example/token"),
+            ("token_endpoint_auth", "basic"),
+            ("api_base_url", "https://provider.example/api/"),
+            ("pkce_enabled", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let id = s.app.outbound_clients().await.unwrap()[0].id.clone();
+    let r = post(&catalog, &s, "connectors/", &[("csrf", &csrf), ("action", "authorize"), ("id", &id)]).await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let marker = "id=\"next-link\"";
+    assert!(html.contains(marker), "{html}");
+    let at = html.find(marker).unwrap();
+    let anchor = &html[html[..at].rfind("<a ").unwrap()..at];
+    let link = crate::delegated_oauth::hidden(&anchor.replacen("href=", "name=\"link\" value=", 1), "link");
+    assert!(link.starts_with(&s.url("/oauth/v1/connections/start/?state=")), "{link}");
+    // The link, in this browser, goes on to the provider with PKCE.
+    let r = catalog.get(&link).await;
+    assert_eq!(r.status(), 303);
+    let to = location(&r);
+    assert!(to.starts_with("https://provider.example/authorize?") && to.contains("code_challenge="), "{to}");
+    // The connection is the catalog admin's own, on their account page.
+    let account = catalog.get(&s.url("/account/auth")).await.text().await.unwrap();
+    assert!(account.contains("Salesforce"), "{account}");
+    assert!(!crate::harness::database_dump(&s).contains("s3cret-of-the-provider"));
 }

@@ -173,6 +173,23 @@ async fn a_good_id_token_signs_in_and_provisions(backend: Backend) {
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("does not create accounts"));
     assert!(s.app.store.user_credentials("stranger@example.test").await.unwrap().is_none());
+    // Signing in through the provider continues where the sign-in page was:
+    // here the authorize flow of an app acting for the user.
+    let app_request =
+        "/oauth/v1/authorize/?response_type=code&client_id=oac_x&redirect_uri=https%3A%2F%2Fapp.example%2Fcb";
+    let browser = Browser::new();
+    let start_url = format!(
+        "/login/sso/fake/?{}",
+        form_urlencoded::Serializer::new(String::new()).append_pair("return_to", app_request).finish()
+    );
+    let r = browser.get(&s.url(&start_url)).await;
+    assert_eq!(r.status(), 303);
+    let to = location(&r);
+    let (state, nonce) = (param(&to, "state").unwrap(), param(&to, "nonce").unwrap());
+    p.answer(p.key.sign_jwt(&p.claims(&nonce, "sub-1", "erin@example.test")));
+    let r = finish(&s, &browser, &state).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), app_request);
 }
 
 async fn bad_id_tokens_are_refused(backend: Backend) {
