@@ -18,7 +18,7 @@ const { chromium } = require('playwright-core');
     const page = await context.newPage();
     const errors = [];
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-    await page.goto(`${base}/`);
+    await page.goto(`${base}/account/auth`);
     await page.screenshot({ path: `${shots}/account-sign-in.png`, fullPage: true });
     await page.fill('#username', username);
     await page.fill('#password', password);
