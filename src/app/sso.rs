@@ -13,14 +13,14 @@ use crate::domain::sso::{
     IdTokenExpectation, SignInAs, SsoProvider, SsoProviderInput, SsoRefusal, authorization_url, id_token_kid,
     sign_in_as, verify_id_token,
 };
-use crate::domain::{Actor, Role, from_micros, now, to_micros};
+use crate::domain::{Actor, from_micros, now, to_micros};
 use crate::store::{NewUser, SsoProviderRecord, StoreError, UserUpdate};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -36,28 +36,16 @@ const KEYS_REFETCH_AFTER: Duration = Duration::from_secs(30);
 pub const SIGN_IN_WINDOW_SECONDS: i64 = 600;
 
 /// A provider as admins see it (never its secret).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
 pub struct SsoProviderView {
-    pub id: String,
-    pub display_name: String,
-    pub issuer: String,
-    pub client_id: String,
-    pub scopes: Vec<String>,
-    pub username_claim: String,
-    pub groups_claim: Option<String>,
-    #[schema(value_type = Object)]
-    pub group_roles: BTreeMap<String, Role>,
-    #[schema(value_type = Option<String>)]
-    pub default_role: Option<Role>,
-    pub enabled: bool,
+    #[serde(flatten)]
+    pub provider: SsoProvider,
     pub has_client_secret: bool,
     /// The redirect URI to register at the provider.
     pub redirect_uri: String,
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String)]
     pub created_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String)]
     pub updated_at: time::OffsetDateTime,
 }
 
@@ -113,22 +101,12 @@ impl App {
     }
 
     fn sso_view(&self, r: SsoProviderRecord) -> SsoProviderView {
-        let p = r.provider;
         SsoProviderView {
-            redirect_uri: self.sso_redirect_uri(&p.id),
-            id: p.id,
-            display_name: p.display_name,
-            issuer: p.issuer,
-            client_id: p.client_id,
-            scopes: p.scopes,
-            username_claim: p.username_claim,
-            groups_claim: p.groups_claim,
-            group_roles: p.group_roles,
-            default_role: p.default_role,
-            enabled: p.enabled,
+            redirect_uri: self.sso_redirect_uri(&r.provider.id),
             has_client_secret: r.sealed_client_secret.is_some(),
             created_at: from_micros(r.created_at),
             updated_at: from_micros(r.updated_at),
+            provider: r.provider,
         }
     }
 
@@ -160,16 +138,13 @@ impl App {
         let action = if replace { "sso_provider.replaced" } else { "sso_provider.created" };
         let event = AuditEvent::success(actor, action, format!("sso_provider:{id}"))
             .with_detail(json!({"issuer": record.provider.issuer, "secret_changed": record.sealed_client_secret.is_some()}));
-        self.store.put_sso_provider(&record, replace, event).await.map_err(|e| match e {
-            StoreError::NotFound => AppError::NotFound(format!("no SSO provider {id:?}")),
-            e => e.into(),
-        })?;
+        self.store.put_sso_provider(&record, replace, event).await.map_err(no_provider(id))?;
         self.sso_provider(id).await
     }
 
     pub async fn sso_provider(&self, id: &str) -> Result<SsoProviderView, AppError> {
         let record = self.store.sso_provider(id).await?;
-        record.map(|r| self.sso_view(r)).ok_or_else(|| AppError::NotFound(format!("no SSO provider {id:?}")))
+        record.map(|r| self.sso_view(r)).ok_or_else(|| no_provider(id)(StoreError::NotFound))
     }
 
     pub async fn sso_providers(&self) -> Result<Vec<SsoProviderView>, AppError> {
@@ -178,10 +153,7 @@ impl App {
 
     pub async fn delete_sso_provider(&self, actor: Actor, id: &str) -> Result<(), AppError> {
         let event = AuditEvent::success(actor, "sso_provider.deleted", format!("sso_provider:{id}"));
-        self.store.delete_sso_provider(id, event).await.map_err(|e| match e {
-            StoreError::NotFound => AppError::NotFound(format!("no SSO provider {id:?}")),
-            e => e.into(),
-        })
+        self.store.delete_sso_provider(id, event).await.map_err(no_provider(id))
     }
 
     /// The providers the sign-in page offers: (id, display name).
@@ -537,6 +509,14 @@ impl App {
             .ok_or_else(|| {
                 AppError::Upstream(format!("the provider's {what} is larger than {DOCUMENT_MAX_BYTES} bytes"))
             })
+    }
+}
+
+/// `NotFound` naming provider `id`, other store errors as they are.
+fn no_provider(id: &str) -> impl Fn(StoreError) -> AppError + '_ {
+    move |e| match e {
+        StoreError::NotFound => AppError::NotFound(format!("no SSO provider {id:?}")),
+        e => e.into(),
     }
 }
 

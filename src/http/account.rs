@@ -5,7 +5,7 @@
 //! sign in through SSO have no password: this page is how they get tokens.
 
 use super::authorize::{
-    SESSION_COOKIE, error_page, form_fields, internal, login_page, page, see_other, set_cookie, signed_in,
+    PageForm, SESSION_COOKIE, error_page, internal, login_page, page, see_other, set_cookie, signed_in,
     signed_in_session,
 };
 use crate::app::{App, AppError};
@@ -13,7 +13,6 @@ use crate::domain::api_token::TokenStatus;
 use crate::domain::{Caller, User};
 use crate::domain::{from_micros, now, to_micros};
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -218,12 +217,8 @@ pub async fn account_action(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    PageForm(fields): PageForm,
 ) -> Response {
-    let fields = match form_fields(&headers, &body) {
-        Ok(f) => f,
-        Err(refused) => return refused,
-    };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
     let Some((user, session)) = signed_in(&app, &headers).await else {
         return account_login_page(&app, &headers, Some("Your session has ended; sign in again.")).await;

@@ -348,17 +348,27 @@ pub(super) fn form_fields(
     Ok(fields)
 }
 
+/// A page's form, as a handler's last argument; refused with an error
+/// page when it is not a form or repeats a field.
+pub(super) struct PageForm(pub std::collections::HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for PageForm {
+    type Rejection = Response;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
+        form_fields(&headers, &body).map(PageForm)
+    }
+}
+
 /// POST `/oauth/v1/login/`.
 pub async fn login(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    PageForm(fields): PageForm,
 ) -> Response {
-    let fields = match form_fields(&headers, &body) {
-        Ok(f) => f,
-        Err(refused) => return refused,
-    };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
     let return_to = field("return_to");
     // Checked before the password, so that a sign-in never ends in an
@@ -417,11 +427,11 @@ pub(super) fn signed_in_at(app: &App, sign_in: &crate::app::SignIn, location: &s
 }
 
 /// POST `/oauth/v1/authorize/`: the consent form.
-pub async fn consent(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    let fields = match form_fields(&headers, &body) {
-        Ok(f) => f,
-        Err(refused) => return refused,
-    };
+pub async fn consent(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    PageForm(fields): PageForm,
+) -> Response {
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
     let request = match validated(&app, field("request")).await {
         Ok(r) => r,

@@ -3,15 +3,11 @@
 // an API access token from it, and revoke it. Screenshots of each step go
 // to SHOTS_DIR; the tokens it was shown are printed as JSON.
 // Usage: node account_page.js BASE_URL USER PASSWORD SHOTS_DIR
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium');
 
 (async () => {
   const [base, username, password, shots] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
     await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });

@@ -4,17 +4,13 @@
 // Applications" with its secret shown once (copy button). Screenshots of
 // every page go to SHOTS_DIR; what the browser saw is printed as JSON.
 // Usage: node console.js BASE_URL ADMIN_PASSWORD NEW_PASSWORD SHOTS_DIR
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium');
 
 const PAGES = ['users', 'oauth_clients', 'sso', 'connectors', 'data_products', 'settings', 'keys', 'audit'];
 
 (async () => {
   const [base, password, newPassword, shots] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });

@@ -2,15 +2,11 @@
 // on keyward's sign-in page, and reports the page that follows (its visible
 // text and final URL), with screenshots of both pages in SHOTS_DIR.
 // Usage: node sign_in_pages.js URL USER PASSWORD SHOTS_DIR NAME
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium');
 
 (async () => {
   const [url, username, password, shots, name] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 900, height: 900 } });
     // Where the browser was sent (another origin, a provider, is not

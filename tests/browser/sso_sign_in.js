@@ -4,15 +4,11 @@
 // refresh token there. Screenshots go to SHOTS_DIR with prefix NAME; what
 // the browser saw is printed as JSON.
 // Usage: node sso_sign_in.js BASE_URL PROVIDER_LOGIN SHOTS_DIR NAME [START_PATH]
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium');
 
 (async () => {
   const [base, login, shots, name, start] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
     const page = await context.newPage();

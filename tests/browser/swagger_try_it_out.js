@@ -1,15 +1,11 @@
 // Opens the Swagger UI of /openapi/api_authentication/ in headless Chromium,
 // uses "Try it out" on createRefreshToken and prints the live response's
 // status and body. Usage: node swagger_try_it_out.js BASE_URL USER PASSWORD
-const { chromium } = require('playwright-core');
+const { launch } = require('./chromium');
 
 (async () => {
   const [base, username, password] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1200, height: 1600 } });
     await page.goto(base + '/openapi/api_authentication/ui/');

@@ -19,18 +19,25 @@ import requests
 PROVIDERS = pathlib.Path(__file__).parents[1] / "providers"
 
 
-@pytest.fixture
-def oidc_provider(keyward):
+def start_provider(keyward, sso_callback=None):
+    """The npm oidc-provider on a free loopback port, with keyward's
+    connection callback (and SSO callback) registered: its process and issuer."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    callback = f"{keyward.base_url}/oauth/v1/connections/callback/"
-    process = subprocess.Popen(["node", "oidc_provider.mjs", str(port), callback], cwd=PROVIDERS,
+    callbacks = [f"{keyward.base_url}/oauth/v1/connections/callback/"] + ([sso_callback] if sso_callback else [])
+    process = subprocess.Popen(["node", "oidc_provider.mjs", str(port), *callbacks], cwd=PROVIDERS,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in process.stdout:
         if line.strip() == "ready":
             break
-    yield f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def oidc_provider(keyward):
+    process, issuer = start_provider(keyward)
+    yield issuer
     process.terminate()
     process.wait(timeout=10)
 

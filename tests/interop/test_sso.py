@@ -7,36 +7,23 @@ a password account that the provider's user cannot take over."""
 
 import json
 import os
-import pathlib
-import socket
 import subprocess
 
 import pytest
 import requests
 
+from test_oidc_provider import allow_loopback_providers, start_provider
 from test_pages import BROWSER_TESTS, SHOTS
 
-PROVIDERS = pathlib.Path(__file__).parents[1] / "providers"
 PROVIDER_ID = "test-idp"
 
 
 @pytest.fixture
 def sso_provider(keyward):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    connections = f"{keyward.base_url}/oauth/v1/connections/callback/"
     sso = f"{keyward.base_url}/login/sso/{PROVIDER_ID}/callback/"
-    process = subprocess.Popen(["node", "oidc_provider.mjs", str(port), connections, sso], cwd=PROVIDERS,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in process.stdout:
-        if line.strip() == "ready":
-            break
-    issuer = f"http://127.0.0.1:{port}"
+    process, issuer = start_provider(keyward, sso)
     headers = {"TOKEN": keyward.admin_token()}
-    r = requests.put(f"{keyward.base_url}/admin/api/config/keyward.outbound.allow_private_addresses/",
-                     headers=headers, json={"value": True})
-    assert r.status_code == 200, r.text
+    allow_loopback_providers(keyward, headers)
     r = requests.post(f"{keyward.base_url}/admin/api/sso_providers/", headers=headers, json={
         "id": PROVIDER_ID, "display_name": "Test IdP", "issuer": issuer, "client_id": "keyward-sso",
         "client_secret": "sso-secret-for-tests-0123456789", "scopes": ["openid", "email", "groups"],

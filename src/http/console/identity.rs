@@ -146,7 +146,8 @@ pub(super) async fn sso(r: &Request<'_>) -> Result<Page, AppError> {
     let providers = r.app.sso_providers().await?;
     let rows = providers
         .into_iter()
-        .map(|p| {
+        .map(|view| {
+            let p = &view.provider;
             let hidden = || vec![("id", p.id.clone())];
             let toggle = if p.enabled {
                 Action::new("Turn off", "disable", hidden()).danger()
@@ -165,7 +166,7 @@ pub(super) async fn sso(r: &Request<'_>) -> Result<Page, AppError> {
                     p.client_id.clone(),
                     p.default_role.map_or("refuse new users".into(), |r| format!("new users: {r}")),
                     roles,
-                    p.redirect_uri.clone(),
+                    view.redirect_uri.clone(),
                     if p.enabled { "on".into() } else { "off".into() },
                 ],
                 actions: vec![toggle, Action::new("Delete", "delete", hidden()).danger()],
@@ -260,14 +261,14 @@ pub(super) async fn sso_act(r: &Request<'_>) -> Result<Done, AppError> {
                 },
                 enabled: true,
             };
-            let p = app.put_sso_provider(r.actor(), id.trim(), input, false).await?;
+            let view = app.put_sso_provider(r.actor(), id.trim(), input, false).await?;
             Ok(Done::Message(format!(
                 "Provider added: the sign-in page now offers \"Sign in with {}\". Its redirect URI is {}",
-                p.display_name, p.redirect_uri
+                view.provider.display_name, view.redirect_uri
             )))
         }
         action @ ("enable" | "disable") => {
-            let p = app.sso_provider(id).await?;
+            let p = app.sso_provider(id).await?.provider;
             let input = SsoProviderInput {
                 display_name: p.display_name,
                 issuer: p.issuer,

@@ -13,12 +13,11 @@ mod identity;
 mod server;
 
 use super::authorize::{
-    SESSION_COOKIE, error_page, form_fields, internal, login_page, see_other, set_cookie, signed_in_session,
+    PageForm, SESSION_COOKIE, error_page, internal, login_page, see_other, set_cookie, signed_in_session,
 };
 use crate::app::{App, AppError};
 use crate::domain::{Role, User};
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
@@ -389,13 +388,9 @@ pub async fn submit(
     slug: Option<Path<String>>,
     ConnectInfo(_addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    PageForm(fields): PageForm,
 ) -> Response {
     let slug = slug.map(|Path(s)| s).unwrap_or_default();
-    let fields = match form_fields(&headers, &body) {
-        Ok(f) => f,
-        Err(refused) => return refused,
-    };
     let (page, user, session) = match gate(&app, &headers, &slug).await {
         Ok(g) => g,
         Err(response) => return response,
@@ -468,12 +463,8 @@ pub async fn change_password(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    PageForm(fields): PageForm,
 ) -> Response {
-    let fields = match form_fields(&headers, &body) {
-        Ok(f) => f,
-        Err(refused) => return refused,
-    };
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
     let Some((signed_in, session)) = signed_in_session(&app, &headers).await else {
         return error_page(StatusCode::UNAUTHORIZED, "you are not signed in (any more); sign in again");
