@@ -42,7 +42,7 @@ pub use proxy::{FORWARDED_REQUEST_HEADERS, FORWARDED_RESPONSE_HEADERS, ProxyRequ
 pub use registration::{DynamicClient, RegistrationFailure};
 pub use resources::{GatewayRefusal, ResourceDeclaration};
 pub use sessions::{SignIn, SignedIn};
-pub use sso::{SIGN_IN_WINDOW_SECONDS as SSO_SIGN_IN_WINDOW_SECONDS, SsoProviderView};
+pub use sso::{SIGN_IN_WINDOW_SECONDS as SSO_SIGN_IN_WINDOW_SECONDS, SsoAnswer, SsoProviderView};
 pub use tokens::{Rejected, TokenResponse};
 pub use users::UserPatch;
 pub use vault::{CredentialView, WarehouseLogin};

@@ -85,6 +85,17 @@ struct PendingSignIn {
 
 const PENDING_CONTEXT: &[u8] = b"sso_pending_sign_in";
 
+/// A provider's answer at `/login/sso/<id>/callback/`.
+#[derive(Clone, Copy)]
+pub struct SsoAnswer<'a> {
+    pub provider_id: &'a str,
+    /// The callback's query.
+    pub params: &'a HashMap<String, String>,
+    /// The browser's pending sign-in cookie.
+    pub cookie: Option<&'a str>,
+    pub addr: IpAddr,
+}
+
 fn secret_context(id: &str) -> Vec<u8> {
     format!("sso_client_secret:{id}").into_bytes()
 }
@@ -207,37 +218,26 @@ impl App {
         Ok((url, cookie))
     }
 
-    /// Finishes a sign-in the provider answered (`params`: the callback's
-    /// query) in the browser that holds `cookie`: a new session, and where
-    /// to continue.
-    pub async fn complete_sso(
-        &self,
-        id: &str,
-        params: &HashMap<String, String>,
-        cookie: Option<&str>,
-        addr: IpAddr,
-    ) -> Result<(SignIn, String), AppError> {
-        let outcome = self.complete_sso_inner(id, params, cookie, addr).await;
+    /// Finishes a sign-in the provider answered in the browser that holds
+    /// the answer's cookie: a new session, and where to continue. Every
+    /// refusal is audited.
+    pub async fn complete_sso(&self, answer: &SsoAnswer<'_>) -> Result<(SignIn, String), AppError> {
+        let outcome = self.complete_sso_unaudited(answer).await;
         if let Err(e) = &outcome {
             self.audit.record(AuditEvent {
                 actor: Actor::System,
                 action: "login.failed",
-                target: Some(format!("sso_provider:{id}")),
+                target: Some(format!("sso_provider:{}", answer.provider_id)),
                 outcome: Outcome::Failure,
-                client_addr: Some(addr.to_string()),
+                client_addr: Some(answer.addr.to_string()),
                 detail: json!({"via": "sso", "reason": e.to_string()}),
             });
         }
         outcome
     }
 
-    async fn complete_sso_inner(
-        &self,
-        id: &str,
-        params: &HashMap<String, String>,
-        cookie: Option<&str>,
-        addr: IpAddr,
-    ) -> Result<(SignIn, String), AppError> {
+    async fn complete_sso_unaudited(&self, answer: &SsoAnswer<'_>) -> Result<(SignIn, String), AppError> {
+        let SsoAnswer { provider_id: id, params, cookie, addr } = *answer;
         let restart = |m: &str| AppError::Invalid(format!("{m}; start the sign-in again"));
         let pending = cookie
             .filter(|c| c.len() <= 4096)

@@ -6,7 +6,7 @@ use super::auth::CallerExt;
 use super::authorize::{continuation, cookie, error_page, see_other, set_cookie, signed_in_at};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
-use crate::app::{App, AppError, SSO_SIGN_IN_WINDOW_SECONDS, SsoProviderView};
+use crate::app::{App, AppError, SSO_SIGN_IN_WINDOW_SECONDS, SsoAnswer, SsoProviderView};
 use crate::domain::sso::SsoProviderInput;
 use axum::Json;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
@@ -128,7 +128,13 @@ pub async fn callback(
         return error_page(StatusCode::BAD_REQUEST, "the answer is too long");
     }
     let params = query_map(query);
-    let outcome = app.complete_sso(&id, &params, cookie(&headers, SSO_COOKIE), addr.ip()).await;
+    let answer = SsoAnswer {
+        provider_id: &id,
+        params: &params,
+        cookie: cookie(&headers, SSO_COOKIE),
+        addr: addr.ip(),
+    };
+    let outcome = app.complete_sso(&answer).await;
     // Used or not, the pending sign-in is over.
     let clear = set_cookie(&app, SSO_COOKIE, "", 0);
     let mut response = match outcome {
