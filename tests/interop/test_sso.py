@@ -5,12 +5,18 @@ default role, group → role mapping, an SSO user making a refresh token at
 /account/auth and using it with the reference's /integration/v1 calls, and
 a password account that the provider's user cannot take over."""
 
+import http.server
 import json
 import os
 import subprocess
+import threading
+import time
+import urllib.parse
 
 import pytest
 import requests
+from joserfc import jwt
+from joserfc.jwk import RSAKey
 
 from test_oidc_provider import allow_loopback_providers, start_provider
 from test_pages import BROWSER_TESTS, SHOTS
@@ -96,3 +102,97 @@ def test_a_password_account_is_not_taken_over(keyward, sso_provider):
     assert "signs in with a password" in seen["status"], seen
     assert any(e.startswith("403 ") and "/callback/" in e for e in seen["errors"]), seen["errors"]
     assert not any(c["name"] == "kw_session" for c in seen["cookies"]), seen["cookies"]
+
+
+class RogueProvider:
+    """An OpenID provider whose ID tokens each test chooses (forged,
+    expired, with a wrong nonce): discovery, keys and a token endpoint on
+    loopback; its authorization endpoint answers at once."""
+
+    def __init__(self):
+        self.key = RSAKey.generate_key(2048, parameters={"kid": "rogue-1"})
+        self.stranger = RSAKey.generate_key(2048, parameters={"kid": "rogue-1"})
+        self.tamper = lambda claims: (self.key, claims)
+        self.nonce = None
+        provider = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def answer(self, status, body, headers=()):
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                data = json.dumps(body).encode() if body is not None else b""
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                url = urllib.parse.urlparse(self.path)
+                if url.path == "/.well-known/openid-configuration":
+                    self.answer(200, {"issuer": provider.issuer, "authorization_endpoint": provider.issuer + "/authorize",
+                                      "token_endpoint": provider.issuer + "/token", "jwks_uri": provider.issuer + "/jwks"})
+                elif url.path == "/jwks":
+                    self.answer(200, {"keys": [provider.key.as_dict(private=False)]})
+                elif url.path == "/authorize":
+                    q = dict(urllib.parse.parse_qsl(url.query))
+                    provider.nonce = q["nonce"]
+                    back = q["redirect_uri"] + "?" + urllib.parse.urlencode({"code": "c0de", "state": q["state"]})
+                    self.answer(302, None, [("location", back)])
+                else:
+                    self.answer(404, {})
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                now = int(time.time())
+                claims = {"iss": provider.issuer, "aud": "keyward", "sub": "rogue-sub", "iat": now, "exp": now + 300,
+                          "nonce": provider.nonce, "email": "rogue@example.test", "email_verified": True}
+                key, claims = provider.tamper(claims)
+                token = jwt.encode({"alg": "RS256", "kid": "rogue-1"}, claims, key)
+                self.answer(200, {"access_token": "x", "token_type": "Bearer", "id_token": token})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def test_forged_expired_and_wrongly_nonced_id_tokens_are_refused_in_the_browser(keyward):
+    rogue = RogueProvider()
+    try:
+        headers = {"TOKEN": keyward.admin_token()}
+        allow_loopback_providers(keyward, headers)
+        r = requests.post(f"{keyward.base_url}/admin/api/sso_providers/", headers=headers, json={
+            "id": "rogue", "display_name": "Rogue", "issuer": rogue.issuer, "client_id": "keyward",
+            "client_secret": "rogue-secret", "default_role": "viewer"})
+        assert r.status_code == 201, r.text
+        cases = {
+            "forged": (lambda c: (rogue.stranger, c), "signature does not verify"),
+            "expired": (lambda c: (rogue.key, {**c, "exp": c["iat"] - 600, "iat": c["iat"] - 900}), "expired"),
+            "wrong-nonce": (lambda c: (rogue.key, {**c, "nonce": "not-the-one-sent"}), "nonce"),
+        }
+        for name, (tamper, why) in cases.items():
+            rogue.tamper = tamper
+            out = subprocess.run(["node", str(BROWSER_TESTS / "sso_answer.js"), keyward.base_url,
+                                  os.path.join(SHOTS, f"sso-refused-{name}.png")],
+                                 capture_output=True, text=True, timeout=120, cwd=BROWSER_TESTS)
+            assert out.returncode == 0, out.stderr
+            seen = json.loads(out.stdout.strip().splitlines()[-1])
+            assert "/login/sso/rogue/callback/" in seen["landed"], seen
+            assert why in seen["text"], (name, seen["text"])
+            assert "kw_session" not in seen["cookies"], (name, seen["cookies"])
+        # The same provider with an honest token signs in: the refusals above were about the tokens.
+        rogue.tamper = lambda c: (rogue.key, c)
+        out = subprocess.run(["node", str(BROWSER_TESTS / "sso_answer.js"), keyward.base_url,
+                              os.path.join(SHOTS, "sso-rogue-honest.png")],
+                             capture_output=True, text=True, timeout=120, cwd=BROWSER_TESTS)
+        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        assert seen["landed"] == f"{keyward.base_url}/account/auth" and "kw_session" in seen["cookies"], seen
+        assert user(keyward, headers, "rogue@example.test") is not None
+    finally:
+        rogue.stop()
