@@ -101,7 +101,9 @@ async fn post(browser: &Browser, s: &TestServer, page: &str, form: &[(&str, &str
     browser.client().post(s.url(&format!("/admin/{page}"))).form(form).send().await.unwrap()
 }
 
+/// How many audit records there are, once the sink has written what it holds.
 async fn audit_count(s: &TestServer) -> usize {
+    s.app.audit.flush().await;
     let q = keyward::store::AuditQuery { action: None, actor: None, before_id: None, limit: 10_000 };
     s.app.store.audit_events(&q).await.unwrap().len()
 }
