@@ -21,7 +21,8 @@ CREATE TABLE sso_identities (
     created_at  BIGINT NOT NULL,
     PRIMARY KEY (provider_id, subject)
 );
-CREATE INDEX sso_identities_user ON sso_identities (user_id);
+-- One upstream account per user: a second one never becomes another way in.
+CREATE UNIQUE INDEX sso_identities_user ON sso_identities (user_id);
 
 ALTER TABLE user_sessions ADD COLUMN last_seen_at BIGINT;
 ALTER TABLE user_sessions ADD COLUMN method TEXT NOT NULL DEFAULT 'password';

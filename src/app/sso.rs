@@ -10,8 +10,8 @@ use crate::crypto::{pkce_s256_challenge, random_string};
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::outbound::validate_outbound_url;
 use crate::domain::sso::{
-    IdTokenExpectation, SignInAs, SsoProvider, SsoProviderInput, SsoRefusal, authorization_url, id_token_kid,
-    sign_in_as, verify_id_token,
+    IdTokenExpectation, SameName, SignInAs, SsoProvider, SsoProviderInput, SsoRefusal, authorization_url,
+    id_token_kid, sign_in_as, verify_id_token,
 };
 use crate::domain::{Actor, from_micros, now, to_micros};
 use crate::store::{NewUser, SsoProviderRecord, StoreError, UserUpdate};
@@ -302,23 +302,29 @@ impl App {
             Some(_) => None,
             None => self.store.user_credentials(&claims.username).await?.map(|(u, _)| u),
         };
+        let same_is_linked = match &same_name {
+            Some(user) => self.store.sso_links_of(user.id).await? > 0,
+            None => false,
+        };
         let link_event = |action| {
             AuditEvent::success(Actor::System, action, "user:?").with_detail(
                 json!({"provider": provider.id, "subject": claims.subject, "username": claims.username}),
             )
         };
-        let user = match sign_in_as(provider, claims, linked, same_name.as_ref()).map_err(refused)? {
+        let user = match sign_in_as(
+            provider,
+            claims,
+            linked,
+            same_name.as_ref().map(|user| SameName { user, linked: same_is_linked }),
+        )
+        .map_err(refused)?
+        {
             SignInAs::Linked(id) => self.user(id).await?,
-            SignInAs::Link(id) => {
-                self.store
-                    .link_sso_identity(
-                        &provider.id,
-                        &claims.subject,
-                        Ok(id),
-                        link_event("sso_identity.linked"),
-                    )
-                    .await?
-            }
+            SignInAs::Link(id) => self
+                .store
+                .link_sso_identity(&provider.id, &claims.subject, Ok(id), link_event("sso_identity.linked"))
+                .await
+                .map_err(raced)?,
             SignInAs::Provision { role } => {
                 let new = NewUser { username: claims.username.clone(), password_hash: None, role };
                 self.store
@@ -329,12 +335,7 @@ impl App {
                         link_event("user.provisioned"),
                     )
                     .await
-                    .map_err(|e| match e {
-                        StoreError::Conflict(_) => AppError::Conflict(
-                            "this account was just linked by another sign-in; try again".into(),
-                        ),
-                        e => e.into(),
-                    })?
+                    .map_err(raced)?
             }
         };
         if !provider.syncs_roles() {
@@ -509,6 +510,16 @@ impl App {
             .ok_or_else(|| {
                 AppError::Upstream(format!("the provider's {what} is larger than {DOCUMENT_MAX_BYTES} bytes"))
             })
+    }
+}
+
+/// A first sign-in that another one beat to the account (or its name).
+fn raced(e: StoreError) -> AppError {
+    match e {
+        StoreError::Conflict(_) | StoreError::NotFound => AppError::Conflict(
+            "another sign-in just took this account; ask an admin if it was not yours".into(),
+        ),
+        e => e.into(),
     }
 }
 

@@ -291,9 +291,10 @@ pub fn claims_of(claims: &serde_json::Value, provider: &SsoProvider) -> Result<S
     let Some(username) = claims.get(claim).and_then(|v| v.as_str()) else {
         return Err(bad(format!("the provider sent no {claim:?} claim to use as the username")));
     };
-    // A name the provider has not verified is one its user typed.
-    if claim == "email" && claims.get("email_verified").and_then(|v| v.as_bool()) == Some(false) {
-        return Err(bad("the provider says this e-mail address is not verified".into()));
+    // A name the provider has not verified is one its user typed: an
+    // e-mail address is a username only with `email_verified: true`.
+    if claim == "email" && claims.get("email_verified").and_then(|v| v.as_bool()) != Some(true) {
+        return Err(bad("the provider does not say this e-mail address is verified (email_verified)".into()));
     }
     validate_username(username)
         .map_err(|e| bad(format!("the {claim:?} claim is not a usable username: {e}")))?;
@@ -332,27 +333,42 @@ pub enum SignInAs {
     Provision { role: Role },
 }
 
+/// A user whose name an upstream account signs in with for the first time.
+pub struct SameName<'a> {
+    pub user: &'a super::User,
+    /// Whether some upstream account (of any provider) is linked to it.
+    pub linked: bool,
+}
+
 /// The account rule: a subject signs in as the user it was linked to; the
-/// first time, as the SSO-only user of that name (which an admin created),
-/// or as a new user when the provider provisions. A password user is never
-/// taken over by a provider whose users may choose their names.
+/// first time, as the SSO-only user of that name that an admin created and
+/// nobody has signed in as yet, or as a new user when the provider
+/// provisions. A user already linked to another upstream account, and a
+/// password user, are never taken over: names are what providers' users
+/// may choose, subjects are not.
 pub fn sign_in_as(
     provider: &SsoProvider,
     claims: &SignInClaims,
     linked: Option<super::UserId>,
-    same_name: Option<&super::User>,
+    same_name: Option<SameName<'_>>,
 ) -> Result<SignInAs, SsoRefusal> {
     if let Some(id) = linked {
         return Ok(SignInAs::Linked(id));
     }
+    let ask = |why: &str, name: &str| {
+        SsoRefusal::NotAllowed(format!(
+            "the keyward account {name:?} {why}, not through this {} account; ask an admin",
+            provider.display_name
+        ))
+    };
     match same_name {
-        Some(user) if user.auth_source == super::AuthSource::Password => {
-            Err(SsoRefusal::NotAllowed(format!(
-                "the keyward account {:?} signs in with a password, not through {}; ask an admin",
-                user.username, provider.display_name
-            )))
+        Some(same) if same.user.auth_source == super::AuthSource::Password => {
+            Err(ask("signs in with a password", &same.user.username))
         }
-        Some(user) => Ok(SignInAs::Link(user.id)),
+        Some(same) if same.linked => {
+            Err(ask("signs in through another single sign-on account", &same.user.username))
+        }
+        Some(same) => Ok(SignInAs::Link(same.user.id)),
         None => match provider.role_for(&claims.groups) {
             Some(role) => Ok(SignInAs::Provision { role }),
             None => Err(SsoRefusal::NotAllowed(format!(
@@ -449,18 +465,26 @@ mod tests {
 
     #[test]
     fn claims_need_a_subject_a_usable_username_and_a_verified_email() {
-        let ok = claims(serde_json::json!({"sub": "1", "email": "a@b.c", "groups": ["admins"]})).unwrap();
+        let ok = claims(
+            serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": true, "groups": ["admins"]}),
+        )
+        .unwrap();
         assert_eq!(ok.username, "a@b.c");
         assert_eq!(ok.groups, ["admins"]);
-        assert_eq!(
-            claims(serde_json::json!({"sub": "1", "email": "a@b.c", "groups": "x"})).unwrap().groups,
-            ["x"]
-        );
+        let one =
+            claims(serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": true, "groups": "x"}));
+        assert_eq!(one.unwrap().groups, ["x"]);
+        assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c"})).is_err(), "email_verified missing");
         assert!(claims(serde_json::json!({"email": "a@b.c"})).is_err());
         assert!(claims(serde_json::json!({"sub": "1"})).is_err());
-        assert!(claims(serde_json::json!({"sub": "1", "email": "a b"})).is_err());
+        assert!(claims(serde_json::json!({"sub": "1", "email": "a b", "email_verified": true})).is_err());
         assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": false})).is_err());
-        assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c", "groups": 3})).is_err());
+        assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": "true"})).is_err());
+        assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": 1})).is_err());
+        assert!(
+            claims(serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": true, "groups": 3}))
+                .is_err()
+        );
     }
 
     fn user(source: AuthSource) -> User {
@@ -475,15 +499,17 @@ mod tests {
     }
 
     #[test]
-    fn a_provider_never_takes_over_a_password_account() {
+    fn a_provider_never_takes_over_a_password_or_linked_account() {
         let p = provider();
         let c = SignInClaims { subject: "s".into(), username: "a@b.c".into(), groups: vec![] };
         assert_eq!(sign_in_as(&p, &c, Some(3), None), Ok(SignInAs::Linked(3)));
-        assert!(matches!(
-            sign_in_as(&p, &c, None, Some(&user(AuthSource::Password))),
-            Err(SsoRefusal::NotAllowed(_))
-        ));
-        assert_eq!(sign_in_as(&p, &c, None, Some(&user(AuthSource::Sso))), Ok(SignInAs::Link(7)));
+        let password = user(AuthSource::Password);
+        let sso = user(AuthSource::Sso);
+        let same = |user, linked| Some(SameName { user, linked });
+        assert!(matches!(sign_in_as(&p, &c, None, same(&password, false)), Err(SsoRefusal::NotAllowed(_))));
+        assert_eq!(sign_in_as(&p, &c, None, same(&sso, false)), Ok(SignInAs::Link(7)));
+        // Another upstream account of that name: never a second way in.
+        assert!(matches!(sign_in_as(&p, &c, None, same(&sso, true)), Err(SsoRefusal::NotAllowed(_))));
         assert_eq!(sign_in_as(&p, &c, None, None), Ok(SignInAs::Provision { role: Role::Viewer }));
         let mut closed = p.clone();
         closed.default_role = None;

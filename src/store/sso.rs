@@ -83,9 +83,20 @@ impl Store {
         .await?)
     }
 
-    /// Links an upstream subject to `user` (an existing SSO user, or a new
-    /// one when `user` is `Err(new)`), atomically with its audit record;
-    /// `Conflict` when another sign-in linked it first.
+    /// How many upstream accounts are linked to `user_id`.
+    pub async fn sso_links_of(&self, user_id: UserId) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar_with(
+            "SELECT COUNT(*) FROM sso_identities WHERE user_id = $1",
+            params![user_id]?,
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Links an upstream subject to `user` (an existing SSO user no subject
+    /// is linked to yet, else `NotFound`; or a new one when `user` is
+    /// `Err(new)`), atomically with its audit record; `Conflict` when
+    /// another sign-in linked the subject first.
     pub async fn link_sso_identity(
         &self,
         provider_id: &str,
@@ -96,7 +107,13 @@ impl Store {
         self.write(event, None, async |tx, event| {
             let user = match user {
                 Ok(id) => {
-                    let sql = format!("SELECT {} FROM users WHERE id = $1 AND auth_source = 'sso'", super::users::USER_COLUMNS);
+                    // Only a user nobody signs in as through a provider yet (two
+                    // first sign-ins racing meet the unique index on user_id).
+                    let sql = format!(
+                        "SELECT {} FROM users WHERE id = $1 AND auth_source = 'sso' \
+                         AND NOT EXISTS (SELECT 1 FROM sso_identities WHERE user_id = $1)",
+                        super::users::USER_COLUMNS
+                    );
                     let row: Option<super::users::UserRow> =
                         sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![id]?).fetch_optional(&mut *tx).await?;
                     row.ok_or(StoreError::NotFound)?.try_into()?

@@ -384,6 +384,16 @@ async fn the_console_refuses_bad_input_and_changes_nothing(backend: Backend) {
     assert_eq!(r.status(), 400);
     let r = admin.client().post(s.url("/admin/users/")).json(&json!({"csrf": csrf})).send().await.unwrap();
     assert_eq!(r.status(), 415);
+    // Bytes that are not UTF-8 are refused, not replaced.
+    let r = admin
+        .client()
+        .post(s.url("/admin/users/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&action=create&username=%ff%fe&role=viewer&password=password-123"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     refused_as_too_large(
         admin
             .client()

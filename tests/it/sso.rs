@@ -8,6 +8,7 @@ use crate::delegated_oauth::{Browser, location, param};
 use crate::harness::{Backend, TestServer, api_error, json_with_status};
 use crate::on_both_backends;
 use keyward::crypto::{SigningAlgorithm, SigningKey};
+use keyward::domain::Role;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +18,7 @@ on_both_backends!(
     a_sign_in_belongs_to_the_browser_that_started_it,
     the_admin_api_of_providers_refuses_what_it_should,
     sign_ins_are_listed_and_revocable,
+    an_account_has_one_upstream_account,
 );
 
 /// The fake provider: its issuer, and the claims (or raw token) its token
@@ -110,21 +112,26 @@ async fn declare(s: &TestServer, p: &Provider, extra: Value) -> Value {
 
 /// Starts a sign-in in `browser`: the `state` and `nonce` sent to the provider.
 async fn start(s: &TestServer, browser: &Browser) -> (String, String) {
-    let r = browser.get(&s.url("/login/sso/fake/?return_to=%2Faccount%2Fauth")).await;
+    start_at(s, browser, "fake").await
+}
+
+async fn start_at(s: &TestServer, browser: &Browser, id: &str) -> (String, String) {
+    let r = browser.get(&s.url(&format!("/login/sso/{id}/?return_to=%2Faccount%2Fauth"))).await;
     assert_eq!(r.status(), 303);
     let to = location(&r);
     assert_eq!(param(&to, "code_challenge_method").as_deref(), Some("S256"));
     assert!(param(&to, "code_challenge").is_some());
-    assert_eq!(param(&to, "redirect_uri").unwrap(), s.url("/login/sso/fake/callback/"));
+    assert_eq!(param(&to, "redirect_uri").unwrap(), s.url(&format!("/login/sso/{id}/callback/")));
     (param(&to, "state").unwrap(), param(&to, "nonce").unwrap())
 }
 
 async fn finish(s: &TestServer, browser: &Browser, state: &str) -> reqwest::Response {
-    let url = reqwest::Url::parse_with_params(
-        &s.url("/login/sso/fake/callback/"),
-        &[("code", "c0de"), ("state", state)],
-    )
-    .unwrap();
+    finish_at(s, browser, state, "fake").await
+}
+
+async fn finish_at(s: &TestServer, browser: &Browser, state: &str, id: &str) -> reqwest::Response {
+    let callback = s.url(&format!("/login/sso/{id}/callback/"));
+    let url = reqwest::Url::parse_with_params(&callback, &[("code", "c0de"), ("state", state)]).unwrap();
     browser.get(url.as_str()).await
 }
 
@@ -263,7 +270,7 @@ async fn bad_id_tokens_are_refused(backend: Backend) {
                 c["email_verified"] = json!(false);
                 p.key.sign_jwt(c)
             }),
-            "not verified",
+            "email_verified",
         ),
         (
             "alg none",
@@ -450,4 +457,61 @@ async fn sign_ins_are_listed_and_revocable(backend: Backend) {
     let hash_of_laptop = sessions.iter().find(|id| **id != phone_session).unwrap();
     s.app.store.touch_session(hash_of_laptop, 1).await.unwrap();
     assert!(!signed_in(&s, &laptop).await);
+}
+
+async fn an_account_has_one_upstream_account(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let p = provider().await;
+    declare(&s, &p, json!({"group_roles": {"admins": "server_admin"}})).await;
+    let other = provider().await;
+    declare(&s, &other, json!({"id": "other", "group_roles": {"admins": "server_admin"}})).await;
+    // An admin creates an SSO-only user; its first sign-in links it.
+    let admin = s.admin_token().await;
+    let r = s
+        .send(reqwest::Method::POST, "/admin/api/users/", &admin)
+        .json(&json!({"username": "alice@example.test", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 201).await;
+    let sign_in = async |provider: &Provider, id: &str, subject: &str, email: &str, groups: Value| {
+        let browser = Browser::new();
+        let (state, nonce) = start_at(&s, &browser, id).await;
+        let mut claims = provider.claims(&nonce, subject, email);
+        claims["groups"] = groups;
+        provider.answer(provider.key.sign_jwt(&claims));
+        let r = finish_at(&s, &browser, &state, id).await;
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(sign_in(&p, "fake", "alice-sub", "alice@example.test", json!([])).await.0, 303);
+    // Another subject with her name (any case), at the same provider or
+    // another one, and with a group that would make it an admin: refused.
+    for (provider, id, subject, email) in [
+        (&p, "fake", "mallory-sub", "alice@example.test"),
+        (&p, "fake", "mallory-sub", "ALICE@example.test"),
+        (&other, "other", "alice-sub", "alice@example.test"),
+        (&other, "other", "mallory-sub", "Alice@Example.Test"),
+    ] {
+        let (status, page) = sign_in(provider, id, subject, email, json!(["admins"])).await;
+        assert_eq!(status, 403, "{id} {subject} {email}: {page}");
+        assert!(page.contains("another single sign-on account"), "{page}");
+    }
+    let alice = s.user_named("alice@example.test").await;
+    assert_eq!(alice.role, Role::Viewer);
+    // Her own subject still signs in, and is the only link.
+    assert_eq!(sign_in(&p, "fake", "alice-sub", "alice@example.test", json!([])).await.0, 303);
+    assert_eq!(s.app.store.sso_links_of(alice.id).await.unwrap(), 1);
+    // Fifty first sign-ins of one new name by fifty subjects at once: one account, one link.
+    let all = futures_util::future::join_all((0..50).map(|i| {
+        let subject = format!("racer-{i}");
+        let sign_in = &sign_in;
+        let p = &p;
+        async move { sign_in(p, "fake", &subject, "racer@example.test", json!([])).await.0 }
+    }))
+    .await;
+    let winners = all.iter().filter(|s| **s == 303).count();
+    assert!(winners >= 1, "{all:?}");
+    assert!(all.iter().all(|s| matches!(s, 303 | 403 | 409)), "{all:?}");
+    let racer = s.user_named("racer@example.test").await;
+    assert_eq!(s.app.store.sso_links_of(racer.id).await.unwrap(), 1);
 }
