@@ -59,6 +59,9 @@ struct ConnectedPage<'a> {
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
     message: &'a str,
+    /// Shown on the way from an application (authorize, sign-in for it):
+    /// the person is told that the application learned nothing.
+    in_app_flow: bool,
 }
 
 /// The value of cookie `name`.
@@ -110,7 +113,15 @@ pub(super) fn see_other(location: &str) -> Response {
 }
 
 pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
-    let html = ErrorPage { message }.render().unwrap_or_else(|_| "Cannot continue".into());
+    let html = ErrorPage { message, in_app_flow: true }.render().unwrap_or_else(|_| "Cannot continue".into());
+    page(status, html, None)
+}
+
+/// An error page of keyward's own pages (the console, single sign-on),
+/// which leads back to keyward's start page.
+pub(super) fn own_error_page(status: StatusCode, message: &str) -> Response {
+    let html =
+        ErrorPage { message, in_app_flow: false }.render().unwrap_or_else(|_| "Cannot continue".into());
     page(status, html, None)
 }
 

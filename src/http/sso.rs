@@ -3,7 +3,7 @@
 //! (`/login/sso/<id>/` → provider → `/login/sso/<id>/callback/`).
 
 use super::auth::CallerExt;
-use super::authorize::{continuation, cookie, error_page, see_other, set_cookie, signed_in_at};
+use super::authorize::{continuation, cookie, own_error_page, see_other, set_cookie, signed_in_at};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use crate::app::{App, AppError, SSO_SIGN_IN_WINDOW_SECONDS, SsoAnswer, SsoProviderView};
@@ -92,18 +92,18 @@ fn failure_page(e: AppError) -> Response {
         AppError::Internal(_) | AppError::Startup(_) => return super::authorize::internal(e),
         _ => StatusCode::BAD_REQUEST,
     };
-    error_page(status, &format!("Single sign-on failed: {e}"))
+    own_error_page(status, &format!("Single sign-on failed: {e}"))
 }
 
 /// GET `/login/sso/<id>/?return_to=…`: off to the provider.
 pub async fn start(State(app): AppState, Path(id): Path<String>, RawQuery(query): RawQuery) -> Response {
     if query.as_ref().is_some_and(|q| q.len() > 8 * 1024) {
-        return error_page(StatusCode::BAD_REQUEST, "the request is too long");
+        return own_error_page(StatusCode::BAD_REQUEST, "the request is too long");
     }
     let params = query_map(query);
     let return_to = params.get("return_to").map(String::as_str).unwrap_or(super::account::ACCOUNT_PATH);
     if continuation(return_to).is_none() || axum::http::HeaderValue::from_str(return_to).is_err() {
-        return error_page(StatusCode::BAD_REQUEST, "the sign-in link is not valid");
+        return own_error_page(StatusCode::BAD_REQUEST, "the sign-in link is not valid");
     }
     match app.start_sso(&id, return_to).await {
         Ok((url, pending)) => {
@@ -125,7 +125,7 @@ pub async fn callback(
     headers: HeaderMap,
 ) -> Response {
     if query.as_ref().is_some_and(|q| q.len() > 16 * 1024) {
-        return error_page(StatusCode::BAD_REQUEST, "the answer is too long");
+        return own_error_page(StatusCode::BAD_REQUEST, "the answer is too long");
     }
     let params = query_map(query);
     let answer = SsoAnswer {

@@ -4,11 +4,13 @@ first sign-in must replace the printed password; every console page
 renders; an M2M app created in "OAuth Client Applications" shows its secret
 once, and that secret gets a client-credentials token."""
 
+import http.server
 import json
 import os
 import re
 import subprocess
 import tempfile
+import threading
 
 import requests
 
@@ -71,3 +73,51 @@ def test_a_newcomers_first_minute_in_the_console():
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+def test_a_viewer_and_a_hostile_page_get_nothing_from_the_console(keyward):
+    """In Chromium: a viewer sees 403 on every console page; a page of
+    another origin that posts a console form from an admin's browser gets it
+    refused (no anti-forgery token), and nothing is created."""
+    headers = {"TOKEN": keyward.admin_token()}
+    r = requests.post(f"{keyward.base_url}/admin/api/users/", headers=headers,
+                      json={"username": "vera", "password": "password-of-vera", "role": "viewer"})
+    assert r.status_code == 201, r.text
+    form = (f'<form id="f" method="post" action="{keyward.base_url}/admin/users/">'
+            '<input name="action" value="create"><input name="username" value="planted">'
+            '<input name="role" value="server_admin"><input name="password" value="planted-password">'
+            '</form><script>document.getElementById("f").submit()</script>').encode()
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(form)))
+            self.end_headers()
+            self.wfile.write(form)
+
+    # Another origin of the same site (the session cookie goes along), and another site (it does not).
+    servers = [http.server.ThreadingHTTPServer((host, 0), Hostile) for host in ("127.0.0.1", "127.0.0.2")]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hostile = ",".join(f"http://{s.server_address[0]}:{s.server_address[1]}/" for s in servers)
+        out = subprocess.run(["node", str(BROWSER_TESTS / "console_attacks.js"), keyward.base_url, "vera",
+                              "password-of-vera", keyward.password, hostile, SHOTS],
+                             capture_output=True, text=True, timeout=120, cwd=BROWSER_TESTS)
+        assert out.returncode == 0, out.stderr
+        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        for page, result in seen["viewerSaw"].items():
+            assert result["status"] == 403, (page, result)
+            assert "needs the" in result["text"], (page, result)
+        same_site, cross_site = seen["hostileResults"]
+        assert same_site["status"] == 403 and "form expired or came from elsewhere" in same_site["text"], same_site
+        assert cross_site["status"] == 200 and "Sign in" in cross_site["text"], cross_site
+        users = requests.get(f"{keyward.base_url}/admin/api/users/", headers=headers).json()
+        assert "planted" not in [u["username"] for u in users]
+    finally:
+        for server in servers:
+            server.shutdown()

@@ -13,7 +13,7 @@ mod identity;
 mod server;
 
 use super::authorize::{
-    PageForm, SESSION_COOKIE, error_page, internal, login_page, see_other, set_cookie, signed_in_session,
+    PageForm, SESSION_COOKIE, internal, login_page, own_error_page, see_other, set_cookie, signed_in_session,
 };
 use crate::app::{App, AppError};
 use crate::domain::{Role, User};
@@ -278,7 +278,7 @@ async fn gate(
     slug: &str,
 ) -> Result<(&'static PageSpec, User, String), Response> {
     let Some(page) = spec(slug) else {
-        return Err(error_page(StatusCode::NOT_FOUND, "there is no such page in the console"));
+        return Err(own_error_page(StatusCode::NOT_FOUND, "there is no such page in the console"));
     };
     let Some((signed_in, session)) = signed_in_session(app, headers).await else {
         let return_to = format!("{CONSOLE_PATH}{}{}", page.slug, if page.slug.is_empty() { "" } else { "/" });
@@ -288,7 +288,7 @@ async fn gate(
         return Err(see_other(PASSWORD_PATH));
     }
     if !signed_in.user.role.satisfies(page.role) {
-        return Err(error_page(
+        return Err(own_error_page(
             StatusCode::FORBIDDEN,
             &format!("this page needs the {} role; you are {}", page.role, signed_in.user.role),
         ));
@@ -376,7 +376,7 @@ pub async fn show(
         Err(response) => return response,
     };
     if query.as_ref().is_some_and(|q| q.len() > 4096) {
-        return error_page(StatusCode::BAD_REQUEST, "the address is too long");
+        return own_error_page(StatusCode::BAD_REQUEST, "the address is too long");
     }
     let r = Request { app: &app, user: &user, fields: HashMap::new(), query: query_map(query) };
     render(&app, page, &r, &session, None).await
@@ -397,7 +397,10 @@ pub async fn submit(
     };
     let csrf = fields.get("csrf").map(String::as_str).unwrap_or("");
     if !app.csrf_matches("console", &session, csrf) {
-        return error_page(StatusCode::FORBIDDEN, "the form expired or came from elsewhere; reload the page");
+        return own_error_page(
+            StatusCode::FORBIDDEN,
+            "the form expired or came from elsewhere; reload the page",
+        );
     }
     if fields.get("action").map(String::as_str) == Some("sign_out") {
         if let Err(e) = app.end_session(&session).await {
@@ -447,7 +450,7 @@ fn password_form(
 /// GET `/account/password`.
 pub async fn password_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     match signed_in_session(&app, &headers).await {
-        Some((s, _)) if s.user.auth_source != crate::domain::AuthSource::Password => error_page(
+        Some((s, _)) if s.user.auth_source != crate::domain::AuthSource::Password => own_error_page(
             StatusCode::BAD_REQUEST,
             "you sign in through single sign-on: keyward has no password of yours",
         ),
@@ -467,10 +470,13 @@ pub async fn change_password(
 ) -> Response {
     let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
     let Some((signed_in, session)) = signed_in_session(&app, &headers).await else {
-        return error_page(StatusCode::UNAUTHORIZED, "you are not signed in (any more); sign in again");
+        return own_error_page(StatusCode::UNAUTHORIZED, "you are not signed in (any more); sign in again");
     };
     if !app.csrf_matches("password", &session, field("csrf")) {
-        return error_page(StatusCode::FORBIDDEN, "the form expired or came from elsewhere; reload the page");
+        return own_error_page(
+            StatusCode::FORBIDDEN,
+            "the form expired or came from elsewhere; reload the page",
+        );
     }
     if field("new") != field("confirm") {
         return password_form(&app, &signed_in, &session, Some("The two new passwords differ."));
