@@ -121,3 +121,16 @@ def test_a_viewer_and_a_hostile_page_get_nothing_from_the_console(keyward):
     finally:
         for server in servers:
             server.shutdown()
+
+
+def test_every_page_meets_wcag_2_aa_by_axe(keyward):
+    """axe-core (WCAG 2 A and AA rules) finds nothing on the sign-in page,
+    Account Settings, the password change and each console page."""
+    out = subprocess.run(["node", str(BROWSER_TESTS / "accessibility.js"), keyward.base_url, keyward.username,
+                          keyward.password], capture_output=True, text=True, timeout=180, cwd=BROWSER_TESTS)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(seen["found"]) == 12, seen["found"].keys()
+    for page, violations in seen["found"].items():
+        assert violations == [], (page, violations)
+    assert any(v["id"] == "label" for v in seen["selfCheck"]), seen["selfCheck"]
