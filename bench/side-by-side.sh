@@ -5,6 +5,8 @@
 # performance issue names (keyward ÷ peer, keyward ÷ keyward's /healthz).
 #
 #   bench/side-by-side.sh [seconds per run] [rounds]      (default 10 s, 2 rounds)
+#   PROFILE=keyward-introspect bench/side-by-side.sh 10 1  (also profiles that
+#                              figure's run with perf: the hottest functions)
 #
 # Installs wrk (Debian) and the npm peer itself; keyward is a release build
 # on SQLite; the peer is node-oidc-provider 9 in memory on Node 22
@@ -69,7 +71,11 @@ declare -A BEST BEST_P50 BEST_P99
 # name url method body basic bearer token expect
 run() {
     local name=$1 url=$2
-    local out
+    local out perf_pid=
+    if [ "${PROFILE:-}" = "$name" ]; then
+        perf record -e cpu-clock -F 499 -g -p "$KW_PID" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     out=$(WRK_METHOD=$3 WRK_BODY=$4 WRK_BASIC=$5 WRK_BEARER=$6 WRK_TOKEN=$7 WRK_EXPECT=$8 \
         wrk -t2 -c16 -d"${DURATION}s" --latency -s bench/request.lua "$url")
     local rps p50 p99 errors
@@ -82,6 +88,12 @@ run() {
         BEST[$name]=$rps; BEST_P50[$name]=$p50; BEST_P99[$name]=$p99
     fi
     local rss; rss=$(rss_kb "$KW_PID"); [ "$rss" -gt "$MAX_RSS" ] && MAX_RSS=$rss
+    if [ -n "$perf_pid" ]; then
+        wait "$perf_pid" || true
+        echo "   hottest functions of keyward during $name (perf, self time):"
+        perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+            grep -E '^ +[0-9]+\.[0-9]+%' | head -25 | sed 's/^/   /'
+    fi
     return 0
 }
 

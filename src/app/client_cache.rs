@@ -56,6 +56,9 @@ impl ClientCache {
     }
 
     pub fn apply(&self, invalidation: Invalidation) {
+        if invalidation == Invalidation::Revocations {
+            return;
+        }
         let mut entries = self.entries.write().expect("client cache lock");
         self.generation.fetch_add(1, Ordering::AcqRel);
         match invalidation {
@@ -70,6 +73,7 @@ impl ClientCache {
                 entries.clear();
                 self.enabled.store(false, Ordering::Release);
             }
+            Invalidation::Revocations => {}
         }
     }
 }

@@ -26,6 +26,7 @@ mod tokens;
 mod usage;
 mod users;
 mod vault;
+mod verified_tokens;
 
 pub use api_tokens::REFRESH_TOKENS_PER_USER;
 pub use audit_sink::AuditSink;
@@ -67,6 +68,8 @@ pub struct App {
     /// For talking to other systems: through [`App::outbound_http`] only.
     http: outbound_http::OutboundHttp,
     clients: Arc<client_cache::ClientCache>,
+    /// Access tokens this node verified and nobody revoked since.
+    verified: Arc<verified_tokens::VerifiedTokens>,
     /// Client metadata documents fetched by this node.
     metadata_documents: client_metadata::DocumentCache,
     /// SSO providers' discovery documents and keys, on this node.
@@ -146,9 +149,20 @@ impl App {
         // A store no one else writes needs no listener: local eviction is
         // all the news there is.
         let clients = Arc::new(client_cache::ClientCache::new(!store.is_shared()));
+        let verified = Arc::new(verified_tokens::VerifiedTokens::new(!store.is_shared()));
+        let caches = {
+            let (clients, verified) = (clients.clone(), verified.clone());
+            move |i: crate::store::Invalidation| {
+                verified.apply(&i);
+                clients.apply(i);
+            }
+        };
+        // This node's own changes reach its caches as they commit; other
+        // nodes' through the listener.
+        store.on_local_change(Box::new(caches.clone()));
         if store.is_shared() {
-            let (watched, cache) = (store.clone(), clients.clone());
-            tokio::spawn(async move { watched.watch_invalidations(Box::new(move |i| cache.apply(i))).await });
+            let watched = store.clone();
+            tokio::spawn(async move { watched.watch_invalidations(Box::new(caches)).await });
         }
         Ok(App {
             usage: usage::UsageRecorder::default(),
@@ -156,6 +170,7 @@ impl App {
             metadata_documents: Default::default(),
             sso: Default::default(),
             clients,
+            verified,
             audit: AuditSink::spawn(store.clone()),
             store,
             passwords: PasswordHasher::new(workers),

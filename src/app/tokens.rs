@@ -128,6 +128,10 @@ impl App {
         jwt: &str,
         audience: Option<&str>,
     ) -> Result<AccessTokenClaims, Rejected> {
+        if let Some(claims) = self.verified.get(jwt, audience, crate::domain::now().unix_timestamp()) {
+            return Ok(claims);
+        }
+        let generation = self.verified.generation();
         let header = jsonwebtoken::decode_header(jwt).map_err(|_| Rejected::Invalid)?;
         let typ_ok = header.typ.as_deref().is_some_and(|t| {
             t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
@@ -152,7 +156,10 @@ impl App {
                 }
             })?;
         match self.store.is_jti_revoked(&data.claims.jti).await {
-            Ok(false) => Ok(data.claims),
+            Ok(false) => {
+                self.verified.put(jwt, audience, &data.claims, generation);
+                Ok(data.claims)
+            }
             Ok(true) => Err(Rejected::Revoked),
             Err(e) => {
                 tracing::error!(error = %e, "revocation check failed");

@@ -346,7 +346,7 @@ impl Store {
 
     /// Deletes the client and, with it, its grants, codes and consents.
     pub async fn delete_oauth_client(&self, client_id: &str, event: AuditEvent) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
+        self.write(event, Some(REVOCATIONS), async |tx, _| {
             let at = to_micros(now());
             revoke_grants_in(tx, "SELECT id FROM oauth_grants WHERE client_id = $1", params![client_id], at)
                 .await?;
@@ -437,7 +437,7 @@ impl Store {
         now: i64,
         event: AuditEvent,
     ) -> StoreResult<u64> {
-        self.write(event, None, async |tx, _| {
+        self.write(event, Some(REVOCATIONS), async |tx, _| {
             let forgotten = exec(
                 &mut *tx,
                 "DELETE FROM oauth_consents WHERE user_id = $1 AND client_id = $2",
@@ -629,7 +629,7 @@ impl Store {
 
     /// Revokes a grant: its refresh tokens and every JWT issued in it.
     pub async fn revoke_grant(&self, grant_id: i64, now: i64, event: AuditEvent) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
+        self.write(event, Some(REVOCATIONS), async |tx, _| {
             revoke_grant_in(tx, grant_id, now).await?;
             Ok(())
         })

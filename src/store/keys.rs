@@ -144,7 +144,7 @@ impl Store {
 
     /// Refuses the JWT `jti` from now on (kept until it would expire anyway).
     pub async fn revoke_jti(&self, jti: &str, expires_at: i64, event: AuditEvent) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
+        self.write(event, Some(REVOCATIONS), async |tx, _| {
             let at = to_micros(now());
             exec(
                 &mut *tx,

@@ -93,6 +93,23 @@ pub enum Invalidation {
     All,
     /// Watching stopped: caches must not be trusted until `All` comes.
     Lost,
+    /// Some access tokens were revoked (grants, consents, a user's
+    /// credentials, a client, one JWT): verified tokens must be checked again.
+    Revocations,
+}
+
+/// What a write that revokes access tokens announces.
+pub const REVOCATIONS: &str = "revocations";
+
+impl Invalidation {
+    /// The invalidation an announcement stands for.
+    fn of(announced: &str) -> Invalidation {
+        match announced.strip_prefix("client:") {
+            Some(id) => Invalidation::Client(id.to_string()),
+            None if announced == REVOCATIONS => Invalidation::Revocations,
+            None => Invalidation::All,
+        }
+    }
 }
 
 pub type InvalidationSink = Box<dyn Fn(Invalidation) + Send + Sync>;
@@ -111,6 +128,9 @@ pub struct Store {
     backend: Backend,
     /// Kept for the change listener's own connection (PostgreSQL).
     url: String,
+    /// Told of this node's own announced changes as soon as they commit
+    /// (other nodes hear them through the listener, a moment later).
+    local_changes: std::sync::OnceLock<InvalidationSink>,
 }
 
 /// The PostgreSQL notification channel of cache invalidations.
@@ -207,7 +227,7 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Store { pool, backend, url: url.to_string() })
+        Ok(Store { pool, backend, url: url.to_string(), local_changes: std::sync::OnceLock::new() })
     }
 
     /// A write transaction. SQLite's must take the write lock up front
@@ -269,7 +289,15 @@ impl Store {
         }
         insert_audit(&mut tx, &event).await?;
         tx.commit().await?;
+        if let (Some(what), Some(sink)) = (announce, self.local_changes.get()) {
+            sink(Invalidation::of(what));
+        }
         Ok(Some(done))
+    }
+
+    /// Where this node's own announced changes go when they commit (once).
+    pub fn on_local_change(&self, sink: InvalidationSink) {
+        let _ = self.local_changes.set(sink);
     }
 
     /// Announces `what` to every node's cache when `tx` commits.
@@ -317,10 +345,7 @@ impl Store {
                         // `None` or an error: the connection is gone, and
                         // with it any notification sent meanwhile.
                         while let Ok(Some(n)) = listener.try_recv().await {
-                            match n.payload().strip_prefix("client:") {
-                                Some(id) => sink(Invalidation::Client(id.to_string())),
-                                None => sink(Invalidation::All),
-                            }
+                            sink(Invalidation::of(n.payload()));
                         }
                         sink(Invalidation::Lost);
                     }

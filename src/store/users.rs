@@ -175,7 +175,8 @@ impl Store {
     }
 
     pub async fn update_user(&self, id: UserId, update: UserUpdate, event: AuditEvent) -> StoreResult<User> {
-        self.write(event, None, async |tx, _| {
+        let announce = update.end_credentials.then_some(REVOCATIONS);
+        self.write(event, announce, async |tx, _| {
             let admins = self.lock_active_admins(tx).await?;
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
             let current: User = sqlx::query_as_with::<_, UserRow, _>(

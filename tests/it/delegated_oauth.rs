@@ -619,19 +619,35 @@ async fn refresh_reuse_revokes_the_family_but_not_within_the_grace_window(backen
     let again = json_with_status(refresh_with(&s, &id, &secret, &r1).await, 200).await;
     assert_eq!(again["refresh_token"], r2.as_str());
 
+    // The family's access token works on both nodes (and is remembered there).
+    let access = a["access_token"].as_str().unwrap();
+    for node in [&s, &other] {
+        let r = node.http.get(node.url("/admin/api/users/")).bearer_auth(access).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
     // After the grace window, reuse revokes the whole family.
     s.app.set_setting(Actor::Cli, "keyward.oauth.refresh_token_reuse_grace", "0").await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let d = oauth_error(refresh_with(&s, &id, &secret, &r1).await, 400, "invalid_grant").await;
     assert!(d.contains("family"), "{d}");
     oauth_error(refresh_with(&s, &id, &secret, &r2).await, 400, "invalid_grant").await;
-    let access = a["access_token"].as_str().unwrap();
     api_error(
         s.http.get(s.url("/admin/api/users/")).bearer_auth(access).send().await.unwrap(),
         401,
         "unauthorized",
     )
     .await;
+    // The other node forgets it as soon as PostgreSQL tells it.
+    let mut refused = false;
+    for _ in 0..40 {
+        let r = other.http.get(other.url("/admin/api/users/")).bearer_auth(access).send().await.unwrap();
+        if r.status() == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "the revoked family's access token still works on the other node");
     s.app.audit.flush().await;
     let reused = s
         .app

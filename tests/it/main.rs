@@ -24,3 +24,4 @@ mod process;
 mod security_review;
 mod sso;
 mod vault;
+mod verified_tokens;
