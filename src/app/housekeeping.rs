@@ -4,6 +4,7 @@
 
 use super::{App, AppError};
 use crate::domain::registration::UNAPPROVED_CLIENT_LIFETIME_SECONDS;
+use crate::domain::settings::{AUDIT_RETENTION, TOKEN_RETENTION};
 use crate::domain::throttle::WINDOW_SECONDS;
 use crate::domain::{now, to_micros};
 
@@ -14,10 +15,22 @@ const SPENT_CODES_KEPT_SECONDS: i64 = 86_400;
 impl App {
     /// Deletes expired sessions, codes, revocation entries, pending
     /// authorizations, stale throttle counts, self-registered clients
-    /// nobody approved within a day and spent initial access tokens; how
+    /// nobody approved within a day and spent initial access tokens, and
+    /// audit records and ended tokens past their retention settings; how
     /// many rows went.
     pub async fn purge_expired(&self) -> Result<u64, AppError> {
-        let at = to_micros(now());
+        self.purge_expired_at(to_micros(now())).await
+    }
+
+    /// [`App::purge_expired`] as of `at` (µs).
+    pub async fn purge_expired_at(&self, at: i64) -> Result<u64, AppError> {
+        let days = async |key| -> Result<i64, AppError> {
+            Ok(self.setting(key).await?.as_i64().unwrap_or(3650) * 86_400 * 1_000_000)
+        };
+        let retained = self
+            .store
+            .purge_retained(at - days(AUDIT_RETENTION).await?, at - days(TOKEN_RETENTION).await?)
+            .await?;
         let purged = self
             .store
             .purge_expired(
@@ -31,7 +44,8 @@ impl App {
                 .store
                 .purge_unapproved_dynamic_clients(at - UNAPPROVED_CLIENT_LIFETIME_SECONDS * 1_000_000)
                 .await?
-            + self.store.purge_initial_access_tokens(at).await?;
+            + self.store.purge_initial_access_tokens(at).await?
+            + retained;
         metrics::counter!("keyward_rows_purged_total").increment(purged);
         Ok(purged)
     }

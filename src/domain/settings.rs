@@ -53,6 +53,8 @@ pub const CLIENT_METADATA_ALLOWED_HOSTS: &str = "keyward.oauth.client_metadata.a
 pub const CLIENT_METADATA_DENIED_HOSTS: &str = "keyward.oauth.client_metadata.denied_hosts";
 pub const SESSION_LIFETIME: &str = "keyward.sessions.lifetime";
 pub const SESSION_IDLE_TIMEOUT: &str = "keyward.sessions.idle_timeout";
+pub const AUDIT_RETENTION: &str = "keyward.retention.audit_days";
+pub const TOKEN_RETENTION: &str = "keyward.retention.expired_tokens_days";
 
 /// Every setting keyward knows. Unknown keys are refused, so a typo never
 /// silently configures nothing.
@@ -209,6 +211,21 @@ pub static SETTINGS: &[SettingSpec] = &[
         kind: SettingKind::Integer { min: 60, max: 2_592_000, unit: "seconds" },
         default: "3600",
         description: "How long a browser sign-in may go unused before it ends, in seconds.",
+    },
+    SettingSpec {
+        key: AUDIT_RETENTION,
+        kind: SettingKind::Integer { min: 1, max: 3650, unit: "days" },
+        default: "90",
+        description: "Audit records older than this are deleted by the purge job (every node, every 10 \
+                      minutes), in days; ship the log elsewhere to keep it longer.",
+    },
+    SettingSpec {
+        key: TOKEN_RETENTION,
+        kind: SettingKind::Integer { min: 1, max: 3650, unit: "days" },
+        default: "30",
+        description: "Refresh tokens and API access tokens expired or revoked longer ago than this, and \
+                      delegated refresh tokens expired that long ago, are deleted by the purge job, in days \
+                      (until then they are listed with their status).",
     },
 ];
 

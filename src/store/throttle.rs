@@ -86,6 +86,28 @@ impl Store {
         Ok(purged)
     }
 
+    /// Deletes audit records from before `audit_before` and tokens that
+    /// ended (expired or revoked) before `tokens_before` (µs): refresh
+    /// tokens only once none of their API access tokens is still good. How
+    /// many rows went.
+    pub async fn purge_retained(&self, audit_before: i64, tokens_before: i64) -> StoreResult<u64> {
+        let statements: [(&str, i64); 4] = [
+            ("DELETE FROM audit_events WHERE at < $1", audit_before),
+            ("DELETE FROM api_access_tokens WHERE expires_at < $1 OR revoked_at < $1", tokens_before),
+            (
+                "DELETE FROM refresh_tokens WHERE (expires_at < $1 OR revoked_at < $1) AND NOT EXISTS \
+                 (SELECT 1 FROM api_access_tokens a WHERE a.refresh_token_id = refresh_tokens.id)",
+                tokens_before,
+            ),
+            ("DELETE FROM oauth_refresh_tokens WHERE expires_at < $1", tokens_before),
+        ];
+        let mut purged = 0;
+        for (sql, before) in statements {
+            purged += exec(&self.pool, sql, params![before]).await?;
+        }
+        Ok(purged)
+    }
+
     /// Gives back the slot an attempt that succeeded had reserved.
     pub async fn release_attempt(&self, key: &str, lock_for: fn(i64) -> i64) -> StoreResult<()> {
         let left: Option<(i64,)> = sqlx::query_as_with(
