@@ -24,6 +24,13 @@ CREATE TABLE sso_identities (
 -- One upstream account per user: a second one never becomes another way in.
 CREATE UNIQUE INDEX sso_identities_user ON sso_identities (user_id);
 
+-- Answers already used, so that a pending sign-in's cookie serves once
+-- (HMAC of its state; kept until the sign-in would have expired anyway).
+CREATE TABLE sso_spent_states (
+    state_hash TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+
 ALTER TABLE user_sessions ADD COLUMN last_seen_at INTEGER;
 ALTER TABLE user_sessions ADD COLUMN method TEXT NOT NULL DEFAULT 'password';
 ALTER TABLE user_sessions ADD COLUMN client_addr TEXT;

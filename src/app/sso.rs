@@ -255,6 +255,11 @@ impl App {
         if pending.expires_at < now().unix_timestamp() {
             return Err(restart("the sign-in took too long"));
         }
+        // One answer per pending sign-in, even if its cookie was kept.
+        let spent_until = pending.expires_at * 1_000_000;
+        if !self.store.spend_sso_state(&self.secrets.digest(&pending.state), spent_until).await? {
+            return Err(restart("this sign-in was already used"));
+        }
         let record = self.enabled_provider(id).await?;
         let provider = &record.provider;
         if let Some(error) = params.get("error") {

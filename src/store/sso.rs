@@ -83,6 +83,17 @@ impl Store {
         .await?)
     }
 
+    /// Marks a pending sign-in's state used; false when it was already.
+    pub async fn spend_sso_state(&self, state_hash: &str, expires_at: i64) -> StoreResult<bool> {
+        let added = exec(
+            &self.pool,
+            "INSERT INTO sso_spent_states (state_hash, expires_at) VALUES ($1, $2) ON CONFLICT (state_hash) DO NOTHING",
+            params![state_hash, expires_at],
+        )
+        .await?;
+        Ok(added == 1)
+    }
+
     /// How many upstream accounts are linked to `user_id`.
     pub async fn sso_links_of(&self, user_id: UserId) -> StoreResult<i64> {
         Ok(sqlx::query_scalar_with(

@@ -330,6 +330,22 @@ async fn a_sign_in_belongs_to_the_browser_that_started_it(backend: Backend) {
     p.answer(p.key.sign_jwt(&p.claims(&nonce, "attacker", "attacker@example.test")));
     assert_eq!(finish(&s, &attacker, &state).await.status(), 303);
     assert_eq!(finish(&s, &attacker, &state).await.status(), 400);
+    // Nor with the cookie kept from before (a client that ignores the
+    // clearing): a pending sign-in answers once.
+    let r = s.http.get(s.url("/login/sso/fake/?return_to=%2Faccount%2Fauth")).send().await.unwrap();
+    let kept = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let to = location(&r);
+    let (state, nonce) = (param(&to, "state").unwrap(), param(&to, "nonce").unwrap());
+    let callback = reqwest::Url::parse_with_params(
+        &s.url("/login/sso/fake/callback/"),
+        &[("code", "c0de"), ("state", state.as_str())],
+    )
+    .unwrap();
+    for expected in [303, 400] {
+        p.answer(p.key.sign_jwt(&p.claims(&nonce, "attacker", "attacker@example.test")));
+        let r = s.http.get(callback.clone()).header("cookie", &kept).send().await.unwrap();
+        assert_eq!(r.status(), expected);
+    }
     // An answer that names another issuer (RFC 9207), and a provider error.
     let (state, _) = start(&s, &attacker).await;
     let url = reqwest::Url::parse_with_params(
