@@ -31,18 +31,33 @@ impl App {
 
     async fn authenticate_api_access_token(&self, token: &str) -> Result<Caller, AppError> {
         let invalid = || AppError::Unauthorized("the access token is not valid".into());
-        let grant =
-            self.store.api_access_token_grant(&self.secrets.digest(token)).await?.ok_or_else(invalid)?;
+        let digest = self.secrets.digest(token);
+        let at = to_micros(now());
+        let grant = match self.api_tokens.get(&digest, |g| g.expires_at > at) {
+            Some(grant) => grant,
+            None => {
+                let generation = self.api_tokens.generation();
+                let grant = self.store.api_access_token_grant(&digest).await?.ok_or_else(invalid)?;
+                // Only a token good now is remembered; anything that ends it
+                // (a revocation, a user's change) forgets it.
+                let good =
+                    grant.revoked_at.is_none() && grant.refresh_revoked_at.is_none() && !grant.user.disabled;
+                if good && grant.expires_at > at {
+                    self.api_tokens.put(digest, grant.clone(), generation);
+                }
+                grant
+            }
+        };
         if grant.revoked_at.is_some() || grant.refresh_revoked_at.is_some() {
             return Err(AppError::Unauthorized("the access token has been revoked".into()));
         }
-        if grant.expires_at <= to_micros(now()) {
+        if grant.expires_at <= at {
             return Err(AppError::Unauthorized("the access token has expired".into()));
         }
         if grant.user.disabled {
             return Err(invalid());
         }
-        self.usage.record(grant.token_id, to_micros(now()));
+        self.usage.record(grant.token_id, at);
         Ok(Caller {
             principal: Principal::User { id: grant.user.id, username: grant.user.username },
             role: grant.user.role,

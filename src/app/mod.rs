@@ -18,6 +18,7 @@ mod outbound;
 mod outbound_http;
 mod proxy;
 mod registration;
+mod remembered;
 mod resources;
 mod sessions;
 mod settings;
@@ -26,7 +27,6 @@ mod tokens;
 mod usage;
 mod users;
 mod vault;
-mod verified_tokens;
 
 pub use api_tokens::REFRESH_TOKENS_PER_USER;
 pub use audit_sink::AuditSink;
@@ -68,8 +68,12 @@ pub struct App {
     /// For talking to other systems: through [`App::outbound_http`] only.
     http: outbound_http::OutboundHttp,
     clients: Arc<client_cache::ClientCache>,
-    /// Access tokens this node verified and nobody revoked since.
-    verified: Arc<verified_tokens::VerifiedTokens>,
+    /// JWTs this node verified and nobody revoked since, by audience and token.
+    verified: Arc<remembered::Remembered<crate::domain::token::AccessTokenClaims>>,
+    /// Whether a remembered JWT needs no revocation check (one node).
+    single_node: bool,
+    /// API access tokens this node looked up, by their HMAC.
+    api_tokens: Arc<remembered::Remembered<crate::store::ApiAccessTokenGrant>>,
     /// Client metadata documents fetched by this node.
     metadata_documents: client_metadata::DocumentCache,
     /// SSO providers' discovery documents and keys, on this node.
@@ -149,20 +153,27 @@ impl App {
         // A store no one else writes needs no listener: local eviction is
         // all the news there is.
         let clients = Arc::new(client_cache::ClientCache::new(!store.is_shared()));
-        let verified = Arc::new(verified_tokens::VerifiedTokens::new(!store.is_shared()));
-        let caches = {
-            let (clients, verified) = (clients.clone(), verified.clone());
+        // Tokens checked before: on a store no one else writes, remembered
+        // whole (this node's own writes are all the news there is); with
+        // several nodes, a JWT's signature only, and revocation and API
+        // access tokens are read per request, so that a revocation on one
+        // node holds on every node from the next request on.
+        let single_node = !store.is_shared();
+        let verified = Arc::new(remembered::Remembered::new(true));
+        let api_tokens = Arc::new(remembered::Remembered::new(single_node));
+        let local = {
+            let (clients, verified, api_tokens) = (clients.clone(), verified.clone(), api_tokens.clone());
             move |i: crate::store::Invalidation| {
                 verified.apply(&i);
+                api_tokens.apply(&i);
                 clients.apply(i);
             }
         };
-        // This node's own changes reach its caches as they commit; other
-        // nodes' through the listener.
-        store.on_local_change(Box::new(caches.clone()));
+        // This node's own changes reach its caches as they commit.
+        store.on_local_change(Box::new(local));
         if store.is_shared() {
-            let watched = store.clone();
-            tokio::spawn(async move { watched.watch_invalidations(Box::new(caches)).await });
+            let (watched, cache) = (store.clone(), clients.clone());
+            tokio::spawn(async move { watched.watch_invalidations(Box::new(move |i| cache.apply(i))).await });
         }
         Ok(App {
             usage: usage::UsageRecorder::default(),
@@ -171,6 +182,8 @@ impl App {
             sso: Default::default(),
             clients,
             verified,
+            api_tokens,
+            single_node,
             audit: AuditSink::spawn(store.clone()),
             store,
             passwords: PasswordHasher::new(workers),

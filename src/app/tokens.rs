@@ -128,10 +128,16 @@ impl App {
         jwt: &str,
         audience: Option<&str>,
     ) -> Result<AccessTokenClaims, Rejected> {
-        if let Some(claims) = self.verified.get(jwt, audience, crate::domain::now().unix_timestamp()) {
-            return Ok(claims);
-        }
+        let remembered_as = format!("{}\n{jwt}", audience.unwrap_or(""));
+        let at = crate::domain::now().unix_timestamp();
         let generation = self.verified.generation();
+        if let Some(claims) = self.verified.get(&remembered_as, |c| c.exp > at) {
+            if self.single_node {
+                return Ok(claims);
+            }
+            // With several nodes, another may have revoked it a moment ago.
+            return self.not_revoked(claims).await;
+        }
         let header = jsonwebtoken::decode_header(jwt).map_err(|_| Rejected::Invalid)?;
         let typ_ok = header.typ.as_deref().is_some_and(|t| {
             t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
@@ -155,11 +161,15 @@ impl App {
                     _ => Rejected::Invalid,
                 }
             })?;
-        match self.store.is_jti_revoked(&data.claims.jti).await {
-            Ok(false) => {
-                self.verified.put(jwt, audience, &data.claims, generation);
-                Ok(data.claims)
-            }
+        let claims = self.not_revoked(data.claims).await?;
+        self.verified.put(remembered_as, claims.clone(), generation);
+        Ok(claims)
+    }
+
+    /// `claims`, unless their token is revoked.
+    async fn not_revoked(&self, claims: AccessTokenClaims) -> Result<AccessTokenClaims, Rejected> {
+        match self.store.is_jti_revoked(&claims.jti).await {
+            Ok(false) => Ok(claims),
             Ok(true) => Err(Rejected::Revoked),
             Err(e) => {
                 tracing::error!(error = %e, "revocation check failed");

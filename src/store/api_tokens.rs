@@ -137,7 +137,7 @@ pub(super) async fn revoke_access_tokens_of(
 
 impl Store {
     pub async fn create_refresh_token(&self, token: NewRefreshToken, event: AuditEvent) -> StoreResult<i64> {
-        self.write(event, None, async |tx, _| {
+        self.write(event, Some(REVOCATIONS), async |tx, _| {
             if self.backend == Backend::Postgres {
                 // Concurrent creations for one user count one after the other.
                 exec(
@@ -169,7 +169,7 @@ impl Store {
         token: NewApiAccessToken,
         event: AuditEvent,
     ) -> StoreResult<i64> {
-        self.write(event, None, async |tx, _| {
+        self.write(event, Some(REVOCATIONS), async |tx, _| {
             // Marks the refresh token used, only if it is still active; on
             // PostgreSQL this also locks it, so that concurrent creations from
             // one refresh token run one after the other and the last one wins.
@@ -229,7 +229,7 @@ impl Store {
         at: i64,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
+        self.write(event, Some(REVOCATIONS), async |tx, _| {
             exec_one(&mut *tx,
                     "UPDATE refresh_tokens SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
                     params![id, user_id, at]).await?;
@@ -271,7 +271,7 @@ impl Store {
         new: NewRefreshToken,
         event: AuditEvent,
     ) -> StoreResult<i64> {
-        self.write(event, None, async |tx, _| {
+        self.write(event, Some(REVOCATIONS), async |tx, _| {
             exec_one(
                 &mut *tx,
                 "UPDATE refresh_tokens SET revoked_at = $2 WHERE id = $1 AND user_id = $3 \
@@ -292,7 +292,7 @@ impl Store {
         at: i64,
         event: AuditEvent,
     ) -> StoreResult<u64> {
-        self.write(event, None, async |tx, _| {
+        self.write(event, Some(REVOCATIONS), async |tx, _| {
             let revoked = revoke_access_tokens_of(tx, refresh_token_id, at).await?;
             Ok(revoked)
         })

@@ -94,11 +94,12 @@ pub enum Invalidation {
     /// Watching stopped: caches must not be trusted until `All` comes.
     Lost,
     /// Some access tokens were revoked (grants, consents, a user's
-    /// credentials, a client, one JWT): verified tokens must be checked again.
+    /// credentials, a client, one JWT, API access tokens) or a user changed:
+    /// remembered tokens must be checked again.
     Revocations,
 }
 
-/// What a write that revokes access tokens announces.
+/// What a write that revokes access tokens, or changes a user, announces.
 pub const REVOCATIONS: &str = "revocations";
 
 impl Invalidation {

@@ -175,8 +175,9 @@ impl Store {
     }
 
     pub async fn update_user(&self, id: UserId, update: UserUpdate, event: AuditEvent) -> StoreResult<User> {
-        let announce = update.end_credentials.then_some(REVOCATIONS);
-        self.write(event, announce, async |tx, _| {
+        // Nodes remember API access tokens with their user: any change of
+        // the user (role, password, disabled) makes them look again.
+        self.write(event, Some(REVOCATIONS), async |tx, _| {
             let admins = self.lock_active_admins(tx).await?;
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
             let current: User = sqlx::query_as_with::<_, UserRow, _>(
@@ -221,7 +222,7 @@ impl Store {
     }
 
     pub async fn delete_user(&self, id: UserId, principal: &str, event: AuditEvent) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
+        self.write(event, Some(REVOCATIONS), async |tx, _| {
             let admins = self.lock_active_admins(tx).await?;
             if admins == [id] {
                 return Err(StoreError::LastServerAdmin);
