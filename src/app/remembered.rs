@@ -13,17 +13,23 @@ use crate::store::Invalidation;
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// More entries than this, and the memory starts over (tokens live minutes
 /// to hours; a burst of distinct ones must not grow the process).
 const CAPACITY: usize = 20_000;
+/// A backstop: an entry is checked again after this long even without news
+/// (a change made behind the node's back, say by hand in the database).
+const ENTRY_TTL: Duration = Duration::from_secs(60);
 
 pub struct Remembered<V> {
-    entries: RwLock<HashMap<String, V>>,
+    entries: RwLock<HashMap<String, (V, Instant)>>,
     /// Bumped by every revocation, so that a check racing one cannot
     /// remember what the revocation covered.
     generation: AtomicU64,
     enabled: AtomicBool,
+    /// A memory made off stays off, whatever it hears.
+    allowed: bool,
 }
 
 impl<V: Clone> Remembered<V> {
@@ -32,6 +38,7 @@ impl<V: Clone> Remembered<V> {
             entries: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
             enabled: AtomicBool::new(enabled),
+            allowed: enabled,
         }
     }
 
@@ -41,7 +48,7 @@ impl<V: Clone> Remembered<V> {
             return None;
         }
         let entries = self.entries.read().expect("remembered lock");
-        entries.get(key).filter(|v| still_good(v)).cloned()
+        entries.get(key).filter(|(v, at)| at.elapsed() < ENTRY_TTL && still_good(v)).map(|(v, _)| v.clone())
     }
 
     /// Call before checking; pass to [`Remembered::put`].
@@ -62,7 +69,7 @@ impl<V: Clone> Remembered<V> {
         if entries.len() >= CAPACITY {
             entries.clear();
         }
-        entries.insert(key, value);
+        entries.insert(key, (value, Instant::now()));
     }
 
     pub fn apply(&self, invalidation: &Invalidation) {
@@ -78,7 +85,7 @@ impl<V: Clone> Remembered<V> {
             // A client's change is seen where its record is read (the client cache).
             Invalidation::Client(_) => {}
             Invalidation::Revocations => forget(None),
-            Invalidation::All => forget(Some(true)),
+            Invalidation::All => forget(Some(self.allowed)),
             Invalidation::Lost => forget(Some(false)),
         }
     }
@@ -111,10 +118,15 @@ mod tests {
     }
 
     #[test]
-    fn lost_disables_until_all() {
-        let memory = Remembered::new(false);
+    fn lost_disables_until_all_and_off_stays_off() {
+        let off = Remembered::new(false);
+        off.apply(&Invalidation::All);
+        off.put("t".into(), 100, off.generation());
+        assert_eq!(off.get("t", good), None, "made off, never on");
+        let memory = Remembered::new(true);
+        memory.apply(&Invalidation::Lost);
         memory.put("t".into(), 100, memory.generation());
-        assert_eq!(memory.get("t", good), None, "disabled until watching starts");
+        assert_eq!(memory.get("t", good), None, "off while not hearing");
         memory.apply(&Invalidation::All);
         memory.put("t".into(), 100, memory.generation());
         assert_eq!(memory.get("t", good), Some(100));

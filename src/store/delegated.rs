@@ -444,6 +444,12 @@ impl Store {
                 params![user_id, client_id],
             )
             .await?;
+            exec(
+                &mut *tx,
+                "DELETE FROM oauth_authorization_codes WHERE user_id = $1 AND client_id = $2 AND used_at IS NULL",
+                params![user_id, client_id],
+            )
+            .await?;
             revoke_grants_in(
                 tx,
                 "SELECT id FROM oauth_grants WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL",

@@ -137,6 +137,20 @@ pub struct Store {
 /// The PostgreSQL notification channel of cache invalidations.
 const INVALIDATION_CHANNEL: &str = "keyward_invalidations";
 
+/// Tells this node's caches of an announced change when dropped.
+struct TellOnDrop<'a> {
+    sink: Option<&'a InvalidationSink>,
+    what: Option<&'a str>,
+}
+
+impl Drop for TellOnDrop<'_> {
+    fn drop(&mut self) {
+        if let (Some(sink), Some(what)) = (self.sink, self.what) {
+            sink(Invalidation::of(what));
+        }
+    }
+}
+
 /// What [`params!`] makes.
 type Params = Result<sqlx::any::AnyArguments, sqlx::Error>;
 
@@ -289,10 +303,11 @@ impl Store {
             self.announce(&mut tx, what).await?;
         }
         insert_audit(&mut tx, &event).await?;
+        // Armed before the commit: this node's caches hear of the change even
+        // if the request is dropped while committing, or the commit reports
+        // an error after it happened (forgetting too much is harmless).
+        let _tell = TellOnDrop { sink: self.local_changes.get(), what: announce };
         tx.commit().await?;
-        if let (Some(what), Some(sink)) = (announce, self.local_changes.get()) {
-            sink(Invalidation::of(what));
-        }
         Ok(Some(done))
     }
 
@@ -363,6 +378,23 @@ pub type DynStore = Arc<Store>;
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A write's caches are told even when it never gets past its commit.
+    #[test]
+    fn the_announcement_is_made_when_the_guard_goes() {
+        let told = Arc::new(AtomicUsize::new(0));
+        let counter = told.clone();
+        let sink: InvalidationSink = Box::new(move |i| {
+            assert_eq!(i, Invalidation::Revocations);
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        drop(TellOnDrop { sink: Some(&sink), what: Some(REVOCATIONS) });
+        drop(TellOnDrop { sink: Some(&sink), what: None });
+        assert_eq!(told.load(Ordering::SeqCst), 1);
+    }
+
     /// The two migration directories are one sequence in two dialects.
     #[test]
     fn migrations_are_in_lockstep() {

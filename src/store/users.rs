@@ -65,13 +65,21 @@ pub(super) struct UserCredentialRow {
 }
 
 /// Ends everything a user is signed in with: browser sessions, refresh and
-/// API access tokens, and delegated grants (with their access tokens).
+/// API access tokens, delegated grants (with their access tokens) and
+/// authorization codes not redeemed yet.
 pub(super) async fn end_user_credentials_in(
     conn: &mut AnyConnection,
     user_id: UserId,
     now: i64,
 ) -> StoreResult<()> {
     exec(&mut *conn, "DELETE FROM user_sessions WHERE user_id = $1", params![user_id]).await?;
+    // Codes not redeemed yet would start new grants after this.
+    exec(
+        &mut *conn,
+        "DELETE FROM oauth_authorization_codes WHERE user_id = $1 AND used_at IS NULL",
+        params![user_id],
+    )
+    .await?;
     for table in ["refresh_tokens", "api_access_tokens"] {
         let sql = format!("UPDATE {table} SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL");
         exec(&mut *conn, sqlx::AssertSqlSafe(sql), params![user_id, now]).await?;

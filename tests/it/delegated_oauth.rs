@@ -818,9 +818,51 @@ on_both_backends!(
     no_open_redirect,
     errors_after_validation_go_back_to_the_client,
     code_replay_revokes_what_it_issued,
+    codes_die_with_the_password_and_the_consent,
     pkce_and_redirect_binding,
     refresh_reuse_revokes_the_family_but_not_within_the_grace_window,
     login_and_consent_are_protected,
     consent_is_remembered_and_revocable,
     metadata_and_cors_for_browser_clients,
 );
+
+/// A code handed out before a password change (or before the user withdrew
+/// consent) starts no grant afterwards.
+async fn codes_die_with_the_password_and_the_consent(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (id, secret) = s.register_client(confidential(APP_CALLBACK)).await;
+    let secret = secret.unwrap();
+    let (code, verifier) = code_for(&s, &id, APP_CALLBACK).await;
+    let admin = s.user_named("admin").await;
+    s.app
+        .update_user(
+            Actor::Cli,
+            admin.id,
+            keyward::app::UserPatch {
+                password: Some("a-new-password-for-admin".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    oauth_error(exchange(&s, &id, &secret, &code, APP_CALLBACK, Some(&verifier)).await, 400, "invalid_grant")
+        .await;
+    s.app
+        .update_user(
+            Actor::Cli,
+            admin.id,
+            keyward::app::UserPatch {
+                password: Some(crate::harness::ADMIN_PASSWORD.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (code, verifier) = code_for(&s, &id, APP_CALLBACK).await;
+    s.app.revoke_consent(admin.id, &id).await.unwrap();
+    oauth_error(exchange(&s, &id, &secret, &code, APP_CALLBACK, Some(&verifier)).await, 400, "invalid_grant")
+        .await;
+    // Untouched, a code still works.
+    let (code, verifier) = code_for(&s, &id, APP_CALLBACK).await;
+    json_with_status(exchange(&s, &id, &secret, &code, APP_CALLBACK, Some(&verifier)).await, 200).await;
+}
