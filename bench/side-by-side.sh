@@ -14,6 +14,7 @@
 # opaque tokens. Runs only on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DURATION="${1:-10}"
 ROUNDS="${2:-2}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -42,18 +43,11 @@ PEER_PID=$!; PIDS+=("$PEER_PID")
 "$NODE22" bench/upstream.mjs "$UP_PORT" >"$WORK/upstream.out" 2>&1 &
 PIDS+=("$!")
 for url in "$KW/healthz" "$PEER/.well-known/openid-configuration" "http://127.0.0.1:$UP_PORT/"; do
-    for _ in $(seq 100); do curl -fs "$url" >/dev/null && break; sleep 0.1; done
+    wait_for "$url"
 done
-json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 # keyward: an M2M client, a JWT to introspect, an API access token, a gateway resource.
-REFRESH=$(curl -fs "$KW/integration/v1/createRefreshToken/" -d username=admin -d "password=$ADMIN_PASSWORD" -d name=bench)
-API_TOKEN=$(curl -fs "$KW/integration/v1/createAPIAccessToken/" -d "refresh_token=$(echo "$REFRESH" | json '["refresh_token"]')" \
-    -d "user_id=$(echo "$REFRESH" | json '["user_id"]')" | json '["api_access_token"]')
-CLIENT=$(curl -fs "$KW/admin/api/m2m_clients/" -H "TOKEN: $API_TOKEN" -H 'content-type: application/json' \
-    -d '{"name": "bench", "access_token_duration": 3600, "role": "viewer"}')
-KW_ID=$(echo "$CLIENT" | json '["client_id"]'); KW_SECRET=$(echo "$CLIENT" | json '["client_secret"]')
-KW_JWT=$(curl -fs "$KW/oauth/v2/token/" -d grant_type=client_credentials -d "client_id=$KW_ID" -d "client_secret=$KW_SECRET" | json '["access_token"]')
+keyward_setup "$KW" "$ADMIN_PASSWORD"
 curl -fs "$KW/admin/api/resources/" -H "TOKEN: $API_TOKEN" -H 'content-type: application/json' \
     -d "{\"name\": \"bench\", \"display_name\": \"Bench\", \"scopes\": [{\"name\": \"tools\"}], \"upstream_url\": \"http://127.0.0.1:$UP_PORT/\"}" >/dev/null
 GW_JWT=$(curl -fs "$KW/oauth/v2/token/" -d grant_type=client_credentials -d "client_id=$KW_ID" -d "client_secret=$KW_SECRET" \
@@ -62,7 +56,6 @@ GW_JWT=$(curl -fs "$KW/oauth/v2/token/" -d grant_type=client_credentials -d "cli
 PEER_SECRET=bench-secret-0123456789
 PEER_BASIC=$(printf 'bench-opaque:%s' "$PEER_SECRET" | base64 -w0)
 PEER_OPAQUE=$(curl -fs "$PEER/token" -H "Authorization: Basic $PEER_BASIC" -d grant_type=client_credentials | json '["access_token"]')
-KW_BASIC=$(printf '%s:%s' "$KW_ID" "$KW_SECRET" | base64 -w0)
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 IDLE_RSS=$(rss_kb "$KW_PID")
@@ -71,18 +64,13 @@ declare -A BEST BEST_P50 BEST_P99
 # name url method body basic bearer token expect
 run() {
     local name=$1 url=$2
-    local out perf_pid=
+    local perf_pid=
     if [ "${PROFILE:-}" = "$name" ]; then
         perf record -e cpu-clock -F 499 -g -p "$KW_PID" -o "$WORK/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    out=$(WRK_METHOD=$3 WRK_BODY=$4 WRK_BASIC=$5 WRK_BEARER=$6 WRK_TOKEN=$7 WRK_EXPECT=$8 \
-        wrk -t2 -c16 -d"${DURATION}s" --latency -s bench/request.lua "$url")
-    local rps p50 p99 errors
-    rps=$(echo "$out" | awk '/^Requests\/sec/ {print int($2)}')
-    p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
-    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-    errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+    wrk_run "$url" "$3" "$4" "$5" "$6" "$7" "$8"
+    local rps=$RPS p50=$P50 p99=$P99 errors=$ERRORS
     printf '%-22s %8s req/s  p50 %-9s p99 %-9s %s\n' "$name" "$rps" "$p50" "$p99" "$errors"
     if [ -z "${BEST[$name]:-}" ] || [ "$rps" -gt "${BEST[$name]}" ]; then
         BEST[$name]=$rps; BEST_P50[$name]=$p50; BEST_P99[$name]=$p99
