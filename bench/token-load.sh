@@ -49,11 +49,13 @@ run_backend() {
         -d "client_id=$CLIENT_ID" -d "client_secret=$CLIENT_SECRET" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
     if [[ " $ENDPOINTS " == *" token "* ]]; then
         echo "== $name: POST /oauth/v2/token/ (client_credentials, client_secret_post), 16 connections"
-        wrk -t2 -c16 -d"${DURATION}s" --latency -s bench/token.lua "$BASE/oauth/v2/token/"
+        WRK_METHOD=POST WRK_BODY="grant_type=client_credentials&client_id=$CLIENT_ID&client_secret=$CLIENT_SECRET" \
+            WRK_EXPECT=access_token wrk -t2 -c16 -d"${DURATION}s" --latency -s bench/request.lua "$BASE/oauth/v2/token/"
     fi
     if [[ " $ENDPOINTS " == *" introspect "* ]]; then
         echo "== $name: POST /oauth/v2/introspect/ (client_secret_basic), 16 connections"
-        wrk -t2 -c16 -d"${DURATION}s" --latency -s bench/introspect.lua "$BASE/oauth/v2/introspect/"
+        WRK_METHOD=POST WRK_BODY="token=$JWT" WRK_BASIC="$BASIC_CREDENTIALS" WRK_EXPECT='"active":true' \
+            wrk -t2 -c16 -d"${DURATION}s" --latency -s bench/request.lua "$BASE/oauth/v2/introspect/"
     fi
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
 }
