@@ -70,8 +70,6 @@ pub struct App {
     clients: Arc<client_cache::ClientCache>,
     /// JWTs this node verified and nobody revoked since, by audience and token.
     verified: Arc<remembered::Remembered<crate::domain::token::AccessTokenClaims>>,
-    /// Whether a remembered JWT needs no revocation check (one node).
-    single_node: bool,
     /// API access tokens this node looked up, by their HMAC.
     api_tokens: Arc<remembered::Remembered<crate::store::ApiAccessTokenGrant>>,
     /// Client metadata documents fetched by this node.
@@ -158,9 +156,8 @@ impl App {
         // several nodes, a JWT's signature only, and revocation and API
         // access tokens are read per request, so that a revocation on one
         // node holds on every node from the next request on.
-        let single_node = !store.is_shared();
         let verified = Arc::new(remembered::Remembered::new(true));
-        let api_tokens = Arc::new(remembered::Remembered::new(single_node));
+        let api_tokens = Arc::new(remembered::Remembered::new(!store.is_shared()));
         let local = {
             let (clients, verified, api_tokens) = (clients.clone(), verified.clone(), api_tokens.clone());
             move |i: crate::store::Invalidation| {
@@ -183,7 +180,6 @@ impl App {
             clients,
             verified,
             api_tokens,
-            single_node,
             audit: AuditSink::spawn(store.clone()),
             store,
             passwords: PasswordHasher::new(workers),

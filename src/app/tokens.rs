@@ -132,7 +132,7 @@ impl App {
         let at = crate::domain::now().unix_timestamp();
         let generation = self.verified.generation();
         if let Some(claims) = self.verified.get(&remembered_as, |c| c.exp > at) {
-            if self.single_node {
+            if !self.store.is_shared() {
                 return Ok(claims);
             }
             // With several nodes, another may have revoked it a moment ago.

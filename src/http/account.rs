@@ -217,19 +217,19 @@ pub async fn account_action(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    PageForm(fields): PageForm,
+    form: PageForm,
 ) -> Response {
-    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
     let Some((user, session)) = signed_in(&app, &headers).await else {
         return account_login_page(&app, &headers, Some("Your session has ended; sign in again.")).await;
     };
-    if !app.csrf_matches("account", &session, field("csrf")) {
+    if !app.csrf_matches("account", &session, form.field("csrf")) {
         return error_page(StatusCode::FORBIDDEN, "the form expired or came from elsewhere; reload the page");
     }
-    let id = || field("id").parse::<i64>().map_err(|_| AppError::Invalid("choose a refresh token".into()));
-    let outcome = match field("action") {
+    let id =
+        || form.field("id").parse::<i64>().map_err(|_| AppError::Invalid("choose a refresh token".into()));
+    let outcome = match form.field("action") {
         "create_refresh_token" => app
-            .issue_refresh_token(user.id, field("name").trim(), Some(addr.ip()))
+            .issue_refresh_token(user.id, form.field("name").trim(), Some(addr.ip()))
             .await
             .map(|(token, _)| (Some(Shown { what: "refresh token", value: token }), None)),
         "create_api_access_token" => match id() {
@@ -246,7 +246,7 @@ pub async fn account_action(
                 .map(|()| (None, Some("The refresh token and its API access tokens are revoked.".into()))),
             Err(e) => Err(e),
         },
-        "withdraw_consent" => app.revoke_consent(user.id, field("client_id")).await.map(|withdrawn| {
+        "withdraw_consent" => app.revoke_consent(user.id, form.field("client_id")).await.map(|withdrawn| {
             let message = if withdrawn == 0 {
                 "You had not allowed that app: nothing to withdraw."
             } else {
@@ -255,11 +255,12 @@ pub async fn account_action(
             (None, Some(message.into()))
         }),
         "revoke_connection" => app
-            .revoke_connection(&Caller::signed_in(&user), field("id"))
+            .revoke_connection(&Caller::signed_in(&user), form.field("id"))
             .await
             .map(|_| (None, Some("The connection is revoked.".into()))),
         "authorize_connection" => {
-            return match app.start_connection_authorization(&Caller::signed_in(&user), field("id")).await {
+            return match app.start_connection_authorization(&Caller::signed_in(&user), form.field("id")).await
+            {
                 Ok(url) => render_with_link(&app, &user, &session, None, None, Some(url)).await,
                 Err(e) => {
                     let mut response = render(&app, &user, &session, None, Some(e.to_string())).await;
@@ -272,20 +273,20 @@ pub async fn account_action(
         "store_credentials" => app
             .store_credentials(
                 &Caller::signed_in(&user),
-                field("dp_id"),
-                field("state"),
-                field("username"),
-                field("password"),
+                form.field("dp_id"),
+                form.field("state"),
+                form.field("username"),
+                form.field("password"),
                 false,
             )
             .await
             .map(|_| (None, Some("Warehouse credentials stored.".into()))),
         "delete_credentials" => app
-            .delete_credentials(&Caller::signed_in(&user), field("dp_id"))
+            .delete_credentials(&Caller::signed_in(&user), form.field("dp_id"))
             .await
             .map(|()| (None, Some("Warehouse credentials deleted.".into()))),
         "end_sign_in" => app
-            .end_sign_in(user.id, field("session"))
+            .end_sign_in(user.id, form.field("session"))
             .await
             .map(|()| (None, Some("That sign-in is ended.".into()))),
         "sign_out" => {

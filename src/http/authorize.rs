@@ -369,6 +369,13 @@ pub(super) fn form_fields(
 /// page when it is not a form or repeats a field.
 pub(super) struct PageForm(pub std::collections::HashMap<String, String>);
 
+impl PageForm {
+    /// A field's value; empty when the form has none.
+    pub(super) fn field(&self, name: &str) -> &str {
+        self.0.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
 impl<S: Send + Sync> axum::extract::FromRequest<S> for PageForm {
     type Rejection = Response;
 
@@ -384,10 +391,9 @@ pub async fn login(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    PageForm(fields): PageForm,
+    form: PageForm,
 ) -> Response {
-    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
-    let return_to = field("return_to");
+    let return_to = form.field("return_to");
     // Checked before the password, so that a sign-in never ends in an
     // answer that cannot be sent.
     let Some(next) = continuation(return_to).filter(|_| HeaderValue::from_str(return_to).is_ok()) else {
@@ -415,14 +421,15 @@ pub async fn login(
         }
         (None, Continuation::Authorize(_)) => error_page(StatusCode::BAD_REQUEST, "start again"),
     };
-    let csrf_ok = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| app.csrf_matches("login", c, field("csrf")));
+    let csrf_ok =
+        cookie(&headers, LOGIN_COOKIE).is_some_and(|c| app.csrf_matches("login", c, form.field("csrf")));
     if !csrf_ok {
         return error_page(
             StatusCode::FORBIDDEN,
             "the sign-in form expired or came from elsewhere; start again",
         );
     }
-    match app.start_session(field("username"), field("password"), addr.ip()).await {
+    match app.start_session(form.field("username"), form.field("password"), addr.ip()).await {
         Ok(sign_in) => signed_in_at(&app, &sign_in, return_to),
         Err(crate::app::AppError::TooManyRequests { retry_after }) => {
             let mut response =
@@ -444,26 +451,21 @@ pub(super) fn signed_in_at(app: &App, sign_in: &crate::app::SignIn, location: &s
 }
 
 /// POST `/oauth/v1/authorize/`: the consent form.
-pub async fn consent(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    PageForm(fields): PageForm,
-) -> Response {
-    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
-    let request = match validated(&app, field("request")).await {
+pub async fn consent(State(app): State<Arc<App>>, headers: HeaderMap, form: PageForm) -> Response {
+    let request = match validated(&app, form.field("request")).await {
         Ok(r) => r,
         Err(response) => return response,
     };
     let Some((user, session)) = signed_in(&app, &headers).await else {
         return error_page(StatusCode::UNAUTHORIZED, "you are not signed in (any more); start again");
     };
-    if !app.csrf_matches(&consent_purpose(field("request"), &request), &session, field("csrf")) {
+    if !app.csrf_matches(&consent_purpose(form.field("request"), &request), &session, form.field("csrf")) {
         return error_page(
             StatusCode::FORBIDDEN,
             "the consent form expired, came from elsewhere, or the app changed since it was shown; start again",
         );
     }
-    match field("decision") {
+    match form.field("decision") {
         "approve" => match app.approve(&user, &request, true).await {
             Ok(url) => see_other(&url),
             Err(e) => internal(e),

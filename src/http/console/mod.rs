@@ -223,13 +223,13 @@ struct ConsoleTemplate<'a> {
 pub(super) struct Request<'a> {
     pub app: &'a App,
     pub user: &'a User,
-    pub fields: HashMap<String, String>,
+    pub form: PageForm,
     pub query: HashMap<String, String>,
 }
 
 impl Request<'_> {
     fn field(&self, name: &str) -> &str {
-        self.fields.get(name).map(String::as_str).unwrap_or("")
+        self.form.field(name)
     }
     fn checked(&self, name: &str) -> bool {
         self.field(name) == "true"
@@ -378,7 +378,7 @@ pub async fn show(
     if query.as_ref().is_some_and(|q| q.len() > 4096) {
         return own_error_page(StatusCode::BAD_REQUEST, "the address is too long");
     }
-    let r = Request { app: &app, user: &user, fields: HashMap::new(), query: query_map(query) };
+    let r = Request { app: &app, user: &user, form: PageForm(HashMap::new()), query: query_map(query) };
     render(&app, page, &r, &session, None).await
 }
 
@@ -388,21 +388,20 @@ pub async fn submit(
     slug: Option<Path<String>>,
     ConnectInfo(_addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    PageForm(fields): PageForm,
+    form: PageForm,
 ) -> Response {
     let slug = slug.map(|Path(s)| s).unwrap_or_default();
     let (page, user, session) = match gate(&app, &headers, &slug).await {
         Ok(g) => g,
         Err(response) => return response,
     };
-    let csrf = fields.get("csrf").map(String::as_str).unwrap_or("");
-    if !app.csrf_matches("console", &session, csrf) {
+    if !app.csrf_matches("console", &session, form.field("csrf")) {
         return own_error_page(
             StatusCode::FORBIDDEN,
             "the form expired or came from elsewhere; reload the page",
         );
     }
-    if fields.get("action").map(String::as_str) == Some("sign_out") {
+    if form.field("action") == "sign_out" {
         if let Err(e) = app.end_session(&session).await {
             return internal(e);
         }
@@ -410,7 +409,7 @@ pub async fn submit(
         response.headers_mut().append(header::SET_COOKIE, set_cookie(&app, SESSION_COOKIE, "", 0));
         return response;
     }
-    let r = Request { app: &app, user: &user, fields, query: HashMap::new() };
+    let r = Request { app: &app, user: &user, form, query: HashMap::new() };
     let done = act(page, &r).await;
     render(&app, page, &r, &session, Some(done)).await
 }
@@ -466,22 +465,22 @@ pub async fn change_password(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    PageForm(fields): PageForm,
+    form: PageForm,
 ) -> Response {
-    let field = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
     let Some((signed_in, session)) = signed_in_session(&app, &headers).await else {
         return own_error_page(StatusCode::UNAUTHORIZED, "you are not signed in (any more); sign in again");
     };
-    if !app.csrf_matches("password", &session, field("csrf")) {
+    if !app.csrf_matches("password", &session, form.field("csrf")) {
         return own_error_page(
             StatusCode::FORBIDDEN,
             "the form expired or came from elsewhere; reload the page",
         );
     }
-    if field("new") != field("confirm") {
+    if form.field("new") != form.field("confirm") {
         return password_form(&app, &signed_in, &session, Some("The two new passwords differ."));
     }
-    match app.change_own_password(&signed_in.user, field("current"), field("new"), addr.ip()).await {
+    match app.change_own_password(&signed_in.user, form.field("current"), form.field("new"), addr.ip()).await
+    {
         Ok(sign_in) => super::authorize::signed_in_at(&app, &sign_in, "/"),
         Err(AppError::TooManyRequests { retry_after }) => {
             let message = format!("Too many failed attempts. Try again in {retry_after} seconds.");
