@@ -384,6 +384,38 @@ async fn the_console_refuses_bad_input_and_changes_nothing(backend: Backend) {
     assert_eq!(r.status(), 400);
     let r = admin.client().post(s.url("/admin/users/")).json(&json!({"csrf": csrf})).send().await.unwrap();
     assert_eq!(r.status(), 415);
+    // A NUL in a field.
+    let r = admin
+        .client()
+        .post(s.url("/admin/users/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}&action=create&username=a%00b&role=viewer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // The password page: nobody signed in, a body far too large, a field twice.
+    let r =
+        Browser::new().client().post(s.url("/account/password")).form(&[("csrf", "x")]).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    refused_as_too_large(
+        admin
+            .client()
+            .post(s.url("/account/password"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}&new={}", "x".repeat(100 * 64 * 1024)))
+            .send()
+            .await,
+    );
+    let r = admin
+        .client()
+        .post(s.url("/account/password"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=a&csrf=b&current=x&new=y&confirm=y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     // Bytes that are not UTF-8 are refused, not replaced.
     let r = admin
         .client()

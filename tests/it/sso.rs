@@ -406,6 +406,53 @@ async fn the_admin_api_of_providers_refuses_what_it_should(backend: Backend) {
     assert_eq!(r.status(), 403);
     let r = s.send(reqwest::Method::DELETE, "/admin/api/sso_providers/x/", &viewer).send().await.unwrap();
     assert_eq!(r.status(), 403);
+    // A catalog admin, a server admin's app holding only `mcp`, nobody at all.
+    let catalog = s.token_for_role(keyward::domain::Role::CatalogAdmin).await;
+    assert_eq!(s.get("/admin/api/sso_providers/x/", &catalog).send().await.unwrap().status(), 403);
+    let (app_id, app_secret) = s.m2m_client("server_admin", 900).await;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", app_id.as_str()),
+        ("client_secret", app_secret.as_str()),
+        ("scope", "mcp"),
+    ];
+    let mcp_only = json_with_status(s.token_request(&form).await, 200).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s.http.get(s.url("/admin/api/sso_providers/")).bearer_auth(&mcp_only).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(s.http.get(s.url("/admin/api/sso_providers/")).send().await.unwrap().status(), 401);
+    // A body 100 times too large, a NUL, a field twice: refused, nothing made.
+    let mut huge = base.clone();
+    huge["id"] = json!("huge");
+    huge["display_name"] = json!("x".repeat(100 * 64 * 1024));
+    crate::harness::refused_as_too_large(post(huge).await);
+    let mut nul = base.clone();
+    nul["id"] = json!("nul");
+    nul["display_name"] = json!("a\u{0}b");
+    assert_eq!(post(nul).await.unwrap().status(), 400);
+    let twice = format!(
+        r#"{{"id": "twice", "id": "again", "display_name": "X", "issuer": "{}", "client_id": "c"}}"#,
+        p.issuer
+    );
+    let r = s
+        .send(reqwest::Method::POST, "/admin/api/sso_providers/", &admin)
+        .header("content-type", "application/json")
+        .body(twice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    for id in ["huge", "nul", "twice", "again"] {
+        let r = s.get(&format!("/admin/api/sso_providers/{id}/"), &admin).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{id}");
+    }
+    // The browser's routes: a query far too long, a NUL.
+    let browser = Browser::new();
+    let long = format!("/login/sso/x/?return_to={}", "a".repeat(10_000));
+    assert_eq!(browser.get(&s.url(&long)).await.status(), 400);
+    assert_eq!(browser.get(&s.url("/login/sso/x/callback/?state=%00&code=c")).await.status(), 400);
     let r = s.send(reqwest::Method::DELETE, "/admin/api/sso_providers/x/", &admin).send().await.unwrap();
     assert_eq!(r.status(), 204);
     let r = s.send(reqwest::Method::DELETE, "/admin/api/sso_providers/x/", &admin).send().await.unwrap();
@@ -467,6 +514,28 @@ async fn sign_ins_are_listed_and_revocable(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // Another user's real sign-in: refused, and it stays.
+    let admin = s.admin_token().await;
+    let r = s
+        .send(reqwest::Method::POST, "/admin/api/users/", &admin)
+        .json(&json!({"username": "olga", "password": "password-of-olga", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 201).await;
+    let olga = Browser::new();
+    assert_eq!(olga.sign_in(&s, &s.url("/account/auth"), "olga", "password-of-olga").await.status(), 303);
+    let olga_page = olga.get(&s.url("/account/auth")).await.text().await.unwrap();
+    let olga_session = crate::delegated_oauth::hidden(&olga_page, "session");
+    let r = laptop
+        .client()
+        .post(s.url("/account/auth"))
+        .form(&[("csrf", csrf.as_str()), ("action", "end_sign_in"), ("session", olga_session.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(signed_in(&s, &olga).await);
     // Idle past the timeout: the sign-in ends.
     s.app.set_setting(keyward::domain::Actor::Cli, "keyward.sessions.idle_timeout", "60").await.unwrap();
     s.app.store.touch_session(&phone_session, 0).await.unwrap();
