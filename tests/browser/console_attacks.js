@@ -1,8 +1,9 @@
-// What a viewer and a hostile page can do to the admin console, in
-// headless Chromium: a viewer signed in meets a 403 page on every console
-// page; an admin's browser that visits a hostile page (another origin)
-// which posts a console form gets the form refused. Prints what it saw as JSON.
-// Usage: node console_attacks.js BASE_URL VIEWER PASSWORD ADMIN_PASSWORD HOSTILE_URL[,HOSTILE_URL…] SHOTS_DIR
+// What lower roles and hostile pages can do to the admin console, in
+// headless Chromium: each USER:PASSWORD given signs in and visits every
+// console page (their statuses are reported); an admin's browser then
+// visits each hostile page (another origin) that posts a console form, and
+// what keyward answered each is reported. Prints what it saw as JSON.
+// Usage: node console_attacks.js BASE_URL ADMIN_PASSWORD HOSTILE_URL[,…] SHOTS_DIR USER:PASSWORD…
 const { launch } = require('./chromium');
 
 const PAGES = ['', 'users/', 'oauth_clients/', 'sso/', 'connectors/', 'data_products/', 'settings/', 'keys/', 'audit/'];
@@ -17,26 +18,31 @@ async function signIn(context, base, username, password) {
 }
 
 (async () => {
-  const [base, viewer, viewerPassword, adminPassword, hostile, shots] = process.argv.slice(2);
+  const [base, adminPassword, hostile, shots, ...users] = process.argv.slice(2);
   const browser = await launch();
   try {
-    const viewerPage = await signIn(await browser.newContext(), base, viewer, viewerPassword);
-    const viewerSaw = {};
-    for (const slug of PAGES) {
-      const r = await viewerPage.goto(`${base}/admin/${slug}`);
-      viewerSaw[slug || 'overview'] = { status: r.status(), text: (await viewerPage.innerText('body')).slice(0, 200) };
+    const usersSaw = {};
+    for (const user of users) {
+      const [name, password] = user.split(':');
+      const page = await signIn(await browser.newContext(), base, name, password);
+      usersSaw[name] = {};
+      for (const slug of PAGES) {
+        const r = await page.goto(`${base}/admin/${slug}`);
+        usersSaw[name][slug || 'overview'] = { status: r.status(), text: (await page.innerText('body')).slice(0, 200) };
+      }
+      await page.goto(`${base}/admin/users/`);
+      await page.screenshot({ path: `${shots}/console-${name}-refused.png`, fullPage: true });
     }
-    await viewerPage.screenshot({ path: `${shots}/console-viewer-refused.png`, fullPage: true });
     const adminPage = await signIn(await browser.newContext(), base, 'admin', adminPassword);
     const hostileResults = [];
     for (const url of hostile.split(',')) {
-      const submitted = adminPage.waitForResponse((r) => r.url() === `${base}/admin/users/` && r.request().method() === 'POST');
+      const submitted = adminPage.waitForResponse((r) => r.url().startsWith(`${base}/`) && r.request().method() === 'POST');
       await adminPage.goto(url);
       const response = await submitted;
       await adminPage.waitForLoadState('load');
       hostileResults.push({ url, status: response.status(), text: (await adminPage.innerText('body')).slice(0, 300) });
     }
-    console.log(JSON.stringify({ viewerSaw, hostileResults }));
+    console.log(JSON.stringify({ usersSaw, hostileResults }));
   } finally {
     await browser.close();
   }

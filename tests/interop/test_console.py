@@ -4,6 +4,7 @@ first sign-in must replace the printed password; every console page
 renders; an M2M app created in "OAuth Client Applications" shows its secret
 once, and that secret gets a client-credentials token."""
 
+import html
 import http.server
 import json
 import os
@@ -75,49 +76,83 @@ def test_a_newcomers_first_minute_in_the_console():
             process.wait(timeout=10)
 
 
-def test_a_viewer_and_a_hostile_page_get_nothing_from_the_console(keyward):
-    """In Chromium: a viewer sees 403 on every console page; a page of
-    another origin that posts a console form from an admin's browser gets it
-    refused (no anti-forgery token), and nothing is created."""
+# Every form of the console, with fields that would succeed if the request were genuine.
+CONSOLE_FORMS = [
+    ("users/", {"action": "create", "username": "planted", "role": "server_admin", "password": "planted-password"}),
+    ("users/", {"action": "set_role", "id": "1", "role": "viewer"}),
+    ("users/", {"action": "disable", "id": "1"}),
+    ("users/", {"action": "delete", "id": "1"}),
+    ("oauth_clients/", {"action": "m2m_create", "name": "planted", "access_token_duration": "60", "role": "server_admin"}),
+    ("oauth_clients/", {"action": "app_register", "name": "planted", "grant_type": "public",
+                        "redirect_uris": "http://127.0.0.1/cb", "access_token_lifetime": "1", "refresh_token_lifetime": "30"}),
+    ("sso/", {"action": "create", "id": "planted", "display_name": "P", "issuer": "https://idp.example", "client_id": "c"}),
+    ("connectors/", {"action": "create", "name": "planted", "grant_type": "client_credentials", "client_id": "c",
+                     "token_url": "https://p.example/token", "token_endpoint_auth": "basic", "api_base_url": "https://p.example/"}),
+    ("data_products/", {"action": "create", "dp_id": "planted", "name": "p", "host": "h", "port": "5432", "database": "d"}),
+    ("settings/", {"action": "set", "key": "alation.feature_flags.enable_swagger", "value": "true"}),
+    ("keys/", {"action": "rotate"}),
+    ("", {"action": "sign_out"}),
+]
+
+
+def test_lower_roles_and_hostile_pages_get_nothing_from_the_console(keyward):
+    """In Chromium: a viewer sees 403 on every console page, a catalog admin
+    on every page but the overview and connectors; pages of another origin
+    that post each console form from an admin's browser get it refused (no
+    anti-forgery token), and nothing changes."""
     headers = {"TOKEN": keyward.admin_token()}
-    r = requests.post(f"{keyward.base_url}/admin/api/users/", headers=headers,
-                      json={"username": "vera", "password": "password-of-vera", "role": "viewer"})
-    assert r.status_code == 201, r.text
-    form = (f'<form id="f" method="post" action="{keyward.base_url}/admin/users/">'
-            '<input name="action" value="create"><input name="username" value="planted">'
-            '<input name="role" value="server_admin"><input name="password" value="planted-password">'
-            '</form><script>document.getElementById("f").submit()</script>').encode()
+    for name, role in [("vera", "viewer"), ("cato", "catalog_admin")]:
+        r = requests.post(f"{keyward.base_url}/admin/api/users/", headers=headers,
+                          json={"username": name, "password": f"password-of-{name}", "role": role})
+        assert r.status_code == 201, r.text
+    before = requests.get(f"{keyward.base_url}/admin/api/audit/?limit=1000", headers=headers).json()
+    pages = []
+    for path, fields in CONSOLE_FORMS:
+        inputs = "".join(f'<input name="{k}" value="{html.escape(v)}">' for k, v in fields.items())
+        pages.append((f'<form id="f" method="post" action="{keyward.base_url}/admin/{path}">{inputs}</form>'
+                      '<script>document.getElementById("f").submit()</script>').encode())
 
     class Hostile(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
         def do_GET(self):
+            page = pages[int(self.path.strip("/"))]
             self.send_response(200)
             self.send_header("content-type", "text/html")
-            self.send_header("content-length", str(len(form)))
+            self.send_header("content-length", str(len(page)))
             self.end_headers()
-            self.wfile.write(form)
+            self.wfile.write(page)
 
-    # Another origin of the same site (the session cookie goes along), and another site (it does not).
+    # Another origin of the same site (the session cookie goes along) for
+    # every form, and another site (it does not) for the first.
     servers = [http.server.ThreadingHTTPServer((host, 0), Hostile) for host in ("127.0.0.1", "127.0.0.2")]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        hostile = ",".join(f"http://{s.server_address[0]}:{s.server_address[1]}/" for s in servers)
-        out = subprocess.run(["node", str(BROWSER_TESTS / "console_attacks.js"), keyward.base_url, "vera",
-                              "password-of-vera", keyward.password, hostile, SHOTS],
-                             capture_output=True, text=True, timeout=120, cwd=BROWSER_TESTS)
+        same, other = (f"http://{s.server_address[0]}:{s.server_address[1]}" for s in servers)
+        hostile = ",".join([f"{same}/{i}" for i in range(len(pages))] + [f"{other}/0"])
+        out = subprocess.run(["node", str(BROWSER_TESTS / "console_attacks.js"), keyward.base_url, keyward.password,
+                              hostile, SHOTS, "vera:password-of-vera", "cato:password-of-cato"],
+                             capture_output=True, text=True, timeout=180, cwd=BROWSER_TESTS)
         assert out.returncode == 0, out.stderr
         seen = json.loads(out.stdout.strip().splitlines()[-1])
-        for page, result in seen["viewerSaw"].items():
-            assert result["status"] == 403, (page, result)
-            assert "needs the" in result["text"], (page, result)
-        same_site, cross_site = seen["hostileResults"]
-        assert same_site["status"] == 403 and "form expired or came from elsewhere" in same_site["text"], same_site
+        for page, result in seen["usersSaw"]["vera"].items():
+            assert result["status"] == 403 and "needs the" in result["text"], (page, result)
+        for page, result in seen["usersSaw"]["cato"].items():
+            expected = 200 if page in ("overview", "connectors/") else 403
+            assert result["status"] == expected, (page, result)
+        *same_site, cross_site = seen["hostileResults"]
+        assert len(same_site) == len(CONSOLE_FORMS)
+        for (path, fields), result in zip(CONSOLE_FORMS, same_site):
+            assert result["status"] == 403, (path, fields["action"], result)
+            assert "form expired or came from elsewhere" in result["text"], (path, result)
         assert cross_site["status"] == 200 and "Sign in" in cross_site["text"], cross_site
+        after = requests.get(f"{keyward.base_url}/admin/api/audit/?limit=1000", headers=headers).json()
+        assert [e for e in after if e not in before and e["action"] != "login.succeeded"] == [], "something changed"
         users = requests.get(f"{keyward.base_url}/admin/api/users/", headers=headers).json()
         assert "planted" not in [u["username"] for u in users]
+        assert [u["role"] for u in users if u["id"] == 1] == ["server_admin"]
     finally:
         for server in servers:
             server.shutdown()
