@@ -132,12 +132,28 @@ impl App {
         if new == current {
             return Err(AppError::Invalid("the new password must differ from the current one".into()));
         }
+        // The hash the current password is checked against must still be
+        // the stored one when the new one is written: of two changes made
+        // with the same old password, only the first holds.
+        let checked = self.store.user_credentials(&user.username).await?.and_then(|(_, hash)| hash);
         self.verify_login(&user.username, current, addr, "password_change").await.map_err(|e| match e {
             AppError::Unauthorized(_) => AppError::Invalid("the current password is wrong".into()),
             e => e,
         })?;
-        let patch = UserPatch { password: Some(new.to_string()), ..Default::default() };
-        let user = self.update_user(Actor::User(user.id), user.id, patch).await?;
+        let Some(checked) = checked else {
+            return Err(AppError::Invalid("this account has no password".into()));
+        };
+        let patch = UserPatch {
+            password: Some(new.to_string()),
+            replaces_password_hash: Some(checked),
+            ..Default::default()
+        };
+        let user = self.update_user(Actor::User(user.id), user.id, patch).await.map_err(|e| match e {
+            AppError::NotFound(_) => {
+                AppError::Conflict("the password was changed meanwhile; sign in with the new one".into())
+            }
+            e => e,
+        })?;
         self.open_session(&user, "password".into(), addr).await
     }
 }

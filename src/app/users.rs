@@ -11,6 +11,8 @@ pub struct UserPatch {
     pub role: Option<Role>,
     pub password: Option<String>,
     pub disabled: Option<bool>,
+    /// Only while the stored password hash is still this one.
+    pub replaces_password_hash: Option<String>,
 }
 
 impl App {
@@ -58,8 +60,13 @@ impl App {
             "disabled": patch.disabled,
             "credentials_ended": end_credentials,
         }));
-        let update =
-            UserUpdate { role: patch.role, password_hash, disabled: patch.disabled, end_credentials };
+        let update = UserUpdate {
+            role: patch.role,
+            password_hash,
+            disabled: patch.disabled,
+            end_credentials,
+            replaces_password_hash: patch.replaces_password_hash,
+        };
         self.store.update_user(id, update, event).await.map_err(|e| match e {
             StoreError::NotFound => user_not_found(id),
             e => e.into(),

@@ -85,7 +85,8 @@ pub async fn patch_user(
     ApiPath(id): ApiPath<UserId>,
     ApiJson(body): ApiJson<PatchUser>,
 ) -> Result<Json<User>, ApiError> {
-    let patch = UserPatch { role: body.role, password: body.password, disabled: body.disabled };
+    let patch =
+        UserPatch { role: body.role, password: body.password, disabled: body.disabled, ..Default::default() };
     Ok(Json(app.update_user(caller.actor(), id, patch).await?))
 }
 

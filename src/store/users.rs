@@ -20,6 +20,9 @@ pub struct UserUpdate {
     pub disabled: Option<bool>,
     /// End the user's sessions, tokens and grants in the same transaction.
     pub end_credentials: bool,
+    /// Only while the stored password hash is still this one (a change
+    /// checked against the current password): `NotFound` otherwise.
+    pub replaces_password_hash: Option<String>,
 }
 
 pub(super) const USER_COLUMNS: &str = "id, username, role, auth_source, disabled_at, created_at";
@@ -207,7 +210,7 @@ impl Store {
                  auth_source = CASE WHEN $3 IS NULL THEN auth_source ELSE 'password' END, \
                  must_change_password = CASE WHEN $3 IS NULL THEN must_change_password ELSE 0 END, \
                  disabled_at = CASE WHEN $4 = 1 THEN COALESCE(disabled_at, $5) WHEN $4 = 0 THEN NULL ELSE disabled_at END, \
-                 updated_at = $5 WHERE id = $1 RETURNING {USER_COLUMNS}"
+                 updated_at = $5 WHERE id = $1 AND ($6 IS NULL OR password_hash = $6) RETURNING {USER_COLUMNS}"
             );
             let row: UserRow = sqlx::query_as_with(
                 sqlx::AssertSqlSafe(sql),
@@ -217,10 +220,12 @@ impl Store {
                     update.password_hash,
                     update.disabled.map(i64::from),
                     at,
+                    update.replaces_password_hash,
                 ]?,
             )
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
             if update.end_credentials {
                 end_user_credentials_in(tx, id, at).await?;
             }

@@ -16,6 +16,7 @@ on_both_backends!(
     concurrent_console_forms,
     home_sends_each_role_where_it_belongs,
     a_connectors_authorize_button_leads_to_the_provider,
+    of_concurrent_password_changes_one_holds,
 );
 
 const PAGES: &[(&str, Role)] = &[
@@ -636,4 +637,35 @@ async fn a_connectors_authorize_button_leads_to_the_provider(backend: Backend) {
     let account = catalog.get(&s.url("/account/auth")).await.text().await.unwrap();
     assert!(account.contains("Salesforce"), "{account}");
     assert!(!crate::harness::database_dump(&s).contains("s3cret-of-the-provider"));
+}
+
+/// Ten changes made at once with the same (right) current password: one
+/// holds, the others are told, and only the winner's password signs in.
+async fn of_concurrent_password_changes_one_holds(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    user(&s, "pat", Role::Viewer).await;
+    let (browser, _) = console(&s, "pat", "password-of-pat").await;
+    let page = browser.get(&s.url("/account/password")).await.text().await.unwrap();
+    let csrf = hidden(&page, "csrf");
+    let changes = (0..10).map(|i| {
+        let new = format!("new-password-of-pat-{i}");
+        let form = [
+            ("csrf", csrf.clone()),
+            ("current", "password-of-pat".into()),
+            ("new", new.clone()),
+            ("confirm", new),
+        ];
+        let request = browser.client().post(s.url("/account/password")).form(&form);
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(changes).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 303).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| matches!(s, 303 | 400 | 429)), "{statuses:?}");
+    let winner = statuses.iter().position(|s| *s == 303).unwrap();
+    let sign_in = async |i: usize| {
+        let r = Browser::new().sign_in(&s, &s.url("/"), "pat", &format!("new-password-of-pat-{i}")).await;
+        r.status().as_u16()
+    };
+    assert_eq!(sign_in(winner).await, 303);
+    assert_eq!(sign_in((winner + 1) % 10).await, 401);
 }

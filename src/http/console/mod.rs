@@ -488,7 +488,9 @@ pub async fn change_password(
             *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             response
         }
-        Err(e @ AppError::Invalid(_)) => password_form(&app, &signed_in, &session, Some(&e.to_string())),
+        Err(e @ (AppError::Invalid(_) | AppError::Conflict(_))) => {
+            password_form(&app, &signed_in, &session, Some(&e.to_string()))
+        }
         Err(e) => internal(e),
     }
 }
