@@ -374,67 +374,51 @@ async fn the_console_refuses_bad_input_and_changes_nothing(backend: Backend) {
         assert!(!html.contains("<script>alert"), "{page}");
     }
     // Repeated fields, a body that is not a form, an oversized one.
-    let r = admin
-        .client()
-        .post(s.url("/admin/users/"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={csrf}&action=create&action=delete"))
-        .send()
+    let r = raw_form(&admin, &s, "/admin/users/", format!("csrf={csrf}&action=create&action=delete"))
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
     let r = admin.client().post(s.url("/admin/users/")).json(&json!({"csrf": csrf})).send().await.unwrap();
     assert_eq!(r.status(), 415);
     // A NUL in a field.
-    let r = admin
-        .client()
-        .post(s.url("/admin/users/"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={csrf}&action=create&username=a%00b&role=viewer"))
-        .send()
-        .await
-        .unwrap();
+    let r = raw_form(
+        &admin,
+        &s,
+        "/admin/users/",
+        format!("csrf={csrf}&action=create&username=a%00b&role=viewer"),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
     // The password page: nobody signed in, a body far too large, a field twice.
     let r =
         Browser::new().client().post(s.url("/account/password")).form(&[("csrf", "x")]).send().await.unwrap();
     assert_eq!(r.status(), 401);
     refused_as_too_large(
-        admin
-            .client()
-            .post(s.url("/account/password"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={csrf}&new={}", "x".repeat(100 * 64 * 1024)))
-            .send()
+        raw_form(&admin, &s, "/account/password", format!("csrf={csrf}&new={}", "x".repeat(100 * 64 * 1024)))
             .await,
     );
-    let r = admin
-        .client()
-        .post(s.url("/account/password"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("csrf=a&csrf=b&current=x&new=y&confirm=y")
-        .send()
-        .await
-        .unwrap();
+    let r =
+        raw_form(&admin, &s, "/account/password", "csrf=a&csrf=b&current=x&new=y&confirm=y").await.unwrap();
     assert_eq!(r.status(), 400);
     // Bytes that are not UTF-8 are refused, not replaced.
-    let r = admin
-        .client()
-        .post(s.url("/admin/users/"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={csrf}&action=create&username=%ff%fe&role=viewer&password=password-123"))
-        .send()
-        .await
-        .unwrap();
+    let r = raw_form(
+        &admin,
+        &s,
+        "/admin/users/",
+        format!("csrf={csrf}&action=create&username=%ff%fe&role=viewer&password=password-123"),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
     refused_as_too_large(
-        admin
-            .client()
-            .post(s.url("/admin/users/"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("csrf={csrf}&username={}", "x".repeat(100 * 64 * 1024)))
-            .send()
-            .await,
+        raw_form(
+            &admin,
+            &s,
+            "/admin/users/",
+            format!("csrf={csrf}&username={}", "x".repeat(100 * 64 * 1024)),
+        )
+        .await,
     );
     // Unknown pages, and a query with a NUL or far too long.
     assert_eq!(admin.get(&s.url("/admin/nope/")).await.status(), 404);
@@ -668,4 +652,20 @@ async fn of_concurrent_password_changes_one_holds(backend: Backend) {
     };
     assert_eq!(sign_in(winner).await, 303);
     assert_eq!(sign_in((winner + 1) % 10).await, 401);
+}
+
+/// A form body sent as it is (repeated fields, raw bytes, any size).
+async fn raw_form(
+    browser: &Browser,
+    s: &TestServer,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+) -> Result<reqwest::Response, reqwest::Error> {
+    browser
+        .client()
+        .post(s.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
 }
