@@ -304,6 +304,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     bootstrap::create_private_dir(&config.data_dir)?;
     let _lock = bootstrap::lock_for_serving(&config)?;
     let (app, report) = bootstrap::open(&config, config.issuer_for(addr), true).await?;
+    let shutdown = crate::server::shutdown_signal();
     // Operator-facing lines go to stdout, once; logs go to stderr.
     println!("keyward listening on http://{addr} (issuer {})", app.issuer);
     println!("database: {}", report.database);
@@ -337,7 +338,7 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         head_timeout_s = limits.head_timeout.as_secs(),
         "serving"
     );
-    crate::server::serve(listener, app, limits, crate::server::shutdown_signal()).await?;
+    crate::server::serve(listener, app, limits, shutdown).await?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -36,7 +36,7 @@ pub struct ApiAccessTokenGrant {
 }
 
 /// A refresh token as stored (never the token itself).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct RefreshTokenRecord {
     pub id: i64,
     pub user_id: UserId,
@@ -48,7 +48,7 @@ pub struct RefreshTokenRecord {
 }
 
 /// An API access token as stored (never the token itself).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct ApiAccessTokenRecord {
     pub id: i64,
     pub refresh_token_id: i64,
@@ -60,42 +60,6 @@ pub struct ApiAccessTokenRecord {
 }
 
 #[derive(FromRow)]
-pub(super) struct RefreshTokenRow {
-    id: i64,
-    user_id: i64,
-    name: String,
-    created_at: i64,
-    expires_at: i64,
-    revoked_at: Option<i64>,
-    last_used_at: Option<i64>,
-}
-
-impl From<RefreshTokenRow> for RefreshTokenRecord {
-    fn from(r: RefreshTokenRow) -> Self {
-        RefreshTokenRecord {
-            id: r.id,
-            user_id: r.user_id,
-            name: r.name,
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-            revoked_at: r.revoked_at,
-            last_used_at: r.last_used_at,
-        }
-    }
-}
-
-#[derive(FromRow)]
-pub(super) struct ApiAccessTokenRow {
-    id: i64,
-    refresh_token_id: i64,
-    user_id: i64,
-    created_at: i64,
-    expires_at: i64,
-    revoked_at: Option<i64>,
-    last_used_at: Option<i64>,
-}
-
-#[derive(FromRow)]
 pub(super) struct ApiAccessTokenGrantRow {
     token_id: i64,
     expires_at: i64,
@@ -104,6 +68,21 @@ pub(super) struct ApiAccessTokenGrantRow {
     #[sqlx(flatten)]
     user: UserRow,
 }
+
+impl TryFrom<ApiAccessTokenGrantRow> for ApiAccessTokenGrant {
+    type Error = StoreError;
+    fn try_from(r: ApiAccessTokenGrantRow) -> StoreResult<Self> {
+        Ok(ApiAccessTokenGrant {
+            token_id: r.token_id,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+            refresh_revoked_at: r.refresh_revoked_at,
+            user: r.user.try_into()?,
+        })
+    }
+}
+
+const REFRESH_TOKEN_COLUMNS: &str = "id, user_id, name, created_at, expires_at, revoked_at, last_used_at";
 
 /// Stores a new refresh token; its id.
 pub(super) async fn insert_refresh_token(
@@ -198,26 +177,16 @@ impl Store {
     }
 
     pub async fn refresh_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>> {
-        let row: Option<RefreshTokenRow> = sqlx::query_as_with(
-            "SELECT id, user_id, name, created_at, expires_at, revoked_at, last_used_at FROM refresh_tokens \
-             WHERE token_hash = $1",
-            params![token_hash]?,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(RefreshTokenRecord::from))
+        let sql = format!("SELECT {REFRESH_TOKEN_COLUMNS} FROM refresh_tokens WHERE token_hash = $1");
+        find::<RefreshTokenRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![token_hash]).await
     }
 
     /// A user's refresh tokens, newest first, whatever their status.
     pub async fn refresh_tokens_of(&self, user_id: UserId) -> StoreResult<Vec<RefreshTokenRecord>> {
-        let rows: Vec<RefreshTokenRow> = sqlx::query_as_with(
-            "SELECT id, user_id, name, created_at, expires_at, revoked_at, last_used_at FROM refresh_tokens \
-             WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
-            params![user_id]?,
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(RefreshTokenRecord::from).collect())
+        let sql = format!(
+            "SELECT {REFRESH_TOKEN_COLUMNS} FROM refresh_tokens WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
+        );
+        find_all::<RefreshTokenRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![user_id]).await
     }
 
     /// Revokes refresh token `id` of `user_id` and its access tokens;
@@ -243,22 +212,13 @@ impl Store {
         &self,
         token_hash: &str,
     ) -> StoreResult<Option<ApiAccessTokenRecord>> {
-        let row: Option<ApiAccessTokenRow> = sqlx::query_as_with(
+        find::<ApiAccessTokenRecord, _>(
+            &self.pool,
             "SELECT id, refresh_token_id, user_id, created_at, expires_at, revoked_at, last_used_at \
              FROM api_access_tokens WHERE token_hash = $1",
-            params![token_hash]?,
+            params![token_hash],
         )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| ApiAccessTokenRecord {
-            id: r.id,
-            refresh_token_id: r.refresh_token_id,
-            user_id: r.user_id,
-            created_at: r.created_at,
-            expires_at: r.expires_at,
-            revoked_at: r.revoked_at,
-            last_used_at: r.last_used_at,
-        }))
+        .await
     }
 
     /// Revokes refresh token `old_id` (if still active at `new.created_at`)
@@ -293,8 +253,7 @@ impl Store {
         event: AuditEvent,
     ) -> StoreResult<u64> {
         self.write(event, Some(REVOCATIONS), async |tx, _| {
-            let revoked = revoke_access_tokens_of(tx, refresh_token_id, at).await?;
-            Ok(revoked)
+            revoke_access_tokens_of(tx, refresh_token_id, at).await
         })
         .await
     }
@@ -319,26 +278,16 @@ impl Store {
     }
 
     pub async fn api_access_token_grant(&self, token_hash: &str) -> StoreResult<Option<ApiAccessTokenGrant>> {
-        let row: Option<ApiAccessTokenGrantRow> = sqlx::query_as_with(
+        find::<ApiAccessTokenGrantRow, _>(
+            &self.pool,
             "SELECT t.id AS token_id, t.expires_at, t.revoked_at, r.revoked_at AS refresh_revoked_at, \
                     u.id, u.username, u.role, u.auth_source, u.disabled_at, u.created_at \
              FROM api_access_tokens t \
              JOIN refresh_tokens r ON r.id = t.refresh_token_id \
              JOIN users u ON u.id = t.user_id \
              WHERE t.token_hash = $1",
-            params![token_hash]?,
+            params![token_hash],
         )
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(ApiAccessTokenGrant {
-                token_id: r.token_id,
-                expires_at: r.expires_at,
-                revoked_at: r.revoked_at,
-                refresh_revoked_at: r.refresh_revoked_at,
-                user: r.user.try_into()?,
-            })
-        })
-        .transpose()
+        .await
     }
 }

@@ -26,6 +26,21 @@ pub(super) struct AuditRow {
     detail: String,
 }
 
+impl From<AuditRow> for AuditRecord {
+    fn from(r: AuditRow) -> Self {
+        AuditRecord {
+            id: r.id,
+            at: from_micros(r.at),
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            outcome: r.outcome,
+            client_addr: r.client_addr,
+            detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
 impl Store {
     pub async fn append_audit(&self, event: AuditEvent) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
@@ -33,27 +48,14 @@ impl Store {
     }
 
     pub async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        let rows: Vec<AuditRow> = sqlx::query_as_with(
+        find_all::<AuditRow, _>(
+            &self.pool,
             "SELECT id, at, actor, action, target, outcome, client_addr, detail FROM audit_events \
              WHERE ($1 IS NULL OR action = $1) AND ($2 IS NULL OR actor = $2) AND ($3 IS NULL OR id < $3) \
              ORDER BY id DESC LIMIT $4",
-            params![query.action.clone(), query.actor.clone(), query.before_id, query.limit]?,
+            params![query.action.clone(), query.actor.clone(), query.before_id, query.limit],
         )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditRecord {
-                id: r.id,
-                at: from_micros(r.at),
-                actor: r.actor,
-                action: r.action,
-                target: r.target,
-                outcome: r.outcome,
-                client_addr: r.client_addr,
-                detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
-            })
-            .collect())
+        .await
     }
 
     /// Writes many audit events in one transaction (for high-rate events).

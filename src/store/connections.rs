@@ -18,7 +18,7 @@ pub struct OutboundClientRecord {
     pub endpoints_version: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct ConnectionRecord {
     pub id: String,
     pub outbound_client_id: String,
@@ -26,7 +26,9 @@ pub struct ConnectionRecord {
     pub name: String,
     pub status: String,
     pub status_detail: Option<String>,
+    #[sqlx(rename = "access_token")]
     pub sealed_access_token: Option<String>,
+    #[sqlx(rename = "refresh_token")]
     pub sealed_refresh_token: Option<String>,
     pub obtained_at: Option<i64>,
     pub access_expires_at: Option<i64>,
@@ -45,6 +47,8 @@ pub enum BindOutcome {
     /// Unknown, expired, used or already bound.
     Unusable,
 }
+
+const OUTBOUND_COLUMNS: &str = "id, settings, client_secret, created_at, endpoints_version";
 
 #[derive(FromRow)]
 pub(super) struct OutboundRow {
@@ -73,82 +77,37 @@ impl TryFrom<OutboundRow> for OutboundClientRecord {
 pub(super) const CONNECTION_COLUMNS: &str = "id, outbound_client_id, user_id, name, status, status_detail, access_token, \
      refresh_token, obtained_at, access_expires_at, created_at";
 
-#[derive(FromRow)]
-pub(super) struct ConnectionRow {
-    id: String,
-    outbound_client_id: String,
-    user_id: i64,
-    name: String,
-    status: String,
-    status_detail: Option<String>,
-    access_token: Option<String>,
-    refresh_token: Option<String>,
-    obtained_at: Option<i64>,
-    access_expires_at: Option<i64>,
-    created_at: i64,
-}
-
-impl From<ConnectionRow> for ConnectionRecord {
-    fn from(r: ConnectionRow) -> Self {
-        ConnectionRecord {
-            id: r.id,
-            outbound_client_id: r.outbound_client_id,
-            user_id: r.user_id,
-            name: r.name,
-            status: r.status,
-            status_detail: r.status_detail,
-            sealed_access_token: r.access_token,
-            sealed_refresh_token: r.refresh_token,
-            obtained_at: r.obtained_at,
-            access_expires_at: r.access_expires_at,
-            created_at: r.created_at,
-        }
-    }
-}
-
 impl Store {
     pub async fn create_outbound_client(
         &self,
         client: OutboundClientRecord,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
-            exec(
-                &mut *tx,
-                "INSERT INTO outbound_clients (id, settings, client_secret, created_at, updated_at, endpoints_version) \
-                 VALUES ($1, $2, $3, $4, $4, $5)",
-                params![
-                    &client.id,
-                    serde_json::to_string(&client.settings).expect("settings serialize"),
-                    client.sealed_secret.clone(),
-                    client.created_at,
-                    client.endpoints_version,
-                ],
-            )
-            .await
-            .map_err(conflict("an outbound client with this id"))?;
-            Ok(())
-        })
+        self.write_one(
+            event,
+            None,
+            "INSERT INTO outbound_clients (id, settings, client_secret, created_at, updated_at, endpoints_version) \
+             VALUES ($1, $2, $3, $4, $4, $5)",
+            params![
+                &client.id,
+                serde_json::to_string(&client.settings).expect("settings serialize"),
+                client.sealed_secret.clone(),
+                client.created_at,
+                client.endpoints_version,
+            ],
+        )
         .await
+        .map_err(conflict("an outbound client with this id"))
     }
 
     pub async fn outbound_client(&self, id: &str) -> StoreResult<Option<OutboundClientRecord>> {
-        let row: Option<OutboundRow> = sqlx::query_as_with(
-            "SELECT id, settings, client_secret, created_at, endpoints_version FROM outbound_clients WHERE id = $1",
-            params![id]?,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(OutboundClientRecord::try_from).transpose()
+        let sql = format!("SELECT {OUTBOUND_COLUMNS} FROM outbound_clients WHERE id = $1");
+        find::<OutboundRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![id]).await
     }
 
     pub async fn list_outbound_clients(&self) -> StoreResult<Vec<OutboundClientRecord>> {
-        let rows: Vec<OutboundRow> = sqlx::query_as(
-            "SELECT id, settings, client_secret, created_at, endpoints_version FROM outbound_clients ORDER BY created_at, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter().map(OutboundClientRecord::try_from).collect()
+        let sql = format!("SELECT {OUTBOUND_COLUMNS} FROM outbound_clients ORDER BY created_at, id");
+        find_all::<OutboundRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![]).await
     }
 
     /// Replaces settings, and the sealed secret when `Some`.
@@ -195,42 +154,35 @@ impl Store {
     }
 
     pub async fn delete_outbound_client(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
-        self.delete_one("DELETE FROM outbound_clients WHERE id = $1", id, None, event).await
+        self.write_one(event, None, "DELETE FROM outbound_clients WHERE id = $1", params![id]).await
     }
 
     pub async fn create_connection(&self, c: ConnectionRecord, event: AuditEvent) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
-            exec(
-                &mut *tx,
-                "INSERT INTO connections (id, outbound_client_id, user_id, name, status, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
-                params![&c.id, &c.outbound_client_id, c.user_id, &c.name, &c.status, c.created_at],
-            )
-            .await
-            .map_err(conflict("a connection with this id"))?;
-            Ok(())
-        })
+        self.write_one(
+            event,
+            None,
+            "INSERT INTO connections (id, outbound_client_id, user_id, name, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+            params![&c.id, &c.outbound_client_id, c.user_id, &c.name, &c.status, c.created_at],
+        )
         .await
+        .map_err(conflict("a connection with this id"))
     }
 
     pub async fn connection(&self, id: &str) -> StoreResult<Option<ConnectionRecord>> {
         let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = $1");
-        let row: Option<ConnectionRow> =
-            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![id]?).fetch_optional(&self.pool).await?;
-        Ok(row.map(Into::into))
+        find::<ConnectionRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![id]).await
     }
 
     pub async fn connections_of(&self, user_id: UserId) -> StoreResult<Vec<ConnectionRecord>> {
         let sql = format!(
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE user_id = $1 ORDER BY created_at, id"
         );
-        let rows: Vec<ConnectionRow> =
-            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![user_id]?).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        find_all::<ConnectionRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![user_id]).await
     }
 
     pub async fn delete_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
-        self.delete_one("DELETE FROM connections WHERE id = $1", id, None, event).await
+        self.write_one(event, None, "DELETE FROM connections WHERE id = $1", params![id]).await
     }
 
     /// Takes the connection's lease until `until` (ms) if nobody holds one at
@@ -291,7 +243,7 @@ impl Store {
                 ],
             )
             .await?;
-                        Ok((stored > 0).then_some(()))
+            Ok((stored > 0).then_some(()))
         })
         .await
         .map(|stored| stored.is_some())
@@ -305,16 +257,14 @@ impl Store {
         detail: Option<&str>,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
-            exec(
-                &mut *tx,
-                "UPDATE connections SET status = $2, status_detail = $3, lease_until = NULL, updated_at = $4 WHERE id = $1",
-                params![id, status, detail, to_micros(now())],
-            )
-            .await?;
-            Ok(())
-        })
+        self.write_statement(
+            event,
+            None,
+            "UPDATE connections SET status = $2, status_detail = $3, lease_until = NULL, updated_at = $4 WHERE id = $1",
+            params![id, status, detail, to_micros(now())],
+        )
         .await
+        .map(drop)
     }
 
     /// Active connections whose access token expires before `expiring_before`
@@ -329,26 +279,25 @@ impl Store {
             "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
              AND (access_expires_at < $1 OR obtained_at < $2) ORDER BY access_expires_at LIMIT $3"
         );
-        let rows: Vec<ConnectionRow> =
-            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![expiring_before, idle_before, limit]?)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        find_all::<ConnectionRecord, _>(
+            &self.pool,
+            sqlx::AssertSqlSafe(sql),
+            params![expiring_before, idle_before, limit],
+        )
+        .await
     }
 
     /// Forgets the connection's tokens and marks it revoked.
     pub async fn revoke_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
-            exec(
-                &mut *tx,
-                "UPDATE connections SET status = 'revoked', status_detail = NULL, access_token = NULL, refresh_token = NULL, \
-                 obtained_at = NULL, access_expires_at = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1",
-                params![id, to_micros(now())],
-            )
-            .await?;
-            Ok(())
-        })
+        self.write_statement(
+            event,
+            None,
+            "UPDATE connections SET status = 'revoked', status_detail = NULL, access_token = NULL, refresh_token = NULL, \
+             obtained_at = NULL, access_expires_at = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1",
+            params![id, to_micros(now())],
+        )
         .await
+        .map(drop)
     }
 
     pub async fn release_connection_lease(&self, id: &str) -> StoreResult<()> {
@@ -381,14 +330,13 @@ impl Store {
         state_hash: &str,
         now: i64,
     ) -> StoreResult<Option<String>> {
-        let row: Option<(String,)> = sqlx::query_as_with(
+        Ok(sqlx::query_scalar_with(
             "SELECT connection_id FROM connection_authorizations WHERE state_hash = $1 AND used_at IS NULL \
              AND expires_at > $2",
             params![state_hash, now]?,
         )
         .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(id,)| id))
+        .await?)
     }
 
     /// Binds a pending authorization to a browser (once), if `user_id` is
@@ -400,23 +348,23 @@ impl Store {
         user_id: UserId,
         now: i64,
     ) -> StoreResult<BindOutcome> {
-        let row: Option<(String, Option<String>)> = sqlx::query_as_with(
+        let row = find::<(String, Option<String>), _>(
+            &self.pool,
             "UPDATE connection_authorizations SET browser_hash = $2 \
-             WHERE state_hash = $1 AND user_id = $3 AND browser_hash IS NULL AND used_at IS NULL \
-             AND expires_at > $4 RETURNING connection_id, code_verifier",
-            params![state_hash, browser_hash, user_id, now]?,
+                 WHERE state_hash = $1 AND user_id = $3 AND browser_hash IS NULL AND used_at IS NULL \
+                 AND expires_at > $4 RETURNING connection_id, code_verifier",
+            params![state_hash, browser_hash, user_id, now],
         )
-        .fetch_optional(&self.pool)
         .await?;
         if let Some((connection_id, sealed_verifier)) = row {
             return Ok(BindOutcome::Bound { connection_id, sealed_verifier });
         }
-        let other: Option<(i64,)> = sqlx::query_as_with(
+        let other = find::<(i64,), (i64,)>(
+            &self.pool,
             "SELECT user_id FROM connection_authorizations WHERE state_hash = $1 AND user_id <> $2 \
-             AND used_at IS NULL AND expires_at > $3",
-            params![state_hash, user_id, now]?,
+                 AND used_at IS NULL AND expires_at > $3",
+            params![state_hash, user_id, now],
         )
-        .fetch_optional(&self.pool)
         .await?;
         Ok(if other.is_some() { BindOutcome::OtherUser } else { BindOutcome::Unusable })
     }
@@ -431,14 +379,11 @@ impl Store {
         browser_hash: &str,
         now: i64,
     ) -> StoreResult<Option<(String, Option<String>)>> {
-        let row: Option<(String, Option<String>)> = sqlx::query_as_with(
-            "UPDATE connection_authorizations SET used_at = $2 \
+        find::<(String, Option<String>), _>(&self.pool, "UPDATE connection_authorizations SET used_at = $2 \
              WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2 AND user_id = $3 AND browser_hash = $4 \
              RETURNING connection_id, code_verifier",
-            params![state_hash, now, user_id, browser_hash]?,
+            params![state_hash, now, user_id, browser_hash],
         )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row)
+        .await
     }
 }

@@ -26,6 +26,19 @@ pub(super) struct SigningKeyRow {
     retire_after: Option<i64>,
 }
 
+impl From<SigningKeyRow> for StoredSigningKey {
+    fn from(r: SigningKeyRow) -> Self {
+        StoredSigningKey {
+            kid: r.kid,
+            alg: r.alg,
+            private_key: r.private_key,
+            active: r.active == Some(1),
+            created_at: r.created_at,
+            retire_after: r.retire_after,
+        }
+    }
+}
+
 impl Store {
     /// Returns the value stored under `name`, storing `value` first if there
     /// is none. Concurrent first starts agree on one value.
@@ -51,16 +64,10 @@ impl Store {
 
     /// Stores `value` under `name`, replacing what was there.
     pub async fn meta_put(&self, name: &str, value: &str, event: AuditEvent) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
-            exec(
-                &mut *tx,
+        self.write_one(event, None,
                 "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                params![name, value],
-            )
-            .await?;
-            Ok(())
-        })
-        .await
+params![name, value])
+.await
     }
 
     /// Deletes every meta record whose name starts with `prefix`, but `keep`.
@@ -78,24 +85,13 @@ impl Store {
 
     /// Signing keys still published (active, or retiring after `now`).
     pub async fn signing_keys(&self, now: i64) -> StoreResult<Vec<StoredSigningKey>> {
-        let rows: Vec<SigningKeyRow> = sqlx::query_as_with(
+        find_all::<SigningKeyRow, _>(
+            &self.pool,
             "SELECT kid, alg, private_key, active, created_at, retire_after FROM signing_keys \
              WHERE active = 1 OR retire_after > $1 ORDER BY created_at DESC",
-            params![now]?,
+            params![now],
         )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| StoredSigningKey {
-                kid: r.kid,
-                alg: r.alg,
-                private_key: r.private_key,
-                active: r.active == Some(1),
-                created_at: r.created_at,
-                retire_after: r.retire_after,
-            })
-            .collect())
+        .await
     }
 
     /// Adds `key` as the active key. With `retire_current_after`, the current

@@ -4,7 +4,7 @@ use super::*;
 use crate::domain::audit::AuditEvent;
 use crate::domain::client::M2mClient;
 use crate::domain::{Role, from_micros, now, to_micros};
-use sqlx::FromRow;
+use sqlx::{AnyConnection, FromRow};
 
 pub struct NewM2mClient {
     pub client_id: String,
@@ -77,6 +77,12 @@ impl TryFrom<M2mClientRow> for M2mClientRecord {
     }
 }
 
+/// The client a write `… RETURNING {M2M_COLUMNS}` returned; `NotFound` if none.
+async fn returned_client(conn: &mut AnyConnection, sql: String, params: Params) -> StoreResult<M2mClient> {
+    let record = find::<M2mClientRow, M2mClientRecord>(conn, sqlx::AssertSqlSafe(sql), params).await?;
+    Ok(record.ok_or(StoreError::NotFound)?.client)
+}
+
 impl Store {
     pub async fn create_m2m_client(&self, client: NewM2mClient, event: AuditEvent) -> StoreResult<M2mClient> {
         self.write(event, None, async |tx, _| {
@@ -85,37 +91,30 @@ impl Store {
                 "INSERT INTO m2m_clients (client_id, name, role, access_token_duration, secret_hash, created_at, \
                  updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {M2M_COLUMNS}"
             );
-            let row: M2mClientRow = sqlx::query_as_with(
-                sqlx::AssertSqlSafe(sql),
-                params![
-                    &client.client_id,
-                    &client.name,
-                    client.role.as_str(),
-                    client.access_token_duration,
-                    &client.secret_hash,
-                    at,
-                ]?,
-            )
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(conflict("a client with this id"))?;
-            Ok(M2mClientRecord::try_from(row)?.client)
+            let params = params![
+                &client.client_id,
+                &client.name,
+                client.role.as_str(),
+                client.access_token_duration,
+                &client.secret_hash,
+                at,
+            ];
+            returned_client(tx, sql, params).await.map_err(conflict("a client with this id"))
         })
         .await
     }
 
     pub async fn m2m_client(&self, client_id: &str) -> StoreResult<Option<M2mClientRecord>> {
         let sql = format!("SELECT {M2M_COLUMNS} FROM m2m_clients WHERE client_id = $1");
-        let row: Option<M2mClientRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![client_id]?)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(M2mClientRecord::try_from).transpose()
+        find::<M2mClientRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![client_id]).await
     }
 
     pub async fn list_m2m_clients(&self) -> StoreResult<Vec<M2mClient>> {
         let sql = format!("SELECT {M2M_COLUMNS} FROM m2m_clients ORDER BY created_at, client_id");
-        let rows: Vec<M2mClientRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-        rows.into_iter().map(|r| Ok(M2mClientRecord::try_from(r)?.client)).collect()
+        let records =
+            find_all::<M2mClientRow, M2mClientRecord>(&self.pool, sqlx::AssertSqlSafe(sql), params![])
+                .await?;
+        Ok(records.into_iter().map(|r| r.client).collect())
     }
 
     pub async fn update_m2m_client(
@@ -133,23 +132,17 @@ impl Store {
                  is_service = COALESCE($7, is_service), updated_at = $6 WHERE client_id = $1 \
                  RETURNING {M2M_COLUMNS}"
             );
-            let row: M2mClientRow = sqlx::query_as_with(
-                sqlx::AssertSqlSafe(sql),
-                params![
-                    client_id,
-                    update.name,
-                    update.role.map(Role::as_str),
-                    update.access_token_duration,
-                    update.disabled.map(i64::from),
-                    to_micros(now()),
-                    update.is_service.map(i64::from),
-                    now().unix_timestamp(),
-                ]?,
-            )
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            Ok(M2mClientRecord::try_from(row)?.client)
+            let params = params![
+                client_id,
+                update.name,
+                update.role.map(Role::as_str),
+                update.access_token_duration,
+                update.disabled.map(i64::from),
+                to_micros(now()),
+                update.is_service.map(i64::from),
+                now().unix_timestamp(),
+            ];
+            returned_client(tx, sql, params).await
         })
         .await
     }
@@ -183,14 +176,7 @@ impl Store {
                  secret_hash = $2, secret_rotated_at = $4, updated_at = $4 WHERE client_id = $1 \
                  RETURNING {M2M_COLUMNS}"
             );
-            let row: M2mClientRow = sqlx::query_as_with(
-                sqlx::AssertSqlSafe(sql),
-                params![client_id, secret_hash, previous_expires_at, at]?,
-            )
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-            Ok(M2mClientRecord::try_from(row)?.client)
+            returned_client(tx, sql, params![client_id, secret_hash, previous_expires_at, at]).await
         })
         .await
     }

@@ -1,6 +1,6 @@
 //! Storage: one interface ([`Store`]) over SQLite and PostgreSQL, kept per
 //! aggregate: each file below holds one concept's records and its SQL
-//! (`users.rs`, `api_tokens.rs`, `m2m_clients.rs`, `delegated.rs`,
+//! (`users.rs`, `api_tokens.rs`, `m2m_clients.rs`, `delegated.rs`, `grants.rs`,
 //! `keys.rs`, `settings.rs`, `audit.rs`, `connections.rs`, `vault.rs`,
 //! `throttle.rs`, `registration.rs`, `resources.rs`, `sessions.rs`, `sso.rs`), all of them inherent methods of the one [`Store`].
 //!
@@ -29,6 +29,7 @@ mod api_tokens;
 mod audit;
 mod connections;
 mod delegated;
+mod grants;
 mod keys;
 mod m2m_clients;
 mod registration;
@@ -44,6 +45,7 @@ pub use api_tokens::*;
 pub use audit::*;
 pub use connections::*;
 pub use delegated::*;
+pub use grants::*;
 pub use keys::*;
 pub use m2m_clients::*;
 pub use sessions::*;
@@ -80,6 +82,13 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// For rows read as they are stored (`TryFrom<T> for T` cannot fail).
+impl From<std::convert::Infallible> for StoreError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -172,6 +181,33 @@ async fn exec_one<'c>(
     if exec(executor, sql, params).await? == 0 { Err(StoreError::NotFound) } else { Ok(()) }
 }
 
+/// A type a statement's rows are read as (`#[derive(FromRow)]`, a tuple).
+trait Row: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin {}
+impl<R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin> Row for R {}
+
+/// What a row of type `R` becomes for the layers above (or `R` itself).
+trait Record<R>: TryFrom<R, Error: Into<StoreError>> {}
+impl<R, T: TryFrom<R, Error: Into<StoreError>>> Record<R> for T {}
+
+/// Every row `sql` finds, as records.
+async fn find_all<'c, R: Row, T: Record<R>>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    sql: impl sqlx::SqlSafeStr,
+    params: Params,
+) -> StoreResult<Vec<T>> {
+    let rows: Vec<R> = sqlx::query_as_with(sql, params?).fetch_all(executor).await?;
+    rows.into_iter().map(|row| T::try_from(row).map_err(Into::into)).collect()
+}
+
+/// The row `sql` finds by a unique key (or a write's `RETURNING`), if any.
+async fn find<'c, R: Row, T: Record<R>>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    sql: impl sqlx::SqlSafeStr,
+    params: Params,
+) -> StoreResult<Option<T>> {
+    Ok(find_all::<R, T>(executor, sql, params).await?.into_iter().next())
+}
+
 /// `Conflict(what)` for a unique violation, any other error as it is.
 fn conflict<E: Into<StoreError>>(what: &'static str) -> impl Fn(E) -> StoreError {
     move |e| match e.into() {
@@ -255,20 +291,28 @@ impl Store {
         })
     }
 
-    /// Runs `sql` (a DELETE of one row by `$1`) with its audit event in one
-    /// transaction; `NotFound` when it deleted nothing.
-    async fn delete_one(
+    /// A write of one statement (see [`Store::write`]); how many rows it
+    /// touched.
+    async fn write_statement(
         &self,
-        sql: &'static str,
-        key: &str,
-        announce: Option<&str>,
         event: AuditEvent,
+        announce: Option<&str>,
+        sql: impl sqlx::SqlSafeStr,
+        params: Params,
+    ) -> StoreResult<u64> {
+        self.write(event, announce, async |tx, _| exec(&mut *tx, sql, params).await).await
+    }
+
+    /// A write of one statement that must touch a row: `NotFound` when it
+    /// touched none.
+    async fn write_one(
+        &self,
+        event: AuditEvent,
+        announce: Option<&str>,
+        sql: impl sqlx::SqlSafeStr,
+        params: Params,
     ) -> StoreResult<()> {
-        self.write(event, announce, async |tx, _| {
-            exec_one(&mut *tx, sql, params![key]).await?;
-            Ok(())
-        })
-        .await
+        self.write(event, announce, async |tx, _| exec_one(&mut *tx, sql, params).await).await
     }
 
     /// The one shape of a write: in a write transaction, `change` runs (and

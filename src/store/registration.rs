@@ -90,18 +90,15 @@ impl Store {
         uses: i64,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
-            exec(
-                &mut *tx,
-                "INSERT INTO initial_access_tokens (token_hash, name, created_at, expires_at, uses_left) \
-                 VALUES ($1, $2, $3, $4, $5)",
-                params![token_hash, name, created_at, expires_at, uses],
-            )
-            .await
-            .map_err(conflict("an initial access token with this hash"))?;
-            Ok(())
-        })
+        self.write_one(
+            event,
+            None,
+            "INSERT INTO initial_access_tokens (token_hash, name, created_at, expires_at, uses_left) \
+             VALUES ($1, $2, $3, $4, $5)",
+            params![token_hash, name, created_at, expires_at, uses],
+        )
         .await
+        .map_err(conflict("an initial access token with this hash"))
     }
 
     /// Uses up one use of an initial access token if it is unexpired and

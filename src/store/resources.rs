@@ -38,10 +38,6 @@ impl TryFrom<ResourceRow> for ProtectedResource {
     }
 }
 
-fn rows(rows: Vec<ResourceRow>) -> StoreResult<Vec<ProtectedResource>> {
-    rows.into_iter().map(ProtectedResource::try_from).collect()
-}
-
 impl Store {
     /// Creates resource `r.name`, or replaces it (`replace`); `Conflict` when
     /// another resource has its indicator.
@@ -83,14 +79,12 @@ impl Store {
 
     pub async fn resource(&self, name: &str) -> StoreResult<Option<ProtectedResource>> {
         let sql = format!("SELECT {RESOURCE_COLUMNS} FROM protected_resources WHERE name = $1");
-        let row: Option<ResourceRow> =
-            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![name]?).fetch_optional(&self.pool).await?;
-        row.map(ProtectedResource::try_from).transpose()
+        find::<ResourceRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![name]).await
     }
 
     pub async fn resources(&self) -> StoreResult<Vec<ProtectedResource>> {
         let sql = format!("SELECT {RESOURCE_COLUMNS} FROM protected_resources ORDER BY name");
-        rows(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?)
+        find_all::<ResourceRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![]).await
     }
 
     /// The declared resources among `indicators` (normalized).
@@ -98,17 +92,14 @@ impl Store {
         let mut found = Vec::new();
         for indicator in indicators {
             let sql = format!("SELECT {RESOURCE_COLUMNS} FROM protected_resources WHERE resource = $1");
-            let row: Option<ResourceRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![indicator]?)
-                .fetch_optional(&self.pool)
-                .await?;
-            if let Some(row) = row {
-                found.push(row.try_into()?);
-            }
+            found.extend(
+                find::<ResourceRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![indicator]).await?,
+            );
         }
         Ok(found)
     }
 
     pub async fn delete_resource(&self, name: &str, event: AuditEvent) -> StoreResult<()> {
-        self.delete_one("DELETE FROM protected_resources WHERE name = $1", name, None, event).await
+        self.write_one(event, None, "DELETE FROM protected_resources WHERE name = $1", params![name]).await
     }
 }

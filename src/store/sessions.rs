@@ -37,6 +37,17 @@ struct SessionUserRow {
     last_seen_at: i64,
 }
 
+impl TryFrom<SessionUserRow> for SessionFound {
+    type Error = StoreError;
+    fn try_from(r: SessionUserRow) -> StoreResult<Self> {
+        Ok(SessionFound {
+            user: r.user.try_into()?,
+            must_change_password: r.must_change_password != 0,
+            last_seen_at: r.last_seen_at,
+        })
+    }
+}
+
 const SESSION_COLUMNS: &str = "id_hash, user_id, created_at, expires_at, COALESCE(last_seen_at, created_at) AS last_seen_at, method, client_addr";
 
 impl Store {
@@ -72,18 +83,8 @@ impl Store {
              WHERE s.id_hash = $1 AND s.expires_at > $2 AND COALESCE(s.last_seen_at, s.created_at) > $3 \
              AND u.disabled_at IS NULL"
         );
-        let row: Option<SessionUserRow> =
-            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![id_hash, now, idle_since]?)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| {
-            Ok(SessionFound {
-                user: r.user.try_into()?,
-                must_change_password: r.must_change_password != 0,
-                last_seen_at: r.last_seen_at,
-            })
-        })
-        .transpose()
+        find::<SessionUserRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![id_hash, now, idle_since])
+            .await
     }
 
     /// Records that a session was seen at `now`.
@@ -103,21 +104,17 @@ impl Store {
             "SELECT {SESSION_COLUMNS} FROM user_sessions WHERE user_id = $1 AND expires_at > $2 \
              ORDER BY created_at DESC LIMIT 100"
         );
-        Ok(sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![user_id, now]?)
-            .fetch_all(&self.pool)
-            .await?)
+        find_all::<SessionRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![user_id, now]).await
     }
 
     /// Ends one of `user_id`'s sign-ins; `NotFound` when it has no such one.
     pub async fn end_session_of(&self, user_id: UserId, id_hash: &str, event: AuditEvent) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
-            exec_one(
-                &mut *tx,
-                "DELETE FROM user_sessions WHERE id_hash = $1 AND user_id = $2",
-                params![id_hash, user_id],
-            )
-            .await
-        })
+        self.write_one(
+            event,
+            None,
+            "DELETE FROM user_sessions WHERE id_hash = $1 AND user_id = $2",
+            params![id_hash, user_id],
+        )
         .await
     }
 }

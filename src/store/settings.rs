@@ -31,10 +31,7 @@ impl Store {
     }
 
     pub async fn delete_setting(&self, key: &str, event: AuditEvent) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
-            exec(&mut *tx, "DELETE FROM settings WHERE key = $1", params![key]).await?;
-            Ok(())
-        })
-        .await
+        let deleted = self.write_statement(event, None, "DELETE FROM settings WHERE key = $1", params![key]);
+        deleted.await.map(drop)
     }
 }

@@ -17,11 +17,13 @@ pub struct SsoProviderRecord {
 
 type ProviderRow = (String, Option<String>, i64, i64);
 
-fn record(row: ProviderRow) -> StoreResult<SsoProviderRecord> {
-    let (settings, sealed_client_secret, created_at, updated_at) = row;
-    let provider = serde_json::from_str(&settings)
-        .map_err(|e| StoreError::Corrupt(format!("an SSO provider's settings do not parse: {e}")))?;
-    Ok(SsoProviderRecord { provider, sealed_client_secret, created_at, updated_at })
+impl TryFrom<ProviderRow> for SsoProviderRecord {
+    type Error = StoreError;
+    fn try_from((settings, sealed_client_secret, created_at, updated_at): ProviderRow) -> StoreResult<Self> {
+        let provider = serde_json::from_str(&settings)
+            .map_err(|e| StoreError::Corrupt(format!("an SSO provider's settings do not parse: {e}")))?;
+        Ok(SsoProviderRecord { provider, sealed_client_secret, created_at, updated_at })
+    }
 }
 
 const PROVIDER_COLUMNS: &str = "settings, sealed_client_secret, created_at, updated_at";
@@ -52,15 +54,12 @@ impl Store {
 
     pub async fn sso_provider(&self, id: &str) -> StoreResult<Option<SsoProviderRecord>> {
         let sql = format!("SELECT {PROVIDER_COLUMNS} FROM sso_providers WHERE id = $1");
-        let row: Option<ProviderRow> =
-            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![id]?).fetch_optional(&self.pool).await?;
-        row.map(record).transpose()
+        find::<ProviderRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![id]).await
     }
 
     pub async fn sso_providers(&self) -> StoreResult<Vec<SsoProviderRecord>> {
         let sql = format!("SELECT {PROVIDER_COLUMNS} FROM sso_providers ORDER BY id");
-        let rows: Vec<ProviderRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-        rows.into_iter().map(record).collect()
+        find_all::<ProviderRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![]).await
     }
 
     /// Deletes a provider and its links (its users stay, without a way in

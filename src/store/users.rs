@@ -67,6 +67,13 @@ pub(super) struct UserCredentialRow {
     password_hash: Option<String>,
 }
 
+impl TryFrom<UserCredentialRow> for (User, Option<String>) {
+    type Error = StoreError;
+    fn try_from(r: UserCredentialRow) -> StoreResult<Self> {
+        Ok((r.user.try_into()?, r.password_hash))
+    }
+}
+
 /// Ends everything a user is signed in with: browser sessions, refresh and
 /// API access tokens, delegated grants (with their access tokens) and
 /// authorization codes not redeemed yet.
@@ -162,27 +169,19 @@ impl Store {
 
     pub async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        let row: Option<UserRow> =
-            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![id]?).fetch_optional(&self.pool).await?;
-        row.map(User::try_from).transpose()
+        find::<UserRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![id]).await
     }
 
     /// A user by (case-insensitive) username, with the password hash.
     pub async fn user_credentials(&self, username: &str) -> StoreResult<Option<(User, Option<String>)>> {
         let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = $1");
-        let row: Option<UserCredentialRow> =
-            sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![username_key(username)]?)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| Ok((User::try_from(r.user)?, r.password_hash))).transpose()
+        find::<UserCredentialRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![username_key(username)])
+            .await
     }
 
     pub async fn list_users(&self, limit: i64, offset: i64) -> StoreResult<Vec<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT $1 OFFSET $2");
-        let rows: Vec<UserRow> = sqlx::query_as_with(sqlx::AssertSqlSafe(sql), params![limit, offset]?)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(User::try_from).collect()
+        find_all::<UserRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![limit, offset]).await
     }
 
     pub async fn update_user(&self, id: UserId, update: UserUpdate, event: AuditEvent) -> StoreResult<User> {
@@ -191,14 +190,8 @@ impl Store {
         self.write(event, Some(REVOCATIONS), async |tx, _| {
             let admins = self.lock_active_admins(tx).await?;
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-            let current: User = sqlx::query_as_with::<_, UserRow, _>(
-                sqlx::AssertSqlSafe(sql),
-                params![id]?,
-            )
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?
-                .try_into()?;
+            let current: User =
+                find::<UserRow, _>(&mut *tx, sqlx::AssertSqlSafe(sql), params![id]).await?.ok_or(StoreError::NotFound)?;
             let stays_active_admin = update.role.unwrap_or(current.role) == Role::ServerAdmin
                 && !update.disabled.unwrap_or(current.disabled);
             if admins == [id] && !stays_active_admin {
@@ -212,24 +205,20 @@ impl Store {
                  disabled_at = CASE WHEN $4 = 1 THEN COALESCE(disabled_at, $5) WHEN $4 = 0 THEN NULL ELSE disabled_at END, \
                  updated_at = $5 WHERE id = $1 AND ($6 IS NULL OR password_hash = $6) RETURNING {USER_COLUMNS}"
             );
-            let row: UserRow = sqlx::query_as_with(
-                sqlx::AssertSqlSafe(sql),
-                params![
-                    id,
-                    update.role.map(Role::as_str),
-                    update.password_hash,
-                    update.disabled.map(i64::from),
-                    at,
-                    update.replaces_password_hash,
-                ]?,
-            )
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+            let params = params![
+                id,
+                update.role.map(Role::as_str),
+                update.password_hash,
+                update.disabled.map(i64::from),
+                at,
+                update.replaces_password_hash,
+            ];
+            let updated: User =
+                find::<UserRow, _>(&mut *tx, sqlx::AssertSqlSafe(sql), params).await?.ok_or(StoreError::NotFound)?;
             if update.end_credentials {
                 end_user_credentials_in(tx, id, at).await?;
             }
-            row.try_into()
+            Ok(updated)
         })
         .await
     }
@@ -258,7 +247,6 @@ impl Store {
         let sql = format!(
             "SELECT id FROM users WHERE role = 'server_admin' AND disabled_at IS NULL ORDER BY id{lock}"
         );
-        let rows: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *tx).await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *tx).await?)
     }
 }

@@ -2,50 +2,33 @@
 
 use super::*;
 use crate::domain::audit::AuditEvent;
+use crate::domain::vault::DataProduct;
 use crate::domain::{now, to_micros};
 use sqlx::{AnyConnection, FromRow};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct CredentialRecord {
     pub principal: String,
     pub dp_id: String,
     pub state: String,
     pub username: String,
+    #[sqlx(rename = "password")]
     pub sealed_password: String,
     pub updated_at: i64,
 }
 
-#[derive(FromRow)]
-pub(super) struct CredentialRow {
-    principal: String,
-    dp_id: String,
-    state: String,
-    username: String,
-    password: String,
-    updated_at: i64,
-}
+const CREDENTIAL_COLUMNS: &str = "principal, dp_id, state, username, password, updated_at";
 
-impl From<CredentialRow> for CredentialRecord {
-    fn from(r: CredentialRow) -> Self {
-        CredentialRecord {
-            principal: r.principal,
-            dp_id: r.dp_id,
-            state: r.state,
-            username: r.username,
-            sealed_password: r.password,
-            updated_at: r.updated_at,
-        }
+/// `(dp_id, name, warehouse)` as stored.
+type DataProductRow = (String, String, String);
+
+impl TryFrom<DataProductRow> for DataProduct {
+    type Error = StoreError;
+    fn try_from((dp_id, name, warehouse): DataProductRow) -> StoreResult<Self> {
+        let warehouse = serde_json::from_str(&warehouse)
+            .map_err(|e| StoreError::Corrupt(format!("data product {dp_id} has a bad warehouse: {e}")))?;
+        Ok(DataProduct { dp_id, name, warehouse })
     }
-}
-
-pub(super) fn data_product_from(
-    dp_id: String,
-    name: String,
-    warehouse: &str,
-) -> StoreResult<crate::domain::vault::DataProduct> {
-    let warehouse = serde_json::from_str(warehouse)
-        .map_err(|e| StoreError::Corrupt(format!("data product {dp_id} has a bad warehouse: {e}")))?;
-    Ok(crate::domain::vault::DataProduct { dp_id, name, warehouse })
 }
 
 /// A deleted principal's warehouse credentials go with it.
@@ -84,64 +67,45 @@ impl Store {
         .await
     }
 
-    pub async fn data_product(&self, dp_id: &str) -> StoreResult<Option<crate::domain::vault::DataProduct>> {
-        let row: Option<(String, String, String)> = sqlx::query_as_with(
-            "SELECT dp_id, name, warehouse FROM data_products WHERE dp_id = $1",
-            params![dp_id]?,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|(id, name, w)| data_product_from(id, name, &w)).transpose()
+    pub async fn data_product(&self, dp_id: &str) -> StoreResult<Option<DataProduct>> {
+        let sql = "SELECT dp_id, name, warehouse FROM data_products WHERE dp_id = $1";
+        find::<DataProductRow, _>(&self.pool, sql, params![dp_id]).await
     }
 
-    pub async fn data_products(&self) -> StoreResult<Vec<crate::domain::vault::DataProduct>> {
-        let rows: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT dp_id, name, warehouse FROM data_products ORDER BY dp_id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter().map(|(id, name, w)| data_product_from(id, name, &w)).collect()
+    pub async fn data_products(&self) -> StoreResult<Vec<DataProduct>> {
+        let sql = "SELECT dp_id, name, warehouse FROM data_products ORDER BY dp_id";
+        find_all::<DataProductRow, _>(&self.pool, sql, params![]).await
     }
 
     pub async fn delete_data_product(&self, dp_id: &str, event: AuditEvent) -> StoreResult<()> {
-        self.delete_one("DELETE FROM data_products WHERE dp_id = $1", dp_id, None, event).await
+        self.write_one(event, None, "DELETE FROM data_products WHERE dp_id = $1", params![dp_id]).await
     }
 
     /// Stores credentials, replacing the principal's earlier ones for the product.
     pub async fn put_credentials(&self, c: &CredentialRecord, event: AuditEvent) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
-            exec(
-                &mut *tx,
-                "INSERT INTO warehouse_credentials (principal, dp_id, state, username, password, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (principal, dp_id) DO UPDATE SET state = excluded.state, \
-                 username = excluded.username, password = excluded.password, updated_at = excluded.updated_at",
-                params![&c.principal, &c.dp_id, &c.state, &c.username, &c.sealed_password, c.updated_at],
-            )
-            .await?;
-            Ok(())
-        })
+        self.write_one(
+            event,
+            None,
+            "INSERT INTO warehouse_credentials (principal, dp_id, state, username, password, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (principal, dp_id) DO UPDATE SET state = excluded.state, \
+             username = excluded.username, password = excluded.password, updated_at = excluded.updated_at",
+            params![&c.principal, &c.dp_id, &c.state, &c.username, &c.sealed_password, c.updated_at],
+        )
         .await
     }
 
     pub async fn credentials(&self, principal: &str, dp_id: &str) -> StoreResult<Option<CredentialRecord>> {
-        let row: Option<CredentialRow> = sqlx::query_as_with(
-            "SELECT principal, dp_id, state, username, password, updated_at FROM warehouse_credentials \
-             WHERE principal = $1 AND dp_id = $2",
-            params![principal, dp_id]?,
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(Into::into))
+        let sql = format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM warehouse_credentials WHERE principal = $1 AND dp_id = $2"
+        );
+        find::<CredentialRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![principal, dp_id]).await
     }
 
     pub async fn credentials_of(&self, principal: &str) -> StoreResult<Vec<CredentialRecord>> {
-        let rows: Vec<CredentialRow> = sqlx::query_as_with(
-            "SELECT principal, dp_id, state, username, password, updated_at FROM warehouse_credentials \
-             WHERE principal = $1 ORDER BY dp_id",
-            params![principal]?,
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        let sql = format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM warehouse_credentials WHERE principal = $1 ORDER BY dp_id"
+        );
+        find_all::<CredentialRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![principal]).await
     }
 
     pub async fn delete_credentials(
@@ -150,14 +114,12 @@ impl Store {
         dp_id: &str,
         event: AuditEvent,
     ) -> StoreResult<()> {
-        self.write(event, None, async |tx, _| {
-            exec_one(
-                &mut *tx,
-                "DELETE FROM warehouse_credentials WHERE principal = $1 AND dp_id = $2",
-                params![principal, dp_id],
-            )
-            .await
-        })
+        self.write_one(
+            event,
+            None,
+            "DELETE FROM warehouse_credentials WHERE principal = $1 AND dp_id = $2",
+            params![principal, dp_id],
+        )
         .await
     }
 }
