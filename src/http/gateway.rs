@@ -43,6 +43,25 @@ const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
     "retry-after",
 ];
 
+/// The largest request body passed on. Bodies are streamed, never held, so
+/// this bounds what an upstream must accept, not keyward's memory.
+pub const GATEWAY_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// `stream`, failing once more than `max` bytes came through.
+fn capped(
+    stream: impl futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + 'static,
+    max: usize,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    use futures_util::StreamExt;
+    stream.scan(0usize, move |seen, chunk| {
+        let chunk = chunk.map_err(std::io::Error::other).and_then(|c| {
+            *seen += c.len();
+            if *seen > max { Err(std::io::Error::other("the body is too large")) } else { Ok(c) }
+        });
+        std::future::ready(Some(chunk))
+    })
+}
+
 /// The identity headers keyward sets; a caller's own are dropped.
 const IDENTITY_HEADER_PREFIX: &str = "x-keyward-";
 
@@ -156,12 +175,15 @@ pub async fn forward(State(app): AppState, request: axum::extract::Request) -> R
         Ok(t) => t,
         Err(why) => return ApiError::bad_request(why).into_response(),
     };
-    let body = match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large").into_response();
-        }
-    };
+    // A declared length over the cap is refused before the upstream is
+    // called; an undeclared one is cut off there (the upstream sees the
+    // request fail).
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > GATEWAY_MAX_BODY_BYTES as u64) {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large").into_response();
+    }
+    let body = reqwest::Body::wrap_stream(capped(body.into_data_stream(), GATEWAY_MAX_BODY_BYTES));
     let Ok(method) = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()) else {
         return ApiError::bad_request("unsupported method").into_response();
     };

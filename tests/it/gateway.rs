@@ -14,6 +14,7 @@ use std::time::Duration;
 on_both_backends!(
     resources_admin_api,
     the_gateway_checks_tokens_and_hides_them,
+    request_bodies_stream_to_the_upstream,
     scopes_fit_the_audience,
     the_token_endpoint_never_widens_the_resource,
 );
@@ -60,6 +61,34 @@ async fn upstream() -> (String, Seen) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("http://{addr}/mcp"), seen)
+}
+
+/// An upstream that says (through the returned receiver) when the first
+/// part of a request's body reached it, then reads the rest and answers
+/// its length.
+async fn upload_upstream() -> (String, tokio::sync::mpsc::Receiver<()>) {
+    use axum::routing::post;
+    use futures_util::StreamExt;
+    let (first_part, told) = tokio::sync::mpsc::channel(1);
+    let upload = move |body: axum::body::Body| {
+        let first_part = first_part.clone();
+        async move {
+            let mut stream = body.into_data_stream();
+            let mut length = 0;
+            while let Some(chunk) = stream.next().await {
+                if length == 0 {
+                    let _ = first_part.send(()).await;
+                }
+                length += chunk.map(|c| c.len()).unwrap_or(0);
+            }
+            length.to_string()
+        }
+    };
+    let app = axum::Router::new().route("/mcp", post(upload));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/mcp"), told)
 }
 
 impl TestServer {
@@ -339,6 +368,41 @@ async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
     while let Some(r) = all.join_next().await {
         assert_eq!(r.unwrap().unwrap().status(), 200);
     }
+}
+
+/// A request's body reaches the upstream as it is sent: the second part is
+/// sent only once the upstream has the first, which a gateway that read
+/// the whole body first would never pass on.
+async fn request_bodies_stream_to_the_upstream(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let (upstream_url, mut first_part_arrived) = upload_upstream().await;
+    s.declare(demo(&upstream_url)).await;
+    let gateway = s.url("/r/demo");
+    let (id, secret) = s.m2m_client("viewer", 3600).await;
+    let token = json_with_status(m2m_token(&s, &id, &secret, &gateway, None).await, 200).await;
+    let token = token["access_token"].as_str().unwrap().to_string();
+
+    let (parts, sent) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(sent, |mut sent| async move {
+        sent.recv().await.map(|part| (part, sent))
+    }));
+    let request = tokio::spawn(s.http.post(&gateway).bearer_auth(&token).body(body).send());
+    parts.send(Ok(vec![b'a'; 1000])).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), first_part_arrived.recv())
+        .await
+        .expect("the first part of the body was held back")
+        .unwrap();
+    parts.send(Ok(vec![b'b'; 500])).await.unwrap();
+    drop(parts);
+    let answer = request.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "1500");
+
+    // A stream that goes on past the cap is cut off, and nothing more of
+    // it is passed on; the caller gets no success.
+    let endless = futures_util::stream::repeat_with(|| Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024]));
+    let r = s.http.post(&gateway).bearer_auth(&token).body(reqwest::Body::wrap_stream(endless)).send().await;
+    assert!(r.map(|r| !r.status().is_success()).unwrap_or(true));
 }
 
 async fn scopes_fit_the_audience(backend: Backend) {
