@@ -72,9 +72,11 @@ impl DocumentCache {
 }
 
 impl App {
-    /// Whether URL client ids are accepted (and advertised).
+    /// Whether URL client ids are accepted (and advertised): they are
+    /// public clients, so never while those are off.
     pub async fn metadata_documents_enabled(&self) -> bool {
         self.setting(CLIENT_METADATA_DOCUMENTS).await.map(|s| s.as_bool()).unwrap_or(false)
+            && self.public_clients_allowed().await
     }
 
     /// The client a metadata document URL describes, fetched or cached.

@@ -14,7 +14,7 @@ use crate::domain::delegated::{
 use crate::domain::oauth::{OAuthError, OAuthErrorCode, OFFLINE_ACCESS, normalize_resource, parse_scope};
 use crate::domain::registration::Registration;
 use crate::domain::settings::{
-    DYNAMIC_CODE_QUOTA, DYNAMIC_GRANT_QUOTA, REFRESH_REUSE_GRACE, ROTATE_CONFIDENTIAL_REFRESH,
+    DYNAMIC_CODE_QUOTA, DYNAMIC_GRANT_QUOTA, PUBLIC_CLIENTS, REFRESH_REUSE_GRACE, ROTATE_CONFIDENTIAL_REFRESH,
 };
 use crate::domain::{Actor, User, now, to_micros};
 use crate::store::{
@@ -30,6 +30,10 @@ pub const CODE_LIFETIME_SECONDS: i64 = 60;
 const NAME_MAX: usize = 200;
 /// Every delegated client id starts so (M2M ones with `m2m_`).
 pub const DELEGATED_CLIENT_PREFIX: &str = "oac_";
+
+/// Why a public client is refused while `keyward.oauth.public_clients` is off.
+pub const PUBLIC_CLIENTS_OFF: &str =
+    "public clients are turned off on this server (keyward.oauth.public_clients); use a confidential client";
 
 /// A registration or replacement, as the API receives it.
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +147,12 @@ impl App {
         Ok((uris, pkce))
     }
 
+    /// Whether public delegated clients may be registered and used
+    /// (`keyward.oauth.public_clients`).
+    pub async fn public_clients_allowed(&self) -> bool {
+        self.setting(PUBLIC_CLIENTS).await.map(|s| s.as_bool()).unwrap_or(true)
+    }
+
     /// Registers a client; the secret (confidential clients only) is shown this once.
     pub async fn register_oauth_client(
         &self,
@@ -150,6 +160,9 @@ impl App {
         r: ClientRegistration,
     ) -> Result<(DelegatedClient, Option<String>), AppError> {
         let (redirect_uris, pkce_enabled) = self.validate_registration(&r)?;
+        if r.grant_type == ClientType::Public && !self.public_clients_allowed().await {
+            return Err(AppError::Invalid(PUBLIC_CLIENTS_OFF.into()));
+        }
         let client_id = new_delegated_client_id();
         let secret = (r.grant_type == ClientType::Confidential).then(|| new_secret(SecretKind::ClientSecret));
         let event = AuditEvent::success(actor, "oauth_client.created", format!("oauth_client:{client_id}"))
@@ -255,6 +268,9 @@ impl App {
                 }
             }
         };
+        if client.grant_type == ClientType::Public && !self.public_clients_allowed().await {
+            return Err(AuthorizeError::Page(PUBLIC_CLIENTS_OFF.into()));
+        }
         let redirect_uri = match p.redirect_uri.as_deref() {
             Some(requested) => match client.matching_redirect_uri(requested) {
                 Some(_) if url::Url::parse(requested).is_ok() => requested.to_string(),
@@ -486,6 +502,9 @@ impl App {
         })?;
         let record = record.ok_or_else(failed)?;
         match (record.client.grant_type, secret, record.secret_hash.as_deref()) {
+            (ClientType::Public, None, _) if !self.public_clients_allowed().await => {
+                Err(OAuthError::new(OAuthErrorCode::InvalidClient, PUBLIC_CLIENTS_OFF))
+            }
             (ClientType::Public, None, _) => Ok(record.client),
             (ClientType::Public, Some(_), _) => Err(OAuthError::new(
                 OAuthErrorCode::InvalidClient,

@@ -68,7 +68,13 @@ impl DynamicClient {
 impl App {
     async fn accepted(&self, meta: ClientMetadata) -> Result<RegisteredMetadata, RegistrationFailure> {
         let trusted = self.setting(DYNAMIC_TRUSTED_HOSTS).await?.as_hosts();
-        accept_metadata(meta, &trusted).map_err(RegistrationFailure::Metadata)
+        let accepted = accept_metadata(meta, &trusted).map_err(RegistrationFailure::Metadata)?;
+        if accepted.client_type() == ClientType::Public && !self.public_clients_allowed().await {
+            return Err(RegistrationFailure::Metadata(RegistrationError::InvalidClientMetadata(
+                super::delegated::PUBLIC_CLIENTS_OFF.into(),
+            )));
+        }
+        Ok(accepted)
     }
 
     /// RFC 7591 §3.1: registers a client that asked for itself, within the

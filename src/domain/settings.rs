@@ -42,6 +42,7 @@ pub const CONNECTION_SWEEP_INTERVAL: &str = "keyward.connections.sweep_interval"
 pub const CONNECTION_KEEP_ALIVE: &str = "keyward.connections.refresh_keep_alive";
 pub const CONNECTION_WEBHOOK_URL: &str = "keyward.connections.webhook_url";
 pub const OUTBOUND_ALLOW_PRIVATE: &str = "keyward.outbound.allow_private_addresses";
+pub const PUBLIC_CLIENTS: &str = "keyward.oauth.public_clients";
 pub const DYNAMIC_REGISTRATION: &str = "keyward.oauth.dynamic_registration";
 pub const DYNAMIC_TRUSTED_HOSTS: &str = "keyward.oauth.dynamic_registration.trusted_redirect_hosts";
 pub const DYNAMIC_MAX_UNAPPROVED: &str = "keyward.oauth.dynamic_registration.max_unapproved_clients";
@@ -110,6 +111,15 @@ pub static SETTINGS: &[SettingSpec] = &[
         default: "true",
         description: "Rotate refresh tokens of confidential delegated clients on every use (public clients \
                       always rotate).",
+    },
+    SettingSpec {
+        key: PUBLIC_CLIENTS,
+        kind: SettingKind::Bool,
+        default: "true",
+        description: "Allow public delegated clients (no secret, PKCE only): public apps an admin registers, \
+                      self-registered ones asking for token_endpoint_auth_method none, and client metadata \
+                      documents. Off: every delegated client authenticates with its secret, `none` leaves the \
+                      server metadata, and public clients already registered get no code and no token.",
     },
     SettingSpec {
         key: CONNECTION_SWEEP_INTERVAL,

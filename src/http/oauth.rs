@@ -310,6 +310,11 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
         .is_ok_and(|s| s.value != "off")
         .then(|| format!("{issuer}{}", super::dynamic_registration::REGISTRATION_PATH));
     let auth_methods = ["client_secret_basic", "client_secret_post"];
+    let token_auth_methods: &[&str] = if app.public_clients_allowed().await {
+        &["client_secret_basic", "client_secret_post", "none"]
+    } else {
+        &auth_methods
+    };
     let mut document = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth/v1/authorize/"),
@@ -320,7 +325,7 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": token_auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "scopes_supported": app.scopes_supported().await,

@@ -824,7 +824,89 @@ on_both_backends!(
     login_and_consent_are_protected,
     consent_is_remembered_and_revocable,
     metadata_and_cors_for_browser_clients,
+    public_clients_can_be_turned_off,
 );
+
+/// `keyward.oauth.public_clients` off: `none` leaves the metadata, no public
+/// client can be registered (by an admin or by itself) or used (codes and
+/// tokens, a code obtained before included), confidential ones go on; on
+/// again, the public client works again.
+async fn public_clients_can_be_turned_off(backend: Backend) {
+    const SETTING: &str = "/admin/api/config/keyward.oauth.public_clients/";
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let loopback = "http://127.0.0.1:4000/callback";
+    let (public_id, _) = s.register_client(public(loopback)).await;
+    let (confidential_id, secret) = s.register_client(confidential(APP_CALLBACK)).await;
+    let secret = secret.unwrap();
+    let (early_code, early_verifier) = code_for(&s, &public_id, loopback).await;
+    let set = |on: bool| s.send(Method::PUT, SETTING, &admin).json(&json!({"value": on})).send();
+    // Only a server admin may change it.
+    let viewer = s.token_for_role(keyward::domain::Role::Viewer).await;
+    assert_eq!(
+        s.send(Method::PUT, SETTING, &viewer).json(&json!({"value": false})).send().await.unwrap().status(),
+        403
+    );
+    assert_eq!(set(false).await.unwrap().status(), 200);
+
+    for path in ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"] {
+        let m = json_with_status(s.http.get(s.url(path)).send().await.unwrap(), 200).await;
+        assert_eq!(
+            m["token_endpoint_auth_methods_supported"],
+            json!(["client_secret_basic", "client_secret_post"])
+        );
+        assert!(m.get("client_id_metadata_document_supported").is_none(), "{m}");
+    }
+    let r = s.send(Method::POST, REGISTER, &admin).json(&public(loopback)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("keyward.oauth.public_clients"));
+    let r = s
+        .http
+        .post(s.url("/oauth/v2/register/"))
+        .json(&json!({"redirect_uris": [loopback], "token_endpoint_auth_method": "none", "client_name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_with_status(r, 400).await["error"], "invalid_client_metadata");
+    // A self-registered confidential client is still welcome.
+    let r = s
+        .http
+        .post(s.url("/oauth/v2/register/"))
+        .json(&json!({"redirect_uris": [loopback], "token_endpoint_auth_method": "client_secret_basic"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(json_with_status(r, 201).await["client_secret"].is_string());
+
+    // The public client gets no code (a page, not a redirect) and no token.
+    let (url, _) = authorize_url(&s, &public_id, loopback, "");
+    let r = Browser::new().get(&url).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    let public_exchange = |code: String, verifier: String| {
+        let form = [
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code),
+            ("redirect_uri", loopback.to_string()),
+            ("client_id", public_id.clone()),
+            ("code_verifier", verifier),
+        ];
+        s.http.post(s.url("/oauth/v2/token/")).form(&form).send()
+    };
+    let r = public_exchange(early_code, early_verifier).await.unwrap();
+    let why = oauth_error(r, 401, "invalid_client").await;
+    assert!(why.contains("keyward.oauth.public_clients"), "{why}");
+    // The confidential one goes on.
+    let (code, verifier) = code_for(&s, &confidential_id, APP_CALLBACK).await;
+    let r = exchange(&s, &confidential_id, &secret, &code, APP_CALLBACK, Some(&verifier)).await;
+    assert!(json_with_status(r, 200).await["access_token"].is_string());
+
+    // On again: the public client works again.
+    assert_eq!(set(true).await.unwrap().status(), 200);
+    let (code, verifier) = code_for(&s, &public_id, loopback).await;
+    let r = public_exchange(code, verifier).await.unwrap();
+    assert!(json_with_status(r, 200).await["access_token"].is_string());
+}
 
 /// A code handed out before a password change (or before the user withdrew
 /// consent) starts no grant afterwards.
