@@ -4,9 +4,11 @@
 //! concurrent requests for one URL share one fetch.
 
 use super::{App, AppError};
-use crate::domain::client_metadata::{DOCUMENT_MAX_BYTES, cache_seconds, client_from_document, document_url};
+use crate::domain::client_metadata::{
+    DOCUMENT_MAX_BYTES, DocumentClient, DocumentKeys, cache_seconds, client_from_document, document_url,
+    public_key_set,
+};
 use crate::domain::delegated::DelegatedClient;
-use crate::domain::registration::ClientLimits;
 use crate::domain::settings::{
     CLIENT_METADATA_ALLOW_PRIVATE, CLIENT_METADATA_ALLOWED_HOSTS, CLIENT_METADATA_DENIED_HOSTS,
     CLIENT_METADATA_DOCUMENTS,
@@ -20,8 +22,9 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// (A document is at most 16 KiB: this bounds the cache near 32 MiB.)
 const CACHE_MAX_ENTRIES: usize = 2_000;
 
-/// What one fetch of a document gave: the client and its limits, or why not.
-type Fetched = Result<(DelegatedClient, ClientLimits), String>;
+/// What one fetch of a document gave: the client, its limits and (for
+/// `private_key_jwt`) its keys, always in hand; or why not.
+type Fetched = Result<DocumentClient, String>;
 
 struct Entry {
     fetched: Fetched,
@@ -72,16 +75,22 @@ impl DocumentCache {
 }
 
 impl App {
-    /// Whether URL client ids are accepted (and advertised): they are
-    /// public clients, so never while those are off.
+    /// Whether URL client ids are accepted (and advertised).
     pub async fn metadata_documents_enabled(&self) -> bool {
         self.setting(CLIENT_METADATA_DOCUMENTS).await.map(|s| s.as_bool()).unwrap_or(false)
-            && self.public_clients_allowed().await
     }
 
     /// The client a metadata document URL describes, fetched or cached.
     /// The error says why it cannot be used, for the person or the client.
     pub async fn metadata_document_client(&self, client_id: &str) -> Fetched {
+        let found = self.fetched_metadata_document(client_id).await?;
+        if found.keys.is_none() && !self.public_clients_allowed().await {
+            return Err(super::delegated::PUBLIC_CLIENTS_OFF.into());
+        }
+        Ok(found)
+    }
+
+    async fn fetched_metadata_document(&self, client_id: &str) -> Fetched {
         if !self.metadata_documents_enabled().await {
             return Err("URL client ids (client metadata documents) are not accepted here".into());
         }
@@ -126,15 +135,35 @@ impl App {
         fetched
     }
 
+    /// Fetches a document, and the keys at its `jwks_uri` if it names
+    /// one; with how long both may be kept (the shorter).
     async fn fetch_metadata_document(
         &self,
         url: &str,
         allow_private: bool,
-    ) -> Result<((DelegatedClient, ClientLimits), Option<u64>), String> {
+    ) -> Result<(DocumentClient, Option<u64>), String> {
+        let (body, mut keep) = self.fetch_json(url, allow_private, "the client metadata document").await?;
+        let mut found = client_from_document(url, &body)?;
+        if let Some(DocumentKeys::At(jwks_url)) = &found.keys {
+            let (body, keys_keep) = self.fetch_json(jwks_url.as_str(), allow_private, "the jwks_uri").await?;
+            let set = serde_json::from_slice(&body).map_err(|_| "the jwks_uri is not JSON".to_string())?;
+            found.keys = Some(DocumentKeys::Inline(public_key_set(set)?));
+            keep = keep.zip(keys_keep).map(|(a, b)| a.min(b));
+        }
+        Ok((found, keep))
+    }
+
+    /// GETs a JSON document under the metadata documents' rules (https,
+    /// public addresses unless allowed, no redirects, a deadline, a size
+    /// cap): its body and how long its `Cache-Control` lets it be kept.
+    async fn fetch_json(
+        &self,
+        url: &str,
+        allow_private: bool,
+        what: &str,
+    ) -> Result<(Vec<u8>, Option<u64>), String> {
         let http = self.outbound_http_for(url, allow_private).map_err(|e| e.to_string())?;
-        let unreachable = |e: reqwest::Error| {
-            format!("the client metadata document could not be fetched: {}", e.without_url())
-        };
+        let unreachable = |e: reqwest::Error| format!("{what} could not be fetched: {}", e.without_url());
         let mut response = http
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
@@ -144,7 +173,7 @@ impl App {
             .map_err(unreachable)?;
         if !response.status().is_success() {
             return Err(format!(
-                "the client metadata document answered {} (redirects are not followed)",
+                "{what} answered {} (redirects are not followed)",
                 response.status().as_u16()
             ));
         }
@@ -156,7 +185,7 @@ impl App {
             .map(|v| v.trim().to_ascii_lowercase())
             .unwrap_or_default();
         if media_type != "application/json" && !media_type.ends_with("+json") {
-            return Err("the client metadata document is not served as application/json".into());
+            return Err(format!("{what} is not served as application/json"));
         }
         let cache_control: Vec<&str> = response
             .headers()
@@ -168,10 +197,8 @@ impl App {
         let body = super::outbound_http::read_capped(&mut response, DOCUMENT_MAX_BYTES)
             .await
             .map_err(unreachable)?
-            .ok_or_else(|| {
-                format!("the client metadata document is larger than {DOCUMENT_MAX_BYTES} bytes")
-            })?;
-        Ok((client_from_document(url, &body)?, keep))
+            .ok_or_else(|| format!("{what} is larger than {DOCUMENT_MAX_BYTES} bytes"))?;
+        Ok((body, keep))
     }
 
     /// Stores (or refreshes) a URL client's record, so that its codes,

@@ -6,7 +6,7 @@ use super::tokens::{AccessTokenGrant, SignedToken, TokenResponse};
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
 use crate::domain::audit::{AuditEvent, Outcome};
-use crate::domain::client_metadata::is_document_url;
+use crate::domain::client_metadata::{DocumentKeys, check_assertion, is_document_url};
 use crate::domain::delegated::{
     ClientType, DelegatedClient, OfflineAccess, REDIRECT_URIS_MAX, preset, preset_names, valid_pkce_string,
     validate_lifetimes, validate_redirect_uri,
@@ -30,6 +30,17 @@ pub const CODE_LIFETIME_SECONDS: i64 = 60;
 const NAME_MAX: usize = 200;
 /// Every delegated client id starts so (M2M ones with `m2m_`).
 pub const DELEGATED_CLIENT_PREFIX: &str = "oac_";
+
+/// How a client proved who it is at the token or revocation endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientProof {
+    /// Nothing: a public client.
+    None,
+    /// `client_secret_basic` or `client_secret_post`.
+    Secret(String),
+    /// `private_key_jwt` (RFC 7523 §2.2).
+    Assertion(String),
+}
 
 /// Why a public client is refused while `keyward.oauth.public_clients` is off.
 pub const PUBLIC_CLIENTS_OFF: &str =
@@ -255,9 +266,8 @@ impl App {
         let client_id =
             p.client_id.as_deref().ok_or_else(|| AuthorizeError::Page("client_id is required".into()))?;
         let (client, limits) = if is_document_url(client_id) {
-            let (client, limits) =
-                self.metadata_document_client(client_id).await.map_err(AuthorizeError::Page)?;
-            (client, Some(limits))
+            let found = self.metadata_document_client(client_id).await.map_err(AuthorizeError::Page)?;
+            (found.client, Some(found.limits))
         } else {
             match self.store.oauth_client(client_id).await {
                 Ok(Some(r)) => (r.client, r.metadata.map(|m| m.limits())),
@@ -476,26 +486,38 @@ impl App {
     }
 
     /// Authenticates a delegated client at the token endpoint: confidential
-    /// ones by secret, public ones by nothing (PKCE protects their codes).
+    /// ones by secret (or, with a metadata document, by a `private_key_jwt`
+    /// assertion), public ones by nothing (PKCE protects their codes).
     pub async fn authenticate_oauth_client(
         &self,
         client_id: &str,
-        secret: Option<&str>,
+        proof: &ClientProof,
     ) -> Result<DelegatedClient, OAuthError> {
-        let failed = || OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication failed");
+        let refused = |why: &str| OAuthError::new(OAuthErrorCode::InvalidClient, why);
+        let failed = || refused("client authentication failed");
         if is_document_url(client_id) {
-            let (client, _) = self
-                .metadata_document_client(client_id)
-                .await
-                .map_err(|why| OAuthError::new(OAuthErrorCode::InvalidClient, why))?;
-            return match secret {
-                None => Ok(client),
-                Some(_) => Err(OAuthError::new(
-                    OAuthErrorCode::InvalidClient,
-                    "clients with a metadata document do not authenticate with a secret",
-                )),
+            let found = self.metadata_document_client(client_id).await.map_err(|why| refused(&why))?;
+            return match (&found.keys, proof) {
+                (None, ClientProof::None) => Ok(found.client),
+                (None, _) => {
+                    Err(refused("a public client with a metadata document sends no secret or assertion"))
+                }
+                (Some(DocumentKeys::Inline(keys)), ClientProof::Assertion(assertion)) => {
+                    self.check_client_assertion(client_id, keys, assertion).await?;
+                    Ok(found.client)
+                }
+                (Some(_), _) => {
+                    Err(refused("this client authenticates with a private_key_jwt client assertion"))
+                }
             };
         }
+        let secret = match proof {
+            ClientProof::None => None,
+            ClientProof::Secret(secret) => Some(secret.as_str()),
+            ClientProof::Assertion(_) => {
+                return Err(refused("only clients with a metadata document authenticate with an assertion"));
+            }
+        };
         let record = self.store.oauth_client(client_id).await.map_err(|e| {
             tracing::error!(error = %e, "client lookup failed");
             failed()
@@ -517,6 +539,38 @@ impl App {
                 Ok(record.client)
             }
             _ => Err(failed()),
+        }
+    }
+
+    /// Verifies a `private_key_jwt` assertion of `client_id` (RFC 7523 §3)
+    /// and spends its `jti`: each assertion authenticates once.
+    async fn check_client_assertion(
+        &self,
+        client_id: &str,
+        keys: &jsonwebtoken::jwk::JwkSet,
+        assertion: &str,
+    ) -> Result<(), OAuthError> {
+        let refused = |why: String| {
+            OAuthError::new(OAuthErrorCode::InvalidClient, format!("the client assertion is refused: {why}"))
+        };
+        let issuer = self.issuer.as_str();
+        let endpoints: Vec<String> =
+            ["/oauth/v2/token/", "/oauth/v1/token/", "/oauth/v2/revoke/", "/oauth/v1/revoke/"]
+                .iter()
+                .map(|path| format!("{issuer}{path}"))
+                .collect();
+        let mut audiences = vec![issuer];
+        audiences.extend(endpoints.iter().map(String::as_str));
+        let now = now().unix_timestamp();
+        let (jti, expires_at) =
+            check_assertion(assertion, keys, client_id, &audiences, now).map_err(refused)?;
+        match self.store.spend_client_assertion(client_id, &jti, expires_at).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(refused("it was used before (jti)".into())),
+            Err(e) => {
+                tracing::error!(error = %e, "client assertion could not be recorded");
+                Err(OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication failed"))
+            }
         }
     }
 

@@ -34,8 +34,8 @@ pub use auth::Credential;
 pub use clients::{ClientPatch, ClientWithSecret};
 pub use connections::{ConnectionToken, ConnectionView, START_PATH};
 pub use delegated::{
-    AuthorizationRequest, AuthorizeError, AuthorizeParams, ClientRegistration, DELEGATED_CLIENT_PREFIX,
-    redirect_with,
+    AuthorizationRequest, AuthorizeError, AuthorizeParams, ClientProof, ClientRegistration,
+    DELEGATED_CLIENT_PREFIX, redirect_with,
 };
 pub use error::AppError;
 pub use keys::{KeySet, Keyring};

@@ -66,11 +66,50 @@ struct Document {
     client_secret: Option<serde_json::Value>,
     #[serde(default)]
     scope: Option<String>,
+    #[serde(default)]
+    jwks: Option<serde_json::Value>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
 }
 
-/// A client as its document describes it — public, PKCE, loopback redirect
-/// URIs without a port matching any port — and the limits it set itself.
-pub fn client_from_document(url: &str, body: &[u8]) -> Result<(DelegatedClient, ClientLimits), String> {
+/// Where a `private_key_jwt` client's public keys are.
+#[derive(Debug, Clone)]
+pub enum DocumentKeys {
+    /// In the document (`jwks`), checked to hold public keys only.
+    Inline(jsonwebtoken::jwk::JwkSet),
+    /// At `jwks_uri`, fetched under the same rules as the document.
+    At(url::Url),
+}
+
+/// A client a metadata document describes.
+#[derive(Debug, Clone)]
+pub struct DocumentClient {
+    pub client: DelegatedClient,
+    pub limits: ClientLimits,
+    /// `Some` for a confidential client (`private_key_jwt`): the keys its
+    /// assertions are verified with. `None`: a public client.
+    pub keys: Option<DocumentKeys>,
+}
+
+/// Keys a client may publish: a set of 1 to this many, public parts only.
+pub const JWKS_MAX_KEYS: usize = 10;
+
+/// A JWKS as published: public keys only (no `d`, no symmetric `k`).
+pub fn public_key_set(value: serde_json::Value) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    let keys = value.get("keys").and_then(|k| k.as_array()).ok_or("the jwks has no keys array")?;
+    if keys.is_empty() || keys.len() > JWKS_MAX_KEYS {
+        return Err(format!("the jwks must hold 1 to {JWKS_MAX_KEYS} keys"));
+    }
+    if keys.iter().any(|k| ["d", "p", "q", "k"].iter().any(|private| k.get(private).is_some())) {
+        return Err("the jwks must hold public keys only".into());
+    }
+    serde_json::from_value(value).map_err(|e| format!("the jwks is not valid: {e}"))
+}
+
+/// A client as its document describes it — public, or confidential with
+/// `private_key_jwt`; PKCE; loopback redirect URIs without a port matching
+/// any port — and the limits it set itself.
+pub fn client_from_document(url: &str, body: &[u8]) -> Result<DocumentClient, String> {
     let doc: Document =
         parse_metadata(body).map_err(|e| format!("the client metadata document is not valid: {e}"))?;
     if doc.client_id != url {
@@ -79,15 +118,23 @@ pub fn client_from_document(url: &str, body: &[u8]) -> Result<(DelegatedClient, 
     if doc.client_secret.is_some() {
         return Err("a metadata document must not carry a client_secret".into());
     }
-    match doc.token_endpoint_auth_method.as_deref() {
-        None | Some("none") => {}
+    let keys = match doc.token_endpoint_auth_method.as_deref() {
+        None | Some("none") => None,
+        Some("private_key_jwt") => Some(match (doc.jwks, doc.jwks_uri) {
+            (Some(set), None) => DocumentKeys::Inline(public_key_set(set)?),
+            (None, Some(uri)) => {
+                DocumentKeys::At(document_url(&uri).map_err(|e| format!("the jwks_uri {e}"))?)
+            }
+            _ => return Err("private_key_jwt needs exactly one of jwks and jwks_uri".into()),
+        }),
         Some(other) => {
             return Err(format!(
-                "token_endpoint_auth_method {:?} is not supported for metadata documents; use none",
+                "token_endpoint_auth_method {:?} is not supported for metadata documents; use none or \
+                 private_key_jwt",
                 other.chars().take(64).collect::<String>()
             ));
         }
-    }
+    };
     if doc.redirect_uris.is_empty() || doc.redirect_uris.len() > REDIRECT_URIS_MAX {
         return Err(format!("redirect_uris must list 1 to {REDIRECT_URIS_MAX} URIs"));
     }
@@ -119,7 +166,7 @@ pub fn client_from_document(url: &str, body: &[u8]) -> Result<(DelegatedClient, 
         client_id: url.to_string(),
         name,
         redirect_uris: doc.redirect_uris,
-        grant_type: ClientType::Public,
+        grant_type: if keys.is_some() { ClientType::Confidential } else { ClientType::Public },
         refresh_token_lifetime: DYNAMIC_REFRESH_LIFETIME,
         access_token_lifetime: DYNAMIC_ACCESS_LIFETIME,
         pkce_enabled: true,
@@ -131,7 +178,40 @@ pub fn client_from_document(url: &str, body: &[u8]) -> Result<(DelegatedClient, 
             OfflineAccess::OnRequest
         },
     };
-    Ok((client, limits))
+    Ok(DocumentClient { client, limits, keys })
+}
+
+/// `client_assertion_type` of RFC 7523 §2.2 client authentication.
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// How far ahead a client assertion may expire (clock skew aside): it is
+/// single use, so its `jti` is kept until then. An hour, what client
+/// libraries (authlib) make by default.
+pub const ASSERTION_MAX_SECONDS: i64 = 3600;
+
+/// A `private_key_jwt` assertion's claims once its signature verified
+/// (RFC 7523 §3): `iss` and `sub` the client, `aud` the token endpoint or
+/// the issuer, `exp` soon, a `jti`. `(jti, exp)`, or why not.
+pub fn check_assertion(
+    assertion: &str,
+    keys: &jsonwebtoken::jwk::JwkSet,
+    client_id: &str,
+    audiences: &[&str],
+    now: i64,
+) -> Result<(String, i64), String> {
+    let expected =
+        super::signed_jwt::Expected { issuer: client_id, audiences, required: &["iss", "sub", "aud"] };
+    let claims = super::signed_jwt::verify(assertion, keys, &expected)?;
+    if claims.get("sub").and_then(|s| s.as_str()) != Some(client_id) {
+        return Err("its sub is not the client".into());
+    }
+    let exp = claims.get("exp").and_then(|e| e.as_i64()).ok_or("its exp is not a number")?;
+    if exp > now + ASSERTION_MAX_SECONDS + super::signed_jwt::LEEWAY_SECONDS as i64 {
+        return Err(format!("it expires more than {ASSERTION_MAX_SECONDS} seconds from now"));
+    }
+    match claims.get("jti").and_then(|j| j.as_str()) {
+        Some(jti) if !jti.is_empty() && jti.len() <= 256 => Ok((jti.to_string(), exp)),
+        _ => Err("it needs a jti of 1 to 256 characters".into()),
+    }
 }
 
 /// A native app's own scheme (RFC 8252 §7.1), e.g. `com.example.app:/cb`.
@@ -188,7 +268,7 @@ mod tests {
     #[test]
     fn documents() {
         // Claude Code's shape: loopback without a port, any port matches.
-        let (c, limits) = client_from_document(
+        let DocumentClient { client: c, limits, keys } = client_from_document(
             URL,
             &doc(serde_json::json!({
                 "client_id": URL, "client_name": "Claude Code",
@@ -198,6 +278,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.grant_type, ClientType::Public);
+        assert!(keys.is_none());
         assert!(c.matching_redirect_uri("http://localhost:54321/callback").is_some());
         assert!(c.matching_redirect_uri("http://localhost:54321/other").is_none());
         assert_eq!(c.offline_access, OfflineAccess::Always);
@@ -219,7 +300,21 @@ mod tests {
             ),
             (
                 serde_json::json!({"client_id": URL, "redirect_uris": ["http://localhost/cb"], "token_endpoint_auth_method": "private_key_jwt"}),
-                "none",
+                "exactly one of jwks and jwks_uri",
+            ),
+            (
+                serde_json::json!({"client_id": URL, "redirect_uris": ["http://localhost/cb"], "token_endpoint_auth_method": "private_key_jwt",
+                                   "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}),
+                "public keys only",
+            ),
+            (
+                serde_json::json!({"client_id": URL, "redirect_uris": ["http://localhost/cb"], "token_endpoint_auth_method": "private_key_jwt",
+                                   "jwks_uri": "http://client.example/jwks.json"}),
+                "jwks_uri",
+            ),
+            (
+                serde_json::json!({"client_id": URL, "redirect_uris": ["http://localhost/cb"], "token_endpoint_auth_method": "client_secret_basic"}),
+                "private_key_jwt",
             ),
             (
                 serde_json::json!({"client_id": URL, "redirect_uris": ["http://localhost/cb"], "grant_types": ["client_credentials"]}),

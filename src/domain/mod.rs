@@ -15,6 +15,7 @@ pub mod registration;
 pub mod resource;
 pub mod role;
 pub mod settings;
+pub mod signed_jwt;
 pub mod sso;
 pub mod throttle;
 pub mod token;

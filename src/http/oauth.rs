@@ -2,8 +2,9 @@
 //! revocation (RFC 7009), metadata (RFC 8414) and JWKS. Their errors use
 //! the OAuth shape `{"error", "error_description"}`, not the API one.
 
-use crate::app::{App, DELEGATED_CLIENT_PREFIX};
+use crate::app::{App, ClientProof, DELEGATED_CLIENT_PREFIX};
 use crate::domain::client::M2mClient;
+use crate::domain::client_metadata::ASSERTION_TYPE;
 use crate::domain::oauth::{OAuthError, OAuthErrorCode, normalize_resource};
 use axum::Json;
 use axum::body::Bytes;
@@ -12,7 +13,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,13 +108,13 @@ impl OAuthParams {
     }
 }
 
-/// The client's id and secret from `client_secret_basic` or
-/// `client_secret_post` (or its id alone, for `none`); using both methods at
-/// once is refused (RFC 6749 §2.3).
+/// The client's id and proof: a secret from `client_secret_basic` or
+/// `client_secret_post`, an assertion (`private_key_jwt`), or nothing
+/// (`none`); using two methods at once is refused (RFC 6749 §2.3).
 fn client_credentials<'a>(
     headers: &'a HeaderMap,
     params: &'a OAuthParams,
-) -> Result<(String, Option<String>), OAuthReply> {
+) -> Result<(String, ClientProof), OAuthReply> {
     let invalid_client = |m: &str| OAuthReply::from(OAuthError::new(OAuthErrorCode::InvalidClient, m));
     let basic = match headers.get(header::AUTHORIZATION) {
         None => None,
@@ -134,6 +135,25 @@ fn client_credentials<'a>(
             Some((form_decode(id), form_decode(secret)))
         }
     };
+    if let Some(assertion) = params.one("client_assertion") {
+        if basic.is_some() || params.one("client_secret").is_some() {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not a secret and an assertion",
+            )
+            .into());
+        }
+        if params.one("client_assertion_type") != Some(ASSERTION_TYPE) {
+            return Err(invalid_client(&format!("client_assertion_type must be {ASSERTION_TYPE}")));
+        }
+        // RFC 7521 §4.2: the assertion names the client; client_id may be left out.
+        let id = match params.one("client_id") {
+            Some(id) => id.to_string(),
+            None => assertion_subject(assertion)
+                .ok_or_else(|| invalid_client("the client assertion names no client (sub)"))?,
+        };
+        return Ok((id, ClientProof::Assertion(assertion.to_string())));
+    }
+    let proof = |secret: Option<String>| secret.map_or(ClientProof::None, ClientProof::Secret);
     match (basic, params.one("client_id"), params.one("client_secret")) {
         (Some(_), _, Some(_)) => {
             Err(OAuthError::invalid_request("use one client authentication method, not Basic and the body")
@@ -143,10 +163,18 @@ fn client_credentials<'a>(
             Err(OAuthError::invalid_request("client_id in the body differs from the Basic credentials")
                 .into())
         }
-        (Some((id, secret)), _, None) => Ok((id, Some(secret))),
-        (None, Some(id), secret) => Ok((id.to_string(), secret.map(str::to_string))),
+        (Some((id, secret)), _, None) => Ok((id, proof(Some(secret)))),
+        (None, Some(id), secret) => Ok((id.to_string(), proof(secret.map(str::to_string)))),
         (None, None, _) => Err(invalid_client("client authentication is required")),
     }
+}
+
+/// The `sub` of an assertion, read before it is verified: only to know
+/// whose keys verify it.
+fn assertion_subject(assertion: &str) -> Option<String> {
+    let payload = assertion.split('.').nth(1)?;
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    claims.get("sub")?.as_str().map(str::to_string)
 }
 
 /// RFC 6749 §2.3.1: Basic credentials are form-encoded before base64.
@@ -160,9 +188,15 @@ async fn authenticated_client(
     params: &OAuthParams,
     addr: SocketAddr,
 ) -> Result<M2mClient, OAuthReply> {
-    let (id, secret) = client_credentials(headers, params)?;
-    let secret = secret
-        .ok_or_else(|| OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication is required"))?;
+    let invalid_client = |m: &str| OAuthReply::from(OAuthError::new(OAuthErrorCode::InvalidClient, m));
+    let secret = match client_credentials(headers, params)? {
+        (_, ClientProof::None) => return Err(invalid_client("client authentication is required")),
+        (_, ClientProof::Assertion(_)) => {
+            return Err(invalid_client("machine-to-machine clients authenticate with their secret"));
+        }
+        (id, ClientProof::Secret(secret)) => (id, secret),
+    };
+    let (id, secret) = secret;
     Ok(app.authenticate_client(&id, &secret, Some(addr.ip().to_string())).await?)
 }
 
@@ -236,8 +270,8 @@ pub async fn token(
             .await?
         }
         "authorization_code" | "refresh_token" => {
-            let (id, secret) = client_credentials(&headers, &params)?;
-            let client = app.authenticate_oauth_client(&id, secret.as_deref()).await?;
+            let (id, proof) = client_credentials(&headers, &params)?;
+            let client = app.authenticate_oauth_client(&id, &proof).await?;
             if grant_type == "authorization_code" {
                 let code = params.required("code")?;
                 app.exchange_code(
@@ -287,11 +321,11 @@ pub async fn revoke(
     let token = params.required("token")?;
     // Delegated clients (public ones by id alone, as at the token
     // endpoint) revoke their own tokens too, RFC 7009 §2.1.
-    let (id, secret) = client_credentials(&headers, &params)?;
+    let (id, proof) = client_credentials(&headers, &params)?;
     let delegated =
         id.starts_with(DELEGATED_CLIENT_PREFIX) || crate::domain::client_metadata::is_document_url(&id);
     let client_id = if delegated {
-        app.authenticate_oauth_client(&id, secret.as_deref()).await?.client_id
+        app.authenticate_oauth_client(&id, &proof).await?.client_id
     } else {
         authenticated_client(&app, &headers, &params, addr).await?.client_id
     };
@@ -310,11 +344,17 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
         .is_ok_and(|s| s.value != "off")
         .then(|| format!("{issuer}{}", super::dynamic_registration::REGISTRATION_PATH));
     let auth_methods = ["client_secret_basic", "client_secret_post"];
-    let token_auth_methods: &[&str] = if app.public_clients_allowed().await {
-        &["client_secret_basic", "client_secret_post", "none"]
-    } else {
-        &auth_methods
-    };
+    // Clients with a metadata document authenticate by assertion
+    // (private_key_jwt) or not at all (public clients, while allowed).
+    let documents = app.metadata_documents_enabled().await;
+    let mut delegated_auth_methods = auth_methods.to_vec();
+    if documents {
+        delegated_auth_methods.push("private_key_jwt");
+    }
+    let mut token_auth_methods = delegated_auth_methods.clone();
+    if app.public_clients_allowed().await {
+        token_auth_methods.push("none");
+    }
     let mut document = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth/v1/authorize/"),
@@ -327,7 +367,7 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
         "response_modes_supported": ["query"],
         "token_endpoint_auth_methods_supported": token_auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": delegated_auth_methods,
         "scopes_supported": app.scopes_supported().await,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
@@ -337,8 +377,17 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
         if let Some(url) = registration {
             fields.insert("registration_endpoint".into(), Value::from(url));
         }
-        if app.metadata_documents_enabled().await {
+        if documents {
             fields.insert("client_id_metadata_document_supported".into(), Value::from(true));
+            let algorithms = crate::domain::signed_jwt::algorithm_names();
+            fields.insert(
+                "token_endpoint_auth_signing_alg_values_supported".into(),
+                Value::from(algorithms.clone()),
+            );
+            fields.insert(
+                "revocation_endpoint_auth_signing_alg_values_supported".into(),
+                Value::from(algorithms),
+            );
         }
     }
     Json(document)

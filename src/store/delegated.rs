@@ -227,4 +227,22 @@ impl Store {
         )
         .await
     }
+
+    /// Spends a client assertion's `jti` (kept until `expires_at`, unix
+    /// seconds): true the first time, false ever after.
+    pub async fn spend_client_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> StoreResult<bool> {
+        let spent = exec(
+            &self.pool,
+            "INSERT INTO spent_client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (client_id, jti) DO NOTHING",
+            params![client_id, jti, expires_at],
+        )
+        .await?;
+        Ok(spent == 1)
+    }
 }

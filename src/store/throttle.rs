@@ -67,8 +67,9 @@ impl Store {
         codes_before: i64,
         throttle_before: i64,
     ) -> StoreResult<u64> {
-        let statements: [(&str, i64); 7] = [
+        let statements: [(&str, i64); 8] = [
             ("DELETE FROM user_sessions WHERE expires_at < $1", now),
+            ("DELETE FROM spent_client_assertions WHERE expires_at < $1", now),
             ("DELETE FROM sso_spent_states WHERE expires_at < $1", now),
             ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
             ("DELETE FROM oauth_grant_jtis WHERE expires_at < $1", now),

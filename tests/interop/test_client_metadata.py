@@ -4,11 +4,13 @@ certificate store is replaced by the test CA): the official Python and
 TypeScript MCP SDKs with a URL client id, and every way a document can be
 wrong, slow, large, redirected or cached."""
 
+import base64
 import concurrent.futures
 import datetime
 import http.server
 import ipaddress
 import json
+import secrets
 import ssl
 import threading
 import time
@@ -21,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from test_delegated_oauth import admin_token, hidden
+from test_delegated_oauth import admin_token, hidden, sign_in_and_consent
 from test_mcp_sdks import jwt_claims, protected_mcp, run_python_client, run_typescript_client  # noqa: F401 (fixture)
 
 
@@ -230,3 +232,112 @@ def test_consent_names_the_document_host_and_is_always_asked(document_host, keyw
         approved = browser.post(f"{keyward.base_url}/oauth/v1/authorize/", allow_redirects=False, data={
             "csrf": hidden(consent.text, "csrf"), "request": hidden(consent.text, "request"), "decision": "approve"})
         assert approved.status_code == 303 and "code=" in approved.headers["location"]
+
+
+def test_private_key_jwt_document_clients(document_host, keyward):
+    """A confidential client with a metadata document (RFC 7523
+    `private_key_jwt`, keys in the document or at its `jwks_uri`), through
+    authlib's own client authentication; and every way an assertion can be
+    wrong, refused without using up the refresh token."""
+    from authlib.integrations.requests_client import OAuth2Session
+    from authlib.oauth2.rfc7523 import PrivateKeyJWT
+    from joserfc import jwt
+    from joserfc.jwk import ECKey, OctKey
+
+    allow_loopback_documents(keyward)
+    metadata = requests.get(f"{keyward.base_url}/.well-known/oauth-authorization-server").json()
+    assert "private_key_jwt" in metadata["token_endpoint_auth_methods_supported"]
+    assert "ES256" in metadata["token_endpoint_auth_signing_alg_values_supported"]
+    token_endpoint = metadata["token_endpoint"]
+    key = ECKey.generate_key("P-256", {"kid": "k1"})
+    # A confidential client's loopback redirect URI matches exactly (any
+    # port is for native apps, which are public).
+    redirect_uri = "http://127.0.0.1:5555/callback"
+    inline = document_host.document("/pkjwt.json", [redirect_uri], token_endpoint_auth_method="private_key_jwt",
+                                    jwks={"keys": [key.as_dict(private=False)]})
+    document_host.documents["/jwks.json"] = (200, {"content-type": "application/json"},
+                                             json.dumps({"keys": [key.as_dict(private=False)]}).encode(), 0)
+    at_uri = document_host.document("/pkjwt-uri.json", [redirect_uri], token_endpoint_auth_method="private_key_jwt",
+                                    jwks_uri=document_host.base_url + "/jwks.json")
+
+    def signed_in(client_id):
+        session = OAuth2Session(client_id, key, token_endpoint_auth_method="private_key_jwt",
+                                redirect_uri=redirect_uri, scope="api offline_access", code_challenge_method="S256")
+        session.register_client_auth_method(PrivateKeyJWT(token_endpoint, alg="ES256"))
+        verifier = secrets.token_urlsafe(48)
+        url, _ = session.create_authorization_url(metadata["authorization_endpoint"], code_verifier=verifier)
+        token = session.fetch_token(token_endpoint, authorization_response=sign_in_and_consent(keyward, url),
+                                    code_verifier=verifier)
+        users = requests.get(f"{keyward.base_url}/admin/api/users/",
+                             headers={"Authorization": f"Bearer {token['access_token']}"})
+        assert users.status_code == 200, users.text
+        refreshed = session.refresh_token(token_endpoint)
+        assert refreshed["refresh_token"] != token["refresh_token"]
+        return refreshed["refresh_token"]
+
+    signed_in(at_uri)
+    refresh_token = signed_in(inline)
+
+    def assertion(header=None, signer=key, **claims):
+        now = int(time.time())
+        body = {"iss": inline, "sub": inline, "aud": token_endpoint, "iat": now, "exp": now + 60,
+                "jti": secrets.token_urlsafe(16)}
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        return jwt.encode(header or {"alg": "ES256", "kid": "k1"}, body, signer)
+
+    def refresh(client_assertion, **extra):
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": inline,
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": client_assertion, **extra}
+        return requests.post(token_endpoint, data={k: v for k, v in form.items() if v is not None})
+
+    def unsigned(claims):
+        encode = lambda part: base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+        return f"{encode({'alg': 'none'})}.{encode(claims)}."
+
+    now = int(time.time())
+    other_key = ECKey.generate_key("P-256", {"kid": "k1"})
+    refused = {
+        "another audience": assertion(aud="https://elsewhere.example/token"),
+        "expired": assertion(exp=now - 300),
+        "expiring in two hours": assertion(exp=now + 7200),
+        "another subject": assertion(sub="https://other.example/client.json"),
+        "another issuer": assertion(iss="https://other.example/client.json"),
+        "no jti": assertion(jti=None),
+        "another key": assertion(signer=other_key),
+        "HMAC": assertion(header={"alg": "HS256"}, signer=OctKey.generate_key(256)),
+        "alg none": unsigned({"iss": inline, "sub": inline, "aud": token_endpoint, "exp": now + 60, "jti": "x"}),
+        "garbage": "not.a.jwt",
+    }
+    for case, client_assertion in refused.items():
+        r = refresh(client_assertion)
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client", (case, r.text)
+    r = refresh(assertion(), client_assertion_type="urn:ietf:params:oauth:client-assertion-type:saml2-bearer")
+    assert r.status_code == 401, r.text
+    r = refresh(assertion(), client_secret="a-secret")
+    assert r.status_code == 400, r.text
+    for form in [{"client_assertion_type": None}, {"client_assertion_type": None, "client_secret": "a-secret"}]:
+        r = refresh(None, **form)
+        assert r.status_code == 401, (form, r.text)
+    # None of that used up the refresh token; a good assertion, once.
+    good = assertion()
+    first = refresh(good)
+    assert first.status_code == 200, first.text
+    refresh_token = first.json()["refresh_token"]
+    replayed = refresh(good)
+    assert replayed.status_code == 401 and "used before" in replayed.json()["error_description"]
+    # Without client_id: the assertion names the client.
+    assert refresh(assertion(), client_id=None).status_code == 200
+
+    # Public clients off: the document client goes on; public documents stop.
+    r = requests.put(f"{keyward.base_url}/admin/api/config/keyward.oauth.public_clients/",
+                     headers={"TOKEN": admin_token(keyward)}, json={"value": False})
+    assert r.status_code == 200, r.text
+    metadata = requests.get(f"{keyward.base_url}/.well-known/oauth-authorization-server").json()
+    assert "none" not in metadata["token_endpoint_auth_methods_supported"]
+    assert metadata["client_id_metadata_document_supported"] is True
+    signed_in(inline)
+    public = document_host.document("/public.json")
+    page = authorize_page(keyward, public)
+    assert page.status_code == 400 and "keyward.oauth.public_clients" in page.text, page.text

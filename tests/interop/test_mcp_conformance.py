@@ -10,11 +10,8 @@ The suite authenticates with `none` whenever the server metadata lists it,
 even when it was given a secret; so the confidential run turns public
 clients off (`keyward.oauth.public_clients`), as a deployment that admits
 only confidential clients does, and the metadata lists only the secret
-methods. Metadata documents are off with them (keyward's metadata-document
-clients are public), which the suite reports as its one warning in that
-run: it wants `client_id_metadata_document_supported: true` beside
-metadata without `none`, i.e. metadata-document clients that authenticate
-with `private_key_jwt`, which keyward does not offer yet."""
+methods (and `private_key_jwt`, with which metadata-document clients go on:
+the suite also wants `client_id_metadata_document_supported: true`)."""
 
 import glob
 import json
@@ -89,10 +86,6 @@ def test_authorization_server_scenarios(keyward, tmp_path, client_type):
     assert {"authorization-server-metadata", "authorization-code-grant"} <= ids, ids
     not_passed = [(c["id"], c["status"], c.get("errorMessage") or c.get("description")) for c in checks
                   if c["status"] != "SUCCESS"]
-    if client_type == "confidential":
-        expected = ("authorization-server-metadata-cimd", "WARNING")
-        assert [p[:2] for p in not_passed] == [expected], not_passed
-        not_passed = []
     assert not not_passed, not_passed
     if client_type == "confidential":
         # The code was redeemed with the secret, not as a public client.

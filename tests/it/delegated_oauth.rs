@@ -830,7 +830,8 @@ on_both_backends!(
 /// `keyward.oauth.public_clients` off: `none` leaves the metadata, no public
 /// client can be registered (by an admin or by itself) or used (codes and
 /// tokens, a code obtained before included), confidential ones go on; on
-/// again, the public client works again.
+/// again, the public client works again. (Public metadata documents are
+/// refused too: `interop/test_client_metadata.py`.)
 async fn public_clients_can_be_turned_off(backend: Backend) {
     const SETTING: &str = "/admin/api/config/keyward.oauth.public_clients/";
     let s = TestServer::start(backend).await;
@@ -853,9 +854,10 @@ async fn public_clients_can_be_turned_off(backend: Backend) {
         let m = json_with_status(s.http.get(s.url(path)).send().await.unwrap(), 200).await;
         assert_eq!(
             m["token_endpoint_auth_methods_supported"],
-            json!(["client_secret_basic", "client_secret_post"])
+            json!(["client_secret_basic", "client_secret_post", "private_key_jwt"])
         );
-        assert!(m.get("client_id_metadata_document_supported").is_none(), "{m}");
+        // Metadata-document clients stay, with private_key_jwt only.
+        assert_eq!(m["client_id_metadata_document_supported"], true);
     }
     let r = s.send(Method::POST, REGISTER, &admin).json(&public(loopback)).send().await.unwrap();
     assert_eq!(r.status(), 400);
