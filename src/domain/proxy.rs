@@ -22,6 +22,13 @@ pub fn proxy_target(base: &str, raw_path: &str, query: Option<&str>) -> Result<u
     // encoded separators, backslashes, and absolute or protocol-relative forms.
     // A segment's path parameters (`..;x`, read as `..` by some servers)
     // do not hide a dot segment either, nor does encoding it twice.
+    // Control characters (raw or encoded) and raw whitespace, which URL
+    // parsers drop (a tab in `\t..;x` hid a dot segment) or servers read
+    // differently, go first. An encoded space (`%20`) is an ordinary name.
+    let decoded = percent_encoding::percent_decode_str(raw_path).decode_utf8_lossy();
+    if decoded.chars().any(char::is_control) || raw_path.chars().any(char::is_whitespace) {
+        return Err("the path must not contain control characters or spaces".into());
+    }
     if raw_path.split('/').any(hides_a_dot_segment)
         || lower.contains("%2e")
         || lower.contains("%2f")
@@ -56,6 +63,15 @@ pub fn proxy_target(base: &str, raw_path: &str, query: Option<&str>) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_cannot_hide_a_dot_segment() {
+        // Found by `properties::proxied_paths_stay_below_the_base`.
+        for path in ["\t..;x", "\n../x", "a/%09../b", " ../x"] {
+            assert!(proxy_target("https://api.example/v2/", path, None).is_err(), "{path:?}");
+        }
+        assert!(proxy_target("https://api.example/v2/", "files/my%20doc", None).is_ok());
+    }
 
     #[test]
     fn path_parameters_do_not_hide_dot_segments() {

@@ -21,6 +21,7 @@ mod oauth_token_endpoint;
 mod openapi_docs;
 mod outbound_clients;
 mod process;
+mod properties;
 mod remembered_tokens;
 mod retention;
 mod security_review;
