@@ -296,6 +296,9 @@ async fn open_for_cli(
 }
 
 async fn serve(config: NodeConfig) -> anyhow::Result<()> {
+    // Before anything else: a SIGTERM while starting (the port may already
+    // answer) waits for the start to finish and then stops it gracefully.
+    let shutdown = crate::server::shutdown_signal();
     // Bind first: a taken port fails before anything is written.
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -304,7 +307,6 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     bootstrap::create_private_dir(&config.data_dir)?;
     let _lock = bootstrap::lock_for_serving(&config)?;
     let (app, report) = bootstrap::open(&config, config.issuer_for(addr), true).await?;
-    let shutdown = crate::server::shutdown_signal();
     // Operator-facing lines go to stdout, once; logs go to stderr.
     println!("keyward listening on http://{addr} (issuer {})", app.issuer);
     println!("database: {}", report.database);

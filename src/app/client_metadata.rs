@@ -84,17 +84,19 @@ impl App {
     /// The error says why it cannot be used, for the person or the client.
     pub async fn metadata_document_client(&self, client_id: &str) -> Fetched {
         let found = self.fetched_metadata_document(client_id).await?;
+        // The keys' host answers to the same lists, now as when fetched.
+        if let Some(url) = &found.keys_from {
+            self.document_host_accepted(url).await?;
+        }
         if found.keys.is_none() && !self.public_clients_allowed().await {
             return Err(super::delegated::PUBLIC_CLIENTS_OFF.into());
         }
         Ok(found)
     }
 
-    async fn fetched_metadata_document(&self, client_id: &str) -> Fetched {
-        if !self.metadata_documents_enabled().await {
-            return Err("URL client ids (client metadata documents) are not accepted here".into());
-        }
-        let url = document_url(client_id).map_err(|why| format!("the client_id {why}"))?;
+    /// Whether documents (and keys) from `url`'s host are accepted: not on
+    /// the denied list, and on the allowed list when it names any.
+    async fn document_host_accepted(&self, url: &url::Url) -> Result<(), String> {
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let listed = |key: &'static str| async move {
             self.setting(key).await.map(|s| s.as_hosts()).unwrap_or_default()
@@ -105,6 +107,15 @@ impl App {
         {
             return Err(format!("client metadata documents from {host} are not accepted here"));
         }
+        Ok(())
+    }
+
+    async fn fetched_metadata_document(&self, client_id: &str) -> Fetched {
+        if !self.metadata_documents_enabled().await {
+            return Err("URL client ids (client metadata documents) are not accepted here".into());
+        }
+        let url = document_url(client_id).map_err(|why| format!("the client_id {why}"))?;
+        self.document_host_accepted(&url).await?;
         let allow_private =
             self.setting(CLIENT_METADATA_ALLOW_PRIVATE).await.map(|s| s.as_bool()).unwrap_or(false);
         let asked_at = Instant::now();
@@ -145,6 +156,8 @@ impl App {
         let (body, mut keep) = self.fetch_json(url, allow_private, "the client metadata document").await?;
         let mut found = client_from_document(url, &body)?;
         if let Some(DocumentKeys::At(jwks_url)) = &found.keys {
+            self.document_host_accepted(jwks_url).await?;
+            found.keys_from = Some(jwks_url.clone());
             let (body, keys_keep) = self.fetch_json(jwks_url.as_str(), allow_private, "the jwks_uri").await?;
             let set = serde_json::from_slice(&body).map_err(|_| "the jwks_uri is not JSON".to_string())?;
             found.keys = Some(DocumentKeys::Inline(public_key_set(set)?));

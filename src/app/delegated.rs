@@ -6,7 +6,7 @@ use super::tokens::{AccessTokenGrant, SignedToken, TokenResponse};
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
 use crate::domain::audit::{AuditEvent, Outcome};
-use crate::domain::client_metadata::{DocumentKeys, check_assertion, is_document_url};
+use crate::domain::client_metadata::{ASSERTIONS_PER_HOST, DocumentKeys, check_assertion, is_document_url};
 use crate::domain::delegated::{
     ClientType, DelegatedClient, OfflineAccess, REDIRECT_URIS_MAX, preset, preset_names, valid_pkce_string,
     validate_lifetimes, validate_redirect_uri,
@@ -16,9 +16,11 @@ use crate::domain::registration::Registration;
 use crate::domain::settings::{
     DYNAMIC_CODE_QUOTA, DYNAMIC_GRANT_QUOTA, PUBLIC_CLIENTS, REFRESH_REUSE_GRACE, ROTATE_CONFIDENTIAL_REFRESH,
 };
+use crate::domain::signed_jwt::LEEWAY_SECONDS;
 use crate::domain::{Actor, User, now, to_micros};
 use crate::store::{
-    CodeRedemption, IssuedInGrant, NewAuthorizationCode, OAuthClientRecord, OAuthRefreshState, StoreError,
+    AssertionSpending, CodeRedemption, IssuedInGrant, NewAuthorizationCode, OAuthClientRecord,
+    OAuthRefreshState, StoreError,
 };
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use serde::{Deserialize, Serialize};
@@ -564,9 +566,21 @@ impl App {
         let now = now().unix_timestamp();
         let (jti, expires_at) =
             check_assertion(assertion, keys, client_id, &audiences, now).map_err(refused)?;
-        match self.store.spend_client_assertion(client_id, &jti, expires_at).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(refused("it was used before (jti)".into())),
+        // Kept as long as it could be accepted: until its exp, plus the skew.
+        let kept_until = (expires_at + LEEWAY_SECONDS as i64) * 1_000_000;
+        let host =
+            url::Url::parse(client_id).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
+        let hash = self.secrets.digest(&format!("{client_id}\n{jti}"));
+        match self
+            .store
+            .spend_client_assertion(&hash, &host, now * 1_000_000, kept_until, ASSERTIONS_PER_HOST)
+            .await
+        {
+            Ok(AssertionSpending::Spent) => Ok(()),
+            Ok(AssertionSpending::UsedBefore) => Err(refused("it was used before (jti)".into())),
+            Ok(AssertionSpending::TooMany) => Err(refused(format!(
+                "the clients of {host} have {ASSERTIONS_PER_HOST} unexpired assertions already; try again later"
+            ))),
             Err(e) => {
                 tracing::error!(error = %e, "client assertion could not be recorded");
                 Err(OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication failed"))

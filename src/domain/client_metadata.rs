@@ -89,6 +89,8 @@ pub struct DocumentClient {
     /// `Some` for a confidential client (`private_key_jwt`): the keys its
     /// assertions are verified with. `None`: a public client.
     pub keys: Option<DocumentKeys>,
+    /// Where the keys were fetched from (`jwks_uri`), if not in the document.
+    pub keys_from: Option<url::Url>,
 }
 
 /// Keys a client may publish: a set of 1 to this many, public parts only.
@@ -178,7 +180,7 @@ pub fn client_from_document(url: &str, body: &[u8]) -> Result<DocumentClient, St
             OfflineAccess::OnRequest
         },
     };
-    Ok(DocumentClient { client, limits, keys })
+    Ok(DocumentClient { client, limits, keys, keys_from: None })
 }
 
 /// `client_assertion_type` of RFC 7523 §2.2 client authentication.
@@ -187,6 +189,10 @@ pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jw
 /// single use, so its `jti` is kept until then. An hour, what client
 /// libraries (authlib) make by default.
 pub const ASSERTION_MAX_SECONDS: i64 = 3600;
+
+/// Unexpired spent assertions kept at once for the clients of one document
+/// host: past it, that host's clients wait (nobody else's do).
+pub const ASSERTIONS_PER_HOST: i64 = 100_000;
 
 /// A `private_key_jwt` assertion's claims once its signature verified
 /// (RFC 7523 §3): `iss` and `sub` the client, `aud` the token endpoint or

@@ -4,7 +4,8 @@
 //! names (or any of the set), `iss`, `aud`, `exp` and whatever else the
 //! caller requires, with a minute of clock skew.
 
-use jsonwebtoken::jwk::JwkSet;
+use base64::Engine;
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
@@ -51,15 +52,20 @@ pub fn verify(jwt: &str, keys: &JwkSet, expected: &Expected<'_>) -> Result<serde
     if !ASYMMETRIC_ALGORITHMS.contains(&header.alg) {
         return Err("it is not signed with an asymmetric algorithm".into());
     }
-    let candidates: Vec<_> = match &header.kid {
-        Some(kid) => keys.find(kid).into_iter().collect(),
-        None => keys.keys.iter().collect(),
-    };
+    // RFC 7515 §4.1.11: extensions it must understand, and keyward
+    // understands none.
+    if has_critical_parameters(jwt) {
+        return Err("it names critical header parameters (crit) that are not understood".into());
+    }
+    let named = |jwk: &&Jwk| header.kid.is_none() || jwk.common.key_id == header.kid;
+    let candidates: Vec<&Jwk> =
+        keys.keys.iter().filter(named).filter(|jwk| signs_with(jwk, header.alg)).collect();
     if candidates.is_empty() {
         return Err("no published key matches it".into());
     }
     let mut validation = Validation::new(header.alg);
     validation.leeway = LEEWAY_SECONDS;
+    validation.validate_nbf = true;
     validation.set_issuer(&[expected.issuer]);
     validation.set_audience(expected.audiences);
     let mut required = vec!["exp"];
@@ -85,4 +91,26 @@ pub fn verify(jwt: &str, keys: &JwkSet, expected: &Expected<'_>) -> Result<serde
         }
     }
     Err(last)
+}
+
+/// Whether the JWT's protected header has a `crit` member.
+fn has_critical_parameters(jwt: &str) -> bool {
+    let header = jwt.split('.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+        .is_some_and(|h| h.get("crit").is_some())
+}
+
+/// Whether `jwk` may verify a signature made with `alg`: not a key marked
+/// for encryption only, nor one pinned to another algorithm.
+fn signs_with(jwk: &Jwk, alg: Algorithm) -> bool {
+    let for_signing = match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => true,
+        Some(_) => false,
+    };
+    let verifies = jwk.common.key_operations.as_ref().is_none_or(|ops| ops.contains(&KeyOperations::Verify));
+    let same_alg = jwk.common.key_algorithm.is_none_or(|pinned| format!("{pinned:?}") == format!("{alg:?}"));
+    for_signing && verifies && same_alg
 }

@@ -47,18 +47,32 @@ const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
 /// this bounds what an upstream must accept, not keyward's memory.
 pub const GATEWAY_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
-/// `stream`, failing once more than `max` bytes came through.
+/// How long a request body may take, from the request on: the upstream may
+/// answer before reading it, and the caller must not hold the connection
+/// (and the upstream's) for ever by trickling.
+pub const GATEWAY_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `stream`, failing once more than `max` bytes came through or once
+/// `deadline` passes.
 fn capped(
     stream: impl futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + 'static,
     max: usize,
+    deadline: tokio::time::Instant,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
     use futures_util::StreamExt;
-    stream.scan(0usize, move |seen, chunk| {
-        let chunk = chunk.map_err(std::io::Error::other).and_then(|c| {
-            *seen += c.len();
-            if *seen > max { Err(std::io::Error::other("the body is too large")) } else { Ok(c) }
-        });
-        std::future::ready(Some(chunk))
+    let failed = |why: &str| Some((Err(std::io::Error::other(why.to_string())), None));
+    futures_util::stream::unfold(Some((Box::pin(stream), 0usize)), move |state| async move {
+        let (mut stream, seen) = state?;
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => failed("the body took too long"),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+            Ok(Some(Ok(chunk))) if seen + chunk.len() > max => failed("the body is too large"),
+            Ok(Some(Ok(chunk))) => {
+                let seen = seen + chunk.len();
+                Some((Ok(chunk), Some((stream, seen))))
+            }
+        }
     })
 }
 
@@ -183,7 +197,8 @@ pub async fn forward(State(app): AppState, request: axum::extract::Request) -> R
     if declared.is_some_and(|n| n > GATEWAY_MAX_BODY_BYTES as u64) {
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large").into_response();
     }
-    let body = reqwest::Body::wrap_stream(capped(body.into_data_stream(), GATEWAY_MAX_BODY_BYTES));
+    let deadline = tokio::time::Instant::now() + GATEWAY_BODY_TIMEOUT;
+    let body = reqwest::Body::wrap_stream(capped(body.into_data_stream(), GATEWAY_MAX_BODY_BYTES, deadline));
     let Ok(method) = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()) else {
         return ApiError::bad_request("unsupported method").into_response();
     };

@@ -26,6 +26,7 @@ mod sso;
 mod vault;
 
 pub use error::ApiError;
+pub use gateway::{GATEWAY_BODY_TIMEOUT, GATEWAY_MAX_BODY_BYTES};
 pub use observe::{MAX_HEADER_BYTES, metrics_handle};
 
 use crate::app::App;

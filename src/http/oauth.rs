@@ -351,10 +351,11 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
     if documents {
         delegated_auth_methods.push("private_key_jwt");
     }
-    let mut token_auth_methods = delegated_auth_methods.clone();
+    // Public clients revoke their own tokens by client_id alone, too.
     if app.public_clients_allowed().await {
-        token_auth_methods.push("none");
+        delegated_auth_methods.push("none");
     }
+    let token_auth_methods = delegated_auth_methods.clone();
     let mut document = json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth/v1/authorize/"),

@@ -228,21 +228,43 @@ impl Store {
         .await
     }
 
-    /// Spends a client assertion's `jti` (kept until `expires_at`, unix
-    /// seconds): true the first time, false ever after.
+    /// Spends a client assertion (its keyed hash), kept until `expires_at`
+    /// (µs), unless the assertions of `host`'s clients still unexpired at
+    /// `now` number `cap` already.
     pub async fn spend_client_assertion(
         &self,
-        client_id: &str,
-        jti: &str,
+        assertion_hash: &str,
+        host: &str,
+        now: i64,
         expires_at: i64,
-    ) -> StoreResult<bool> {
+        cap: i64,
+    ) -> StoreResult<AssertionSpending> {
         let spent = exec(
             &self.pool,
-            "INSERT INTO spent_client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (client_id, jti) DO NOTHING",
-            params![client_id, jti, expires_at],
+            "INSERT INTO spent_client_assertions (assertion_hash, host, expires_at) SELECT $1, $2, $3 \
+             WHERE (SELECT COUNT(*) FROM spent_client_assertions WHERE host = $2 AND expires_at > $4) < $5 \
+             ON CONFLICT (assertion_hash) DO NOTHING",
+            params![assertion_hash, host, expires_at, now, cap],
         )
         .await?;
-        Ok(spent == 1)
+        if spent == 1 {
+            return Ok(AssertionSpending::Spent);
+        }
+        let known = find::<(i64,), (i64,)>(
+            &self.pool,
+            "SELECT expires_at FROM spent_client_assertions WHERE assertion_hash = $1",
+            params![assertion_hash],
+        )
+        .await?;
+        Ok(if known.is_some() { AssertionSpending::UsedBefore } else { AssertionSpending::TooMany })
     }
+}
+
+/// What spending a client assertion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionSpending {
+    Spent,
+    UsedBefore,
+    /// The host's clients have this many unexpired assertions already.
+    TooMany,
 }

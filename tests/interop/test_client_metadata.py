@@ -296,6 +296,17 @@ def test_private_key_jwt_document_clients(document_host, keyward):
         encode = lambda part: base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
         return f"{encode({'alg': 'none'})}.{encode(claims)}."
 
+    def hand_signed(header):
+        """ES256 by hand, for headers joserfc will not write."""
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+        encode = lambda part: base64.urlsafe_b64encode(part).rstrip(b"=").decode()
+        now = int(time.time())
+        claims = {"iss": inline, "sub": inline, "aud": token_endpoint, "exp": now + 60,
+                  "jti": secrets.token_urlsafe(16)}
+        signing_input = f"{encode(json.dumps(header).encode())}.{encode(json.dumps(claims).encode())}"
+        r, s_ = decode_dss_signature(key.private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return f"{signing_input}.{encode(r.to_bytes(32, 'big') + s_.to_bytes(32, 'big'))}"
+
     now = int(time.time())
     other_key = ECKey.generate_key("P-256", {"kid": "k1"})
     refused = {
@@ -305,6 +316,9 @@ def test_private_key_jwt_document_clients(document_host, keyward):
         "another subject": assertion(sub="https://other.example/client.json"),
         "another issuer": assertion(iss="https://other.example/client.json"),
         "no jti": assertion(jti=None),
+        "not valid yet (nbf)": assertion(nbf=now + 3000),
+        "a critical extension": hand_signed({"alg": "ES256", "kid": "k1", "crit": ["urn:x:must-understand"],
+                                             "urn:x:must-understand": True}),
         "another key": assertion(signer=other_key),
         "HMAC": assertion(header={"alg": "HS256"}, signer=OctKey.generate_key(256)),
         "alg none": unsigned({"iss": inline, "sub": inline, "aud": token_endpoint, "exp": now + 60, "jti": "x"}),
@@ -320,7 +334,12 @@ def test_private_key_jwt_document_clients(document_host, keyward):
     for form in [{"client_assertion_type": None}, {"client_assertion_type": None, "client_secret": "a-secret"}]:
         r = refresh(None, **form)
         assert r.status_code == 401, (form, r.text)
-    # None of that used up the refresh token; a good assertion, once.
+    # None of that used up the refresh token; a hand-signed assertion without
+    # the extension is good (so `crit` alone was refused above).
+    first = refresh(hand_signed({"alg": "ES256", "kid": "k1"}))
+    assert first.status_code == 200, first.text
+    refresh_token = first.json()["refresh_token"]
+    # A good assertion, once.
     good = assertion()
     first = refresh(good)
     assert first.status_code == 200, first.text

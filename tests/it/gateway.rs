@@ -15,6 +15,7 @@ on_both_backends!(
     resources_admin_api,
     the_gateway_checks_tokens_and_hides_them,
     request_bodies_stream_to_the_upstream,
+    a_trickled_body_is_cut_off_even_after_an_early_answer,
     scopes_fit_the_audience,
     the_token_endpoint_never_widens_the_resource,
 );
@@ -370,22 +371,35 @@ async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
     }
 }
 
+/// The demo resource served at the gateway from `upstream_url`, and a
+/// token for it: (gateway URL, token).
+async fn demo_behind_the_gateway(s: &TestServer, upstream_url: &str) -> (String, String) {
+    s.declare(demo(upstream_url)).await;
+    let gateway = s.url("/r/demo");
+    let (id, secret) = s.m2m_client("viewer", 3600).await;
+    let token = json_with_status(m2m_token(s, &id, &secret, &gateway, None).await, 200).await;
+    (gateway, token["access_token"].as_str().unwrap().to_string())
+}
+
+type BodyPart = Result<Vec<u8>, std::io::Error>;
+
+/// A request body sent part by part, as the test feeds it.
+fn fed_body() -> (tokio::sync::mpsc::Sender<BodyPart>, reqwest::Body) {
+    let (parts, sent) = tokio::sync::mpsc::channel::<BodyPart>(1);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(sent, |mut sent| async move {
+        sent.recv().await.map(|part| (part, sent))
+    }));
+    (parts, body)
+}
+
 /// A request's body reaches the upstream as it is sent: the second part is
 /// sent only once the upstream has the first, which a gateway that read
 /// the whole body first would never pass on.
 async fn request_bodies_stream_to_the_upstream(backend: Backend) {
     let s = TestServer::start(backend).await;
     let (upstream_url, mut first_part_arrived) = upload_upstream().await;
-    s.declare(demo(&upstream_url)).await;
-    let gateway = s.url("/r/demo");
-    let (id, secret) = s.m2m_client("viewer", 3600).await;
-    let token = json_with_status(m2m_token(&s, &id, &secret, &gateway, None).await, 200).await;
-    let token = token["access_token"].as_str().unwrap().to_string();
-
-    let (parts, sent) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(sent, |mut sent| async move {
-        sent.recv().await.map(|part| (part, sent))
-    }));
+    let (gateway, token) = demo_behind_the_gateway(&s, &upstream_url).await;
+    let (parts, body) = fed_body();
     let request = tokio::spawn(s.http.post(&gateway).bearer_auth(&token).body(body).send());
     parts.send(Ok(vec![b'a'; 1000])).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), first_part_arrived.recv())
@@ -403,6 +417,42 @@ async fn request_bodies_stream_to_the_upstream(backend: Backend) {
     let endless = futures_util::stream::repeat_with(|| Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024]));
     let r = s.http.post(&gateway).bearer_auth(&token).body(reqwest::Body::wrap_stream(endless)).send().await;
     assert!(r.map(|r| !r.status().is_success()).unwrap_or(true));
+}
+
+/// An upstream that answers at once and reads the body on its own (found
+/// by an outside review): the caller cannot hold both connections open by
+/// trickling, as the body has a deadline of its own.
+async fn a_trickled_body_is_cut_off_even_after_an_early_answer(backend: Backend) {
+    use axum::routing::post;
+    use futures_util::StreamExt;
+    let s = TestServer::start(backend).await;
+    let early = |body: axum::body::Body| async move {
+        tokio::spawn(async move {
+            let mut stream = body.into_data_stream();
+            while let Some(Ok(_)) = stream.next().await {}
+        });
+        "answered early"
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().route("/mcp", post(early))).await });
+    let (gateway, token) = demo_behind_the_gateway(&s, &format!("http://{addr}/mcp")).await;
+    let (parts, body) = fed_body();
+    let request = tokio::spawn(s.http.post(&gateway).bearer_auth(&token).body(body).send());
+    let started = std::time::Instant::now();
+    // One byte a second, until keyward stops taking them.
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if parts.send(Ok(vec![b'x'])).await.is_err() {
+            break;
+        }
+        assert!(
+            started.elapsed() < keyward::http::GATEWAY_BODY_TIMEOUT + Duration::from_secs(15),
+            "the trickled body was never cut off"
+        );
+    }
+    assert!(started.elapsed() >= keyward::http::GATEWAY_BODY_TIMEOUT - Duration::from_secs(1));
+    let _ = request.await;
 }
 
 async fn scopes_fit_the_audience(backend: Backend) {

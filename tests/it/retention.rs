@@ -7,7 +7,49 @@ use keyward::domain::settings::{AUDIT_RETENTION, TOKEN_RETENTION};
 use keyward::domain::{Actor, now, to_micros};
 use keyward::store::AuditQuery;
 
-on_both_backends!(ended_tokens_and_old_audit_records_go_after_their_retention);
+on_both_backends!(
+    ended_tokens_and_old_audit_records_go_after_their_retention,
+    spent_client_assertions_stay_spent_until_they_expire,
+    spent_client_assertions_are_capped_per_host,
+);
+
+/// A spent `private_key_jwt` assertion survives every purge until it could
+/// no longer be accepted (found by an outside review: the purge compared
+/// microseconds with seconds and forgot them all).
+async fn spent_client_assertions_stay_spent_until_they_expire(backend: Backend) {
+    use keyward::store::AssertionSpending::{Spent, UsedBefore};
+    let s = TestServer::start(backend).await;
+    let at = to_micros(now());
+    let until = at + 3600 * 1_000_000;
+    let spend = || s.app.store.spend_client_assertion("h1", "client.example", at, until, 10);
+    assert_eq!(spend().await.unwrap(), Spent);
+    assert_eq!(spend().await.unwrap(), UsedBefore);
+    s.app.purge_expired_at(at).await.unwrap();
+    assert_eq!(spend().await.unwrap(), UsedBefore, "forgotten by a purge before it expired");
+    s.app.purge_expired_at(until + 1).await.unwrap();
+    assert_eq!(spend().await.unwrap(), Spent, "kept after it expired");
+}
+
+/// One host's clients cannot fill the table: past the cap they wait, and
+/// other hosts' clients do not.
+async fn spent_client_assertions_are_capped_per_host(backend: Backend) {
+    use keyward::store::AssertionSpending::{Spent, TooMany};
+    let s = TestServer::start(backend).await;
+    let at = to_micros(now());
+    let until = at + 60 * 1_000_000;
+    let store = &s.app.store;
+    for n in 0..3 {
+        assert_eq!(
+            store.spend_client_assertion(&format!("a{n}"), "a.example", at, until, 3).await.unwrap(),
+            Spent
+        );
+    }
+    assert_eq!(store.spend_client_assertion("a3", "a.example", at, until, 3).await.unwrap(), TooMany);
+    assert_eq!(store.spend_client_assertion("b0", "b.example", at, until, 3).await.unwrap(), Spent);
+    // Expired ones no longer count.
+    let later = until + 1;
+    assert_eq!(store.spend_client_assertion("a4", "a.example", later, later + 60, 3).await.unwrap(), Spent);
+}
 
 const DAY: i64 = 86_400 * 1_000_000;
 
