@@ -165,7 +165,7 @@ impl App {
     ) -> Result<M2mClient, OAuthError> {
         let record = self.client_record(client_id).await.map_err(|e| {
             tracing::error!(error = %e, "client lookup failed");
-            OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication is unavailable")
+            OAuthError::temporarily_unavailable()
         })?;
         let digest = self.secrets.digest(secret);
         let matches = |hash: &str| verify_slices_are_equal(hash.as_bytes(), digest.as_bytes()).is_ok();

@@ -2,6 +2,7 @@
 //! request, browser sessions and consent, authorization codes, and the
 //! `authorization_code` and `refresh_token` grants with rotation.
 
+use super::error::oauth_unavailable;
 use super::tokens::{AccessTokenGrant, SignedToken, TokenResponse};
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
@@ -520,10 +521,8 @@ impl App {
                 return Err(refused("only clients with a metadata document authenticate with an assertion"));
             }
         };
-        let record = self.store.oauth_client(client_id).await.map_err(|e| {
-            tracing::error!(error = %e, "client lookup failed");
-            failed()
-        })?;
+        let record =
+            self.store.oauth_client(client_id).await.map_err(oauth_unavailable("client lookup failed"))?;
         let record = record.ok_or_else(failed)?;
         match (record.client.grant_type, secret, record.secret_hash.as_deref()) {
             (ClientType::Public, None, _) if !self.public_clients_allowed().await => {
@@ -581,10 +580,7 @@ impl App {
             Ok(AssertionSpending::TooMany) => Err(refused(format!(
                 "the clients of {host} have {ASSERTIONS_PER_HOST} unexpired assertions already; try again later"
             ))),
-            Err(e) => {
-                tracing::error!(error = %e, "client assertion could not be recorded");
-                Err(OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication failed"))
-            }
+            Err(e) => Err(oauth_unavailable("client assertion could not be recorded")(e)),
         }
     }
 
@@ -621,10 +617,7 @@ impl App {
     ) -> Result<TokenResponse, OAuthError> {
         let code_hash = self.secrets.digest(code);
         let at = to_micros(now());
-        let internal = |e: StoreError| {
-            tracing::error!(error = %e, "code exchange failed");
-            OAuthError::invalid_request("the request could not be completed; try again")
-        };
+        let internal = oauth_unavailable("code exchange failed");
         let record = match self
             .store
             .redeem_authorization_code(&code_hash, &client.client_id, at)
@@ -729,10 +722,7 @@ impl App {
             ));
         }
         let old_hash = self.secrets.digest(refresh_token);
-        let internal = |e: StoreError| {
-            tracing::error!(error = %e, "refresh failed");
-            OAuthError::invalid_request("the request could not be completed; try again")
-        };
+        let internal = oauth_unavailable("refresh failed");
         let state = self.store.oauth_refresh_token(&old_hash).await.map_err(internal)?;
         let state = state
             .filter(|s| s.grant.client_id == client.client_id)
@@ -829,10 +819,10 @@ impl App {
             client_addr: None,
             detail: json!({"grant_id": state.grant.id, "family_revoked": true}),
         };
-        self.store.revoke_grant(state.grant.id, at, event).await.map_err(|e| {
-            tracing::error!(error = %e, "revoking a token family failed");
-            OAuthError::invalid_request("the request could not be completed; try again")
-        })?;
+        self.store
+            .revoke_grant(state.grant.id, at, event)
+            .await
+            .map_err(oauth_unavailable("revoking a token family failed"))?;
         Err(invalid_grant("the refresh token was already used; its whole family is revoked"))
     }
 }

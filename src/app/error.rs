@@ -1,3 +1,4 @@
+use crate::domain::oauth::OAuthError;
 use crate::store::StoreError;
 
 /// What went wrong, in terms a caller can act on. The HTTP layer maps each
@@ -22,10 +23,23 @@ pub enum AppError {
     /// Another system (a connection's provider) failed us.
     #[error("{0}")]
     Upstream(String),
+    /// The database is out of reach: 503, never a verdict on the caller.
+    #[error("{}", crate::domain::oauth::UNAVAILABLE)]
+    Unavailable,
     #[error("{0}")]
     Startup(String),
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
+}
+
+/// A store failure where an OAuth answer is due: logged, and a 503
+/// `temporarily_unavailable` for the caller, never a verdict on its
+/// credentials or its grant.
+pub(crate) fn oauth_unavailable(what: &'static str) -> impl Fn(StoreError) -> OAuthError + Copy {
+    move |e| {
+        tracing::error!(error = %e, "{what}");
+        OAuthError::temporarily_unavailable()
+    }
 }
 
 impl From<StoreError> for AppError {
@@ -35,6 +49,7 @@ impl From<StoreError> for AppError {
             StoreError::NotFound => AppError::NotFound("not found".into()),
             StoreError::LastServerAdmin => AppError::Conflict(e.to_string()),
             StoreError::LimitReached(_) => AppError::Invalid(e.to_string()),
+            e if e.is_unavailable() => AppError::Unavailable,
             other => AppError::Internal(other.into()),
         }
     }

@@ -1,6 +1,7 @@
 //! Protected resources: their declaration by admins, the scopes a token for
 //! them may carry, and the checks of the protected-resource gateway.
 
+use super::error::oauth_unavailable;
 use super::tokens::Rejected;
 use super::{App, AppError};
 use crate::domain::audit::AuditEvent;
@@ -42,6 +43,8 @@ pub enum GatewayRefusal {
     Unauthenticated { error: Option<&'static str>, description: &'static str },
     /// A valid token without every required scope: 403.
     InsufficientScope(Vec<String>),
+    /// The token could not be checked now (the database is out of reach): 503.
+    Unavailable,
 }
 
 impl App {
@@ -136,10 +139,10 @@ impl App {
         let declared = if resources.is_empty() {
             vec![]
         } else {
-            self.store.resources_by_indicator(resources).await.map_err(|e| {
-                tracing::error!(error = %e, "resource lookup failed");
-                OAuthError::invalid_request("the request could not be checked; try again")
-            })?
+            self.store
+                .resources_by_indicator(resources)
+                .await
+                .map_err(oauth_unavailable("resource lookup failed"))?
         };
         let undeclared = declared.len() < resources.len();
         if undeclared && !declared.is_empty() {
@@ -198,10 +201,11 @@ impl App {
         if granted == audience {
             return Ok(scope.to_string());
         }
-        let declared = self.store.resources_by_indicator(audience).await.map_err(|e| {
-            tracing::error!(error = %e, "resource lookup failed");
-            OAuthError::invalid_request("the request could not be completed; try again")
-        })?;
+        let declared = self
+            .store
+            .resources_by_indicator(audience)
+            .await
+            .map_err(oauth_unavailable("resource lookup failed"))?;
         let allowed = allowed_scopes(&declared, declared.len() < audience.len());
         let kept: Vec<&str> = scope.split(' ').filter(|s| allowed.iter().any(|a| a == s)).collect();
         // Only scopes for no resource (offline_access, openid) left: nothing to do there.
@@ -244,10 +248,11 @@ impl App {
                     Rejected::Expired => "the access token has expired",
                     Rejected::Revoked => "the access token has been revoked",
                     Rejected::Invalid => "the access token is not valid for this resource",
+                    Rejected::Unavailable => return GatewayRefusal::Unavailable,
                 },
             }
         })?;
-        if self.token_subject(&claims).await.is_none() {
+        if self.token_subject(&claims).await.map_err(|_| GatewayRefusal::Unavailable)?.is_none() {
             return Err(GatewayRefusal::Unauthenticated {
                 error: Some("invalid_token"),
                 description: "the access token's client or user is no longer active",

@@ -1,6 +1,7 @@
 //! JWT access tokens (RFC 9068): issuing, verifying, introspecting
 //! (RFC 7662) and revoking (RFC 7009).
 
+use super::error::oauth_unavailable;
 use super::{App, AppError};
 use crate::crypto::{SecretKind, random_string};
 use crate::domain::audit::AuditEvent;
@@ -8,7 +9,6 @@ use crate::domain::client::M2mClient;
 use crate::domain::oauth::{OAuthError, OAuthErrorCode, refuse_offline_access};
 use crate::domain::token::{AccessTokenClaims, Audience};
 use crate::domain::{Actor, Caller, Principal, Role, now, to_micros};
-use crate::store::StoreError;
 use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -58,6 +58,9 @@ pub enum Rejected {
     Invalid,
     Expired,
     Revoked,
+    /// It could not be checked now (the database is out of reach): no
+    /// verdict, the caller tries again.
+    Unavailable,
 }
 
 impl App {
@@ -143,7 +146,11 @@ impl App {
             t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
         });
         let kid = header.kid.as_deref().filter(|_| typ_ok).ok_or(Rejected::Invalid)?;
-        let set = self.verifying_key(kid).await.map_err(|_| Rejected::Invalid)?.ok_or(Rejected::Invalid)?;
+        let set = match self.verifying_key(kid).await {
+            Ok(set) => set.ok_or(Rejected::Invalid)?,
+            Err(AppError::Unavailable) => return Err(Rejected::Unavailable),
+            Err(_) => return Err(Rejected::Invalid),
+        };
         let key = &set.verifiers[kid];
         let mut validation = Validation::new(key.alg.jsonwebtoken());
         validation.leeway = LEEWAY_SECONDS;
@@ -173,7 +180,7 @@ impl App {
             Ok(true) => Err(Rejected::Revoked),
             Err(e) => {
                 tracing::error!(error = %e, "revocation check failed");
-                Err(Rejected::Invalid)
+                Err(Rejected::Unavailable)
             }
         }
     }
@@ -186,11 +193,12 @@ impl App {
                     Rejected::Invalid => "the access token is not valid",
                     Rejected::Expired => "the access token has expired",
                     Rejected::Revoked => "the access token has been revoked",
+                    Rejected::Unavailable => return AppError::Unavailable,
                 }
                 .into(),
             )
         })?;
-        self.token_subject(&claims).await.ok_or_else(|| {
+        self.token_subject(&claims).await?.ok_or_else(|| {
             AppError::Unauthorized("the access token's client or user is no longer active".into())
         })
     }
@@ -199,27 +207,27 @@ impl App {
     /// says): a disabled, deleted or re-roled client or user counts from the
     /// next request on. Machine tokens have the client as `sub`; delegated
     /// ones the user.
-    pub(super) async fn token_subject(&self, claims: &AccessTokenClaims) -> Option<Caller> {
+    pub(super) async fn token_subject(&self, claims: &AccessTokenClaims) -> Result<Option<Caller>, AppError> {
         if claims.sub == claims.client_id {
-            let record = self.client_record(&claims.client_id).await.ok()??;
+            let Some(record) = self.client_record(&claims.client_id).await? else { return Ok(None) };
             let revived = record.client.tokens_not_before.is_some_and(|t| claims.iat <= t);
-            return (!record.client.disabled && !revived).then(|| Caller {
+            return Ok((!record.client.disabled && !revived).then(|| Caller {
                 principal: Principal::Client {
                     client_id: record.client.client_id,
                     is_service: record.client.is_service,
                 },
                 role: record.client.role,
                 scope: Some(claims.scope.clone()),
-            });
+            }));
         }
-        let user_id: i64 = claims.sub.parse().ok()?;
-        let user = self.store.user(user_id).await.ok()??;
-        let client_exists = self.store.oauth_client(&claims.client_id).await.ok()?.is_some();
-        (client_exists && !user.disabled).then(|| Caller {
+        let Ok(user_id) = claims.sub.parse::<i64>() else { return Ok(None) };
+        let Some(user) = self.store.user(user_id).await? else { return Ok(None) };
+        let client_exists = self.store.oauth_client(&claims.client_id).await?.is_some();
+        Ok((client_exists && !user.disabled).then(|| Caller {
             principal: Principal::User { id: user.id, username: user.username },
             role: user.role,
             scope: Some(claims.scope.clone()),
-        })
+        }))
     }
 
     /// RFC 7662 introspection response for `token`, as `client` may see it.
@@ -227,22 +235,24 @@ impl App {
     /// only to service identities (the platform's resource servers) and to
     /// the client the token was issued to; any other client learns whether
     /// it is active and what it is for, nothing about the person.
-    pub async fn introspect_for(&self, client: &M2mClient, token: &str) -> Value {
-        let mut answer = self.introspect(token).await;
+    pub async fn introspect_for(&self, client: &M2mClient, token: &str) -> Result<Value, AppError> {
+        let mut answer = self.introspect(token).await?;
         let entitled = client.is_service || answer["client_id"].as_str() == Some(client.client_id.as_str());
         if let (false, Some(fields)) = (entitled, answer.as_object_mut()) {
             for private in ["sub", "username", "role", "jti"] {
                 fields.remove(private);
             }
         }
-        answer
+        Ok(answer)
     }
 
     /// The whole RFC 7662 answer for `token`.
-    pub async fn introspect(&self, token: &str) -> Value {
-        match self.verify_access_token(token, None).await {
+    pub async fn introspect(&self, token: &str) -> Result<Value, AppError> {
+        Ok(match self.verify_access_token(token, None).await {
             Ok(c) => {
-                let Some(subject) = self.token_subject(&c).await else { return json!({"active": false}) };
+                let Some(subject) = self.token_subject(&c).await? else {
+                    return Ok(json!({"active": false}));
+                };
                 let username = match subject.principal {
                     Principal::User { username, .. } => Some(username),
                     Principal::Client { .. } => None,
@@ -254,8 +264,9 @@ impl App {
                     "jti": c.jti, "role": subject.role,
                 })
             }
+            Err(Rejected::Unavailable) => return Err(AppError::Unavailable),
             Err(_) => json!({"active": false}),
-        }
+        })
     }
 
     /// RFC 7009: revokes `token` if `client_id` (authenticated) may: an
@@ -263,10 +274,7 @@ impl App {
     /// token, which takes its whole family with it. Unknown, invalid or
     /// expired tokens are no error (§2.2).
     pub async fn revoke(&self, client_id: &str, token: &str) -> Result<(), OAuthError> {
-        let failed = |e: StoreError| {
-            tracing::error!(error = %e, "revocation failed");
-            OAuthError::invalid_request("the token could not be revoked; try again")
-        };
+        let failed = oauth_unavailable("revocation failed");
         let not_yours =
             || OAuthError::new(OAuthErrorCode::UnauthorizedClient, "the token was not issued to this client");
         if SecretKind::of(token) == Some(SecretKind::OAuthRefreshToken) {

@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn documents() {
         // Claude Code's shape: loopback without a port, any port matches.
-        let DocumentClient { client: c, limits, keys } = client_from_document(
+        let DocumentClient { client: c, limits, keys, .. } = client_from_document(
             URL,
             &doc(serde_json::json!({
                 "client_id": URL, "client_name": "Claude Code",

@@ -11,6 +11,9 @@ pub enum OAuthErrorCode {
     UnsupportedResponseType,
     InvalidScope,
     InvalidTarget,
+    /// The server cannot answer now (its database is out of reach): never a
+    /// verdict on the caller's credentials.
+    TemporarilyUnavailable,
 }
 
 impl OAuthErrorCode {
@@ -25,6 +28,7 @@ impl OAuthErrorCode {
             OAuthErrorCode::UnsupportedResponseType => "unsupported_response_type",
             OAuthErrorCode::InvalidScope => "invalid_scope",
             OAuthErrorCode::InvalidTarget => "invalid_target",
+            OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
         }
     }
 }
@@ -45,7 +49,17 @@ impl OAuthError {
     pub fn invalid_request(description: impl Into<String>) -> Self {
         Self::new(OAuthErrorCode::InvalidRequest, description)
     }
+
+    pub fn temporarily_unavailable() -> Self {
+        Self::new(OAuthErrorCode::TemporarilyUnavailable, UNAVAILABLE)
+    }
 }
+
+/// What a caller is told while the database is out of reach.
+pub const UNAVAILABLE: &str = "the service is unavailable for a moment; try again shortly";
+
+/// Seconds a caller is asked to wait (`Retry-After`) then.
+pub const UNAVAILABLE_RETRY_AFTER: i64 = 5;
 
 /// A refresh token for a delegated client (nothing on its own). keyward's
 /// other scopes: `api` (the platform's REST APIs, keyward's own among them,

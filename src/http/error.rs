@@ -116,6 +116,10 @@ impl From<AppError> for ApiError {
             AppError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, detail),
             AppError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, detail),
             AppError::Upstream(_) => ApiError::new(StatusCode::BAD_GATEWAY, detail),
+            AppError::Unavailable => ApiError {
+                retry_after: Some(crate::domain::oauth::UNAVAILABLE_RETRY_AFTER),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+            },
             AppError::Startup(_) | AppError::Internal(_) => {
                 // Logged here, once; the caller learns nothing of the cause.
                 tracing::error!(error = %detail, "request failed");

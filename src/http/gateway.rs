@@ -103,6 +103,9 @@ fn challenge(
 
 fn refusal(app: &App, resource: &ProtectedResource, refused: GatewayRefusal) -> Response {
     let (status, error, description, scope) = match refused {
+        GatewayRefusal::Unavailable => {
+            return ApiError::from(crate::app::AppError::Unavailable).into_response();
+        }
         GatewayRefusal::Unauthenticated { error, description } => {
             (StatusCode::UNAUTHORIZED, error, description.to_string(), resource.required_scopes.clone())
         }

@@ -254,3 +254,13 @@ pub async fn validate_refresh_token(State(app): AppState, fields: Fields) -> Res
     let record = app.validate_refresh_token(&body.refresh_token, body.user_id).await?;
     Ok(reply(StatusCode::OK, RefreshTokenResponse::new(&body.refresh_token, &record)))
 }
+
+/// The reference lists 500 for a server that cannot answer: an outage's
+/// 503 becomes it here (and nowhere else).
+pub async fn documented_statuses(response: Response) -> Response {
+    if response.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        return ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            .into_response();
+    }
+    response
+}

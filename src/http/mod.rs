@@ -156,6 +156,16 @@ pub fn router(app: Arc<App>) -> Router {
     // Each route also takes OPTIONS, so that the CORS layer answers the
     // preflight instead of the router's 405.
     let preflight = || async { StatusCode::NO_CONTENT };
+    // The reference documents these endpoints' statuses exactly (SPEC §1.3):
+    // a server failure there is its 500, an outage included.
+    let integration_v1 = Router::new()
+        .route("/integration/v1/createRefreshToken/", post(integration::create_refresh_token))
+        .route("/integration/v1/regenRefreshToken/", post(integration::regen_refresh_token))
+        .route("/integration/v1/createAPIAccessToken/", post(integration::create_api_access_token))
+        .route("/integration/v1/revokeAPIAccessTokens/", post(integration::revoke_api_access_tokens))
+        .route("/integration/v1/validateAPIAccessToken/", post(integration::validate_api_access_token))
+        .route("/integration/v1/validateRefreshToken/", post(integration::validate_refresh_token))
+        .route_layer(middleware::map_response(integration::documented_statuses));
     let cross_origin = Router::new()
         .route("/oauth/v2/token/", post(oauth::token).options(preflight))
         .route("/oauth/v1/token/", post(oauth::token).options(preflight))
@@ -204,12 +214,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/oauth/v1/connections/callback/", get(authorize::connection_callback))
         .route("/oauth/v1/connections/start/", get(authorize::connection_start))
         .merge(cross_origin)
-        .route("/integration/v1/createRefreshToken/", post(integration::create_refresh_token))
-        .route("/integration/v1/regenRefreshToken/", post(integration::regen_refresh_token))
-        .route("/integration/v1/createAPIAccessToken/", post(integration::create_api_access_token))
-        .route("/integration/v1/revokeAPIAccessTokens/", post(integration::revoke_api_access_tokens))
-        .route("/integration/v1/validateAPIAccessToken/", post(integration::validate_api_access_token))
-        .route("/integration/v1/validateRefreshToken/", post(integration::validate_refresh_token))
+        .merge(integration_v1)
         .merge(server_admin)
         .merge(client_admin)
         .merge(catalog_admin)

@@ -28,6 +28,7 @@ impl From<OAuthError> for OAuthReply {
     fn from(error: OAuthError) -> Self {
         let status = match error.code {
             OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            OAuthErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         OAuthReply { status, error }
@@ -42,6 +43,10 @@ impl IntoResponse for OAuthReply {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="keyward""#));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let seconds = crate::domain::oauth::UNAVAILABLE_RETRY_AFTER;
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -308,7 +313,9 @@ pub async fn introspect(
     let params = OAuthParams::parse(&headers, body)?;
     let client = authenticated_client(&app, &headers, &params, addr).await?;
     let token = params.required("token")?;
-    Ok((StatusCode::OK, no_store(), Json(app.introspect_for(&client, token).await)).into_response())
+    let answer =
+        app.introspect_for(&client, token).await.map_err(|_| OAuthError::temporarily_unavailable())?;
+    Ok((StatusCode::OK, no_store(), Json(answer)).into_response())
 }
 
 pub async fn revoke(

@@ -67,7 +67,7 @@ async fn a_token_on_demand_and_held_until_it_expires(backend: Backend) {
     assert_eq!(first["token_type"], "Bearer");
     let access = first["access_token"].as_str().unwrap().to_string();
     // It is the provider's token, for the scope configured.
-    let intro = provider.app.introspect(&access).await;
+    let intro = provider.app.introspect(&access).await.unwrap();
     assert_eq!((intro["active"].clone(), intro["scope"].clone()), (json!(true), json!("api")));
     let again = json_with_status(s.get(&path, &user).send().await.unwrap(), 200).await;
     assert_eq!(again["access_token"], access.as_str(), "held while fresh");
@@ -332,7 +332,7 @@ async fn authorization_code_with_keyward_as_the_provider(backend: Backend) {
 
     let first = json_with_status(s.get(&token_path, &admin).send().await.unwrap(), 200).await;
     let access = first["access_token"].as_str().unwrap().to_string();
-    let intro = provider.app.introspect(&access).await;
+    let intro = provider.app.introspect(&access).await.unwrap();
     assert_eq!(intro["active"], true);
     assert_eq!(intro["sub"], provider.user_named("admin").await.id.to_string());
     // Expiring (the 1.5 s override): refreshed with the refresh token; the

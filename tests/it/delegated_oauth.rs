@@ -322,7 +322,7 @@ async fn confidential_flow_with_the_oauth2_crate(backend: Backend) {
         .expect("code exchanged");
     assert_eq!(token.expires_in().unwrap().as_secs(), 3600);
     let access = token.access_token().secret().clone();
-    let intro = s.app.introspect(&access).await;
+    let intro = s.app.introspect(&access).await.unwrap();
     let admin = s.user_named("admin").await;
     assert_eq!(intro["sub"], admin.id.to_string());
     assert_eq!(intro["client_id"], id.as_str());

@@ -99,6 +99,12 @@ impl TestServer {
         Self::start_node(&url, dir, None, host, None).await
     }
 
+    /// A server on the database at `database_url` (which the caller made).
+    pub async fn start_on(database_url: &str) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        Self::start_node(database_url, dir, None, "127.0.0.1", None).await
+    }
+
     /// A server that holds at most `max_connections` and waits `head_timeout`
     /// seconds for a request head.
     pub async fn start_limited(backend: Backend, max_connections: usize, head_timeout: u64) -> TestServer {

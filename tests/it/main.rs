@@ -19,6 +19,7 @@ mod jwt_access_tokens;
 mod m2m_clients;
 mod oauth_token_endpoint;
 mod openapi_docs;
+mod outage;
 mod outbound_clients;
 mod process;
 mod properties;

@@ -199,13 +199,13 @@ async fn scope_and_resource_shape_the_token(backend: Backend) {
     let r = s.token_request(&with(&[("scope", "mcp"), ("resource", "https://mcp.example.com/")])).await;
     let body = json_with_status(r, 200).await;
     assert_eq!(body["scope"], "mcp");
-    let intro = s.app.introspect(body["access_token"].as_str().unwrap()).await;
+    let intro = s.app.introspect(body["access_token"].as_str().unwrap()).await.unwrap();
     assert_eq!(intro["aud"], "https://mcp.example.com");
     let r = s
         .token_request(&with(&[("resource", "https://a.example"), ("resource", "https://b.example/api")]))
         .await;
     let body = json_with_status(r, 200).await;
-    let intro = s.app.introspect(body["access_token"].as_str().unwrap()).await;
+    let intro = s.app.introspect(body["access_token"].as_str().unwrap()).await.unwrap();
     assert_eq!(intro["aud"], json!(["https://a.example", "https://b.example/api"]));
     // A token for another resource is not accepted by keyward's own APIs.
     let token = body["access_token"].as_str().unwrap();
