@@ -209,7 +209,7 @@ async fn run(command: Command, config: NodeConfig) -> anyhow::Result<()> {
                             jwk["alg"].as_str().unwrap_or("")
                         );
                     }
-                    println!("signing with {}", keys.signer.kid);
+                    println!("signing with {}", keys.signing_key().kid);
                 }
             }
             Ok(())

@@ -177,7 +177,8 @@ async fn periodic_work(app: Arc<App>) {
                     .ok().and_then(|s| s.as_i64()).unwrap_or(60);
                 next_sweep = tokio::time::Instant::now() + Duration::from_secs(seconds as u64);
             }
-            _ = keys.tick() => {
+            // On its round, or at once when a node announces a rotation.
+            _ = async { tokio::select! { _ = keys.tick() => {}, _ = app.keys.changed.notified() => {} } } => {
                 if let Err(e) = app.refresh_keys().await {
                     tracing::warn!(error = %e, "signing keys could not be refreshed");
                 }

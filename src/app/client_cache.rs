@@ -56,7 +56,7 @@ impl ClientCache {
     }
 
     pub fn apply(&self, invalidation: Invalidation) {
-        if invalidation == Invalidation::Revocations {
+        if matches!(invalidation, Invalidation::Revocations | Invalidation::Keys) {
             return;
         }
         let mut entries = self.entries.write().expect("client cache lock");
@@ -73,7 +73,7 @@ impl ClientCache {
                 entries.clear();
                 self.enabled.store(false, Ordering::Release);
             }
-            Invalidation::Revocations => {}
+            Invalidation::Revocations | Invalidation::Keys => {}
         }
     }
 }

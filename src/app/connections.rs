@@ -389,7 +389,7 @@ impl App {
             "iss": self.issuer, "iat": now().unix_timestamp(),
             "body_sha256": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref()),
         });
-        let signature = self.keys.current().signer.sign_typed("keyward-webhook+jwt", &claims);
+        let signature = self.keys.current().signing_key().sign_typed("keyward-webhook+jwt", &claims);
         let http = match self.outbound_http(&url).await {
             Ok(http) => http.clone(),
             Err(e) => {

@@ -21,16 +21,39 @@ pub struct VerifyingKey {
     pub key: DecodingKey,
 }
 
+/// How long a new key is published before any node signs with it: every
+/// node (and every resource server that fetched the JWKS meanwhile) knows
+/// it by then. Nodes hear of a rotation at once through the change
+/// channel; this covers one that missed it and reads the keys on its
+/// next round. Only where several nodes share the store.
+pub const PUBLISH_BEFORE_SIGNING: std::time::Duration = std::time::Duration::from_secs(35);
+
 /// One consistent view of the keys.
 pub struct KeySet {
-    pub signer: Arc<SigningKey>,
+    /// The key tokens are signed with now (see [`KeySet::signing_key`]).
+    signer: Arc<SigningKey>,
+    /// A key published but not signed with yet, and from when (µs) it is.
+    next: Option<(Arc<SigningKey>, i64)>,
     pub verifiers: HashMap<String, VerifyingKey>,
     /// The JWKS document (RFC 7517 §5).
     pub jwks: Value,
 }
 
+impl KeySet {
+    /// The key to sign with: the active one once it has been published long
+    /// enough, until then the one it replaced.
+    pub fn signing_key(&self) -> &Arc<SigningKey> {
+        match &self.next {
+            Some((next, from)) if to_micros(now()) >= *from => next,
+            _ => &self.signer,
+        }
+    }
+}
+
 pub struct Keyring {
     current: RwLock<Arc<KeySet>>,
+    /// Told when any node rotated the keys: they are read again at once.
+    pub changed: tokio::sync::Notify,
 }
 
 fn context(kid: &str) -> Vec<u8> {
@@ -40,7 +63,7 @@ fn context(kid: &str) -> Vec<u8> {
 impl Keyring {
     pub(super) async fn load(store: &Store, master: &AeadKey) -> Result<Keyring, AppError> {
         let set = load_set(store, master).await?;
-        Ok(Keyring { current: RwLock::new(Arc::new(set)) })
+        Ok(Keyring { current: RwLock::new(Arc::new(set)), changed: tokio::sync::Notify::new() })
     }
 
     pub fn current(&self) -> Arc<KeySet> {
@@ -70,7 +93,8 @@ async fn load_set(store: &Store, master: &AeadKey) -> Result<KeySet, AppError> {
         store.add_signing_key(key, None, ev).await?;
         keys = store.signing_keys(to_micros(now())).await?;
     }
-    build_set(master, &keys)
+    let delay = if store.is_shared() { PUBLISH_BEFORE_SIGNING } else { std::time::Duration::ZERO };
+    build_set(master, &keys, delay)
 }
 
 fn new_stored_key(master: &AeadKey, alg: SigningAlgorithm) -> StoredSigningKey {
@@ -86,10 +110,17 @@ fn new_stored_key(master: &AeadKey, alg: SigningAlgorithm) -> StoredSigningKey {
     }
 }
 
-fn build_set(master: &AeadKey, keys: &[StoredSigningKey]) -> Result<KeySet, AppError> {
+/// `keys` (newest first) parsed; the active one signs once it has been
+/// published for `delay`, the newest retiring one until then.
+fn build_set(
+    master: &AeadKey,
+    keys: &[StoredSigningKey],
+    delay: std::time::Duration,
+) -> Result<KeySet, AppError> {
     let corrupt =
         |kid: &str, why: &str| AppError::Startup(format!("signing key {kid} cannot be used: {why}"));
     let mut signer = None;
+    let mut previous = None;
     let mut verifiers = HashMap::new();
     let mut published = Vec::new();
     for stored in keys {
@@ -106,11 +137,18 @@ fn build_set(master: &AeadKey, keys: &[StoredSigningKey]) -> Result<KeySet, AppE
         verifiers.insert(stored.kid.clone(), VerifyingKey { alg, key: decoding });
         published.push(jwk_json);
         if stored.active {
-            signer = Some(Arc::new(key));
+            signer = Some((Arc::new(key), stored.created_at));
+        } else if previous.is_none() {
+            previous = Some(Arc::new(key));
         }
     }
-    let signer = signer.ok_or_else(|| AppError::Startup("no active signing key".into()))?;
-    Ok(KeySet { signer, verifiers, jwks: json!({"keys": published}) })
+    let (active, created_at) = signer.ok_or_else(|| AppError::Startup("no active signing key".into()))?;
+    let signs_from = created_at + delay.as_micros() as i64;
+    let (signer, next) = match previous {
+        Some(previous) if signs_from > to_micros(now()) => (previous, Some((active, signs_from))),
+        _ => (active, None),
+    };
+    Ok(KeySet { signer, next, verifiers, jwks: json!({"keys": published}) })
 }
 
 impl App {
@@ -134,7 +172,8 @@ impl App {
         if !stored.iter().any(|k| k.kid == kid) {
             return Ok(None);
         }
-        self.keys.replace(build_set(&self.data_key, &stored)?);
+        let delay = if self.store.is_shared() { PUBLISH_BEFORE_SIGNING } else { std::time::Duration::ZERO };
+        self.keys.replace(build_set(&self.data_key, &stored, delay)?);
         let set = self.keys.current();
         Ok(set.verifiers.contains_key(kid).then_some(set))
     }

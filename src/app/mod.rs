@@ -38,7 +38,7 @@ pub use delegated::{
     DELEGATED_CLIENT_PREFIX, redirect_with,
 };
 pub use error::AppError;
-pub use keys::{KeySet, Keyring};
+pub use keys::{KeySet, Keyring, PUBLISH_BEFORE_SIGNING};
 pub use proxy::{FORWARDED_REQUEST_HEADERS, FORWARDED_RESPONSE_HEADERS, ProxyRequest};
 pub use registration::{DynamicClient, RegistrationFailure};
 pub use resources::{GatewayRefusal, ResourceDeclaration};
@@ -62,7 +62,7 @@ pub struct App {
     pub master_key: Arc<MasterKey>,
     /// Seals every record that must be recovered (signing keys, …).
     pub data_key: AeadKey,
-    pub keys: Keyring,
+    pub keys: Arc<Keyring>,
     pub audit: AuditSink,
     pub usage: usage::UsageRecorder,
     /// For talking to other systems: through [`App::outbound_http`] only.
@@ -158,6 +158,7 @@ impl App {
         // node holds on every node from the next request on.
         let verified = Arc::new(remembered::Remembered::new(true));
         let api_tokens = Arc::new(remembered::Remembered::new(!store.is_shared()));
+        let keys = Arc::new(keys);
         let local = {
             let (clients, verified, api_tokens) = (clients.clone(), verified.clone(), api_tokens.clone());
             move |i: crate::store::Invalidation| {
@@ -169,8 +170,18 @@ impl App {
         // This node's own changes reach its caches as they commit.
         store.on_local_change(Box::new(local));
         if store.is_shared() {
-            let (watched, cache) = (store.clone(), clients.clone());
-            tokio::spawn(async move { watched.watch_invalidations(Box::new(move |i| cache.apply(i))).await });
+            let (watched, cache, keyring) = (store.clone(), clients.clone(), keys.clone());
+            tokio::spawn(async move {
+                watched
+                    .watch_invalidations(Box::new(move |i| {
+                        // Another node rotated the keys: read them now.
+                        if i == crate::store::Invalidation::Keys {
+                            keyring.changed.notify_one();
+                        }
+                        cache.apply(i)
+                    }))
+                    .await
+            });
         }
         Ok(App {
             usage: usage::UsageRecorder::default(),

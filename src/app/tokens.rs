@@ -82,7 +82,7 @@ impl App {
             scope: grant.scope.to_string(),
             role: grant.role,
         };
-        let jwt = self.keys.current().signer.sign_jwt(&claims);
+        let jwt = self.keys.current().signing_key().sign_jwt(&claims);
         let mut event = AuditEvent::success(grant.actor, "token.issued", format!("token:{}", claims.jti))
             .with_detail(json!({
                 "grant_type": grant.grant_type, "client_id": claims.client_id, "scope": claims.scope,

@@ -104,7 +104,7 @@ params![name, value])
         retire_current_after: Option<i64>,
         event: AuditEvent,
     ) -> StoreResult<bool> {
-        self.write_if(event, None, async |tx, _| {
+        self.write_if(event, Some(KEYS), async |tx, _| {
             match retire_current_after {
                 Some(after) => {
                     exec(

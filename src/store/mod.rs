@@ -132,10 +132,15 @@ pub enum Invalidation {
     /// credentials, a client, one JWT, API access tokens) or a user changed:
     /// remembered tokens must be checked again.
     Revocations,
+    /// The signing keys changed (a rotation): read them again.
+    Keys,
 }
 
 /// What a write that revokes access tokens, or changes a user, announces.
 pub const REVOCATIONS: &str = "revocations";
+
+/// What a write of the signing keys announces.
+pub const KEYS: &str = "keys";
 
 impl Invalidation {
     /// The invalidation an announcement stands for.
@@ -143,6 +148,7 @@ impl Invalidation {
         match announced.strip_prefix("client:") {
             Some(id) => Invalidation::Client(id.to_string()),
             None if announced == REVOCATIONS => Invalidation::Revocations,
+            None if announced == KEYS => Invalidation::Keys,
             None => Invalidation::All,
         }
     }

@@ -24,7 +24,10 @@ pub(super) async fn overview(r: &Request<'_>) -> Result<Page, AppError> {
             actions: vec![],
         },
         Row {
-            cells: vec!["Signing key".into(), format!("{} ({})", keys.signer.kid, keys.signer.alg.as_str())],
+            cells: vec![
+                "Signing key".into(),
+                format!("{} ({})", keys.signing_key().kid, keys.signing_key().alg.as_str()),
+            ],
             actions: vec![],
         },
         Row { cells: vec!["Database".into(), format!("{:?}", app.store.backend())], actions: vec![] },
@@ -225,7 +228,7 @@ pub(super) async fn keys(r: &Request<'_>) -> Result<Page, AppError> {
             cells: vec![
                 kid.clone(),
                 v.alg.as_str().to_string(),
-                if *kid == keys.signer.kid { "signing".into() } else { "verifying only (retiring)".into() },
+                if *kid == keys.signing_key().kid { "signing".into() } else { "verifying only".into() },
             ],
             actions: vec![],
         })
