@@ -88,7 +88,8 @@ impl App {
         if let Some(url) = &found.keys_from {
             self.document_host_accepted(url).await?;
         }
-        if found.keys.is_none() && !self.public_clients_allowed().await {
+        let unchecked = |_| "the request could not be checked; try again".to_string();
+        if found.keys.is_none() && !self.public_clients_allowed().await.map_err(unchecked)? {
             return Err(super::delegated::PUBLIC_CLIENTS_OFF.into());
         }
         Ok(found)
@@ -98,11 +99,15 @@ impl App {
     /// the denied list, and on the allowed list when it names any.
     async fn document_host_accepted(&self, url: &url::Url) -> Result<(), String> {
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        // Unread lists are no answer (never "nothing denied").
         let listed = |key: &'static str| async move {
-            self.setting(key).await.map(|s| s.as_hosts()).unwrap_or_default()
+            self.setting(key)
+                .await
+                .map(|s| s.as_hosts())
+                .map_err(|_| "the request could not be checked; try again")
         };
-        let allowed = listed(CLIENT_METADATA_ALLOWED_HOSTS).await;
-        if listed(CLIENT_METADATA_DENIED_HOSTS).await.contains(&host)
+        let allowed = listed(CLIENT_METADATA_ALLOWED_HOSTS).await?;
+        if listed(CLIENT_METADATA_DENIED_HOSTS).await?.contains(&host)
             || !allowed.is_empty() && !allowed.contains(&host)
         {
             return Err(format!("client metadata documents from {host} are not accepted here"));

@@ -163,8 +163,9 @@ impl App {
 
     /// Whether public delegated clients may be registered and used
     /// (`keyward.oauth.public_clients`).
-    pub async fn public_clients_allowed(&self) -> bool {
-        self.setting(PUBLIC_CLIENTS).await.map(|s| s.as_bool()).unwrap_or(true)
+    /// Unread, it is no answer: the caller tries again.
+    pub async fn public_clients_allowed(&self) -> Result<bool, AppError> {
+        Ok(self.setting(PUBLIC_CLIENTS).await?.as_bool())
     }
 
     /// Registers a client; the secret (confidential clients only) is shown this once.
@@ -174,7 +175,7 @@ impl App {
         r: ClientRegistration,
     ) -> Result<(DelegatedClient, Option<String>), AppError> {
         let (redirect_uris, pkce_enabled) = self.validate_registration(&r)?;
-        if r.grant_type == ClientType::Public && !self.public_clients_allowed().await {
+        if r.grant_type == ClientType::Public && !self.public_clients_allowed().await? {
             return Err(AppError::Invalid(PUBLIC_CLIENTS_OFF.into()));
         }
         let client_id = new_delegated_client_id();
@@ -281,7 +282,10 @@ impl App {
                 }
             }
         };
-        if client.grant_type == ClientType::Public && !self.public_clients_allowed().await {
+        let unchecked = |_| AuthorizeError::Page("the request could not be checked; try again".into());
+        if client.grant_type == ClientType::Public
+            && !self.public_clients_allowed().await.map_err(unchecked)?
+        {
             return Err(AuthorizeError::Page(PUBLIC_CLIENTS_OFF.into()));
         }
         let redirect_uri = match p.redirect_uri.as_deref() {
@@ -524,8 +528,10 @@ impl App {
         let record =
             self.store.oauth_client(client_id).await.map_err(oauth_unavailable("client lookup failed"))?;
         let record = record.ok_or_else(failed)?;
+        let public_allowed = record.client.grant_type != ClientType::Public
+            || self.public_clients_allowed().await.map_err(|_| OAuthError::temporarily_unavailable())?;
         match (record.client.grant_type, secret, record.secret_hash.as_deref()) {
-            (ClientType::Public, None, _) if !self.public_clients_allowed().await => {
+            (ClientType::Public, None, _) if !public_allowed => {
                 Err(OAuthError::new(OAuthErrorCode::InvalidClient, PUBLIC_CLIENTS_OFF))
             }
             (ClientType::Public, None, _) => Ok(record.client),
@@ -695,8 +701,8 @@ impl App {
     }
 
     async fn active_user(&self, id: i64) -> Result<User, OAuthError> {
-        match self.store.user(id).await {
-            Ok(Some(u)) if !u.disabled => Ok(u),
+        match self.store.user(id).await.map_err(oauth_unavailable("user lookup failed"))? {
+            Some(u) if !u.disabled => Ok(u),
             _ => Err(invalid_grant("the user of this grant is no longer active")),
         }
     }
@@ -739,7 +745,11 @@ impl App {
         let scope = self.scopes_within(&scope, &state.grant.resources, &audience).await?;
         let user = self.active_user(state.grant.user_id).await?;
         let rotate = client.grant_type == ClientType::Public
-            || self.setting(ROTATE_CONFIDENTIAL_REFRESH).await.map(|s| s.as_bool()).unwrap_or(true);
+            || self
+                .setting(ROTATE_CONFIDENTIAL_REFRESH)
+                .await
+                .map_err(|_| OAuthError::temporarily_unavailable())?
+                .as_bool();
         let SignedToken { jwt: access_token, jti, exp } =
             self.user_access_token(client, &user, &scope, &audience, "refresh_token");
         if !rotate {
@@ -769,7 +779,9 @@ impl App {
             jti,
             jti_expires_at: exp * MICROS,
         };
-        let _ = self.store.drop_successors(at - self.refresh_reuse_grace().await * MICROS).await;
+        if let Ok(grace) = self.refresh_reuse_grace().await {
+            let _ = self.store.drop_successors(at - grace * MICROS).await;
+        }
         if self
             .store
             .rotate_oauth_refresh_token(&old_hash, state.grant.id, at, &sealed, issued)
@@ -786,9 +798,12 @@ impl App {
         }
     }
 
-    /// `keyward.oauth.refresh_token_reuse_grace`, in seconds.
-    async fn refresh_reuse_grace(&self) -> i64 {
-        self.setting(REFRESH_REUSE_GRACE).await.ok().and_then(|s| s.as_i64()).unwrap_or(10)
+    /// `keyward.oauth.refresh_token_reuse_grace`, in seconds. Unread, it is
+    /// no reason to hand a replay the successor, nor to revoke a family.
+    async fn refresh_reuse_grace(&self) -> Result<i64, OAuthError> {
+        let setting =
+            self.setting(REFRESH_REUSE_GRACE).await.map_err(|_| OAuthError::temporarily_unavailable())?;
+        Ok(setting.as_i64().unwrap_or(10))
     }
 
     /// A rotated refresh token of `client` (the grant's own) used again.
@@ -799,7 +814,7 @@ impl App {
         state: &OAuthRefreshState,
         at: i64,
     ) -> Result<TokenResponse, OAuthError> {
-        let grace = self.refresh_reuse_grace().await.min(client.access_token_lifetime);
+        let grace = self.refresh_reuse_grace().await?.min(client.access_token_lifetime);
         let within_grace = state.rotated_at.is_some_and(|r| at - r <= grace * MICROS);
         if let (true, Some(sealed)) = (within_grace, &state.successor) {
             let response = self

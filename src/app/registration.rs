@@ -69,7 +69,7 @@ impl App {
     async fn accepted(&self, meta: ClientMetadata) -> Result<RegisteredMetadata, RegistrationFailure> {
         let trusted = self.setting(DYNAMIC_TRUSTED_HOSTS).await?.as_hosts();
         let accepted = accept_metadata(meta, &trusted).map_err(RegistrationFailure::Metadata)?;
-        if accepted.client_type() == ClientType::Public && !self.public_clients_allowed().await {
+        if accepted.client_type() == ClientType::Public && !self.public_clients_allowed().await? {
             return Err(RegistrationFailure::Metadata(RegistrationError::InvalidClientMetadata(
                 super::delegated::PUBLIC_CLIENTS_OFF.into(),
             )));

@@ -148,8 +148,11 @@ impl App {
         let kid = header.kid.as_deref().filter(|_| typ_ok).ok_or(Rejected::Invalid)?;
         let set = match self.verifying_key(kid).await {
             Ok(set) => set.ok_or(Rejected::Invalid)?,
-            Err(AppError::Unavailable) => return Err(Rejected::Unavailable),
-            Err(_) => return Err(Rejected::Invalid),
+            // The keys could not be read: no verdict on the token.
+            Err(e) => {
+                tracing::error!(error = %e, "signing keys could not be read");
+                return Err(Rejected::Unavailable);
+            }
         };
         let key = &set.verifiers[kid];
         let mut validation = Validation::new(key.alg.jsonwebtoken());
@@ -299,6 +302,8 @@ impl App {
         }
         let claims = match self.verify_access_token(token, None).await {
             Ok(c) => c,
+            // Not checked is not revoked: the caller must try again.
+            Err(Rejected::Unavailable) => return Err(OAuthError::temporarily_unavailable()),
             Err(_) => return Ok(()),
         };
         if claims.client_id != client_id {

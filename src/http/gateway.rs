@@ -134,11 +134,16 @@ fn split_gateway_path(path: &str) -> Option<(&str, &str)> {
     Some(rest.split_once('/').unwrap_or((rest, "")))
 }
 
-async fn served_resource(app: &App, name: &str) -> Option<ProtectedResource> {
+/// The resource served at `/r/<name>`: a 404 when there is none, a 503
+/// when it cannot be read now (never a 404 for that).
+async fn served_resource(app: &App, name: &str) -> Result<ProtectedResource, Response> {
     if name.is_empty() || name.len() > crate::domain::resource::NAME_MAX {
-        return None;
+        return Err(not_found());
     }
-    app.store.resource(name).await.ok().flatten().filter(|r| r.upstream_url.is_some())
+    match app.store.resource(name).await {
+        Ok(found) => found.filter(|r| r.upstream_url.is_some()).ok_or_else(not_found),
+        Err(e) => Err(ApiError::from(crate::app::AppError::from(e)).into_response()),
+    }
 }
 
 /// RFC 9728 metadata of a gateway resource; also answered for any path
@@ -146,7 +151,10 @@ async fn served_resource(app: &App, name: &str) -> Option<ProtectedResource> {
 pub async fn protected_resource_metadata(State(app): AppState, uri: axum::http::Uri) -> Response {
     let path = uri.path().strip_prefix(METADATA_PREFIX).unwrap_or("");
     let Some((name, _)) = split_gateway_path(path) else { return not_found() };
-    let Some(resource) = served_resource(&app, name).await else { return not_found() };
+    let resource = match served_resource(&app, name).await {
+        Ok(resource) => resource,
+        Err(response) => return response,
+    };
     let scopes: Vec<&str> = resource.scopes.iter().map(|s| s.name.as_str()).collect();
     Json(json!({
         "resource": resource.resource,
@@ -162,7 +170,10 @@ pub async fn protected_resource_metadata(State(app): AppState, uri: axum::http::
 pub async fn forward(State(app): AppState, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
     let Some((name, rest)) = split_gateway_path(parts.uri.path()) else { return not_found() };
-    let Some(resource) = served_resource(&app, name).await else { return not_found() };
+    let resource = match served_resource(&app, name).await {
+        Ok(resource) => resource,
+        Err(response) => return response,
+    };
     let bearer = parts
         .headers
         .get(header::AUTHORIZATION)

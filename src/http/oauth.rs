@@ -342,7 +342,7 @@ pub async fn revoke(
 
 /// RFC 8414 metadata; also served as OpenID discovery for clients that only
 /// look there.
-pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
+pub async fn metadata(State(app): State<Arc<App>>) -> Result<Json<Value>, super::error::ApiError> {
     let issuer = &app.issuer;
     // Advertised only while it is on (clients try it when it is listed).
     let registration = app
@@ -359,7 +359,7 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
         delegated_auth_methods.push("private_key_jwt");
     }
     // Public clients revoke their own tokens by client_id alone, too.
-    if app.public_clients_allowed().await {
+    if app.public_clients_allowed().await? {
         delegated_auth_methods.push("none");
     }
     let token_auth_methods = delegated_auth_methods.clone();
@@ -398,7 +398,7 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Json<Value> {
             );
         }
     }
-    Json(document)
+    Ok(Json(document))
 }
 
 pub async fn jwks(State(app): State<Arc<App>>) -> Response {

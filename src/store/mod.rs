@@ -84,6 +84,16 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// PostgreSQL SQLSTATEs of a database that cannot serve now but may soon:
+/// lost or refused connections, shutdown, crash, recovery, too many
+/// connections, a failover's read-only standby, a cancelled statement,
+/// serialization and deadlock failures. (Not 08P01 or 57P04, which a bug
+/// or a dropped database also raise.)
+const OUTAGE_CODES: &[&str] = &[
+    "08000", "08001", "08003", "08004", "08006", "57P01", "57P02", "57P03", "57P05", "53300", "53400",
+    "25006", "57014", "40001", "40P01",
+];
+
 impl StoreError {
     /// Whether the database could not be reached or used at all (a lost
     /// connection, no connection within the pool's deadline, a server
@@ -94,15 +104,17 @@ impl StoreError {
             StoreError::Database(e) => match e {
                 sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_)
                 | sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed => true,
-                // SQLSTATE class 08 (connection exception) and 57P
-                // (operator intervention: shutdown, crash, starting up).
-                sqlx::Error::Database(db) => {
-                    db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
-                }
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::BeginFailed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                    OUTAGE_CODES.contains(&c.as_ref()) || {
+                        // SQLite: busy, locked, I/O, full, cannot open (the
+                        // primary result code is the low byte).
+                        c.parse::<i32>().is_ok_and(|n| [5, 6, 10, 13, 14].contains(&(n & 0xff)))
+                    }
+                }),
                 _ => false,
             },
             _ => false,
@@ -431,7 +443,12 @@ impl Store {
         }
         loop {
             match sqlx::postgres::PgListener::connect(&self.url).await {
-                Ok(mut listener) => match listener.listen(INVALIDATION_CHANNEL).await {
+                Ok(mut listener) => match {
+                    // A lost connection ends the watch at once (and the caches
+                    // stop answering), instead of reconnecting inside try_recv.
+                    listener.eager_reconnect(false);
+                    listener.listen(INVALIDATION_CHANNEL).await
+                } {
                     Ok(()) => {
                         sink(Invalidation::All);
                         // `None` or an error: the connection is gone, and

@@ -331,7 +331,7 @@ async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
             .post(&gateway)
             .bearer_auth(&good)
             .header("content-type", "application/json")
-            .body(vec![b' '; 100 * 64 * 1024])
+            .body(vec![b' '; keyward::http::GATEWAY_MAX_BODY_BYTES + 1])
             .send()
             .await,
     );

@@ -81,19 +81,39 @@ async fn an_outage_is_a_503_never_a_verdict() {
     };
     let users_by_jwt = || s.http.get(s.url("/admin/api/users/")).bearer_auth(&jwt).send();
     let users_by_token = || s.get("/admin/api/users/", &api_token).send();
+    let resource = serde_json::json!({
+        "name": "demo", "display_name": "Demo", "scopes": [{"name": "tools", "description": "tools"}],
+        "required_scopes": ["tools"], "upstream_url": "http://127.0.0.1:9/mcp",
+    });
+    let r = s
+        .send(reqwest::Method::POST, "/admin/api/resources/", &api_token)
+        .json(&resource)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
 
     partition.cut();
     // The change listener's connection went too: caches stop answering.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let (token, introspected, by_jwt, by_token, ready) = tokio::join!(
+    let (token, introspected, by_jwt, by_token, gateway, metadata, ready) = tokio::join!(
         s.http.post(s.url("/oauth/v2/token/")).form(&token_form).send(),
         introspect(),
         users_by_jwt(),
         users_by_token(),
+        s.http.get(s.url("/r/demo/")).bearer_auth(&jwt).send(),
+        s.http.get(s.url("/.well-known/oauth-authorization-server")).send(),
         s.http.get(s.url("/readyz")).send(),
     );
-    for (what, r) in [("token", token), ("introspection", introspected), ("JWT", by_jwt), ("TOKEN", by_token)]
-    {
+    let answers = [
+        ("token", token),
+        ("introspection", introspected),
+        ("JWT", by_jwt),
+        ("TOKEN", by_token),
+        ("gateway", gateway),
+        ("metadata", metadata),
+    ];
+    for (what, r) in answers {
         let r = r.unwrap();
         assert_eq!(r.status(), 503, "{what}: {}", r.text().await.unwrap());
         assert_eq!(r.headers()["retry-after"], "5", "{what}");
