@@ -166,11 +166,51 @@ pub async fn protected_resource_metadata(State(app): AppState, uri: axum::http::
     .into_response()
 }
 
+/// How much of an unread body a refusal still reads, and for how long, so
+/// that the connection can serve the caller's next request (the first
+/// request of an MCP client is refused for want of a token, its retry
+/// follows at once).
+const UNREAD_BODY_DRAIN_BYTES: usize = 64 * 1024;
+const UNREAD_BODY_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Any request to `<issuer>/r/<name>/…`.
 pub async fn forward(State(app): AppState, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
+    let mut body = Some(body);
+    let response = forward_parts(&app, &parts, &mut body).await;
+    match body {
+        Some(unread) => answered_before_the_body(unread, response).await,
+        None => response,
+    }
+}
+
+/// An answer given without reading the request's body. Left unread, the
+/// server would close the connection after answering without saying so,
+/// and a client sending its next request on it would see it cut. So a
+/// small body is read (and dropped); a larger or slower one gets
+/// `Connection: close`.
+async fn answered_before_the_body(body: axum::body::Body, mut response: Response) -> Response {
+    use axum::body::HttpBody as _;
+    if body.is_end_stream() {
+        return response;
+    }
+    let drained =
+        tokio::time::timeout(UNREAD_BODY_DRAIN_TIME, axum::body::to_bytes(body, UNREAD_BODY_DRAIN_BYTES))
+            .await;
+    if !matches!(drained, Ok(Ok(_))) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The answer to a gateway request; takes `body` only to pass it upstream.
+async fn forward_parts(
+    app: &App,
+    parts: &axum::http::request::Parts,
+    body: &mut Option<axum::body::Body>,
+) -> Response {
     let Some((name, rest)) = split_gateway_path(parts.uri.path()) else { return not_found() };
-    let resource = match served_resource(&app, name).await {
+    let resource = match served_resource(app, name).await {
         Ok(resource) => resource,
         Err(response) => return response,
     };
@@ -183,7 +223,7 @@ pub async fn forward(State(app): AppState, request: axum::extract::Request) -> R
         .map(|(_, token)| token.trim());
     let claims = match app.gateway_check(&resource, bearer).await {
         Ok(claims) => claims,
-        Err(refused) => return refusal(&app, &resource, refused),
+        Err(refused) => return refusal(app, &resource, refused),
     };
     if !PROXY_METHODS.contains(&parts.method.as_str()) {
         return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this method is not passed on").into_response();
@@ -212,10 +252,14 @@ pub async fn forward(State(app): AppState, request: axum::extract::Request) -> R
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large").into_response();
     }
     let deadline = tokio::time::Instant::now() + GATEWAY_BODY_TIMEOUT;
-    let body = reqwest::Body::wrap_stream(capped(body.into_data_stream(), GATEWAY_MAX_BODY_BYTES, deadline));
     let Ok(method) = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()) else {
         return ApiError::bad_request("unsupported method").into_response();
     };
+    let Some(body) = body.take() else {
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request was already passed on")
+            .into_response();
+    };
+    let body = reqwest::Body::wrap_stream(capped(body.into_data_stream(), GATEWAY_MAX_BODY_BYTES, deadline));
     let mut upstream = app.gateway_http().request(method, target).body(body);
     for (name, value) in &parts.headers {
         if crate::app::FORWARDED_REQUEST_HEADERS.contains(&name.as_str())
@@ -224,7 +268,7 @@ pub async fn forward(State(app): AppState, request: axum::extract::Request) -> R
             upstream = upstream.header(name.as_str(), value.as_bytes());
         }
     }
-    for (name, value) in identity_headers(&app, &claims).await {
+    for (name, value) in identity_headers(app, &claims).await {
         upstream = upstream.header(name, value);
     }
     // The answer's head must come within the deadline; its body (a stream of

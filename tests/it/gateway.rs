@@ -16,6 +16,7 @@ on_both_backends!(
     the_gateway_checks_tokens_and_hides_them,
     request_bodies_stream_to_the_upstream,
     a_trickled_body_is_cut_off_even_after_an_early_answer,
+    a_refusal_leaves_the_connection_usable_or_says_it_closes,
     scopes_fit_the_audience,
     the_token_endpoint_never_widens_the_resource,
 );
@@ -589,4 +590,64 @@ async fn redeem(
         form.push(("resource", resource));
     }
     s.token_request(&form).await
+}
+
+/// Reads one HTTP/1.1 answer (with a Content-Length) from `stream`: its
+/// head, lower-cased, or None when the connection ends first.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        seen.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&seen).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(head)
+}
+
+/// An MCP client's first request is refused for want of a token and its
+/// retry follows on the same connection. The refusal comes before the
+/// body is read; the connection must still serve the retry (a small body
+/// is read and dropped) or say `Connection: close` (a large one), never be
+/// cut without a word.
+async fn a_refusal_leaves_the_connection_usable_or_says_it_closes(backend: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let s = TestServer::start(backend).await;
+    let (upstream_url, _) = upstream().await;
+    s.declare(demo(&upstream_url)).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let head = |length: usize| {
+        format!(
+            "POST /r/demo HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+
+    // A small body that arrives after the head, so after the refusal.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(head(1000).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(&[b' '; 1000]).await.unwrap();
+    let first = read_answer(&mut stream).await.expect("the refusal");
+    assert!(first.starts_with("http/1.1 401") && !first.contains("connection: close"), "{first}");
+    let retry = format!("GET /r/demo HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(retry.as_bytes()).await.unwrap();
+    let second = read_answer(&mut stream).await.expect("the connection still serves");
+    assert!(second.starts_with("http/1.1 401"), "{second}");
+
+    // A large one is not read: the refusal says the connection closes.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream.write_all(head(1_000_000).as_bytes()).await.unwrap();
+    stream.write_all(&vec![b' '; 200_000]).await.unwrap();
+    let refused = read_answer(&mut stream).await.expect("the refusal");
+    assert!(refused.starts_with("http/1.1 401") && refused.contains("connection: close"), "{refused}");
 }
