@@ -35,8 +35,11 @@ pub async fn open(
     create_private_dir(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let url = config.database_url()?;
-    let store =
+    let mut store =
         Store::open(&url).await.with_context(|| format!("cannot open database {}", redact_url(&url)))?;
+    if let Some(notify_url) = &config.notify_database_url {
+        store.hear_changes_through(notify_url);
+    }
     let (master_key, source) = MasterKey::load_or_create(&config.data_dir, config.master_key.as_deref())?;
     let mut report = StartupReport { database: redact_url(&url), ..Default::default() };
     if let MasterKeySource::CreatedFile(path) = source {

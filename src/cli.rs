@@ -33,6 +33,9 @@ struct NodeArgs {
     /// postgres://… for PostgreSQL [default: SQLite in the data dir]
     #[arg(long, global = true)]
     database_url: Option<String>,
+    /// postgres://… for the connection that hears other nodes' changes, when the database URL goes through a pooler in transaction mode [default: the database URL]
+    #[arg(long, global = true)]
+    notify_database_url: Option<String>,
     /// Log format [default: text]
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
@@ -133,6 +136,7 @@ pub fn main() -> std::process::ExitCode {
         issuer: cli.node.issuer,
         data_dir: cli.node.data_dir,
         database_url: cli.node.database_url,
+        notify_database_url: cli.node.notify_database_url,
         log_format: cli.node.log_format,
         max_connections: cli.node.max_connections,
     };

@@ -15,6 +15,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// `None`: a SQLite file in the data dir.
     pub database_url: Option<String>,
+    /// PostgreSQL: where the connection that hears other nodes' changes
+    /// goes, when `database_url` passes through a pooler in transaction
+    /// mode (which does not carry `LISTEN`). `None`: `database_url`.
+    pub notify_database_url: Option<String>,
     pub log_format: LogFormat,
     /// Password of the first admin; random when absent.
     pub admin_password: Option<String>,
@@ -41,6 +45,7 @@ impl Default for NodeConfig {
             issuer: None,
             data_dir: PathBuf::from("./keyward-data"),
             database_url: None,
+            notify_database_url: None,
             log_format: LogFormat::Text,
             admin_password: None,
             master_key: None,
@@ -58,6 +63,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("issuer", &self.issuer)
             .field("data_dir", &self.data_dir)
             .field("database_url", &self.database_url.as_deref().map(redact_url))
+            .field("notify_database_url", &self.notify_database_url.as_deref().map(redact_url))
             .field("log_format", &self.log_format)
             .finish_non_exhaustive()
     }
@@ -75,16 +81,19 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
 }
 
-const ENV_KEYS: [&str; 9] = [
+const ENV_KEYS: [&str; 10] = [
     "listen",
     "issuer",
     "data_dir",
     "database_url",
+    "notify_database_url",
     "log_format",
     "admin_password",
     "master_key",
@@ -116,6 +125,13 @@ impl NodeConfig {
         })?;
         if let Some(issuer) = &self.issuer {
             validate_issuer(issuer)?;
+        }
+        if let Some(url) = &self.notify_database_url {
+            let postgres = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+            anyhow::ensure!(
+                postgres(url) && self.database_url.as_deref().is_some_and(postgres),
+                "notify_database_url must be a postgres:// URL, beside a PostgreSQL database_url"
+            );
         }
         anyhow::ensure!(self.max_connections.is_none_or(|n| n >= 1), "max_connections must be at least 1");
         anyhow::ensure!((1..=300).contains(&self.head_timeout), "head_timeout must be 1 to 300 seconds");
@@ -206,6 +222,21 @@ mod tests {
         assert!(validate_issuer("ftp://x").is_err());
         assert!(validate_issuer("https://").is_err());
         assert!(validate_issuer("https://x?a=b").is_err());
+    }
+
+    #[test]
+    fn a_notify_url_goes_with_postgresql_only() {
+        let with = |database: Option<&str>, notify: &str| NodeConfig {
+            database_url: database.map(str::to_string),
+            notify_database_url: Some(notify.to_string()),
+            ..NodeConfig::default()
+        };
+        assert!(with(Some("postgres://h/db"), "postgres://direct/db").validate().is_ok());
+        assert!(with(None, "postgres://direct/db").validate().is_err());
+        assert!(with(Some("sqlite:///x.db"), "postgres://direct/db").validate().is_err());
+        assert!(with(Some("postgres://h/db"), "mysql://direct/db").validate().is_err());
+        let shown = format!("{:?}", with(Some("postgres://h/db"), "postgres://u:secret@direct/db"));
+        assert!(!shown.contains("secret"), "{shown}");
     }
 
     #[test]

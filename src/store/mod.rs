@@ -180,8 +180,8 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FU
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// Kept for the change listener's own connection (PostgreSQL).
-    url: String,
+    /// Where the change listener's own connection goes (PostgreSQL).
+    notify_url: String,
     /// Told of this node's own announced changes as soon as they commit
     /// (other nodes hear them through the listener, a moment later).
     local_changes: std::sync::OnceLock<InvalidationSink>,
@@ -189,6 +189,14 @@ pub struct Store {
 
 /// The PostgreSQL notification channel of cache invalidations.
 const INVALIDATION_CHANNEL: &str = "keyward_invalidations";
+
+/// What every node sends on the channel every `HEARTBEAT_INTERVAL`, so that
+/// a listener that hears nothing for `HEARTBEAT_DEADLINE` knows its
+/// connection stopped delivering, even when its socket looks open (a NAT
+/// or firewall that forgot it drops packets without a word).
+const HEARTBEAT: &str = "heartbeat";
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(6);
 
 /// Tells this node's caches of an announced change when dropped.
 struct TellOnDrop<'a> {
@@ -322,7 +330,7 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Store { pool, backend, url: url.to_string(), local_changes: std::sync::OnceLock::new() })
+        Ok(Store { pool, backend, notify_url: url.to_string(), local_changes: std::sync::OnceLock::new() })
     }
 
     /// A write transaction. SQLite's must take the write lock up front
@@ -434,15 +442,39 @@ impl Store {
         self.backend == Backend::Postgres
     }
 
+    /// Hears other nodes' changes through `url` rather than the database
+    /// URL (which may pass through a pooler that does not carry `LISTEN`).
+    pub fn hear_changes_through(&mut self, url: &str) {
+        self.notify_url = url.to_string();
+    }
+
     /// Reports every change any node commits that caches must forget, until
     /// the task running it is dropped. Changes are announced inside the
     /// writing transaction, so they are delivered exactly when they commit.
+    /// A listener that hears nothing, not even a heartbeat, within
+    /// `HEARTBEAT_DEADLINE` reports `Lost` and connects again.
     pub async fn watch_invalidations(&self, sink: InvalidationSink) {
         if self.backend != Backend::Postgres {
             return;
         }
+        // Both run for as long as the watch: neither loop ends.
+        let heartbeats = async {
+            let mut every = tokio::time::interval(HEARTBEAT_INTERVAL);
+            loop {
+                every.tick().await;
+                let beat =
+                    exec(&self.pool, "SELECT pg_notify($1, $2)", params![INVALIDATION_CHANNEL, HEARTBEAT]);
+                // A beat that cannot be sent is a beat not heard: the
+                // listener's deadline decides.
+                let _ = tokio::time::timeout(HEARTBEAT_INTERVAL, beat).await;
+            }
+        };
+        tokio::join!(heartbeats, self.listen_for_invalidations(&sink));
+    }
+
+    async fn listen_for_invalidations(&self, sink: &InvalidationSink) -> std::convert::Infallible {
         loop {
-            match sqlx::postgres::PgListener::connect(&self.url).await {
+            match sqlx::postgres::PgListener::connect(&self.notify_url).await {
                 Ok(mut listener) => match {
                     // A lost connection ends the watch at once (and the caches
                     // stop answering), instead of reconnecting inside try_recv.
@@ -451,12 +483,19 @@ impl Store {
                 } {
                     Ok(()) => {
                         sink(Invalidation::All);
-                        // `None` or an error: the connection is gone, and
-                        // with it any notification sent meanwhile.
-                        while let Ok(Some(n)) = listener.try_recv().await {
-                            sink(Invalidation::of(n.payload()));
+                        // `None`, an error or silence: the connection is
+                        // gone, and with it any notification sent meanwhile.
+                        while let Ok(Ok(Some(n))) =
+                            tokio::time::timeout(HEARTBEAT_DEADLINE, listener.try_recv()).await
+                        {
+                            if n.payload() != HEARTBEAT {
+                                sink(Invalidation::of(n.payload()));
+                            }
                         }
                         sink(Invalidation::Lost);
+                        tracing::warn!(
+                            "the cache invalidation listener lost its connection; caches are off until it is back"
+                        );
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot listen for cache invalidations"),
                 },

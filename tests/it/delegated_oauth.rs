@@ -57,6 +57,17 @@ pub(crate) fn param(url: &str, name: &str) -> Option<String> {
     url::Url::parse(url).unwrap().query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
+/// Where a browser's forms go: one server, or one node of several.
+pub trait Site {
+    fn url(&self, path: &str) -> String;
+}
+
+impl Site for TestServer {
+    fn url(&self, path: &str) -> String {
+        TestServer::url(self, path)
+    }
+}
+
 impl Browser {
     pub fn new() -> Self {
         Browser {
@@ -80,7 +91,7 @@ impl Browser {
     /// Signs in on the login page `authorize_url` shows; the response that follows.
     pub async fn sign_in(
         &self,
-        s: &TestServer,
+        s: &impl Site,
         authorize_url: &str,
         username: &str,
         password: &str,
@@ -101,7 +112,7 @@ impl Browser {
     /// Signs in, approves consent, and returns the redirect back to the app.
     /// Signs in (unless this browser already is), approves consent (unless
     /// it is remembered), and returns the redirect back to the app.
-    pub async fn authorize(&self, s: &TestServer, authorize_url: &str) -> String {
+    pub async fn authorize(&self, s: &impl Site, authorize_url: &str) -> String {
         let mut next = self.get(authorize_url).await;
         if next.status() == 200 {
             let html = next.text().await.unwrap();
@@ -122,7 +133,7 @@ impl Browser {
         self.consent(s, &html, "approve").await
     }
 
-    pub async fn consent(&self, s: &TestServer, html: &str, decision: &str) -> String {
+    pub async fn consent(&self, s: &impl Site, html: &str, decision: &str) -> String {
         let form = [
             ("csrf", hidden(html, "csrf")),
             ("request", hidden(html, "request")),
@@ -380,12 +391,7 @@ async fn public_client_with_a_loopback_port(backend: Backend) {
 }
 
 /// An authorization URL for `client_id` with PKCE; (url, verifier).
-pub(crate) fn authorize_url(
-    s: &TestServer,
-    client_id: &str,
-    redirect: &str,
-    extra: &str,
-) -> (String, String) {
+pub(crate) fn authorize_url(s: &impl Site, client_id: &str, redirect: &str, extra: &str) -> (String, String) {
     let verifier = keyward::crypto::random_string::<32>();
     let challenge = {
         use base64::Engine;
@@ -401,7 +407,7 @@ pub(crate) fn authorize_url(
 }
 
 /// A code for a grant with a refresh token (`offline_access`).
-async fn code_for(s: &TestServer, client_id: &str, redirect: &str) -> (String, String) {
+pub(crate) async fn code_for(s: &impl Site, client_id: &str, redirect: &str) -> (String, String) {
     let (url, verifier) = authorize_url(s, client_id, redirect, "&scope=api%20mcp%20offline_access");
     let back = Browser::new().authorize(s, &url).await;
     (param(&back, "code").unwrap(), verifier)

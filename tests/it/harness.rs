@@ -96,13 +96,27 @@ impl TestServer {
     pub async fn start_at(backend: Backend, host: &str) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let url = fresh_database(backend, dir.path()).await;
-        Self::start_node(&url, dir, None, host, None).await
+        Self::start_node(&url, dir, None, host, |_| {}).await
     }
 
     /// A server on the database at `database_url` (which the caller made).
     pub async fn start_on(database_url: &str) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().unwrap());
-        Self::start_node(database_url, dir, None, "127.0.0.1", None).await
+        Self::start_node(database_url, dir, None, "127.0.0.1", |_| {}).await
+    }
+
+    /// Another node of this one's PostgreSQL database that hears other
+    /// nodes' changes through `notify_url`.
+    pub async fn another_node_hearing_through(&self, notify_url: &str) -> TestServer {
+        let notify_url = notify_url.to_string();
+        Self::start_node(
+            &self.database_url,
+            self.dir.clone(),
+            Some(self.app.issuer.clone()),
+            "127.0.0.1",
+            |c| c.notify_database_url = Some(notify_url),
+        )
+        .await
     }
 
     /// A server that holds at most `max_connections` and waits `head_timeout`
@@ -110,7 +124,11 @@ impl TestServer {
     pub async fn start_limited(backend: Backend, max_connections: usize, head_timeout: u64) -> TestServer {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let url = fresh_database(backend, dir.path()).await;
-        Self::start_node(&url, dir, None, "127.0.0.1", Some((max_connections, head_timeout))).await
+        Self::start_node(&url, dir, None, "127.0.0.1", |c| {
+            c.max_connections = Some(max_connections);
+            c.head_timeout = head_timeout;
+        })
+        .await
     }
 
     /// Another node on the same database, with the same master key and
@@ -129,7 +147,7 @@ impl TestServer {
             };
         }
         let host = url::Url::parse(&self.base).unwrap().host_str().unwrap().to_string();
-        Self::start_node(&self.database_url, self.dir.clone(), Some(self.app.issuer.clone()), &host, None)
+        Self::start_node(&self.database_url, self.dir.clone(), Some(self.app.issuer.clone()), &host, |_| {})
             .await
     }
 
@@ -138,20 +156,19 @@ impl TestServer {
         dir: Arc<TempDir>,
         issuer: Option<String>,
         host: &str,
-        limits: Option<(usize, u64)>,
+        adjust: impl FnOnce(&mut NodeConfig),
     ) -> TestServer {
         let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = NodeConfig {
+        let mut config = NodeConfig {
             data_dir: dir.path().to_path_buf(),
             database_url: Some(database_url.to_string()),
             admin_password: Some(ADMIN_PASSWORD.into()),
             master_key: Some(MASTER_KEY.into()),
             issuer,
-            max_connections: limits.map(|(n, _)| n),
-            head_timeout: limits.map_or(10, |(_, t)| t),
             ..NodeConfig::default()
         };
+        adjust(&mut config);
         let (app, _) =
             keyward::bootstrap::open(&config, config.issuer_for(addr), true).await.expect("bootstrap");
         // The tests' providers and APIs listen on loopback, as development

@@ -9,6 +9,7 @@ mod admin_config;
 mod admin_users;
 mod auth_gate;
 mod basics;
+mod cluster;
 mod connections;
 mod console;
 mod delegated_oauth;

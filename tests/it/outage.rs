@@ -6,63 +6,97 @@
 
 use crate::harness::{Backend, TestServer, fresh_database, json_with_status};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// A TCP forwarder to PostgreSQL that the test can cut (every connection
-/// closed, new ones refused at once) and restore: a network partition.
+/// closed, new ones refused at once), freeze (nothing passes, but every
+/// socket stays open: a NAT that forgot the connections) and restore: a
+/// network partition.
 struct Partition {
     addr: std::net::SocketAddr,
-    cut: Arc<AtomicBool>,
+    state: Arc<AtomicU8>,
     generation: watch::Sender<u64>,
 }
+
+const OPEN: u8 = 0;
+const CUT: u8 = 1;
+const FROZEN: u8 = 2;
 
 impl Partition {
     async fn to(target: String) -> Partition {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(AtomicU8::new(OPEN));
         let (generation, _) = watch::channel(0u64);
-        let (flag, cuts) = (cut.clone(), generation.clone());
+        let (now, changes) = (state.clone(), generation.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                if flag.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection closes at once
-                }
                 let target = target.clone();
-                let mut cut_now = cuts.subscribe();
+                let mut changed = changes.subscribe();
+                let now = now.clone();
                 tokio::spawn(async move {
+                    match now.load(Ordering::SeqCst) {
+                        CUT => return, // dropped: the connection closes at once
+                        FROZEN => {
+                            let _ = changed.changed().await;
+                            return;
+                        }
+                        _ => {}
+                    }
                     let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_now.changed() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                        _ = changed.changed() => {}
+                    }
+                    if now.load(Ordering::SeqCst) == FROZEN {
+                        // Held open, silent, until the next change.
+                        let _ = changed.changed().await;
                     }
                 });
             }
         });
-        Partition { addr, cut, generation }
+        Partition { addr, state, generation }
     }
 
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
     }
 
+    fn cut(&self) {
+        self.set(CUT);
+    }
+
+    fn freeze(&self) {
+        self.set(FROZEN);
+    }
+
     fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
+        self.state.store(OPEN, Ordering::SeqCst);
+    }
+
+    /// `url` with its host and port replaced by this forwarder's.
+    fn in_front_of(&self, url: &str) -> String {
+        let mut through = url::Url::parse(url).unwrap();
+        through.set_port(Some(self.addr.port())).unwrap();
+        through.to_string()
+    }
+
+    /// A forwarder to the server of the PostgreSQL database at `url`.
+    async fn to_server_of(url: &str) -> Partition {
+        let direct = url::Url::parse(url).unwrap();
+        Partition::to(format!("{}:{}", direct.host_str().unwrap(), direct.port().unwrap_or(5432))).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_a_503_never_a_verdict() {
     let dir = tempfile::tempdir().unwrap();
-    let direct = url::Url::parse(&fresh_database(Backend::Postgres, dir.path()).await).unwrap();
-    let target = format!("{}:{}", direct.host_str().unwrap(), direct.port().unwrap_or(5432));
-    let partition = Partition::to(target).await;
-    let mut through = direct.clone();
-    through.set_port(Some(partition.addr.port())).unwrap();
-    let s = TestServer::start_on(through.as_str()).await;
+    let direct = fresh_database(Backend::Postgres, dir.path()).await;
+    let partition = Partition::to_server_of(&direct).await;
+    let s = TestServer::start_on(&partition.in_front_of(&direct)).await;
 
     let (id, secret) = s.m2m_client("server_admin", 3600).await;
     let jwt = s.client_jwt(&id, &secret).await;
@@ -137,4 +171,52 @@ async fn an_outage_is_a_503_never_a_verdict() {
     assert_eq!(json_with_status(introspect().await.unwrap(), 200).await["active"], true);
     assert_eq!(users_by_jwt().await.unwrap().status(), 200);
     assert_eq!(users_by_token().await.unwrap().status(), 200);
+}
+
+/// A node whose change listener stops hearing anything while its socket
+/// stays open (a NAT or firewall idle timeout) notices within the
+/// heartbeat deadline and stops trusting its caches: a client disabled on
+/// another node gets no more tokens from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_change_listener_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let direct = fresh_database(Backend::Postgres, dir.path()).await;
+    let partition = Partition::to_server_of(&direct).await;
+    let other = TestServer::start_on(&direct).await;
+    let s = other.another_node_hearing_through(&partition.in_front_of(&direct)).await;
+
+    let (id, secret) = s.m2m_client("viewer", 3600).await;
+    let token = || {
+        s.http
+            .post(s.url("/oauth/v2/token/"))
+            .form(&[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", &secret)])
+            .send()
+    };
+    // Asked twice: the client is now in this node's cache.
+    for _ in 0..2 {
+        assert_eq!(token().await.unwrap().status(), 200);
+    }
+
+    partition.freeze();
+    let admin = other.admin_token().await;
+    let r = other
+        .send(reqwest::Method::PATCH, &format!("/admin/api/m2m_clients/{id}/"), &admin)
+        .json(&serde_json::json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let frozen = std::time::Instant::now();
+    loop {
+        let status = token().await.unwrap().status();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        // The heartbeat deadline (6 s) and a second to act on it; a cache
+        // entry alone would have lived 60 s.
+        assert!(frozen.elapsed() < std::time::Duration::from_secs(10), "still issuing to a disabled client");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(frozen.elapsed() > std::time::Duration::from_secs(2), "the listener should not have heard this");
 }

@@ -13,7 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 const REFRESH_KEY: &str = "alation.authentication.token.refresh_token_lifespan";
 
 /// A command with none of the caller's KEYWARD_* settings leaking in.
-fn keyward() -> Command {
+pub(crate) fn keyward() -> Command {
     let mut c = Command::new(BIN);
     for (k, _) in std::env::vars() {
         if k.starts_with("KEYWARD_") {
@@ -24,15 +24,15 @@ fn keyward() -> Command {
     c
 }
 
-struct Node {
-    child: Child,
-    base: String,
+pub(crate) struct Node {
+    pub(crate) child: Child,
+    pub(crate) base: String,
     stdout: Vec<String>,
 }
 
 impl Node {
     /// Starts `keyward serve` and waits until it answers `/healthz`.
-    async fn start(mut cmd: Command) -> Node {
+    pub(crate) async fn start(mut cmd: Command) -> Node {
         cmd.stderr(Stdio::null());
         Self::start_with_stderr(cmd).await
     }
