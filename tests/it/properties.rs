@@ -2,7 +2,7 @@
 //! each holds for generated input, mostly built from the pieces attackers
 //! combine (dot segments, encodings, user information, odd hosts), not
 //! only for the examples the unit tests name. Run longer with
-//! `PROPTEST_CASES=100000 cargo test --test it properties`.
+//! `scripts/fuzz 600` (ten minutes each, fresh cases every run).
 
 use crate::harness::{Backend, TestServer};
 use keyward::domain::client_metadata::{
@@ -325,6 +325,126 @@ async fn token_requests_never_get_a_5xx() {
                 }
                 let status = handle.block_on(request.send()).unwrap().status();
                 prop_assert!(status.is_client_error(), "{status} for {authorization:?} {body:?}");
+                Ok(())
+            })
+            .unwrap();
+    });
+}
+
+/// JSON made of hostile text: nested, with repeated keys and odd numbers.
+fn hostile_json() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("null".to_string()),
+        Just("true".to_string()),
+        Just("-0".to_string()),
+        Just("1e400".to_string()),
+        Just("18446744073709551616".to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        hostile(6).prop_map(|s| serde_json::Value::String(s).to_string()),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(|items| format!("[{}]", items.join(","))),
+            prop::collection::vec((prop::sample::select(FIELDS), inner), 0..6).prop_map(|pairs| {
+                let fields: Vec<String> =
+                    pairs.iter().map(|(k, v)| format!("{}:{v}", serde_json::Value::from(*k))).collect();
+                format!("{{{}}}", fields.join(","))
+            }),
+        ]
+    })
+}
+
+/// Field names the JSON and form routes read.
+const FIELDS: &[&str] = &[
+    "name",
+    "username",
+    "password",
+    "role",
+    "value",
+    "redirect_uris",
+    "grant_types",
+    "grant_type",
+    "scope",
+    "scopes",
+    "client_name",
+    "token_endpoint_auth_method",
+    "upstream_url",
+    "required_scopes",
+    "display_name",
+    "access_token_duration",
+    "disabled",
+    "issuer",
+    "client_id",
+    "client_secret",
+    "token_url",
+    "authorization_url",
+    "api_base_url",
+    "refresh_token",
+    "user_id",
+    "token",
+    "credentials",
+    "data_product_id",
+    "jwks",
+    "jwks_uri",
+    "description",
+    "keys",
+    "expires_in",
+    "",
+];
+
+/// Every route that reads a JSON or form body, with an admin's token (so
+/// that bodies reach the handlers' own parsers), gets generated bodies:
+/// never a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_never_get_a_5xx() {
+    use reqwest::Method;
+    let s = TestServer::start(Backend::Sqlite).await;
+    let token = s.admin_token().await;
+    let (m2m_id, _) = s.m2m_client("viewer", 600).await;
+    let m2m = format!("/admin/api/m2m_clients/{m2m_id}/");
+    let routes: Vec<(Method, String)> = vec![
+        (Method::POST, "/admin/api/users/".into()),
+        (Method::PATCH, "/admin/api/users/1/".into()),
+        (Method::PUT, "/admin/api/config/keyward.oauth.refresh_token_reuse_grace/".into()),
+        (Method::POST, "/admin/api/data_products/".into()),
+        (Method::POST, "/admin/api/m2m_clients/".into()),
+        (Method::PATCH, m2m),
+        (Method::POST, "/admin/api/initial_access_tokens/".into()),
+        (Method::POST, "/admin/api/resources/".into()),
+        (Method::POST, "/admin/api/sso_providers/".into()),
+        (Method::POST, "/oauth/v1/register/".into()),
+        (Method::POST, "/oauth/v2/register/".into()),
+        (Method::POST, "/admin/api/outbound_clients/".into()),
+        (Method::POST, "/api/v2/connections/".into()),
+        (Method::POST, "/api/v2/auth/credentials/".into()),
+        (Method::POST, "/internal/v1/credentials/".into()),
+        (Method::POST, "/integration/v1/createRefreshToken/".into()),
+        (Method::POST, "/integration/v1/createAPIAccessToken/".into()),
+        (Method::POST, "/integration/v1/validateAPIAccessToken/".into()),
+        (Method::POST, "/integration/v1/revokeAPIAccessTokens/".into()),
+        (Method::POST, "/oauth/v2/introspect/".into()),
+        (Method::POST, "/oauth/v2/revoke/".into()),
+    ];
+    let form = prop::collection::vec((prop::sample::select(FIELDS), hostile(6)), 0..6)
+        .prop_map(|pairs| url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish());
+    let bodies = prop_oneof![
+        hostile_json().prop_map(|b| ("application/json", b)),
+        form.prop_map(|b| ("application/x-www-form-urlencoded", b)),
+        hostile(10).prop_map(|b| ("application/json", b)),
+    ];
+    let requests = (prop::sample::select(routes), bodies);
+    let handle = tokio::runtime::Handle::current();
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(200);
+    tokio::task::block_in_place(|| {
+        let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+        runner
+            .run(&requests, |((method, path), (content_type, body))| {
+                let request = s
+                    .send(method.clone(), &path, &token)
+                    .header("content-type", content_type)
+                    .body(body.clone());
+                let status = handle.block_on(request.send()).unwrap().status();
+                prop_assert!(status.as_u16() < 500, "{status} for {method} {path} {body:?}");
                 Ok(())
             })
             .unwrap();
