@@ -17,7 +17,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 pub(crate) const REGISTER: &str = "/oauth/v1/register/";
-const APP_CALLBACK: &str = "https://app.example/oauth/callback";
+pub(crate) const APP_CALLBACK: &str = "https://app.example/oauth/callback";
 
 /// A browser: keeps cookies, does not follow redirects.
 pub struct Browser {
@@ -413,7 +413,7 @@ pub(crate) async fn code_for(s: &impl Site, client_id: &str, redirect: &str) -> 
     (param(&back, "code").unwrap(), verifier)
 }
 
-async fn exchange(
+pub(crate) async fn exchange(
     s: &TestServer,
     id: &str,
     secret: &str,
@@ -434,7 +434,7 @@ async fn exchange(
     s.http.post(s.url("/oauth/v1/token/")).form(&form).send().await.unwrap()
 }
 
-async fn refresh_with(s: &TestServer, id: &str, secret: &str, refresh: &str) -> reqwest::Response {
+pub(crate) async fn refresh_with(s: &TestServer, id: &str, secret: &str, refresh: &str) -> reqwest::Response {
     let form = [
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh),

@@ -151,6 +151,18 @@ impl TestServer {
             .await
     }
 
+    /// This node stopped and started again on its database, with the same
+    /// issuer and master key: nothing held only in its memory survives.
+    pub async fn restart(mut self) -> TestServer {
+        let (url, dir, issuer) = (self.database_url.clone(), self.dir.clone(), self.app.issuer.clone());
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.app.store.close().await;
+        drop(self);
+        Self::start_node(&url, dir, Some(issuer), "127.0.0.1", |_| {}).await
+    }
+
     async fn start_node(
         database_url: &str,
         dir: Arc<TempDir>,

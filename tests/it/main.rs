@@ -24,6 +24,7 @@ mod outage;
 mod outbound_clients;
 mod process;
 mod properties;
+mod races;
 mod remembered_tokens;
 mod retention;
 mod security_review;
