@@ -174,9 +174,19 @@ impl App {
             tokio::spawn(async move {
                 watched
                     .watch_invalidations(Box::new(move |i| {
-                        // Another node rotated the keys: read them now.
-                        if i == crate::store::Invalidation::Keys {
-                            keyring.changed.notify_one();
+                        match i {
+                            // Another node rotated the keys: read them now.
+                            crate::store::Invalidation::Keys => keyring.changed.notify_one(),
+                            // For operators to alert on: a node that hears
+                            // no other node serves with its caches off.
+                            crate::store::Invalidation::All => {
+                                metrics::gauge!("keyward_change_listener_connected").set(1.0)
+                            }
+                            crate::store::Invalidation::Lost => {
+                                metrics::gauge!("keyward_change_listener_connected").set(0.0);
+                                metrics::counter!("keyward_change_listener_losses_total").increment(1);
+                            }
+                            _ => {}
                         }
                         cache.apply(i)
                     }))

@@ -666,6 +666,15 @@ async fn postgres_restarted_under_load() {
         assert!(Instant::now() < deadline, "the other node did not hear of the change");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // What an operator's alerting sees: the loss, and the listener back.
+    for base in &bases {
+        let metrics = cluster.http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        let value = |name: &str| {
+            metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(-1.0)
+        };
+        assert_eq!(value("keyward_change_listener_connected "), 1.0, "{metrics}");
+        assert!(value("keyward_change_listener_losses_total ") >= 1.0, "{metrics}");
+    }
 }
 
 /// One node on SQLite killed with `kill -9` under load and started again:
