@@ -20,8 +20,8 @@ use crate::domain::settings::{
 use crate::domain::signed_jwt::LEEWAY_SECONDS;
 use crate::domain::{Actor, User, now, to_micros};
 use crate::store::{
-    AssertionSpending, CodeRedemption, IssuedInGrant, NewAuthorizationCode, OAuthClientRecord,
-    OAuthRefreshState, StoreError,
+    AssertionSpending, CodeState, IssuedInGrant, NewAuthorizationCode, OAuthClientRecord, OAuthRefreshState,
+    StoreError,
 };
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use serde::{Deserialize, Serialize};
@@ -624,51 +624,25 @@ impl App {
         let code_hash = self.secrets.digest(code);
         let at = to_micros(now());
         let internal = oauth_unavailable("code exchange failed");
-        let record = match self
-            .store
-            .redeem_authorization_code(&code_hash, &client.client_id, at)
-            .await
-            .map_err(internal)?
-        {
-            CodeRedemption::Redeemed(r) => r,
-            CodeRedemption::Replayed { grant_id } => {
-                if let Some(grant_id) = grant_id {
-                    let event = AuditEvent {
-                        actor: Actor::System,
-                        action: "authorization_code.replayed",
-                        target: Some(format!("oauth_client:{}", client.client_id)),
-                        outcome: Outcome::Failure,
-                        client_addr: None,
-                        detail: json!({"grant_id": grant_id, "revoked": true}),
-                    };
-                    self.store.revoke_grant(grant_id, at, event).await.map_err(internal)?;
-                }
-                return Err(invalid_grant(
-                    "the authorization code was already used; what it issued is revoked",
-                ));
+        // Read first, used up only together with the grant it opens: a
+        // store failure anywhere leaves the code for the client's retry.
+        let record =
+            match self.store.authorization_code(&code_hash, &client.client_id, at).await.map_err(internal)? {
+                CodeState::Unused(record) => record,
+                used @ CodeState::Used { .. } => return Err(self.code_replayed(client, used, at).await),
+                CodeState::Invalid => return Err(invalid_grant("the authorization code is not valid")),
+            };
+        let checked =
+            self.check_code_redemption(client, &record, redirect_uri, code_verifier, resources).await;
+        let (user, scope, audience) = match checked {
+            Ok(checked) => checked,
+            Err(e) if e.code == OAuthErrorCode::TemporarilyUnavailable => return Err(e),
+            Err(e) => {
+                // Single use even when the checks fail.
+                self.store.burn_authorization_code(&code_hash, at).await.map_err(internal)?;
+                return Err(e);
             }
-            CodeRedemption::Invalid => return Err(invalid_grant("the authorization code is not valid")),
         };
-        if redirect_uri != Some(record.redirect_uri.as_str()) {
-            return Err(invalid_grant("redirect_uri differs from the one of the authorization request"));
-        }
-        match (&record.code_challenge, code_verifier) {
-            (Some(challenge), Some(verifier))
-                if valid_pkce_string(verifier) && pkce_s256_matches(verifier, challenge) => {}
-            (Some(_), _) => return Err(invalid_grant("code_verifier does not match the code_challenge")),
-            (None, Some(_)) => {
-                return Err(invalid_grant(
-                    "code_verifier given, but the authorization request had no code_challenge",
-                ));
-            }
-            (None, None) if client.requires_pkce() => {
-                return Err(invalid_grant("PKCE is required for this client"));
-            }
-            (None, None) => {}
-        }
-        let audience = narrowed_resources(&record.resources, resources, &self.issuer)?;
-        let scope = self.scopes_within(&record.scope, &record.resources, &audience).await?;
-        let user = self.active_user(record.user_id).await?;
         let SignedToken { jwt: access_token, jti, exp } =
             self.user_access_token(client, &user, &scope, &audience, "authorization_code");
         // A refresh token only for a grant that includes offline_access.
@@ -690,7 +664,13 @@ impl App {
             format!("oauth_client:{}", client.client_id),
         )
         .with_detail(json!({"scope": record.scope}));
-        self.store.create_grant(&code_hash, &record, issued, event).await.map_err(internal)?;
+        if self.store.redeem_authorization_code(&record, at, issued, event).await.map_err(internal)?.is_none()
+        {
+            // Another redemption won: this one is the replay.
+            let now_state =
+                self.store.authorization_code(&code_hash, &client.client_id, at).await.map_err(internal)?;
+            return Err(self.code_replayed(client, now_state, at).await);
+        }
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer".into(),
@@ -698,6 +678,62 @@ impl App {
             refresh_token: refresh,
             scope,
         })
+    }
+
+    /// What a code's redemption must satisfy besides being unused (RFC 6749
+    /// §4.1.3, RFC 7636 §4.6): its user, scope and audience.
+    async fn check_code_redemption(
+        &self,
+        client: &DelegatedClient,
+        record: &NewAuthorizationCode,
+        redirect_uri: Option<&str>,
+        code_verifier: Option<&str>,
+        resources: &[String],
+    ) -> Result<(User, String, Vec<String>), OAuthError> {
+        if redirect_uri != Some(record.redirect_uri.as_str()) {
+            return Err(invalid_grant("redirect_uri differs from the one of the authorization request"));
+        }
+        match (&record.code_challenge, code_verifier) {
+            (Some(challenge), Some(verifier))
+                if valid_pkce_string(verifier) && pkce_s256_matches(verifier, challenge) => {}
+            (Some(_), _) => return Err(invalid_grant("code_verifier does not match the code_challenge")),
+            (None, Some(_)) => {
+                return Err(invalid_grant(
+                    "code_verifier given, but the authorization request had no code_challenge",
+                ));
+            }
+            (None, None) if client.requires_pkce() => {
+                return Err(invalid_grant("PKCE is required for this client"));
+            }
+            (None, None) => {}
+        }
+        let audience = narrowed_resources(&record.resources, resources, &self.issuer)?;
+        let scope = self.scopes_within(&record.scope, &record.resources, &audience).await?;
+        let user = self.active_user(record.user_id).await?;
+        Ok((user, scope, audience))
+    }
+
+    /// A code used before (or just now, by a redemption that won): what it
+    /// issued is revoked (RFC 6749 §4.1.2), and the answer says so.
+    async fn code_replayed(&self, client: &DelegatedClient, state: CodeState, at: i64) -> OAuthError {
+        let grant_id = match state {
+            CodeState::Used { grant_id } => grant_id,
+            _ => return invalid_grant("the authorization code is not valid"),
+        };
+        if let Some(grant_id) = grant_id {
+            let event = AuditEvent {
+                actor: Actor::System,
+                action: "authorization_code.replayed",
+                target: Some(format!("oauth_client:{}", client.client_id)),
+                outcome: Outcome::Failure,
+                client_addr: None,
+                detail: json!({"grant_id": grant_id, "revoked": true}),
+            };
+            if let Err(e) = self.store.revoke_grant(grant_id, at, event).await {
+                return oauth_unavailable("code exchange failed")(e);
+            }
+        }
+        invalid_grant("the authorization code was already used; what it issued is revoked")
     }
 
     async fn active_user(&self, id: i64) -> Result<User, OAuthError> {

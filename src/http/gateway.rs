@@ -252,9 +252,14 @@ async fn forward_parts(
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large").into_response();
     }
     let deadline = tokio::time::Instant::now() + GATEWAY_BODY_TIMEOUT;
+    let identity = match identity_headers(app, &claims).await {
+        Ok(headers) => headers,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let Ok(method) = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()) else {
         return ApiError::bad_request("unsupported method").into_response();
     };
+    // Every answer before this one leaves the body to `forward`.
     let Some(body) = body.take() else {
         return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request was already passed on")
             .into_response();
@@ -268,7 +273,7 @@ async fn forward_parts(
             upstream = upstream.header(name.as_str(), value.as_bytes());
         }
     }
-    for (name, value) in identity_headers(app, &claims).await {
+    for (name, value) in identity {
         upstream = upstream.header(name, value);
     }
     // The answer's head must come within the deadline; its body (a stream of
@@ -305,7 +310,7 @@ async fn forward_parts(
 async fn identity_headers(
     app: &App,
     claims: &crate::domain::token::AccessTokenClaims,
-) -> Vec<(String, String)> {
+) -> Result<Vec<(String, String)>, crate::app::AppError> {
     let mut headers = vec![
         (format!("{IDENTITY_HEADER_PREFIX}subject"), claims.sub.clone()),
         (format!("{IDENTITY_HEADER_PREFIX}client-id"), claims.client_id.clone()),
@@ -314,11 +319,13 @@ async fn identity_headers(
     ];
     if let Ok(id) = claims.sub.parse::<i64>()
         && claims.sub != claims.client_id
-        && let Ok(Some(user)) = app.store.user(id).await
+        // Unread, the request is not passed on without it (an upstream
+        // must not see a user's request as a machine's).
+        && let Some(user) = app.store.user(id).await?
     {
         headers.push((format!("{IDENTITY_HEADER_PREFIX}username"), user.username));
     }
-    headers
+    Ok(headers)
 }
 
 // The admin API of resources (server_admin).

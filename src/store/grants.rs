@@ -19,11 +19,12 @@ pub struct NewAuthorizationCode {
     pub expires_at: i64,
 }
 
-pub enum CodeRedemption {
-    /// The code, now used up.
-    Redeemed(NewAuthorizationCode),
-    /// Used before: what it issued must be revoked.
-    Replayed { grant_id: Option<i64> },
+/// An authorization code as it stands, before it is used.
+pub enum CodeState {
+    /// Not used yet, and not expired.
+    Unused(NewAuthorizationCode),
+    /// Used before: what it issued (if anything yet) must be revoked.
+    Used { grant_id: Option<i64> },
     /// Unknown, expired, or another client's.
     Invalid,
 }
@@ -272,67 +273,84 @@ impl Store {
         Ok(())
     }
 
-    /// Uses up `code_hash` of `client_id` if it is unused and unexpired.
-    pub async fn redeem_authorization_code(
+    /// The code `code_hash` of `client_id` at `now`, left as it is.
+    pub async fn authorization_code(
         &self,
         code_hash: &str,
         client_id: &str,
         now: i64,
-    ) -> StoreResult<CodeRedemption> {
-        let mut tx = self.begin_write().await?;
-        let row: Option<CodeRow> = sqlx::query_as_with(
-            "UPDATE oauth_authorization_codes SET used_at = $3 \
-             WHERE code_hash = $1 AND client_id = $2 AND used_at IS NULL AND expires_at > $3 \
-             RETURNING code_hash, client_id, user_id, redirect_uri, scope, resources, code_challenge, created_at, \
-             expires_at",
-            params![code_hash, client_id, now]?,
+    ) -> StoreResult<CodeState> {
+        let row: Option<(Option<i64>, Option<i64>, i64)> = sqlx::query_as_with(
+            "SELECT used_at, grant_id, expires_at FROM oauth_authorization_codes WHERE code_hash = $1 AND client_id = $2",
+            params![code_hash, client_id]?,
         )
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.pool)
         .await?;
-        let outcome = match row {
-            Some(r) => CodeRedemption::Redeemed(r.into()),
-            None => {
-                let used: Option<(Option<i64>, Option<i64>)> = sqlx::query_as_with(
-                    "SELECT used_at, grant_id FROM oauth_authorization_codes WHERE code_hash = $1 AND client_id = $2",
-                    params![code_hash, client_id]?,
+        Ok(match row {
+            Some((Some(_), grant_id, _)) => CodeState::Used { grant_id },
+            Some((None, _, expires_at)) if expires_at > now => {
+                let code = find::<CodeRow, _>(
+                    &self.pool,
+                    "SELECT code_hash, client_id, user_id, redirect_uri, scope, resources, code_challenge, \
+                     created_at, expires_at FROM oauth_authorization_codes WHERE code_hash = $1",
+                    params![code_hash],
                 )
-                .fetch_optional(&mut *tx)
                 .await?;
-                match used {
-                    Some((Some(_), grant_id)) => CodeRedemption::Replayed { grant_id },
-                    _ => CodeRedemption::Invalid,
-                }
+                code.map_or(CodeState::Invalid, CodeState::Unused)
             }
-        };
-        tx.commit().await?;
-        Ok(outcome)
+            _ => CodeState::Invalid,
+        })
     }
 
-    /// Opens the grant of a redeemed code with its first tokens.
-    pub async fn create_grant(
+    /// Uses the code up without issuing anything (a redemption that failed
+    /// its checks: the code is single use either way).
+    pub async fn burn_authorization_code(&self, code_hash: &str, now: i64) -> StoreResult<()> {
+        exec(
+            &self.pool,
+            "UPDATE oauth_authorization_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL",
+            params![code_hash, now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Uses the code up and opens its grant with its first tokens, in one
+    /// transaction: a failure leaves the code unused, so the client may try
+    /// again. The grant's id, or None when another redemption won the code
+    /// first (or it expired meanwhile).
+    pub async fn redeem_authorization_code(
         &self,
-        code_hash: &str,
         code: &NewAuthorizationCode,
+        now: i64,
         issued: IssuedInGrant,
         event: AuditEvent,
-    ) -> StoreResult<i64> {
-        self.write(event, None, async |tx, _| {
-            let at = to_micros(now());
+    ) -> StoreResult<Option<i64>> {
+        self.write_if(event, None, async |tx, _| {
+            let won = exec(
+                &mut *tx,
+                "UPDATE oauth_authorization_codes SET used_at = $2 \
+                     WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2",
+                params![&code.code_hash, now],
+            )
+            .await?;
+            if won == 0 {
+                return Ok(None);
+            }
             let (grant_id,): (i64,) = sqlx::query_as_with(
-                "INSERT INTO oauth_grants (client_id, user_id, scope, resources, created_at) VALUES ($1, $2, $3, $4, $5) \
-                 RETURNING id",
-                params![&code.client_id, code.user_id, &code.scope, resources_json(&code.resources), at]?,
+                "INSERT INTO oauth_grants (client_id, user_id, scope, resources, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                params![&code.client_id, code.user_id, &code.scope, resources_json(&code.resources), now]?,
             )
             .fetch_one(&mut *tx)
             .await?;
             exec(
                 &mut *tx,
                 "UPDATE oauth_authorization_codes SET grant_id = $2 WHERE code_hash = $1",
-                params![code_hash, grant_id],
+                params![&code.code_hash, grant_id],
             )
             .await?;
-            insert_issued(tx, grant_id, &issued, at).await?;
-            Ok(grant_id)
+            insert_issued(tx, grant_id, &issued, now).await?;
+            Ok(Some(grant_id))
         })
         .await
     }

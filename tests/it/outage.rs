@@ -220,3 +220,36 @@ async fn a_silent_change_listener_is_noticed() {
     }
     assert!(frozen.elapsed() > std::time::Duration::from_secs(2), "the listener should not have heard this");
 }
+
+/// The database fails while a code is being redeemed, after the code was
+/// read: the client's retry gets its tokens (the code is used up only
+/// together with the grant it opens), not "already used". The failure is
+/// injected by a trigger raising `connection_failure` on the grant's
+/// insert, as a connection lost at that moment would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_survives_an_outage_during_its_exchange() {
+    use crate::delegated_oauth::{APP_CALLBACK, code_for, confidential, exchange};
+    use sqlx::Connection;
+    let s = TestServer::start(Backend::Postgres).await;
+    let (id, secret) = s.register_client(confidential(APP_CALLBACK)).await;
+    let secret = secret.unwrap();
+    let (code, verifier) = code_for(&s, &id, APP_CALLBACK).await;
+
+    let mut db = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION lose_the_connection() RETURNS trigger AS $$ BEGIN \
+           RAISE EXCEPTION 'injected' USING ERRCODE = '08006'; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER outage BEFORE INSERT ON oauth_grants FOR EACH ROW EXECUTE FUNCTION lose_the_connection();",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let r = exchange(&s, &id, &secret, &code, APP_CALLBACK, Some(&verifier)).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "temporarily_unavailable");
+
+    sqlx::raw_sql("DROP TRIGGER outage ON oauth_grants").execute(&mut db).await.unwrap();
+    let tokens =
+        json_with_status(exchange(&s, &id, &secret, &code, APP_CALLBACK, Some(&verifier)).await, 200).await;
+    assert!(tokens["refresh_token"].is_string());
+}
