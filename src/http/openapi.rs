@@ -31,7 +31,8 @@ use utoipa_swagger_ui::SwaggerUi;
         integration::revoke_api_access_tokens,
         integration::validate_api_access_token,
         integration::validate_refresh_token,
-    )
+    ),
+    modifiers(&Conventions)
 )]
 pub struct ApiAuthenticationDoc;
 
@@ -53,7 +54,7 @@ pub struct ApiAuthenticationDoc;
         super::register::presets,
         super::oauth::token,
     ),
-    modifiers(&AdminAuthentication)
+    modifiers(&AdminAuthentication, &Conventions)
 )]
 pub struct OAuth2Doc;
 
@@ -70,6 +71,60 @@ impl utoipa::Modify for AdminAuthentication {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// What every operation of every document may also answer, and what every
+/// request schema means, said once here rather than on each handler:
+/// a body of another media type is a 415 and a larger one a 413; an
+/// authenticated operation may answer 400 (both `TOKEN` and
+/// `Authorization` sent), 401 and 403; a required string of a request is
+/// never empty.
+struct Conventions;
+
+impl utoipa::Modify for Conventions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{Schema, SchemaType, Type};
+        use utoipa::openapi::{RefOr, ResponseBuilder};
+        for item in openapi.paths.paths.values_mut() {
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let mut answers = Vec::new();
+                if operation.request_body.is_some() {
+                    answers.push(("413", "The body is too large"));
+                    answers.push(("415", "The body is not of a media type this operation takes"));
+                }
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    answers.push(("400", "Malformed request, or both TOKEN and Authorization sent"));
+                    answers.push(("401", "Not authenticated"));
+                    answers.push(("403", "The caller's role or the token's scopes do not allow this"));
+                }
+                for (status, description) in answers {
+                    let responses = &mut operation.responses.responses;
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| RefOr::T(ResponseBuilder::new().description(description).build()));
+                }
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else { return };
+        for (name, schema) in components.schemas.iter_mut() {
+            let RefOr::T(Schema::Object(object)) = schema else { continue };
+            if !name.ends_with("Request") {
+                continue;
+            }
+            let required = object.required.clone();
+            for (field, property) in object.properties.iter_mut() {
+                if let RefOr::T(Schema::Object(property)) = property
+                    && required.contains(field)
+                    && property.schema_type == SchemaType::Type(Type::String)
+                    && property.min_length.is_none()
+                {
+                    property.min_length = Some(1);
+                }
+            }
+        }
     }
 }
 
