@@ -9,8 +9,9 @@
 //! by the node that gave it.
 
 use crate::delegated_oauth::{Browser, Site, code_for, confidential};
-use crate::harness::{ADMIN_PASSWORD, Backend, MASTER_KEY, fresh_database, json_with_status};
+use crate::harness::{ADMIN_PASSWORD, Backend, MASTER_KEY, TestServer, fresh_database, json_with_status};
 use crate::process::{Node, keyward};
+use keyward::domain::settings::OUTBOUND_ALLOW_PRIVATE;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -279,19 +280,29 @@ impl Load {
     }
 }
 
+/// A response's status and JSON body, or why there was none.
+async fn answer(sent: reqwest::Result<reqwest::Response>) -> Answer {
+    match sent {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            r.json::<Value>().await.map(|body| (status, body)).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl Worker {
     /// A form POST to `path` on the next node up: the node and the answer
     /// (or why there was none).
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> (usize, Answer) {
         let (node, base) = self.spread.next();
-        let answer = match self.http.post(format!("{base}{path}")).form(form).send().await {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                r.json::<Value>().await.map(|body| (status, body)).map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        (node, answer)
+        (node, answer(self.http.post(format!("{base}{path}")).form(form).send().await).await)
+    }
+
+    /// A GET of `path` with the `TOKEN` header on the next node up.
+    async fn get(&self, path: &str, token: &str) -> (usize, Answer) {
+        let (node, base) = self.spread.next();
+        (node, answer(self.http.get(format!("{base}{path}")).header("TOKEN", token).send().await).await)
     }
 
     /// A failure unless `answer` has the status `expected`.
@@ -312,8 +323,33 @@ impl Worker {
     }
 }
 
-/// `kill -9` of one of three nodes under mixed load: no request to a
-/// surviving node fails, every token handed out (before the kill too) is
+/// A connection of the admin's (whose `TOKEN` is `admin`) to `provider`
+/// through an outbound client whose tokens live 1.5 s: its id.
+async fn connection_to(cluster: &Cluster, admin: &str, provider: &TestServer) -> String {
+    let private = format!("/admin/api/config/{OUTBOUND_ALLOW_PRIVATE}/");
+    let r = cluster.http.put(cluster.url(&private)).header("TOKEN", admin).json(&json!({"value": true}));
+    json_with_status(r.send().await.unwrap(), 200).await;
+    let (m2m_id, m2m_secret) = provider.m2m_client("viewer", 600).await;
+    let outbound = json!({
+        "name": "Provider", "grant_type": "client_credentials", "client_id": m2m_id, "client_secret": m2m_secret,
+        "token_url": provider.url("/oauth/v2/token/"), "scopes": ["api"], "api_base_url": format!("{}/", provider.base),
+        "access_token_lifetime_ms": 1500,
+    });
+    let r =
+        cluster.http.post(cluster.url("/admin/api/outbound_clients/")).header("TOKEN", admin).json(&outbound);
+    let outbound_id =
+        json_with_status(r.send().await.unwrap(), 201).await["id"].as_str().unwrap().to_string();
+    let r = cluster
+        .http
+        .post(cluster.url("/api/v2/connections/"))
+        .header("TOKEN", admin)
+        .json(&json!({"outbound_client_id": outbound_id, "name": "reports"}));
+    json_with_status(r.send().await.unwrap(), 201).await["id"].as_str().unwrap().to_string()
+}
+
+/// `kill -9` of one of three nodes under mixed load (machines, scripts,
+/// apps' refresh families, users' code flows, connections' provider
+/// tokens kept fresh): no request to a surviving node fails, every token handed out (before the kill too) is
 /// accepted by the survivors, and every refresh family lives on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_under_load_loses_nothing() {
@@ -398,6 +434,26 @@ async fn a_node_killed_under_load_loses_nothing() {
             }
         });
     }
+    // Connectors: a provider's token through a connection, renewed every
+    // second and a half (the provider is another keyward).
+    let provider = TestServer::start_at(Backend::Sqlite, "127.0.0.2").await;
+    let connection = connection_to(&cluster, &admin, &provider).await;
+    let provider_tokens: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+    {
+        let (path, admin) = (format!("/api/v2/connections/{connection}/token/"), admin.clone());
+        let seen = provider_tokens.clone();
+        load.repeat(move |w| {
+            let (path, admin, seen) = (path.clone(), admin.clone(), seen.clone());
+            async move {
+                let (node, answer) = w.get(&path, &admin).await;
+                w.expect(node, "connection token", &answer, 200);
+                if let Ok((200, body)) = answer {
+                    seen.lock().unwrap().insert(body["access_token"].as_str().unwrap().to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
     // Users: the code flow, signed in and consenting in a browser at one
     // node, the code redeemed at the next. A flow cut by the kill is one
     // that went to the node that died.
@@ -451,6 +507,8 @@ async fn a_node_killed_under_load_loses_nothing() {
     assert!(on_survivors.is_empty(), "requests to surviving nodes failed: {on_survivors:?}");
     assert!(handed_out_before_the_kill > 20, "too little load: {handed_out_before_the_kill}");
     assert!(outcomes.jwts.len() > handed_out_before_the_kill, "no load after the kill");
+    let renewed = provider_tokens.lock().unwrap().len();
+    assert!(renewed >= 3, "the connection's token was renewed {renewed} times");
 
     // Every token handed out is accepted by every survivor.
     let survivors = load.spread().bases();
