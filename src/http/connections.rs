@@ -15,17 +15,19 @@ use std::sync::Arc;
 
 type AppState = State<Arc<App>>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateConnection {
+pub struct CreateConnectionRequest {
     outbound_client_id: String,
     name: String,
 }
 
+#[utoipa::path(post, path = "/api/v2/connections/", tag = "Connections", request_body = CreateConnectionRequest,
+    security(("token" = []), ("bearer" = [])), responses((status = 201, description = "Created: active at once (client credentials) or pending until authorized", body = Object), (status = 404, description = "No such outbound client")))]
 pub async fn create(
     State(app): AppState,
     caller: CallerExt,
-    ApiJson(body): ApiJson<CreateConnection>,
+    ApiJson(body): ApiJson<CreateConnectionRequest>,
 ) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
     Ok((
         StatusCode::CREATED,
@@ -33,10 +35,14 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v2/connections/", tag = "Connections", 
+    security(("token" = []), ("bearer" = [])), responses((status = 200, description = "The caller's connections (no tokens)", body = [Object])))]
 pub async fn list(State(app): AppState, caller: CallerExt) -> Result<Json<Vec<ConnectionView>>, ApiError> {
     Ok(Json(app.connections(&caller).await?))
 }
 
+#[utoipa::path(get, path = "/api/v2/connections/{id}/", tag = "Connections", params(("id" = String, Path)),
+    security(("token" = []), ("bearer" = [])), responses((status = 200, description = "The connection", body = Object), (status = 404, description = "No such connection of the caller's")))]
 pub async fn get(
     State(app): AppState,
     caller: CallerExt,
@@ -45,6 +51,8 @@ pub async fn get(
     Ok(Json(app.connection(&caller, &id).await?))
 }
 
+#[utoipa::path(delete, path = "/api/v2/connections/{id}/", tag = "Connections", params(("id" = String, Path)),
+    security(("token" = []), ("bearer" = [])), responses((status = 204, description = "Deleted"), (status = 404, description = "No such connection of the caller's")))]
 pub async fn delete(
     State(app): AppState,
     caller: CallerExt,
@@ -54,6 +62,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/v2/connections/{id}/token/", tag = "Connections", params(("id" = String, Path)),
+    security(("token" = []), ("bearer" = [])), responses((status = 200, description = "The provider's access token, fresh (service identities and the owner)", body = Object), (status = 404, description = "No such connection"), (status = 409, description = "The connection needs its user to authorize again"), (status = 502, description = "The provider refused or did not answer")))]
 pub async fn token(
     State(app): AppState,
     caller: CallerExt,
@@ -64,6 +74,8 @@ pub async fn token(
 }
 
 /// The provider's authorization URL: as JSON, or (for a browser) a redirect.
+#[utoipa::path(get, path = "/api/v2/connections/{id}/authorize/", tag = "Connections", params(("id" = String, Path)),
+    security(("token" = []), ("bearer" = [])), responses((status = 200, description = "The provider's authorization URL (a browser asking for HTML is redirected there)", body = Object), (status = 303, description = "To the provider (a browser)"), (status = 404, description = "No such connection"), (status = 409, description = "The connection does not use the authorization code")))]
 pub async fn authorize(
     State(app): AppState,
     caller: CallerExt,
@@ -78,6 +90,21 @@ pub async fn authorize(
     }
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(serde_json::json!({"authorization_url": url})))
         .into_response())
+}
+
+/// The same, by POST (a form's way).
+#[utoipa::path(post, path = "/api/v2/connections/{id}/authorize/", tag = "Connections", params(("id" = String, Path)),
+    security(("token" = []), ("bearer" = [])),
+    responses((status = 200, description = "The provider's authorization URL (a browser asking for HTML is redirected there)", body = Object),
+        (status = 303, description = "To the provider (a browser)"), (status = 404, description = "No such connection"),
+        (status = 409, description = "The connection does not use the authorization code")))]
+pub async fn authorize_by_post(
+    state: AppState,
+    caller: CallerExt,
+    id: ApiPath<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(state, caller, id, headers).await
 }
 
 /// `/api/v2/connections/{id}/proxy/{path}`, any method.
@@ -134,6 +161,8 @@ pub async fn proxy(
     })
 }
 
+#[utoipa::path(post, path = "/api/v2/connections/{id}/revoke/", tag = "Connections", params(("id" = String, Path)),
+    security(("token" = []), ("bearer" = [])), responses((status = 200, description = "Revoked (at the provider too, where it can)", body = Object), (status = 404, description = "No such connection")))]
 pub async fn revoke(
     State(app): AppState,
     caller: CallerExt,

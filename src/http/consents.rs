@@ -22,6 +22,8 @@ fn user_id(caller: &CallerExt) -> Result<i64, ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/api/v2/oauth/consents/", tag = "Consents", security(("token" = []), ("bearer" = [])),
+    responses((status = 200, description = "The apps the caller consented to: client_id, scope, created_at", body = [Object])))]
 pub async fn list(State(app): State<Arc<App>>, caller: CallerExt) -> Result<Json<Vec<Value>>, ApiError> {
     let consents = app.consents(user_id(&caller)?).await?;
     Ok(Json(
@@ -34,6 +36,8 @@ pub async fn list(State(app): State<Arc<App>>, caller: CallerExt) -> Result<Json
     ))
 }
 
+#[utoipa::path(delete, path = "/api/v2/oauth/consents/{client_id}/", tag = "Consents", params(("client_id" = String, Path)),
+    security(("token" = []), ("bearer" = [])), responses((status = 204, description = "Consent withdrawn; the app's tokens for the caller revoked"), (status = 404, description = "No consent to this app")))]
 pub async fn revoke(
     State(app): State<Arc<App>>,
     caller: CallerExt,

@@ -119,6 +119,14 @@ fn render(app: &App, registered: DynamicClient, status: StatusCode) -> Response 
 }
 
 /// RFC 7591 §3.1: a client registers itself.
+#[utoipa::path(post, path = "/oauth/v2/register/", tag = "Dynamic client registration",
+    request_body(content = Object, description = "RFC 7591 client metadata"),
+    security((), ("bearer" = [])),
+    responses((status = 201, description = "Registered: the metadata, client_id and, for a confidential client, its secret", body = Object),
+        (status = 400, description = "invalid_client_metadata or invalid_redirect_uri (RFC 7591 §3.2.2)", body = Object),
+        (status = 401, description = "An initial access token is required or not valid", body = Object),
+        (status = 403, description = "Registration is off", body = Object),
+        (status = 429, description = "Too many registrations from this address", body = Object)))]
 pub async fn register(
     State(app): AppState,
     headers: HeaderMap,
@@ -130,6 +138,10 @@ pub async fn register(
 }
 
 /// RFC 7592 §2.1.
+#[utoipa::path(get, path = "/oauth/v2/register/{client_id}/", tag = "Dynamic client registration",
+    params(("client_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "The client's metadata", body = Object),
+        (status = 401, description = "The registration access token is missing or not this client's", body = Object)))]
 pub async fn read(
     State(app): AppState,
     Path(client_id): Path<String>,
@@ -140,6 +152,12 @@ pub async fn read(
 }
 
 /// RFC 7592 §2.2. The body's `client_id`, if any, must be this client's.
+#[utoipa::path(put, path = "/oauth/v2/register/{client_id}/", tag = "Dynamic client registration",
+    params(("client_id" = String, Path)), security(("bearer" = [])),
+    request_body(content = Object, description = "The client's whole metadata"),
+    responses((status = 200, description = "The client's metadata as replaced", body = Object),
+        (status = 400, description = "invalid_client_metadata", body = Object),
+        (status = 401, description = "The registration access token is missing or not this client's", body = Object)))]
 pub async fn update(
     State(app): AppState,
     Path(client_id): Path<String>,
@@ -163,6 +181,10 @@ pub async fn update(
 }
 
 /// RFC 7592 §2.3.
+#[utoipa::path(delete, path = "/oauth/v2/register/{client_id}/", tag = "Dynamic client registration",
+    params(("client_id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "Deleted"),
+        (status = 401, description = "The registration access token is missing or not this client's", body = Object)))]
 pub async fn delete(
     State(app): AppState,
     Path(client_id): Path<String>,
@@ -172,9 +194,9 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewInitialAccessToken {
+pub struct InitialAccessTokenRequest {
     name: String,
     /// Seconds; default 7 days.
     #[serde(default = "week")]
@@ -194,10 +216,13 @@ fn one() -> i64 {
 
 /// `POST /admin/api/initial_access_tokens/` (server_admin): a token for
 /// `keyward.oauth.dynamic_registration = initial_access_token`, shown once.
+#[utoipa::path(post, path = "/admin/api/initial_access_tokens/", tag = "Dynamic client registration",
+    request_body = InitialAccessTokenRequest, security(("token" = []), ("bearer" = [])),
+    responses((status = 201, description = "The token, shown this once", body = Object)))]
 pub async fn create_initial_access_token(
     State(app): AppState,
     caller: CallerExt,
-    ApiJson(r): ApiJson<NewInitialAccessToken>,
+    ApiJson(r): ApiJson<InitialAccessTokenRequest>,
 ) -> Result<Response, ApiError> {
     let (token, expires_at) = app
         .create_initial_access_token(caller.actor(), &r.name, r.expires_in, r.uses)

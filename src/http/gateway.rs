@@ -148,6 +148,10 @@ async fn served_resource(app: &App, name: &str) -> Result<ProtectedResource, Res
 
 /// RFC 9728 metadata of a gateway resource; also answered for any path
 /// below it (clients append their MCP endpoint's path).
+#[utoipa::path(get, path = "/.well-known/oauth-protected-resource/r/{name}", tag = "OAuth Metadata",
+    params(("name" = String, Path, description = "The resource's name")),
+    responses((status = 200, description = "RFC 9728 protected resource metadata", body = Object),
+        (status = 404, description = "No resource is served at this path")))]
 pub async fn protected_resource_metadata(State(app): AppState, uri: axum::http::Uri) -> Response {
     let path = uri.path().strip_prefix(METADATA_PREFIX).unwrap_or("");
     let Some((name, _)) = split_gateway_path(path) else { return not_found() };
@@ -341,6 +345,8 @@ fn declaration(v: Value) -> Result<ResourceDeclaration, ApiError> {
     serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid resource: {e}")))
 }
 
+#[utoipa::path(post, path = "/admin/api/resources/", tag = "Protected resources", request_body(content = Object, description = "`name` and the declaration (display_name, scopes, required_scopes, upstream_url, …)"),
+    security(("token" = []), ("bearer" = [])), responses((status = 201, description = "Declared", body = Object), (status = 409, description = "The name is taken")))]
 pub async fn create_resource(
     State(app): AppState,
     caller: CallerExt,
@@ -350,6 +356,8 @@ pub async fn create_resource(
     Ok((StatusCode::CREATED, Json(app.put_resource(caller.actor(), &r.name, d, false).await?)))
 }
 
+#[utoipa::path(put, path = "/admin/api/resources/{name}/", tag = "Protected resources", params(("name" = String, Path)), request_body(content = Object, description = "The declaration"),
+    security(("token" = []), ("bearer" = [])), responses((status = 200, description = "The resource as replaced", body = Object), (status = 404, description = "No such resource")))]
 pub async fn replace_resource(
     State(app): AppState,
     caller: CallerExt,
@@ -359,10 +367,14 @@ pub async fn replace_resource(
     Ok(Json(app.put_resource(caller.actor(), &name, d, true).await?))
 }
 
+#[utoipa::path(get, path = "/admin/api/resources/", tag = "Protected resources", 
+    security(("token" = []), ("bearer" = [])), responses((status = 200, description = "The protected resources", body = [Object])))]
 pub async fn list_resources(State(app): AppState) -> Result<Json<Vec<ProtectedResource>>, ApiError> {
     Ok(Json(app.resources().await?))
 }
 
+#[utoipa::path(get, path = "/admin/api/resources/{name}/", tag = "Protected resources", params(("name" = String, Path)),
+    security(("token" = []), ("bearer" = [])), responses((status = 200, description = "The resource", body = Object), (status = 404, description = "No such resource")))]
 pub async fn get_resource(
     State(app): AppState,
     ApiPath(name): ApiPath<String>,
@@ -370,6 +382,8 @@ pub async fn get_resource(
     Ok(Json(app.resource(&name).await?))
 }
 
+#[utoipa::path(delete, path = "/admin/api/resources/{name}/", tag = "Protected resources", params(("name" = String, Path)),
+    security(("token" = []), ("bearer" = [])), responses((status = 204, description = "Deleted"), (status = 404, description = "No such resource")))]
 pub async fn delete_resource(
     State(app): AppState,
     caller: CallerExt,

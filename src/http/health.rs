@@ -7,11 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "Health",
+    responses((status = 200, description = "Up", body = Object)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// The process can reach its database within two seconds.
+#[utoipa::path(get, path = "/readyz", tag = "Health",
+    responses((status = 200, description = "Ready", body = Object),
+        (status = 503, description = "The database is out of reach", body = Object)))]
 pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Value>) {
     match tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, Json(json!({"status": "ready"}))),

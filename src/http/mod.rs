@@ -128,7 +128,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v2/connections/{id}/proxy/{*path}", axum::routing::any(connections::proxy))
         .route(
             "/api/v2/connections/{id}/authorize/",
-            get(connections::authorize).post(connections::authorize),
+            get(connections::authorize).post(connections::authorize_by_post),
         );
     let signed_in = auth::require_role(signed_in, app.clone(), Role::Viewer);
     // Browser-based public clients call these from other origins (no

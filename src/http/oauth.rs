@@ -235,6 +235,17 @@ pub struct TokenReply {
     scope: String,
 }
 
+/// A token introspection or revocation request (RFC 7662 §2.1, RFC 7009
+/// §2.1); the client authenticates with Basic or these fields.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenOfClientRequest {
+    token: String,
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
 /// An OAuth error (RFC 6749 §5.2).
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
@@ -304,6 +315,14 @@ pub async fn token(
     Ok((StatusCode::OK, no_store(), Json(response)).into_response())
 }
 
+#[utoipa::path(post, path = "/oauth/v2/introspect/", tag = "OAuth Tokens",
+    request_body(content = TokenOfClientRequest, content_type = "application/x-www-form-urlencoded"),
+    security((), ("basic" = [])),
+    responses(
+        (status = 200, description = "RFC 7662: `active`, and for an active token of this client its claims", body = Object),
+        (status = 400, description = "invalid_request", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody),
+        (status = 429, description = "Too many failed client authentications", body = OAuthErrorBody)))]
 pub async fn introspect(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -318,6 +337,14 @@ pub async fn introspect(
     Ok((StatusCode::OK, no_store(), Json(answer)).into_response())
 }
 
+#[utoipa::path(post, path = "/oauth/v2/revoke/", tag = "OAuth Tokens",
+    request_body(content = TokenOfClientRequest, content_type = "application/x-www-form-urlencoded"),
+    security((), ("basic" = [])),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke (RFC 7009 §2.2)"),
+        (status = 400, description = "invalid_request, unauthorized_client (not this client's token)", body = OAuthErrorBody),
+        (status = 401, description = "invalid_client", body = OAuthErrorBody),
+        (status = 429, description = "Too many failed client authentications", body = OAuthErrorBody)))]
 pub async fn revoke(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -342,6 +369,8 @@ pub async fn revoke(
 
 /// RFC 8414 metadata; also served as OpenID discovery for clients that only
 /// look there.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "OAuth Metadata",
+    responses((status = 200, description = "RFC 8414 authorization server metadata", body = Object)))]
 pub async fn metadata(State(app): State<Arc<App>>) -> Result<Json<Value>, super::error::ApiError> {
     let issuer = &app.issuer;
     // Advertised only while it is on (clients try it when it is listed).
@@ -401,6 +430,8 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Result<Json<Value>, super:
     Ok(Json(document))
 }
 
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "OAuth Metadata",
+    responses((status = 200, description = "The public keys that verify keyward's JWTs (RFC 7517)", body = Object)))]
 pub async fn jwks(State(app): State<Arc<App>>) -> Response {
     let set = app.keys.current();
     // Short caching: a resource server meeting an unknown kid fetches again.

@@ -53,10 +53,129 @@ pub struct ApiAuthenticationDoc;
         super::register::rotate_secret,
         super::register::presets,
         super::oauth::token,
+        super::oauth::introspect,
+        super::oauth::revoke,
+        super::oauth::metadata,
+        super::oauth::jwks,
+        super::gateway::protected_resource_metadata,
+        super::dynamic_registration::register,
+        super::dynamic_registration::read,
+        super::dynamic_registration::update,
+        super::dynamic_registration::delete,
+    ),
+    modifiers(&AdminAuthentication, &Aliases, &Conventions)
+)]
+pub struct OAuth2Doc;
+
+/// Paths that answer exactly as another (older clients' versions, OpenID
+/// discovery): the same operation under each.
+struct Aliases;
+
+const ALIASES: &[(&str, &str)] = &[
+    ("/oauth/v1/token/", "/oauth/v2/token/"),
+    ("/oauth/v2/introspect/", "/oauth/v1/introspect/"),
+    ("/oauth/v2/revoke/", "/oauth/v1/revoke/"),
+    ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"),
+];
+
+impl utoipa::Modify for Aliases {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, alias) in ALIASES {
+            if let Some(item) = openapi.paths.paths.get(*path).cloned() {
+                let mut item = item;
+                for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                    // Operation ids are unique within a document.
+                    let at: String =
+                        alias.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+                    operation.operation_id = operation.operation_id.as_ref().map(|id| format!("{id}_at{at}"));
+                }
+                openapi.paths.paths.insert(alias.to_string(), item);
+            }
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Admin API",
+        description = "Users, settings, the audit log, M2M clients, protected resources, SSO providers, data \
+                       products and outbound OAuth clients (server admins; outbound clients: catalog admins).",
+        version = "1"
+    ),
+    paths(
+        super::admin::list_users,
+        super::admin::create_user,
+        super::admin::get_user,
+        super::admin::patch_user,
+        super::admin::delete_user,
+        super::admin::list_config,
+        super::admin::get_config,
+        super::admin::put_config,
+        super::admin::delete_config,
+        super::admin::list_audit,
+        super::m2m::create,
+        super::m2m::list,
+        super::m2m::get,
+        super::m2m::patch,
+        super::m2m::delete,
+        super::m2m::rotate_secret,
+        super::dynamic_registration::create_initial_access_token,
+        super::gateway::list_resources,
+        super::gateway::create_resource,
+        super::gateway::get_resource,
+        super::gateway::replace_resource,
+        super::gateway::delete_resource,
+        super::sso::list_providers,
+        super::sso::create_provider,
+        super::sso::get_provider,
+        super::sso::replace_provider,
+        super::sso::delete_provider,
+        super::vault::list_data_products,
+        super::vault::create_data_product,
+        super::vault::get_data_product,
+        super::vault::put_data_product,
+        super::vault::delete_data_product,
+        super::outbound::list,
+        super::outbound::create,
+        super::outbound::get,
+        super::outbound::patch,
+        super::outbound::delete,
+        super::health::healthz,
+        super::health::readyz,
     ),
     modifiers(&AdminAuthentication, &Conventions)
 )]
-pub struct OAuth2Doc;
+pub struct AdminDoc;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Account API",
+        description = "What a signed-in caller holds: consents to apps, connections to other companies' APIs \
+                       (the proxy at /api/v2/connections/{id}/proxy/… passes the provider's API through, and \
+                       is documented by the provider), and warehouse credentials.",
+        version = "1"
+    ),
+    paths(
+        super::consents::list,
+        super::consents::revoke,
+        super::connections::create,
+        super::connections::list,
+        super::connections::get,
+        super::connections::delete,
+        super::connections::token,
+        super::connections::authorize,
+        super::connections::authorize_by_post,
+        super::connections::revoke,
+        super::vault::store_credentials,
+        super::vault::list_credentials,
+        super::vault::delete_credentials,
+        super::vault::read_credentials,
+    ),
+    modifiers(&AdminAuthentication, &Conventions)
+)]
+pub struct AccountDoc;
 
 /// The admin API's two ways to authenticate, for "Authorize" in the UI.
 struct AdminAuthentication;
@@ -71,12 +190,17 @@ impl utoipa::Modify for AdminAuthentication {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
     }
 }
 
 /// What every operation of every document may also answer, and what every
 /// request schema means, said once here rather than on each handler:
-/// a body of another media type is a 415 and a larger one a 413; an
+/// a malformed parameter (control characters included) is a 400; a body
+/// of another media type is a 415 and a larger one a 413; an
 /// authenticated operation may answer 400 (both `TOKEN` and
 /// `Authorization` sent), 401 and 403; a required string of a request is
 /// never empty.
@@ -91,6 +215,9 @@ impl utoipa::Modify for Conventions {
                 [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for operation in operations.into_iter().flatten() {
                 let mut answers = Vec::new();
+                if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    answers.push(("400", "A parameter is malformed or holds control characters"));
+                }
                 if operation.request_body.is_some() {
                     answers.push(("413", "The body is too large"));
                     answers.push(("415", "The body is not of a media type this operation takes"));
@@ -130,6 +257,8 @@ impl utoipa::Modify for Conventions {
 
 const API_AUTHENTICATION: &str = "/openapi/api_authentication/";
 const OAUTH2: &str = "/openapi/oauth2/";
+const ADMIN: &str = "/openapi/admin/";
+const ACCOUNT: &str = "/openapi/account/";
 
 pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
     let ui: Router<Arc<App>> = SwaggerUi::new(format!("{API_AUTHENTICATION}ui"))
@@ -137,6 +266,11 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .into();
     let oauth2_ui: Router<Arc<App>> = SwaggerUi::new(format!("{OAUTH2}ui"))
         .url(format!("{OAUTH2}openapi.json"), OAuth2Doc::openapi())
+        .into();
+    let admin_ui: Router<Arc<App>> =
+        SwaggerUi::new(format!("{ADMIN}ui")).url(format!("{ADMIN}openapi.json"), AdminDoc::openapi()).into();
+    let account_ui: Router<Arc<App>> = SwaggerUi::new(format!("{ACCOUNT}ui"))
+        .url(format!("{ACCOUNT}openapi.json"), AccountDoc::openapi())
         .into();
     Router::new()
         .route(
@@ -146,7 +280,14 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
             }),
         )
         .route(OAUTH2, get(|state, headers| document(state, headers, OAUTH2, OAuth2Doc::openapi())))
-        .merge(ui.merge(oauth2_ui).route_layer(middleware::from_fn_with_state(app, swagger_enabled)))
+        .route(ADMIN, get(|state, headers| document(state, headers, ADMIN, AdminDoc::openapi())))
+        .route(ACCOUNT, get(|state, headers| document(state, headers, ACCOUNT, AccountDoc::openapi())))
+        .merge(
+            ui.merge(oauth2_ui)
+                .merge(admin_ui)
+                .merge(account_ui)
+                .route_layer(middleware::from_fn_with_state(app, swagger_enabled)),
+        )
 }
 
 /// The document at `base` as JSON; a browser asking for HTML goes to the UI
@@ -191,5 +332,130 @@ async fn swagger_enabled(State(app): State<Arc<App>>, request: Request, next: Ne
             "the Swagger UI is off; a server admin turns it on with alation.feature_flags.enable_swagger",
         )
         .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Routes of the router that serve no JSON API of keyward's own: pages
+    /// and their forms, the answers of other servers (the gateway, the
+    /// connections' proxy), metrics as text, and a route of a unit test.
+    const NOT_JSON_APIS: &[&str] = &[
+        "/",
+        "/metrics",
+        "/static/copy.js",
+        "/admin/{}/",
+        "/oauth/v1/authorize/",
+        "/oauth/v1/login/",
+        "/login/sso/{}/",
+        "/login/sso/{}/callback/",
+        "/oauth/v1/connections/callback/",
+        "/oauth/v1/connections/start/",
+        "/r/{}",
+        "/r/{}/",
+        "/r/{}/{}",
+        "/api/v2/connections/{}/proxy/{}",
+        "/boom",
+        // Documented as the gateway's resources' own: /…/r/{name}.
+        "/.well-known/oauth-protected-resource/{}",
+    ];
+
+    /// `/a/{id}/` as `/a/{}/`: parameter names may differ.
+    fn shape(path: &str) -> String {
+        let mut out = String::new();
+        let mut in_param = false;
+        for c in path.chars() {
+            match c {
+                '{' => {
+                    in_param = true;
+                    out.push_str("{}");
+                }
+                '}' => in_param = false,
+                _ if !in_param => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Every route the router serves (read from its source, so a new route
+    /// cannot be forgotten) with every method is in one of the documents,
+    /// unless it serves no JSON API.
+    #[test]
+    fn every_json_route_is_in_a_document() {
+        let mut documented = std::collections::BTreeSet::new();
+        for doc in [
+            ApiAuthenticationDoc::openapi(),
+            OAuth2Doc::openapi(),
+            AdminDoc::openapi(),
+            AccountDoc::openapi(),
+        ] {
+            for (path, item) in doc.paths.paths {
+                let methods = [
+                    ("get", item.get.is_some()),
+                    ("post", item.post.is_some()),
+                    ("put", item.put.is_some()),
+                    ("patch", item.patch.is_some()),
+                    ("delete", item.delete.is_some()),
+                ];
+                for (method, present) in methods {
+                    if present {
+                        documented.insert((shape(&path), method));
+                    }
+                }
+            }
+        }
+        let constants = [
+            (
+                "dynamic_registration::REGISTRATION_PATH",
+                super::super::dynamic_registration::REGISTRATION_PATH,
+            ),
+            ("account::ACCOUNT_PATH", super::super::account::ACCOUNT_PATH),
+            ("console::CONSOLE_PATH", super::super::console::CONSOLE_PATH),
+            ("console::PASSWORD_PATH", super::super::console::PASSWORD_PATH),
+        ];
+        let pages = [
+            super::super::account::ACCOUNT_PATH,
+            super::super::console::CONSOLE_PATH,
+            super::super::console::PASSWORD_PATH,
+        ];
+        let mut missing = Vec::new();
+        let mut seen = 0;
+        for route in include_str!("mod.rs").split(".route(").skip(1) {
+            let route = route.split(".route(").next().unwrap_or("").trim_start();
+            let path = match route.strip_prefix('"') {
+                Some(rest) => rest.split('"').next().unwrap_or("").to_string(),
+                None => {
+                    let name: String =
+                        route.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+                    match constants.iter().find(|(n, _)| *n == name) {
+                        Some((_, value)) => value.to_string(),
+                        None => panic!("a route at a constant this test does not know: {name}"),
+                    }
+                }
+            };
+            if NOT_JSON_APIS.contains(&shape(&path).as_str()) || pages.contains(&path.as_str()) {
+                continue;
+            }
+            seen += 1;
+            let head = &route[..route.len().min(300)];
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let calls = [
+                    format!("({method}("),
+                    format!(" {method}("),
+                    format!(".{method}("),
+                    format!("::{method}("),
+                ];
+                if calls.iter().any(|c| head.contains(c.as_str()))
+                    && !documented.contains(&(shape(&path), method))
+                {
+                    missing.push(format!("{method} {path}"));
+                }
+            }
+        }
+        assert!(seen >= 40, "the routes were not found in mod.rs ({seen})");
+        assert!(missing.is_empty(), "JSON routes in no OpenAPI document: {missing:?}");
     }
 }

@@ -19,10 +19,11 @@ fn space() -> String {
     " ".into()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateOutbound {
+pub struct CreateOutboundRequest {
     name: String,
+    #[schema(value_type = String, example = "authorization_code")]
     grant_type: OutboundGrant,
     client_id: String,
     client_secret: Option<String>,
@@ -36,6 +37,7 @@ pub struct CreateOutbound {
     extra_authorization_params: BTreeMap<String, String>,
     #[serde(default)]
     extra_token_params: BTreeMap<String, String>,
+    #[schema(value_type = Option<String>, example = "basic")]
     token_endpoint_auth: Option<TokenEndpointAuth>,
     #[serde(default = "yes")]
     pkce_enabled: bool,
@@ -49,7 +51,7 @@ fn yes() -> bool {
     true
 }
 
-impl CreateOutbound {
+impl CreateOutboundRequest {
     /// The settings and the secret this body describes.
     pub(super) fn into_settings(self) -> (OutboundClientSettings, Option<String>) {
         let b = self;
@@ -73,20 +75,28 @@ impl CreateOutbound {
     }
 }
 
+#[utoipa::path(post, path = "/admin/api/outbound_clients/", tag = "Outbound OAuth clients",
+    request_body = CreateOutboundRequest, security(("token" = []), ("bearer" = [])),
+    responses((status = 201, description = "Created (the secret is never shown again)", body = Object)))]
 pub async fn create(
     State(app): AppState,
     caller: CallerExt,
-    ApiJson(b): ApiJson<CreateOutbound>,
+    ApiJson(b): ApiJson<CreateOutboundRequest>,
 ) -> Result<(StatusCode, Json<OutboundClient>), ApiError> {
     let (settings, secret) = b.into_settings();
     let created = app.create_outbound_client(caller.actor(), settings, secret.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(get, path = "/admin/api/outbound_clients/", tag = "Outbound OAuth clients", security(("token" = []), ("bearer" = [])),
+    responses((status = 200, description = "The outbound clients", body = [Object])))]
 pub async fn list(State(app): AppState) -> Result<Json<Vec<OutboundClient>>, ApiError> {
     Ok(Json(app.outbound_clients().await?))
 }
 
+#[utoipa::path(get, path = "/admin/api/outbound_clients/{id}/", tag = "Outbound OAuth clients",
+    params(("id" = String, Path)), security(("token" = []), ("bearer" = [])),
+    responses((status = 200, description = "The outbound client", body = Object), (status = 404, description = "No such client")))]
 pub async fn get(
     State(app): AppState,
     ApiPath(id): ApiPath<String>,
@@ -95,9 +105,9 @@ pub async fn get(
 }
 
 /// Every field optional; absent fields keep their value.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PatchOutbound {
+pub struct PatchOutboundRequest {
     name: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -107,6 +117,7 @@ pub struct PatchOutbound {
     scope_separator: Option<String>,
     extra_authorization_params: Option<BTreeMap<String, String>>,
     extra_token_params: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Option<String>)]
     token_endpoint_auth: Option<TokenEndpointAuth>,
     pkce_enabled: Option<bool>,
     access_token_lifetime_ms: Option<i64>,
@@ -114,11 +125,14 @@ pub struct PatchOutbound {
     api_base_url: Option<String>,
 }
 
+#[utoipa::path(patch, path = "/admin/api/outbound_clients/{id}/", tag = "Outbound OAuth clients",
+    params(("id" = String, Path)), request_body = PatchOutboundRequest, security(("token" = []), ("bearer" = [])),
+    responses((status = 200, description = "The outbound client as changed", body = Object), (status = 404, description = "No such client")))]
 pub async fn patch(
     State(app): AppState,
     caller: CallerExt,
     ApiPath(id): ApiPath<String>,
-    ApiJson(p): ApiJson<PatchOutbound>,
+    ApiJson(p): ApiJson<PatchOutboundRequest>,
 ) -> Result<Json<OutboundClient>, ApiError> {
     let mut s = app.outbound_client(&id).await?.settings;
     macro_rules! merge {
@@ -146,6 +160,9 @@ pub async fn patch(
     Ok(Json(app.update_outbound_client(caller.actor(), &id, s, p.client_secret.as_deref()).await?))
 }
 
+#[utoipa::path(delete, path = "/admin/api/outbound_clients/{id}/", tag = "Outbound OAuth clients",
+    params(("id" = String, Path)), security(("token" = []), ("bearer" = [])),
+    responses((status = 204, description = "Deleted, with its connections"), (status = 404, description = "No such client")))]
 pub async fn delete(
     State(app): AppState,
     caller: CallerExt,

@@ -33,6 +33,9 @@ fn input(v: Value) -> Result<SsoProviderInput, ApiError> {
     serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid SSO provider: {e}")))
 }
 
+#[utoipa::path(post, path = "/admin/api/sso_providers/", tag = "SSO providers",
+    request_body(content = Object, description = "`id` and the provider's settings (issuer, client_id, client_secret, …)"),
+    security(("token" = []), ("bearer" = [])), responses((status = 201, description = "Created", body = Object), (status = 409, description = "The id is taken")))]
 pub async fn create_provider(
     State(app): AppState,
     caller: CallerExt,
@@ -42,6 +45,9 @@ pub async fn create_provider(
     Ok((StatusCode::CREATED, Json(app.put_sso_provider(caller.actor(), &p.id, input, false).await?)))
 }
 
+#[utoipa::path(put, path = "/admin/api/sso_providers/{id}/", tag = "SSO providers", params(("id" = String, Path)),
+    request_body(content = Object, description = "The provider's settings"), security(("token" = []), ("bearer" = [])),
+    responses((status = 200, description = "The provider as replaced", body = Object), (status = 404, description = "No such provider")))]
 pub async fn replace_provider(
     State(app): AppState,
     caller: CallerExt,
@@ -51,10 +57,14 @@ pub async fn replace_provider(
     Ok(Json(app.put_sso_provider(caller.actor(), &id, input, true).await?))
 }
 
+#[utoipa::path(get, path = "/admin/api/sso_providers/", tag = "SSO providers", security(("token" = []), ("bearer" = [])),
+    responses((status = 200, description = "The providers (no secrets)", body = [Object])))]
 pub async fn list_providers(State(app): AppState) -> Result<Json<Vec<SsoProviderView>>, ApiError> {
     Ok(Json(app.sso_providers().await?))
 }
 
+#[utoipa::path(get, path = "/admin/api/sso_providers/{id}/", tag = "SSO providers", params(("id" = String, Path)),
+    security(("token" = []), ("bearer" = [])), responses((status = 200, description = "The provider", body = Object), (status = 404, description = "No such provider")))]
 pub async fn get_provider(
     State(app): AppState,
     ApiPath(id): ApiPath<String>,
@@ -62,6 +72,8 @@ pub async fn get_provider(
     Ok(Json(app.sso_provider(&id).await?))
 }
 
+#[utoipa::path(delete, path = "/admin/api/sso_providers/{id}/", tag = "SSO providers", params(("id" = String, Path)),
+    security(("token" = []), ("bearer" = [])), responses((status = 204, description = "Deleted"), (status = 404, description = "No such provider")))]
 pub async fn delete_provider(
     State(app): AppState,
     caller: CallerExt,

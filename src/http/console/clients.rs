@@ -333,7 +333,7 @@ pub(super) async fn connectors_act(r: &Request<'_>) -> Result<Done, AppError> {
     match r.field("action") {
         "create" => {
             let optional = |name: &str| Some(r.field(name).trim()).filter(|v| !v.is_empty());
-            let body: super::super::outbound::CreateOutbound = serde_json::from_value(json!({
+            let body: super::super::outbound::CreateOutboundRequest = serde_json::from_value(json!({
                 "name": r.field("name").trim(),
                 "grant_type": r.field("grant_type"),
                 "client_id": r.field("client_id").trim(),
