@@ -664,8 +664,10 @@ impl App {
             format!("oauth_client:{}", client.client_id),
         )
         .with_detail(json!({"scope": record.scope}));
-        if self.store.redeem_authorization_code(&record, at, issued, event).await.map_err(internal)?.is_none()
-        {
+        // Expiry is judged at the redemption itself, not when the request came.
+        let redeemed_at = to_micros(now());
+        let redeemed = self.store.redeem_authorization_code(&record, redeemed_at, issued, event).await;
+        if redeemed.map_err(internal)?.is_none() {
             // Another redemption won: this one is the replay.
             let now_state =
                 self.store.authorization_code(&code_hash, &client.client_id, at).await.map_err(internal)?;

@@ -141,7 +141,8 @@ pub async fn register(
 #[utoipa::path(get, path = "/oauth/v2/register/{client_id}/", tag = "Dynamic client registration",
     params(("client_id" = String, Path)), security(("bearer" = [])),
     responses((status = 200, description = "The client's metadata", body = Object),
-        (status = 401, description = "The registration access token is missing or not this client's", body = Object)))]
+        (status = 401, description = "The registration access token is missing or not this client's", body = Object),
+        (status = 403, description = "Registration is off", body = Object)))]
 pub async fn read(
     State(app): AppState,
     Path(client_id): Path<String>,
@@ -157,7 +158,8 @@ pub async fn read(
     request_body(content = Object, description = "The client's whole metadata"),
     responses((status = 200, description = "The client's metadata as replaced", body = Object),
         (status = 400, description = "invalid_client_metadata", body = Object),
-        (status = 401, description = "The registration access token is missing or not this client's", body = Object)))]
+        (status = 401, description = "The registration access token is missing or not this client's", body = Object),
+        (status = 403, description = "Registration is off", body = Object)))]
 pub async fn update(
     State(app): AppState,
     Path(client_id): Path<String>,
@@ -184,7 +186,8 @@ pub async fn update(
 #[utoipa::path(delete, path = "/oauth/v2/register/{client_id}/", tag = "Dynamic client registration",
     params(("client_id" = String, Path)), security(("bearer" = [])),
     responses((status = 204, description = "Deleted"),
-        (status = 401, description = "The registration access token is missing or not this client's", body = Object)))]
+        (status = 401, description = "The registration access token is missing or not this client's", body = Object),
+        (status = 403, description = "Registration is off", body = Object)))]
 pub async fn delete(
     State(app): AppState,
     Path(client_id): Path<String>,
@@ -216,7 +219,7 @@ fn one() -> i64 {
 
 /// `POST /admin/api/initial_access_tokens/` (server_admin): a token for
 /// `keyward.oauth.dynamic_registration = initial_access_token`, shown once.
-#[utoipa::path(post, path = "/admin/api/initial_access_tokens/", tag = "Dynamic client registration",
+#[utoipa::path(post, path = "/admin/api/initial_access_tokens/", tag = "Initial access tokens",
     request_body = InitialAccessTokenRequest, security(("token" = []), ("bearer" = [])),
     responses((status = 201, description = "The token, shown this once", body = Object)))]
 pub async fn create_initial_access_token(

@@ -53,27 +53,42 @@ pub const GATEWAY_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub const GATEWAY_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `stream`, failing once more than `max` bytes came through or once
-/// `deadline` passes.
+/// `deadline` passes; `ended` is set once it was read to its end.
 fn capped(
     stream: impl futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + 'static,
     max: usize,
     deadline: tokio::time::Instant,
+    ended: Arc<std::sync::atomic::AtomicBool>,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
     use futures_util::StreamExt;
     let failed = |why: &str| Some((Err(std::io::Error::other(why.to_string())), None));
-    futures_util::stream::unfold(Some((Box::pin(stream), 0usize)), move |state| async move {
-        let (mut stream, seen) = state?;
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Err(_) => failed("the body took too long"),
-            Ok(None) => None,
-            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
-            Ok(Some(Ok(chunk))) if seen + chunk.len() > max => failed("the body is too large"),
-            Ok(Some(Ok(chunk))) => {
-                let seen = seen + chunk.len();
-                Some((Ok(chunk), Some((stream, seen))))
+    futures_util::stream::unfold(Some((Box::pin(stream), 0usize)), move |state| {
+        let ended = ended.clone();
+        async move {
+            let (mut stream, seen) = state?;
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => failed("the body took too long"),
+                Ok(None) => {
+                    ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                    None
+                }
+                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+                Ok(Some(Ok(chunk))) if seen + chunk.len() > max => failed("the body is too large"),
+                Ok(Some(Ok(chunk))) => {
+                    let seen = seen + chunk.len();
+                    Some((Ok(chunk), Some((stream, seen))))
+                }
             }
         }
     })
+}
+
+/// `response` marked as the connection's last: the caller's body was not
+/// read to its end, and a connection left with part of a body in it cannot
+/// carry another request (the server would close it without a word).
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// The identity headers keyward sets; a caller's own are dropped.
@@ -181,9 +196,13 @@ const UNREAD_BODY_DRAIN_TIME: std::time::Duration = std::time::Duration::from_se
 pub async fn forward(State(app): AppState, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
     let mut body = Some(body);
-    let response = forward_parts(&app, &parts, &mut body).await;
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let response = forward_parts(&app, &parts, &mut body, ended.clone()).await;
     match body {
-        Some(unread) => answered_before_the_body(unread, response).await,
+        Some(unread) => answered_before_the_body(&parts.headers, unread, response).await,
+        // Passed on, but not to its end when the answer came (the upstream
+        // failed, or answered first): this connection ends with it.
+        None if !ended.load(std::sync::atomic::Ordering::SeqCst) => closing(response),
         None => response,
     }
 }
@@ -191,20 +210,29 @@ pub async fn forward(State(app): AppState, request: axum::extract::Request) -> R
 /// An answer given without reading the request's body. Left unread, the
 /// server would close the connection after answering without saying so,
 /// and a client sending its next request on it would see it cut. So a
-/// small body is read (and dropped); a larger or slower one gets
-/// `Connection: close`.
-async fn answered_before_the_body(body: axum::body::Body, mut response: Response) -> Response {
+/// small body is read (and dropped); a larger or slower one, or one the
+/// client waits to be asked for (`Expect: 100-continue`: reading it would
+/// ask for it), gets `Connection: close` instead.
+async fn answered_before_the_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    response: Response,
+) -> Response {
     use axum::body::HttpBody as _;
     if body.is_end_stream() {
         return response;
     }
+    let waits_to_be_asked = headers.get(header::EXPECT).is_some();
+    if waits_to_be_asked || body.size_hint().lower() > UNREAD_BODY_DRAIN_BYTES as u64 {
+        return closing(response);
+    }
     let drained =
         tokio::time::timeout(UNREAD_BODY_DRAIN_TIME, axum::body::to_bytes(body, UNREAD_BODY_DRAIN_BYTES))
             .await;
-    if !matches!(drained, Ok(Ok(_))) {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    match drained {
+        Ok(Ok(_)) => response,
+        _ => closing(response),
     }
-    response
 }
 
 /// The answer to a gateway request; takes `body` only to pass it upstream.
@@ -212,6 +240,7 @@ async fn forward_parts(
     app: &App,
     parts: &axum::http::request::Parts,
     body: &mut Option<axum::body::Body>,
+    body_ended: Arc<std::sync::atomic::AtomicBool>,
 ) -> Response {
     let Some((name, rest)) = split_gateway_path(parts.uri.path()) else { return not_found() };
     let resource = match served_resource(app, name).await {
@@ -268,7 +297,12 @@ async fn forward_parts(
         return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request was already passed on")
             .into_response();
     };
-    let body = reqwest::Body::wrap_stream(capped(body.into_data_stream(), GATEWAY_MAX_BODY_BYTES, deadline));
+    let body = reqwest::Body::wrap_stream(capped(
+        body.into_data_stream(),
+        GATEWAY_MAX_BODY_BYTES,
+        deadline,
+        body_ended,
+    ));
     let mut upstream = app.gateway_http().request(method, target).body(body);
     for (name, value) in &parts.headers {
         if crate::app::FORWARDED_REQUEST_HEADERS.contains(&name.as_str())

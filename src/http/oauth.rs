@@ -321,8 +321,7 @@ pub async fn token(
     responses(
         (status = 200, description = "RFC 7662: `active`, and for an active token of this client its claims", body = Object),
         (status = 400, description = "invalid_request", body = OAuthErrorBody),
-        (status = 401, description = "invalid_client", body = OAuthErrorBody),
-        (status = 429, description = "Too many failed client authentications", body = OAuthErrorBody)))]
+        (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
 pub async fn introspect(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -343,8 +342,7 @@ pub async fn introspect(
     responses(
         (status = 200, description = "Revoked, or nothing to revoke (RFC 7009 §2.2)"),
         (status = 400, description = "invalid_request, unauthorized_client (not this client's token)", body = OAuthErrorBody),
-        (status = 401, description = "invalid_client", body = OAuthErrorBody),
-        (status = 429, description = "Too many failed client authentications", body = OAuthErrorBody)))]
+        (status = 401, description = "invalid_client", body = OAuthErrorBody)))]
 pub async fn revoke(
     State(app): State<Arc<App>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,

@@ -199,31 +199,50 @@ impl utoipa::Modify for AdminAuthentication {
 
 /// What every operation of every document may also answer, and what every
 /// request schema means, said once here rather than on each handler:
-/// a malformed parameter (control characters included) is a 400; a body
-/// of another media type is a 415 and a larger one a 413; an
-/// authenticated operation may answer 400 (both `TOKEN` and
-/// `Authorization` sent), 401 and 403; a required string of a request is
+/// a malformed parameter or query (control characters included) is a 400;
+/// an outage a 503 (`/integration/v1` keeps its documented 500); a body
+/// that does not arrive in time a 408, a larger one a 413, one of another
+/// media type a 415 (outside OAuth's own error shape); an operation that
+/// takes `TOKEN` may answer 401 and 403; a required string of a request is
 /// never empty.
 struct Conventions;
+
+/// Tags of the operations that speak OAuth's error shape.
+const OAUTH_SHAPED_TAGS: &[&str] = &["OAuth Tokens", "Dynamic client registration", "OAuth Metadata"];
 
 impl utoipa::Modify for Conventions {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::schema::{Schema, SchemaType, Type};
         use utoipa::openapi::{RefOr, ResponseBuilder};
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
             let operations =
                 [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for operation in operations.into_iter().flatten() {
-                let mut answers = Vec::new();
-                if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
-                    answers.push(("400", "A parameter is malformed or holds control characters"));
+                // The OAuth endpoints answer every refusal in RFC 6749's
+                // shape, a body of another media type included (400).
+                let oauth_shaped =
+                    operation.tags.iter().flatten().any(|t| OAUTH_SHAPED_TAGS.contains(&t.as_str()));
+                let with_token = operation.security.iter().flatten().any(|requirement| {
+                    serde_json::to_value(requirement).is_ok_and(|v| v.get("token").is_some())
+                });
+                let mut answers =
+                    vec![("400", "A parameter or the query is malformed or holds control characters")];
+                if path.starts_with("/integration/v1/") {
+                    answers.push(("500", "The server failed, or its database is out of reach"));
+                } else if path != "/healthz" {
+                    answers.push((
+                        "503",
+                        "The database is out of reach for a moment; try again after Retry-After",
+                    ));
                 }
                 if operation.request_body.is_some() {
+                    answers.push(("408", "The body did not arrive in time"));
                     answers.push(("413", "The body is too large"));
-                    answers.push(("415", "The body is not of a media type this operation takes"));
+                    if !oauth_shaped {
+                        answers.push(("415", "The body is not of a media type this operation takes"));
+                    }
                 }
-                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
-                    answers.push(("400", "Malformed request, or both TOKEN and Authorization sent"));
+                if with_token {
                     answers.push(("401", "Not authenticated"));
                     answers.push(("403", "The caller's role or the token's scopes do not allow this"));
                 }

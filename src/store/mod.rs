@@ -182,6 +182,8 @@ pub struct Store {
     backend: Backend,
     /// Where the change listener's own connection goes (PostgreSQL).
     notify_url: String,
+    /// Where this node's heartbeats go: the database its writes go to.
+    url: String,
     /// Told of this node's own announced changes as soon as they commit
     /// (other nodes hear them through the listener, a moment later).
     local_changes: std::sync::OnceLock<InvalidationSink>,
@@ -190,11 +192,13 @@ pub struct Store {
 /// The PostgreSQL notification channel of cache invalidations.
 const INVALIDATION_CHANNEL: &str = "keyward_invalidations";
 
-/// What every node sends on the channel every `HEARTBEAT_INTERVAL`, so that
-/// a listener that hears nothing for `HEARTBEAT_DEADLINE` knows its
-/// connection stopped delivering, even when its socket looks open (a NAT
-/// or firewall that forgot it drops packets without a word).
-const HEARTBEAT: &str = "heartbeat";
+/// What every node sends on the channel every `HEARTBEAT_INTERVAL` (with
+/// its own mark after the colon), so that a listener that hears nothing for
+/// `HEARTBEAT_DEADLINE` knows its connection stopped delivering, even when
+/// its socket looks open (a NAT or firewall that forgot it drops packets
+/// without a word). Caches are trusted only once the listener heard this
+/// node's own heartbeat: proof that it hears the database the node writes.
+const HEARTBEAT: &str = "heartbeat:";
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(6);
 
@@ -330,7 +334,13 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Store { pool, backend, notify_url: url.to_string(), local_changes: std::sync::OnceLock::new() })
+        Ok(Store {
+            pool,
+            backend,
+            notify_url: url.to_string(),
+            url: url.to_string(),
+            local_changes: std::sync::OnceLock::new(),
+        })
     }
 
     /// A write transaction. SQLite's must take the write lock up front
@@ -451,28 +461,52 @@ impl Store {
     /// Reports every change any node commits that caches must forget, until
     /// the task running it is dropped. Changes are announced inside the
     /// writing transaction, so they are delivered exactly when they commit.
-    /// A listener that hears nothing, not even a heartbeat, within
+    /// `All` comes once the listener heard this node's own heartbeat; a
+    /// listener that hears nothing, not even a heartbeat, within
     /// `HEARTBEAT_DEADLINE` reports `Lost` and connects again.
     pub async fn watch_invalidations(&self, sink: InvalidationSink) {
         if self.backend != Backend::Postgres {
             return;
         }
+        let mark = format!("{HEARTBEAT}{}", crate::crypto::random_string::<12>());
         // Both run for as long as the watch: neither loop ends.
-        let heartbeats = async {
-            let mut every = tokio::time::interval(HEARTBEAT_INTERVAL);
-            loop {
-                every.tick().await;
-                let beat =
-                    exec(&self.pool, "SELECT pg_notify($1, $2)", params![INVALIDATION_CHANNEL, HEARTBEAT]);
-                // A beat that cannot be sent is a beat not heard: the
-                // listener's deadline decides.
-                let _ = tokio::time::timeout(HEARTBEAT_INTERVAL, beat).await;
-            }
-        };
-        tokio::join!(heartbeats, self.listen_for_invalidations(&sink));
+        tokio::join!(self.send_heartbeats(&mark), self.listen_for_invalidations(&sink, &mark));
     }
 
-    async fn listen_for_invalidations(&self, sink: &InvalidationSink) -> std::convert::Infallible {
+    /// Sends `mark` every `HEARTBEAT_INTERVAL` on a connection of its own,
+    /// so that a busy pool cannot delay it into a false alarm.
+    async fn send_heartbeats(&self, mark: &str) -> std::convert::Infallible {
+        use sqlx::Connection;
+        let mut every = tokio::time::interval(HEARTBEAT_INTERVAL);
+        let mut connection: Option<sqlx::postgres::PgConnection> = None;
+        loop {
+            every.tick().await;
+            // A beat that cannot be sent is a beat not heard: the
+            // listener's deadline decides.
+            let sent = tokio::time::timeout(HEARTBEAT_INTERVAL, async {
+                if connection.is_none() {
+                    connection = Some(sqlx::postgres::PgConnection::connect(&self.url).await?);
+                }
+                let Some(conn) = connection.as_mut() else { return Ok(()) };
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(INVALIDATION_CHANNEL)
+                    .bind(mark)
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+            })
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                connection = None;
+            }
+        }
+    }
+
+    async fn listen_for_invalidations(
+        &self,
+        sink: &InvalidationSink,
+        mark: &str,
+    ) -> std::convert::Infallible {
         loop {
             match sqlx::postgres::PgListener::connect(&self.notify_url).await {
                 Ok(mut listener) => match {
@@ -482,19 +516,22 @@ impl Store {
                     listener.listen(INVALIDATION_CHANNEL).await
                 } {
                     Ok(()) => {
-                        sink(Invalidation::All);
+                        let mut trusted = false;
                         // `None`, an error or silence: the connection is
                         // gone, and with it any notification sent meanwhile.
                         while let Ok(Ok(Some(n))) =
                             tokio::time::timeout(HEARTBEAT_DEADLINE, listener.try_recv()).await
                         {
-                            if n.payload() != HEARTBEAT {
+                            if n.payload() == mark && !trusted {
+                                trusted = true;
+                                sink(Invalidation::All);
+                            } else if !n.payload().starts_with(HEARTBEAT) {
                                 sink(Invalidation::of(n.payload()));
                             }
                         }
                         sink(Invalidation::Lost);
                         tracing::warn!(
-                            "the cache invalidation listener lost its connection; caches are off until it is back"
+                            "the cache invalidation listener lost its connection (or never heard this node); caches are off until it is back"
                         );
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot listen for cache invalidations"),

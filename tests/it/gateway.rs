@@ -650,4 +650,26 @@ async fn a_refusal_leaves_the_connection_usable_or_says_it_closes(backend: Backe
     stream.write_all(&vec![b' '; 200_000]).await.unwrap();
     let refused = read_answer(&mut stream).await.expect("the refusal");
     assert!(refused.starts_with("http/1.1 401") && refused.contains("connection: close"), "{refused}");
+
+    // A client that waits to be asked for its body is not asked for it.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let waiting = head(1000).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+    stream.write_all(waiting.as_bytes()).await.unwrap();
+    let refused = read_answer(&mut stream).await.expect("the refusal");
+    assert!(refused.starts_with("http/1.1 401") && refused.contains("connection: close"), "{refused}");
+
+    // Passed on but not read to its end (the upstream is down): the answer
+    // says the connection closes too.
+    let s = TestServer::start(backend).await;
+    let (gateway, token) = demo_behind_the_gateway(&s, "http://127.0.0.1:9/mcp").await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let path = gateway.trim_start_matches(&s.base);
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(&[b' '; 1000]).await.unwrap();
+    let failed = read_answer(&mut stream).await.expect("the upstream's failure");
+    assert!(failed.starts_with("http/1.1 502") && failed.contains("connection: close"), "{failed}");
 }

@@ -253,3 +253,36 @@ async fn a_code_survives_an_outage_during_its_exchange() {
         json_with_status(exchange(&s, &id, &secret, &code, APP_CALLBACK, Some(&verifier)).await, 200).await;
     assert!(tokens["refresh_token"].is_string());
 }
+
+/// A node whose listener is pointed at another database (a pooler or a
+/// failover left it behind) never hears its own heartbeat there, so it
+/// never trusts its caches: a client disabled through another node is
+/// refused by it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_on_another_database_is_never_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = TestServer::start(Backend::Postgres).await;
+    let elsewhere = fresh_database(Backend::Postgres, dir.path()).await;
+    let s = other.another_node_hearing_through(&elsewhere).await;
+    let (id, secret) = s.m2m_client("viewer", 3600).await;
+    let token = || {
+        s.http
+            .post(s.url("/oauth/v2/token/"))
+            .form(&[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", &secret)])
+            .send()
+    };
+    // Long enough for heartbeats to be heard, were it listening where it writes.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for _ in 0..2 {
+        assert_eq!(token().await.unwrap().status(), 200);
+    }
+    let admin = other.admin_token().await;
+    let r = other
+        .send(reqwest::Method::PATCH, &format!("/admin/api/m2m_clients/{id}/"), &admin)
+        .json(&serde_json::json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(token().await.unwrap().status(), 401, "served from a cache nobody keeps current");
+}
