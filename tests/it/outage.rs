@@ -198,14 +198,7 @@ async fn a_silent_change_listener_is_noticed() {
     }
 
     partition.freeze();
-    let admin = other.admin_token().await;
-    let r = other
-        .send(reqwest::Method::PATCH, &format!("/admin/api/m2m_clients/{id}/"), &admin)
-        .json(&serde_json::json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    disable_client(&other, &id).await;
     let frozen = std::time::Instant::now();
     loop {
         let status = token().await.unwrap().status();
@@ -276,13 +269,18 @@ async fn a_listener_on_another_database_is_never_trusted() {
     for _ in 0..2 {
         assert_eq!(token().await.unwrap().status(), 200);
     }
-    let admin = other.admin_token().await;
-    let r = other
+    disable_client(&other, &id).await;
+    assert_eq!(token().await.unwrap().status(), 401, "served from a cache nobody keeps current");
+}
+
+/// Disables the M2M client `id` through `node`'s admin API.
+async fn disable_client(node: &TestServer, id: &str) {
+    let admin = node.admin_token().await;
+    let r = node
         .send(reqwest::Method::PATCH, &format!("/admin/api/m2m_clients/{id}/"), &admin)
         .json(&serde_json::json!({"disabled": true}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(token().await.unwrap().status(), 401, "served from a cache nobody keeps current");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
