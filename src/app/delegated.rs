@@ -2,7 +2,7 @@
 //! request, browser sessions and consent, authorization codes, and the
 //! `authorization_code` and `refresh_token` grants with rotation.
 
-use super::error::oauth_unavailable;
+use super::error::oauth_store_error;
 use super::tokens::{AccessTokenGrant, SignedToken, TokenResponse};
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
@@ -526,7 +526,7 @@ impl App {
             }
         };
         let record =
-            self.store.oauth_client(client_id).await.map_err(oauth_unavailable("client lookup failed"))?;
+            self.store.oauth_client(client_id).await.map_err(oauth_store_error("client lookup failed"))?;
         let record = record.ok_or_else(failed)?;
         let public_allowed = record.client.grant_type != ClientType::Public
             || self.public_clients_allowed().await.map_err(|_| OAuthError::temporarily_unavailable())?;
@@ -586,7 +586,7 @@ impl App {
             Ok(AssertionSpending::TooMany) => Err(refused(format!(
                 "the clients of {host} have {ASSERTIONS_PER_HOST} unexpired assertions already; try again later"
             ))),
-            Err(e) => Err(oauth_unavailable("client assertion could not be recorded")(e)),
+            Err(e) => Err(oauth_store_error("client assertion could not be recorded")(e)),
         }
     }
 
@@ -623,7 +623,7 @@ impl App {
     ) -> Result<TokenResponse, OAuthError> {
         let code_hash = self.secrets.digest(code);
         let at = to_micros(now());
-        let internal = oauth_unavailable("code exchange failed");
+        let internal = oauth_store_error("code exchange failed");
         // Read first, used up only together with the grant it opens: a
         // store failure anywhere leaves the code for the client's retry.
         let record =
@@ -636,7 +636,7 @@ impl App {
             self.check_code_redemption(client, &record, redirect_uri, code_verifier, resources).await;
         let (user, scope, audience) = match checked {
             Ok(checked) => checked,
-            Err(e) if e.code == OAuthErrorCode::TemporarilyUnavailable => return Err(e),
+            Err(e) if e.is_server_side() => return Err(e),
             Err(e) => {
                 // Single use even when the checks fail.
                 self.store.burn_authorization_code(&code_hash, at).await.map_err(internal)?;
@@ -732,14 +732,14 @@ impl App {
                 detail: json!({"grant_id": grant_id, "revoked": true}),
             };
             if let Err(e) = self.store.revoke_grant(grant_id, at, event).await {
-                return oauth_unavailable("code exchange failed")(e);
+                return oauth_store_error("code exchange failed")(e);
             }
         }
         invalid_grant("the authorization code was already used; what it issued is revoked")
     }
 
     async fn active_user(&self, id: i64) -> Result<User, OAuthError> {
-        match self.store.user(id).await.map_err(oauth_unavailable("user lookup failed"))? {
+        match self.store.user(id).await.map_err(oauth_store_error("user lookup failed"))? {
             Some(u) if !u.disabled => Ok(u),
             _ => Err(invalid_grant("the user of this grant is no longer active")),
         }
@@ -766,7 +766,7 @@ impl App {
             ));
         }
         let old_hash = self.secrets.digest(refresh_token);
-        let internal = oauth_unavailable("refresh failed");
+        let internal = oauth_store_error("refresh failed");
         let state = self.store.oauth_refresh_token(&old_hash).await.map_err(internal)?;
         let state = state
             .filter(|s| s.grant.client_id == client.client_id)
@@ -875,7 +875,7 @@ impl App {
         self.store
             .revoke_grant(state.grant.id, at, event)
             .await
-            .map_err(oauth_unavailable("revoking a token family failed"))?;
+            .map_err(oauth_store_error("revoking a token family failed"))?;
         Err(invalid_grant("the refresh token was already used; its whole family is revoked"))
     }
 }

@@ -32,13 +32,14 @@ pub enum AppError {
     Internal(#[from] anyhow::Error),
 }
 
-/// A store failure where an OAuth answer is due: logged, and a 503
-/// `temporarily_unavailable` for the caller, never a verdict on its
+/// A store failure where an OAuth answer is due: logged, and for the
+/// caller a 503 `temporarily_unavailable` when the database is out of
+/// reach, a 500 `server_error` otherwise; never a verdict on its
 /// credentials or its grant.
-pub(crate) fn oauth_unavailable(what: &'static str) -> impl Fn(StoreError) -> OAuthError + Copy {
+pub(crate) fn oauth_store_error(what: &'static str) -> impl Fn(StoreError) -> OAuthError + Copy {
     move |e| {
         tracing::error!(error = %e, "{what}");
-        OAuthError::temporarily_unavailable()
+        if e.is_unavailable() { OAuthError::temporarily_unavailable() } else { OAuthError::server_error() }
     }
 }
 

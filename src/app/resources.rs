@@ -1,7 +1,7 @@
 //! Protected resources: their declaration by admins, the scopes a token for
 //! them may carry, and the checks of the protected-resource gateway.
 
-use super::error::oauth_unavailable;
+use super::error::oauth_store_error;
 use super::tokens::Rejected;
 use super::{App, AppError};
 use crate::domain::audit::AuditEvent;
@@ -142,7 +142,7 @@ impl App {
             self.store
                 .resources_by_indicator(resources)
                 .await
-                .map_err(oauth_unavailable("resource lookup failed"))?
+                .map_err(oauth_store_error("resource lookup failed"))?
         };
         let undeclared = declared.len() < resources.len();
         if undeclared && !declared.is_empty() {
@@ -205,7 +205,7 @@ impl App {
             .store
             .resources_by_indicator(audience)
             .await
-            .map_err(oauth_unavailable("resource lookup failed"))?;
+            .map_err(oauth_store_error("resource lookup failed"))?;
         let allowed = allowed_scopes(&declared, declared.len() < audience.len());
         let kept: Vec<&str> = scope.split(' ').filter(|s| allowed.iter().any(|a| a == s)).collect();
         // Only scopes for no resource (offline_access, openid) left: nothing to do there.

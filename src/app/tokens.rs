@@ -1,7 +1,7 @@
 //! JWT access tokens (RFC 9068): issuing, verifying, introspecting
 //! (RFC 7662) and revoking (RFC 7009).
 
-use super::error::oauth_unavailable;
+use super::error::oauth_store_error;
 use super::{App, AppError};
 use crate::crypto::{SecretKind, random_string};
 use crate::domain::audit::AuditEvent;
@@ -277,7 +277,7 @@ impl App {
     /// token, which takes its whole family with it. Unknown, invalid or
     /// expired tokens are no error (§2.2).
     pub async fn revoke(&self, client_id: &str, token: &str) -> Result<(), OAuthError> {
-        let failed = oauth_unavailable("revocation failed");
+        let failed = oauth_store_error("revocation failed");
         let not_yours =
             || OAuthError::new(OAuthErrorCode::UnauthorizedClient, "the token was not issued to this client");
         if SecretKind::of(token) == Some(SecretKind::OAuthRefreshToken) {

@@ -14,6 +14,9 @@ pub enum OAuthErrorCode {
     /// The server cannot answer now (its database is out of reach): never a
     /// verdict on the caller's credentials.
     TemporarilyUnavailable,
+    /// The server failed (a bug, data it cannot read): never a verdict
+    /// either.
+    ServerError,
 }
 
 impl OAuthErrorCode {
@@ -29,6 +32,7 @@ impl OAuthErrorCode {
             OAuthErrorCode::InvalidScope => "invalid_scope",
             OAuthErrorCode::InvalidTarget => "invalid_target",
             OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            OAuthErrorCode::ServerError => "server_error",
         }
     }
 }
@@ -52,6 +56,15 @@ impl OAuthError {
 
     pub fn temporarily_unavailable() -> Self {
         Self::new(OAuthErrorCode::TemporarilyUnavailable, UNAVAILABLE)
+    }
+
+    pub fn server_error() -> Self {
+        Self::new(OAuthErrorCode::ServerError, "the server failed to answer; the failure was logged")
+    }
+
+    /// Whether the server, not the request, is at fault.
+    pub fn is_server_side(&self) -> bool {
+        matches!(self.code, OAuthErrorCode::TemporarilyUnavailable | OAuthErrorCode::ServerError)
     }
 }
 

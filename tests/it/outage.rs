@@ -192,7 +192,9 @@ async fn a_silent_change_listener_is_noticed() {
             .form(&[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", &secret)])
             .send()
     };
-    // Asked twice: the client is now in this node's cache.
+    // Once the listener heard this node's heartbeat (caches on), asked
+    // twice: the client is now in this node's cache.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     for _ in 0..2 {
         assert_eq!(token().await.unwrap().status(), 200);
     }
@@ -229,19 +231,23 @@ async fn a_code_survives_an_outage_during_its_exchange() {
     let (code, verifier) = code_for(&s, &id, APP_CALLBACK).await;
 
     let mut db = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
-    sqlx::raw_sql(
-        "CREATE FUNCTION lose_the_connection() RETURNS trigger AS $$ BEGIN \
-           RAISE EXCEPTION 'injected' USING ERRCODE = '08006'; END $$ LANGUAGE plpgsql; \
-         CREATE TRIGGER outage BEFORE INSERT ON oauth_grants FOR EACH ROW EXECUTE FUNCTION lose_the_connection();",
-    )
-    .execute(&mut db)
-    .await
-    .unwrap();
-    let r = exchange(&s, &id, &secret, &code, APP_CALLBACK, Some(&verifier)).await;
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "temporarily_unavailable");
+    // A lost connection is an outage (503); any other failure the server's
+    // own (500, `server_error`). Neither uses the code up.
+    for (sqlstate, status, error) in
+        [("08006", 503, "temporarily_unavailable"), ("P0001", 500, "server_error")]
+    {
+        let inject = format!(
+            "CREATE OR REPLACE FUNCTION fail_the_insert() RETURNS trigger AS $$ BEGIN \
+               RAISE EXCEPTION 'injected' USING ERRCODE = '{sqlstate}'; END $$ LANGUAGE plpgsql; \
+             CREATE TRIGGER failure BEFORE INSERT ON oauth_grants FOR EACH ROW EXECUTE FUNCTION fail_the_insert();"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(inject)).execute(&mut db).await.unwrap();
+        let r = exchange(&s, &id, &secret, &code, APP_CALLBACK, Some(&verifier)).await;
+        assert_eq!(r.status(), status, "{sqlstate}");
+        assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], error);
+        sqlx::raw_sql("DROP TRIGGER failure ON oauth_grants").execute(&mut db).await.unwrap();
+    }
 
-    sqlx::raw_sql("DROP TRIGGER outage ON oauth_grants").execute(&mut db).await.unwrap();
     let tokens =
         json_with_status(exchange(&s, &id, &secret, &code, APP_CALLBACK, Some(&verifier)).await, 200).await;
     assert!(tokens["refresh_token"].is_string());
