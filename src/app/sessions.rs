@@ -75,21 +75,24 @@ impl App {
     }
 
     /// The signed-in user of a session cookie, if it is still good; notes
-    /// the use (to the minute) for the idle timeout.
-    pub async fn session_user(&self, session: &str) -> Option<SignedIn> {
+    /// the use (to the minute) for the idle timeout. An error when that
+    /// cannot be told now (never "signed out" for an outage).
+    pub async fn session_user(&self, session: &str) -> Result<Option<SignedIn>, AppError> {
         if SecretKind::of(session) != Some(SecretKind::Session) || session.len() > 100 {
-            return None;
+            return Ok(None);
         }
-        let idle = self.setting(SESSION_IDLE_TIMEOUT).await.ok()?.as_i64().unwrap_or(3600);
+        let idle = self.setting(SESSION_IDLE_TIMEOUT).await?.as_i64().unwrap_or(3600);
         let at = to_micros(now());
         let id_hash = self.secrets.digest(session);
-        let found = self.store.session_user(&id_hash, at, at - idle * MICROS).await.ok().flatten()?;
+        let Some(found) = self.store.session_user(&id_hash, at, at - idle * MICROS).await? else {
+            return Ok(None);
+        };
         if at - found.last_seen_at >= TOUCH_EVERY_MICROS {
             if let Err(e) = self.store.touch_session(&id_hash, at).await {
                 tracing::warn!(error = %e, "a session's last use was not recorded");
             }
         }
-        Some(SignedIn { user: found.user, must_change_password: found.must_change_password })
+        Ok(Some(SignedIn { user: found.user, must_change_password: found.must_change_password }))
     }
 
     /// A user's sign-ins that have not expired, newest first, and which of

@@ -193,9 +193,10 @@ pub(super) fn scripted_page(status: StatusCode, html: String) -> Response {
 /// GET `/account/auth`.
 pub async fn account(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     match signed_in_session(&app, &headers).await {
-        Some((s, _)) if s.must_change_password => see_other(super::console::PASSWORD_PATH),
-        Some((s, session)) => render(&app, &s.user, &session, None, None).await,
-        None => account_login_page(&app, &headers, None).await,
+        Err(page) => page,
+        Ok(Some((s, _))) if s.must_change_password => see_other(super::console::PASSWORD_PATH),
+        Ok(Some((s, session))) => render(&app, &s.user, &session, None, None).await,
+        Ok(None) => account_login_page(&app, &headers, None).await,
     }
 }
 
@@ -203,12 +204,13 @@ pub async fn account(State(app): State<Arc<App>>, headers: HeaderMap) -> Respons
 /// its account page (everyone else).
 pub async fn home(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     match signed_in_session(&app, &headers).await {
-        None => login_page(&app, "keyward", None, "/".to_string(), &headers, None).await,
-        Some((s, _)) if s.must_change_password => see_other(super::console::PASSWORD_PATH),
-        Some((s, _)) if s.user.role.satisfies(crate::domain::Role::CatalogAdmin) => {
+        Err(page) => page,
+        Ok(None) => login_page(&app, "keyward", None, "/".to_string(), &headers, None).await,
+        Ok(Some((s, _))) if s.must_change_password => see_other(super::console::PASSWORD_PATH),
+        Ok(Some((s, _))) if s.user.role.satisfies(crate::domain::Role::CatalogAdmin) => {
             see_other(super::console::CONSOLE_PATH)
         }
-        Some(_) => see_other(ACCOUNT_PATH),
+        Ok(Some(_)) => see_other(ACCOUNT_PATH),
     }
 }
 
@@ -219,7 +221,11 @@ pub async fn account_action(
     headers: HeaderMap,
     form: PageForm,
 ) -> Response {
-    let Some((user, session)) = signed_in(&app, &headers).await else {
+    let signed_in = match signed_in(&app, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let Some((user, session)) = signed_in else {
         return account_login_page(&app, &headers, Some("Your session has ended; sign in again.")).await;
     };
     if !app.csrf_matches("account", &session, form.field("csrf")) {

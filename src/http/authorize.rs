@@ -172,17 +172,29 @@ async fn validated(app: &App, query: &str) -> Result<AuthorizationRequest, Respo
     })
 }
 
-pub(super) async fn signed_in(app: &App, headers: &HeaderMap) -> Option<(User, String)> {
-    signed_in_session(app, headers).await.map(|(s, session)| (s.user, session))
+/// Who the session cookie signs in, if anyone; the page to show instead
+/// when that cannot be told now.
+pub(super) type SignInLookup<T> = Result<Option<(T, String)>, Response>;
+
+pub(super) async fn signed_in(app: &App, headers: &HeaderMap) -> SignInLookup<User> {
+    Ok(signed_in_session(app, headers).await?.map(|(s, session)| (s.user, session)))
 }
 
-/// The session cookie's sign-in, with what it still asks of its user.
-pub(super) async fn signed_in_session(
-    app: &App,
-    headers: &HeaderMap,
-) -> Option<(crate::app::SignedIn, String)> {
-    let session = cookie(headers, SESSION_COOKIE)?;
-    Some((app.session_user(session).await?, session.to_string()))
+/// The session cookie's sign-in, with what it still asks of its user. A
+/// store that cannot be read is a page saying to try again, never the
+/// login page (which would say the session ended).
+pub(super) async fn signed_in_session(app: &App, headers: &HeaderMap) -> SignInLookup<crate::app::SignedIn> {
+    let Some(session) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
+    match app.session_user(session).await {
+        Ok(signed_in) => Ok(signed_in.map(|s| (s, session.to_string()))),
+        Err(e) => {
+            tracing::error!(error = %e, "a session could not be read");
+            let mut page = own_error_page(StatusCode::SERVICE_UNAVAILABLE, crate::domain::oauth::UNAVAILABLE);
+            let seconds = crate::domain::oauth::UNAVAILABLE_RETRY_AFTER;
+            page.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            Err(page)
+        }
+    }
 }
 
 /// Where a sign-in continues: an authorization request of this server, or
@@ -289,7 +301,11 @@ pub async fn authorize(
         Ok(r) => r,
         Err(response) => return response,
     };
-    let Some((user, session)) = signed_in(&app, &headers).await else {
+    let signed_in = match signed_in(&app, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let Some((user, session)) = signed_in else {
         return authorize_login_page(&app, &request, &query, &headers, None).await;
     };
     match app.has_consent(&user, &request).await {
@@ -456,7 +472,11 @@ pub async fn consent(State(app): State<Arc<App>>, headers: HeaderMap, form: Page
         Ok(r) => r,
         Err(response) => return response,
     };
-    let Some((user, session)) = signed_in(&app, &headers).await else {
+    let signed_in = match signed_in(&app, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let Some((user, session)) = signed_in else {
         return error_page(StatusCode::UNAUTHORIZED, "you are not signed in (any more); start again");
     };
     if !app.csrf_matches(&consent_purpose(form.field("request"), &request), &session, form.field("csrf")) {
@@ -499,7 +519,10 @@ pub async fn connection_callback(
     let Some(state) = params.get("state") else {
         return error_page(StatusCode::BAD_REQUEST, "the provider's answer has no state");
     };
-    let user = signed_in(&app, &headers).await.map(|(user, _)| user);
+    let user = match signed_in(&app, &headers).await {
+        Ok(signed_in) => signed_in.map(|(user, _)| user),
+        Err(page) => return page,
+    };
     match app
         .complete_connection_authorization(
             state,
@@ -542,7 +565,11 @@ pub async fn connection_start(
     let Some(state) = start_state(&query) else {
         return error_page(StatusCode::BAD_REQUEST, "the link has no state");
     };
-    let Some((user, _)) = signed_in(&app, &headers).await else {
+    let signed_in = match signed_in(&app, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let Some((user, _)) = signed_in else {
         return connection_login_page(&app, &state, &headers, None).await;
     };
     match app.bind_connection_browser(&state, &user).await {

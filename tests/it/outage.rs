@@ -127,6 +127,12 @@ async fn an_outage_is_a_503_never_a_verdict() {
         .unwrap();
     assert_eq!(r.status(), 201);
 
+    // A browser signed in before the outage.
+    let browser = crate::delegated_oauth::Browser::new();
+    let account = s.url("/account/auth");
+    let signed_in = browser.sign_in(&s, &account, "admin", crate::harness::ADMIN_PASSWORD).await;
+    assert_eq!(signed_in.status(), 303);
+
     partition.cut();
     // The change listener's connection went too: caches stop answering.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -158,6 +164,12 @@ async fn an_outage_is_a_503_never_a_verdict() {
         );
     }
     assert_eq!(ready.unwrap().status(), 503);
+    // The signed-in browser is told to try again, not to sign in again.
+    let page = browser.get(&account).await;
+    assert_eq!(page.status(), 503);
+    assert_eq!(page.headers()["retry-after"], "5");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("Sign in") && html.contains("try again"), "{html}");
 
     // Back: the same node serves again, the tokens handed out before work.
     partition.restore();

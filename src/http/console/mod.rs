@@ -280,7 +280,7 @@ async fn gate(
     let Some(page) = spec(slug) else {
         return Err(own_error_page(StatusCode::NOT_FOUND, "there is no such page in the console"));
     };
-    let Some((signed_in, session)) = signed_in_session(app, headers).await else {
+    let Some((signed_in, session)) = signed_in_session(app, headers).await? else {
         let return_to = format!("{CONSOLE_PATH}{}{}", page.slug, if page.slug.is_empty() { "" } else { "/" });
         return Err(login_page(app, "the admin console", None, return_to, headers, None).await);
     };
@@ -449,12 +449,13 @@ fn password_form(
 /// GET `/account/password`.
 pub async fn password_page(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     match signed_in_session(&app, &headers).await {
-        Some((s, _)) if s.user.auth_source != crate::domain::AuthSource::Password => own_error_page(
+        Err(page) => page,
+        Ok(Some((s, _))) if s.user.auth_source != crate::domain::AuthSource::Password => own_error_page(
             StatusCode::BAD_REQUEST,
             "you sign in through single sign-on: keyward has no password of yours",
         ),
-        Some((s, session)) => password_form(&app, &s, &session, None),
-        None => {
+        Ok(Some((s, session))) => password_form(&app, &s, &session, None),
+        Ok(None) => {
             login_page(&app, "your account", None, super::account::ACCOUNT_PATH.into(), &headers, None).await
         }
     }
@@ -467,7 +468,11 @@ pub async fn change_password(
     headers: HeaderMap,
     form: PageForm,
 ) -> Response {
-    let Some((signed_in, session)) = signed_in_session(&app, &headers).await else {
+    let signed_in = match signed_in_session(&app, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let Some((signed_in, session)) = signed_in else {
         return own_error_page(StatusCode::UNAUTHORIZED, "you are not signed in (any more); sign in again");
     };
     if !app.csrf_matches("password", &session, form.field("csrf")) {
