@@ -52,28 +52,59 @@ pub const GATEWAY_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// (and the upstream's) for ever by trickling.
 pub const GATEWAY_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How far a caller's body got on its way upstream (0 while it is read),
+/// and a signal when it failed (too large, too slow): the request is then
+/// over, whatever the upstream does.
+#[derive(Default)]
+struct BodyProgress {
+    state: std::sync::atomic::AtomicU8,
+    failed: tokio::sync::Notify,
+}
+
+impl BodyProgress {
+    const ENDED: u8 = 1;
+    const TOO_LARGE: u8 = 2;
+    const TOO_SLOW: u8 = 3;
+
+    fn set(&self, state: u8) {
+        self.state.store(state, std::sync::atomic::Ordering::SeqCst);
+        if state != Self::ENDED {
+            self.failed.notify_one();
+        }
+    }
+
+    fn get(&self) -> u8 {
+        self.state.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// `stream`, failing once more than `max` bytes came through or once
-/// `deadline` passes; `ended` is set once it was read to its end.
+/// `deadline` passes; `progress` says which, or that it was read to its end.
 fn capped(
     stream: impl futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + 'static,
     max: usize,
     deadline: tokio::time::Instant,
-    ended: Arc<std::sync::atomic::AtomicBool>,
+    progress: Arc<BodyProgress>,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
     use futures_util::StreamExt;
-    let failed = |why: &str| Some((Err(std::io::Error::other(why.to_string())), None));
     futures_util::stream::unfold(Some((Box::pin(stream), 0usize)), move |state| {
-        let ended = ended.clone();
+        let progress = progress.clone();
         async move {
+            let failed = |why: &str, state: u8| {
+                progress.set(state);
+                Some((Err(std::io::Error::other(why.to_string())), None))
+            };
             let (mut stream, seen) = state?;
             match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) => failed("the body took too long"),
+                Err(_) => failed("the body took too long", BodyProgress::TOO_SLOW),
                 Ok(None) => {
-                    ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                    progress.set(BodyProgress::ENDED);
                     None
                 }
                 Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
-                Ok(Some(Ok(chunk))) if seen + chunk.len() > max => failed("the body is too large"),
+                Ok(Some(Ok(chunk))) if seen + chunk.len() > max => {
+                    failed("the body is too large", BodyProgress::TOO_LARGE)
+                }
                 Ok(Some(Ok(chunk))) => {
                     let seen = seen + chunk.len();
                     Some((Ok(chunk), Some((stream, seen))))
@@ -196,13 +227,13 @@ const UNREAD_BODY_DRAIN_TIME: std::time::Duration = std::time::Duration::from_se
 pub async fn forward(State(app): AppState, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
     let mut body = Some(body);
-    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let response = forward_parts(&app, &parts, &mut body, ended.clone()).await;
+    let progress = Arc::new(BodyProgress::default());
+    let response = forward_parts(&app, &parts, &mut body, progress.clone()).await;
     match body {
         Some(unread) => answered_before_the_body(&parts.headers, unread, response).await,
         // Passed on, but not to its end when the answer came (the upstream
         // failed, or answered first): this connection ends with it.
-        None if !ended.load(std::sync::atomic::Ordering::SeqCst) => closing(response),
+        None if progress.get() != BodyProgress::ENDED => closing(response),
         None => response,
     }
 }
@@ -240,7 +271,7 @@ async fn forward_parts(
     app: &App,
     parts: &axum::http::request::Parts,
     body: &mut Option<axum::body::Body>,
-    body_ended: Arc<std::sync::atomic::AtomicBool>,
+    progress: Arc<BodyProgress>,
 ) -> Response {
     let Some((name, rest)) = split_gateway_path(parts.uri.path()) else { return not_found() };
     let resource = match served_resource(app, name).await {
@@ -301,7 +332,7 @@ async fn forward_parts(
         body.into_data_stream(),
         GATEWAY_MAX_BODY_BYTES,
         deadline,
-        body_ended,
+        progress.clone(),
     ));
     let mut upstream = app.gateway_http().request(method, target).body(body);
     for (name, value) in &parts.headers {
@@ -316,7 +347,12 @@ async fn forward_parts(
     }
     // The answer's head must come within the deadline; its body (a stream of
     // events, say) may take as long as the upstream keeps it open.
-    let response = match tokio::time::timeout(UPSTREAM_HEAD_TIMEOUT, upstream.send()).await {
+    let answer = tokio::select! {
+        answer = tokio::time::timeout(UPSTREAM_HEAD_TIMEOUT, upstream.send()) => answer.map(|sent| sent.map_err(Some)),
+        // The body failed: the upstream's answer no longer matters.
+        () = progress.failed.notified() => Ok(Err(None)),
+    };
+    let response = match answer {
         Ok(Ok(r)) => r,
         Err(_) => {
             return ApiError::new(
@@ -325,8 +361,19 @@ async fn forward_parts(
             )
             .into_response();
         }
+        // The caller's body, not the upstream, failed the request.
+        Ok(Err(_)) if progress.get() == BodyProgress::TOO_LARGE => {
+            let message = format!("the body is larger than {GATEWAY_MAX_BODY_BYTES} bytes");
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+        }
+        Ok(Err(_)) if progress.get() == BodyProgress::TOO_SLOW => {
+            let message =
+                format!("the body did not arrive within {} seconds", GATEWAY_BODY_TIMEOUT.as_secs());
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, message).into_response();
+        }
         Ok(Err(e)) => {
-            tracing::warn!(resource = %resource.name, error = %e.without_url(), "gateway upstream unreachable");
+            let e = e.map(|e| e.without_url().to_string()).unwrap_or_default();
+            tracing::warn!(resource = %resource.name, error = %e, "gateway upstream unreachable");
             return ApiError::new(StatusCode::BAD_GATEWAY, "the resource's server could not be reached")
                 .into_response();
         }

@@ -79,7 +79,8 @@ async fn upload_upstream() -> (String, tokio::sync::mpsc::Receiver<()>) {
             let mut length = 0;
             while let Some(chunk) = stream.next().await {
                 if length == 0 {
-                    let _ = first_part.send(()).await;
+                    // Told once; later requests must not wait on the test.
+                    let _ = first_part.try_send(());
                 }
                 length += chunk.map(|c| c.len()).unwrap_or(0);
             }
@@ -418,6 +419,14 @@ async fn request_bodies_stream_to_the_upstream(backend: Backend) {
     let endless = futures_util::stream::repeat_with(|| Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024]));
     let r = s.http.post(&gateway).bearer_auth(&token).body(reqwest::Body::wrap_stream(endless)).send().await;
     assert!(r.map(|r| !r.status().is_success()).unwrap_or(true));
+    // One that ends just past it, of no declared length (chunked): the
+    // caller's fault, a 413, not the upstream's (502).
+    let parts = (0..(keyward::http::GATEWAY_MAX_BODY_BYTES / (64 * 1024) + 2))
+        .map(|_| Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024]));
+    let chunked = reqwest::Body::wrap_stream(futures_util::stream::iter(parts));
+    crate::harness::refused_as_too_large(
+        s.http.post(&gateway).bearer_auth(&token).body(chunked).send().await,
+    );
 }
 
 /// An upstream that answers at once and reads the body on its own (found
