@@ -164,9 +164,14 @@ impl App {
 
     /// What each scope of `scope` lets the app do, in the consent page's
     /// words: keyward's own, or as the resource's admin described it.
-    pub async fn describe_scopes(&self, scope: &str, resources: &[String]) -> Vec<(String, String)> {
-        let declared = self.store.resources_by_indicator(resources).await.unwrap_or_default();
-        scope
+    pub async fn describe_scopes(
+        &self,
+        scope: &str,
+        resources: &[String],
+    ) -> Result<Vec<(String, String)>, AppError> {
+        // Unread, no consent is asked: a user must see what each scope means.
+        let declared = self.store.resources_by_indicator(resources).await?;
+        Ok(scope
             .split(' ')
             .filter(|s| !s.is_empty())
             .map(|s| {
@@ -186,7 +191,7 @@ impl App {
                 };
                 (s.to_string(), description)
             })
-            .collect()
+            .collect())
     }
 
     /// `scope` (space-separated) less what `audience` does not understand:
@@ -219,15 +224,15 @@ impl App {
     }
 
     /// Every scope keyward or a declared resource understands (metadata).
-    pub async fn scopes_supported(&self) -> Vec<String> {
-        let declared = self.store.resources().await.unwrap_or_default();
+    pub async fn scopes_supported(&self) -> Result<Vec<String>, AppError> {
+        let declared = self.store.resources().await?;
         let mut all = allowed_scopes(&[], false);
         for s in allowed_scopes(&declared, true) {
             if !all.contains(&s) {
                 all.push(s);
             }
         }
-        all
+        Ok(all)
     }
 
     /// The gateway's check of a bearer token for `resource`: valid, meant

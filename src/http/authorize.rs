@@ -189,10 +189,7 @@ pub(super) async fn signed_in_session(app: &App, headers: &HeaderMap) -> SignInL
         Ok(signed_in) => Ok(signed_in.map(|s| (s, session.to_string()))),
         Err(e) => {
             tracing::error!(error = %e, "a session could not be read");
-            let mut page = own_error_page(StatusCode::SERVICE_UNAVAILABLE, crate::domain::oauth::UNAVAILABLE);
-            let seconds = crate::domain::oauth::UNAVAILABLE_RETRY_AFTER;
-            page.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-            Err(page)
+            Err(try_again(own_error_page(StatusCode::SERVICE_UNAVAILABLE, crate::domain::oauth::UNAVAILABLE)))
         }
     }
 }
@@ -314,6 +311,10 @@ pub async fn authorize(
             Err(e) => internal(e),
         },
         Ok(false) => {
+            let scopes = match app.describe_scopes(&request.scope, &request.resources).await {
+                Ok(scopes) => scopes,
+                Err(e) => return internal(e),
+            };
             let html = ConsentPage {
                 client_name: &request.client.name,
                 username: &user.username,
@@ -331,7 +332,7 @@ pub async fn authorize(
                 loopback: url::Url::parse(&request.redirect_uri).is_ok_and(|u| {
                     u.scheme() == "http" && matches!(u.host_str(), Some("127.0.0.1" | "[::1]" | "localhost"))
                 }),
-                scopes: app.describe_scopes(&request.scope, &request.resources).await,
+                scopes,
                 // Bound to this very request: the form cannot be replayed
                 // with another one (other scopes) under the same token.
                 csrf: app.csrf_token(&consent_purpose(&query, &request), &session),
@@ -345,12 +346,22 @@ pub async fn authorize(
     }
 }
 
+/// `page` (a 503's) with the `Retry-After` of an outage.
+fn try_again(mut page: Response) -> Response {
+    let seconds = crate::domain::oauth::UNAVAILABLE_RETRY_AFTER;
+    page.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    page
+}
+
 pub(super) fn internal(e: crate::app::AppError) -> Response {
     if let crate::app::AppError::TooManyRequests { retry_after } = e {
         return error_page(
             StatusCode::TOO_MANY_REQUESTS,
             &format!("this app has too many authorizations under way; try again in {retry_after} seconds"),
         );
+    }
+    if matches!(e, crate::app::AppError::Unavailable) {
+        return try_again(error_page(StatusCode::SERVICE_UNAVAILABLE, crate::domain::oauth::UNAVAILABLE));
     }
     tracing::error!(error = %e, "authorization failed");
     error_page(StatusCode::INTERNAL_SERVER_ERROR, "something went wrong; try again")

@@ -404,7 +404,7 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Result<Json<Value>, super:
         "token_endpoint_auth_methods_supported": token_auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": delegated_auth_methods,
-        "scopes_supported": app.scopes_supported().await,
+        "scopes_supported": app.scopes_supported().await?,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
         "access_token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
