@@ -24,7 +24,28 @@ const CACHE_MAX_ENTRIES: usize = 2_000;
 
 /// What one fetch of a document gave: the client, its limits and (for
 /// `private_key_jwt`) its keys, always in hand; or why not.
-type Fetched = Result<DocumentClient, String>;
+type Fetched = Result<DocumentClient, DocumentRefusal>;
+
+/// Why a client metadata document's client cannot be used now.
+#[derive(Debug, Clone)]
+pub enum DocumentRefusal {
+    /// Not acceptable; the message says why, for the person or the client.
+    Refused(String),
+    /// keyward's own settings could not be read: no verdict either way.
+    Unavailable,
+}
+
+impl From<String> for DocumentRefusal {
+    fn from(why: String) -> Self {
+        DocumentRefusal::Refused(why)
+    }
+}
+
+impl From<&str> for DocumentRefusal {
+    fn from(why: &str) -> Self {
+        DocumentRefusal::Refused(why.to_string())
+    }
+}
 
 struct Entry {
     fetched: Fetched,
@@ -76,8 +97,8 @@ impl DocumentCache {
 
 impl App {
     /// Whether URL client ids are accepted (and advertised).
-    pub async fn metadata_documents_enabled(&self) -> bool {
-        self.setting(CLIENT_METADATA_DOCUMENTS).await.map(|s| s.as_bool()).unwrap_or(false)
+    pub async fn metadata_documents_enabled(&self) -> Result<bool, AppError> {
+        Ok(self.setting(CLIENT_METADATA_DOCUMENTS).await?.as_bool())
     }
 
     /// The client a metadata document URL describes, fetched or cached.
@@ -88,8 +109,8 @@ impl App {
         if let Some(url) = &found.keys_from {
             self.document_host_accepted(url).await?;
         }
-        let unchecked = |_| "the request could not be checked; try again".to_string();
-        if found.keys.is_none() && !self.public_clients_allowed().await.map_err(unchecked)? {
+        let public_allowed = self.public_clients_allowed().await.map_err(|_| DocumentRefusal::Unavailable)?;
+        if found.keys.is_none() && !public_allowed {
             return Err(super::delegated::PUBLIC_CLIENTS_OFF.into());
         }
         Ok(found)
@@ -97,32 +118,32 @@ impl App {
 
     /// Whether documents (and keys) from `url`'s host are accepted: not on
     /// the denied list, and on the allowed list when it names any.
-    async fn document_host_accepted(&self, url: &url::Url) -> Result<(), String> {
+    async fn document_host_accepted(&self, url: &url::Url) -> Result<(), DocumentRefusal> {
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         // Unread lists are no answer (never "nothing denied").
         let listed = |key: &'static str| async move {
-            self.setting(key)
-                .await
-                .map(|s| s.as_hosts())
-                .map_err(|_| "the request could not be checked; try again")
+            self.setting(key).await.map(|s| s.as_hosts()).map_err(|_| DocumentRefusal::Unavailable)
         };
         let allowed = listed(CLIENT_METADATA_ALLOWED_HOSTS).await?;
         if listed(CLIENT_METADATA_DENIED_HOSTS).await?.contains(&host)
             || !allowed.is_empty() && !allowed.contains(&host)
         {
-            return Err(format!("client metadata documents from {host} are not accepted here"));
+            return Err(format!("client metadata documents from {host} are not accepted here").into());
         }
         Ok(())
     }
 
     async fn fetched_metadata_document(&self, client_id: &str) -> Fetched {
-        if !self.metadata_documents_enabled().await {
+        if !self.metadata_documents_enabled().await.map_err(|_| DocumentRefusal::Unavailable)? {
             return Err("URL client ids (client metadata documents) are not accepted here".into());
         }
         let url = document_url(client_id).map_err(|why| format!("the client_id {why}"))?;
         self.document_host_accepted(&url).await?;
-        let allow_private =
-            self.setting(CLIENT_METADATA_ALLOW_PRIVATE).await.map(|s| s.as_bool()).unwrap_or(false);
+        let allow_private = self
+            .setting(CLIENT_METADATA_ALLOW_PRIVATE)
+            .await
+            .map(|s| s.as_bool())
+            .map_err(|_| DocumentRefusal::Unavailable)?;
         let asked_at = Instant::now();
         let slot = self.metadata_documents.slot(client_id);
         let mut entry = slot.lock().await;
@@ -137,6 +158,8 @@ impl App {
         let (fetched, keep) = match self.metadata_documents.fetching.try_acquire() {
             Ok(_permit) => match self.fetch_metadata_document(client_id, allow_private).await {
                 Ok((found, keep)) => (Ok(found), keep.map(Duration::from_secs).unwrap_or_default()),
+                // An outage is no answer to keep.
+                Err(DocumentRefusal::Unavailable) => return Err(DocumentRefusal::Unavailable),
                 Err(why) => (Err(why), FAILURE_KEPT),
             },
             Err(_) => return Err("too many client metadata documents are being fetched; try again".into()),
@@ -157,7 +180,7 @@ impl App {
         &self,
         url: &str,
         allow_private: bool,
-    ) -> Result<(DocumentClient, Option<u64>), String> {
+    ) -> Result<(DocumentClient, Option<u64>), DocumentRefusal> {
         let (body, mut keep) = self.fetch_json(url, allow_private, "the client metadata document").await?;
         let mut found = client_from_document(url, &body)?;
         if let Some(DocumentKeys::At(jwks_url)) = &found.keys {

@@ -2,6 +2,7 @@
 //! request, browser sessions and consent, authorization codes, and the
 //! `authorization_code` and `refresh_token` grants with rotation.
 
+use super::client_metadata::DocumentRefusal;
 use super::error::oauth_store_error;
 use super::tokens::{AccessTokenGrant, SignedToken, TokenResponse};
 use super::{App, AppError};
@@ -105,6 +106,17 @@ pub struct AuthorizationRequest {
 pub enum AuthorizeError {
     Page(String),
     Redirect(String),
+    /// The request could not be checked now (an outage): no verdict.
+    Unavailable,
+}
+
+impl From<DocumentRefusal> for AuthorizeError {
+    fn from(refusal: DocumentRefusal) -> Self {
+        match refusal {
+            DocumentRefusal::Refused(why) => AuthorizeError::Page(why),
+            DocumentRefusal::Unavailable => AuthorizeError::Unavailable,
+        }
+    }
 }
 
 fn invalid_grant(description: &str) -> OAuthError {
@@ -270,7 +282,7 @@ impl App {
         let client_id =
             p.client_id.as_deref().ok_or_else(|| AuthorizeError::Page("client_id is required".into()))?;
         let (client, limits) = if is_document_url(client_id) {
-            let found = self.metadata_document_client(client_id).await.map_err(AuthorizeError::Page)?;
+            let found = self.metadata_document_client(client_id).await?;
             (found.client, Some(found.limits))
         } else {
             match self.store.oauth_client(client_id).await {
@@ -278,11 +290,11 @@ impl App {
                 Ok(None) => return Err(AuthorizeError::Page("unknown client".into())),
                 Err(e) => {
                     tracing::error!(error = %e, "client lookup failed");
-                    return Err(AuthorizeError::Page("the request could not be checked; try again".into()));
+                    return Err(AuthorizeError::Unavailable);
                 }
             }
         };
-        let unchecked = |_| AuthorizeError::Page("the request could not be checked; try again".into());
+        let unchecked = |_| AuthorizeError::Unavailable;
         if client.grant_type == ClientType::Public
             && !self.public_clients_allowed().await.map_err(unchecked)?
         {
@@ -503,7 +515,10 @@ impl App {
         let refused = |why: &str| OAuthError::new(OAuthErrorCode::InvalidClient, why);
         let failed = || refused("client authentication failed");
         if is_document_url(client_id) {
-            let found = self.metadata_document_client(client_id).await.map_err(|why| refused(&why))?;
+            let found = self.metadata_document_client(client_id).await.map_err(|refusal| match refusal {
+                DocumentRefusal::Refused(why) => refused(&why),
+                DocumentRefusal::Unavailable => OAuthError::temporarily_unavailable(),
+            })?;
             return match (&found.keys, proof) {
                 (None, ClientProof::None) => Ok(found.client),
                 (None, _) => {

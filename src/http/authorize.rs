@@ -169,6 +169,7 @@ async fn validated(app: &App, query: &str) -> Result<AuthorizationRequest, Respo
     app.validate_authorization_request(&params).await.map_err(|e| match e {
         AuthorizeError::Page(message) => error_page(StatusCode::BAD_REQUEST, &message),
         AuthorizeError::Redirect(url) => see_other(&url),
+        AuthorizeError::Unavailable => internal(crate::app::AppError::Unavailable),
     })
 }
 

@@ -381,7 +381,7 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Result<Json<Value>, super:
     let auth_methods = ["client_secret_basic", "client_secret_post"];
     // Clients with a metadata document authenticate by assertion
     // (private_key_jwt) or not at all (public clients, while allowed).
-    let documents = app.metadata_documents_enabled().await;
+    let documents = app.metadata_documents_enabled().await?;
     let mut delegated_auth_methods = auth_methods.to_vec();
     if documents {
         delegated_auth_methods.push("private_key_jwt");

@@ -152,16 +152,19 @@ impl Store {
     }
 
     /// Inserts or refreshes the record of a client whose id is its
-    /// metadata document's URL (as last fetched).
+    /// metadata document's URL (as last fetched: a document may turn a
+    /// public client confidential, `private_key_jwt`, or back). PKCE is
+    /// always required of them; they hold no secret here.
     pub async fn upsert_metadata_document_client(&self, client: &DelegatedClient) -> StoreResult<()> {
         exec(
             &self.pool,
             "INSERT INTO oauth_clients (client_id, name, redirect_uris, client_type, secret_hash, \
              refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, updated_at, registration, \
              offline_access, first_authorized_at) \
-             VALUES ($1, $2, $3, 'public', NULL, $4, $5, 1, $6, $6, 'metadata_document', $7, $6) \
+             VALUES ($1, $2, $3, $8, NULL, $4, $5, 1, $6, $6, 'metadata_document', $7, $6) \
              ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, redirect_uris = excluded.redirect_uris, \
-             offline_access = excluded.offline_access, updated_at = excluded.updated_at \
+             client_type = excluded.client_type, offline_access = excluded.offline_access, \
+             updated_at = excluded.updated_at \
              WHERE oauth_clients.registration = 'metadata_document'",
             params![
                 &client.client_id,
@@ -171,6 +174,7 @@ impl Store {
                 client.access_token_lifetime,
                 to_micros(now()),
                 client.offline_access.as_str(),
+                client.grant_type.as_str(),
             ],
         )
         .await?;

@@ -277,6 +277,10 @@ def test_private_key_jwt_document_clients(document_host, keyward):
 
     signed_in(at_uri)
     refresh_token = signed_in(inline)
+    # The admins' list shows them for what they are: confidential.
+    listed = requests.get(f"{keyward.base_url}/oauth/v1/register/", headers={"TOKEN": keyward.admin_token()}).json()
+    kinds = {c["client_id"]: c["grant_type"] for c in listed}
+    assert kinds[inline] == kinds[at_uri] == "confidential", kinds
 
     def assertion(header=None, signer=key, **claims):
         now = int(time.time())

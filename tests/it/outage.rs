@@ -91,6 +91,8 @@ impl Partition {
     }
 }
 
+const APP: &str = crate::delegated_oauth::APP_CALLBACK;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_a_503_never_a_verdict() {
     let dir = tempfile::tempdir().unwrap();
@@ -127,7 +129,8 @@ async fn an_outage_is_a_503_never_a_verdict() {
         .unwrap();
     assert_eq!(r.status(), 201);
 
-    // A browser signed in before the outage.
+    // An app, and a browser signed in before the outage.
+    let (app_id, _) = s.register_client(crate::delegated_oauth::confidential(APP)).await;
     let browser = crate::delegated_oauth::Browser::new();
     let account = s.url("/account/auth");
     let signed_in = browser.sign_in(&s, &account, "admin", crate::harness::ADMIN_PASSWORD).await;
@@ -164,6 +167,9 @@ async fn an_outage_is_a_503_never_a_verdict() {
         );
     }
     assert_eq!(ready.unwrap().status(), 503);
+    // An authorization request cannot be checked: try again, not a 400.
+    let (authorize, _) = crate::delegated_oauth::authorize_url(&s, &app_id, APP, "");
+    assert_eq!(browser.get(&authorize).await.status(), 503);
     // The signed-in browser is told to try again, not to sign in again.
     let page = browser.get(&account).await;
     assert_eq!(page.status(), 503);
