@@ -1,5 +1,6 @@
 //! Machine-to-machine client applications: management and authentication.
 
+use super::error::oauth_app_error;
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, random_bytes};
 use crate::domain::audit::{AuditEvent, Outcome};
@@ -163,10 +164,7 @@ impl App {
         secret: &str,
         client_addr: Option<String>,
     ) -> Result<M2mClient, OAuthError> {
-        let record = self.client_record(client_id).await.map_err(|e| {
-            tracing::error!(error = %e, "client lookup failed");
-            OAuthError::temporarily_unavailable()
-        })?;
+        let record = self.client_record(client_id).await.map_err(oauth_app_error("client lookup failed"))?;
         let digest = self.secrets.digest(secret);
         let matches = |hash: &str| verify_slices_are_equal(hash.as_bytes(), digest.as_bytes()).is_ok();
         let authenticated = record.as_ref().filter(|r| {

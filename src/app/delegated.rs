@@ -3,7 +3,7 @@
 //! `authorization_code` and `refresh_token` grants with rotation.
 
 use super::client_metadata::DocumentRefusal;
-use super::error::oauth_store_error;
+use super::error::{oauth_app_error, oauth_store_error};
 use super::tokens::{AccessTokenGrant, SignedToken, TokenResponse};
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
@@ -544,7 +544,10 @@ impl App {
             self.store.oauth_client(client_id).await.map_err(oauth_store_error("client lookup failed"))?;
         let record = record.ok_or_else(failed)?;
         let public_allowed = record.client.grant_type != ClientType::Public
-            || self.public_clients_allowed().await.map_err(|_| OAuthError::temporarily_unavailable())?;
+            || self
+                .public_clients_allowed()
+                .await
+                .map_err(oauth_app_error("the public-client policy could not be read"))?;
         match (record.client.grant_type, secret, record.secret_hash.as_deref()) {
             (ClientType::Public, None, _) if !public_allowed => {
                 Err(OAuthError::new(OAuthErrorCode::InvalidClient, PUBLIC_CLIENTS_OFF))
@@ -801,7 +804,7 @@ impl App {
             || self
                 .setting(ROTATE_CONFIDENTIAL_REFRESH)
                 .await
-                .map_err(|_| OAuthError::temporarily_unavailable())?
+                .map_err(oauth_app_error("the refresh settings could not be read"))?
                 .as_bool();
         let SignedToken { jwt: access_token, jti, exp } =
             self.user_access_token(client, &user, &scope, &audience, "refresh_token");
@@ -854,8 +857,10 @@ impl App {
     /// `keyward.oauth.refresh_token_reuse_grace`, in seconds. Unread, it is
     /// no reason to hand a replay the successor, nor to revoke a family.
     async fn refresh_reuse_grace(&self) -> Result<i64, OAuthError> {
-        let setting =
-            self.setting(REFRESH_REUSE_GRACE).await.map_err(|_| OAuthError::temporarily_unavailable())?;
+        let setting = self
+            .setting(REFRESH_REUSE_GRACE)
+            .await
+            .map_err(oauth_app_error("the reuse grace could not be read"))?;
         Ok(setting.as_i64().unwrap_or(10))
     }
 

@@ -43,6 +43,20 @@ pub(crate) fn oauth_store_error(what: &'static str) -> impl Fn(StoreError) -> OA
     }
 }
 
+/// An app failure where an OAuth answer is due: logged, and for the caller
+/// a 503 `temporarily_unavailable` for an outage, a 500 `server_error`
+/// otherwise.
+pub(crate) fn oauth_app_error(what: &'static str) -> impl Fn(AppError) -> OAuthError + Copy {
+    move |e| {
+        tracing::error!(error = %e, "{what}");
+        if matches!(e, AppError::Unavailable) {
+            OAuthError::temporarily_unavailable()
+        } else {
+            OAuthError::server_error()
+        }
+    }
+}
+
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -93,8 +93,13 @@ async fn load_set(store: &Store, master: &AeadKey) -> Result<KeySet, AppError> {
         store.add_signing_key(key, None, ev).await?;
         keys = store.signing_keys(to_micros(now())).await?;
     }
-    let delay = if store.is_shared() { PUBLISH_BEFORE_SIGNING } else { std::time::Duration::ZERO };
-    build_set(master, &keys, delay)
+    build_set(master, &keys, signing_delay(store))
+}
+
+/// How long a new key is published before it signs: with several nodes,
+/// long enough for every one to publish it; alone, not at all.
+fn signing_delay(store: &crate::store::Store) -> std::time::Duration {
+    if store.is_shared() { PUBLISH_BEFORE_SIGNING } else { std::time::Duration::ZERO }
 }
 
 fn new_stored_key(master: &AeadKey, alg: SigningAlgorithm) -> StoredSigningKey {
@@ -172,8 +177,7 @@ impl App {
         if !stored.iter().any(|k| k.kid == kid) {
             return Ok(None);
         }
-        let delay = if self.store.is_shared() { PUBLISH_BEFORE_SIGNING } else { std::time::Duration::ZERO };
-        self.keys.replace(build_set(&self.data_key, &stored, delay)?);
+        self.keys.replace(build_set(&self.data_key, &stored, signing_delay(&self.store))?);
         let set = self.keys.current();
         Ok(set.verifiers.contains_key(kid).then_some(set))
     }

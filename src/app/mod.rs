@@ -38,6 +38,7 @@ pub use delegated::{
     DELEGATED_CLIENT_PREFIX, redirect_with,
 };
 pub use error::AppError;
+pub(crate) use error::oauth_app_error;
 pub use keys::{KeySet, Keyring, PUBLISH_BEFORE_SIGNING};
 pub use proxy::{FORWARDED_REQUEST_HEADERS, FORWARDED_RESPONSE_HEADERS, ProxyRequest};
 pub use registration::{DynamicClient, RegistrationFailure};

@@ -348,10 +348,8 @@ pub async fn authorize(
 }
 
 /// `page` (a 503's) with the `Retry-After` of an outage.
-fn try_again(mut page: Response) -> Response {
-    let seconds = crate::domain::oauth::UNAVAILABLE_RETRY_AFTER;
-    page.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    page
+fn try_again(page: Response) -> Response {
+    super::error::retry_after(page, crate::domain::oauth::UNAVAILABLE_RETRY_AFTER)
 }
 
 pub(super) fn internal(e: crate::app::AppError) -> Response {

@@ -82,7 +82,7 @@ impl IntoResponse for ApiError {
         }
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response = retry_after(response, seconds);
         }
         if let Some(scope) = self.needs_scope {
             let challenge = format!(r#"Bearer realm="keyward", error="insufficient_scope", scope="{scope}""#);
@@ -139,3 +139,9 @@ macro_rules! from_rejection {
     )*};
 }
 from_rejection!(JsonRejection, FormRejection, PathRejection, QueryRejection);
+
+/// `response` with `Retry-After: seconds`.
+pub(super) fn retry_after(mut response: Response, seconds: i64) -> Response {
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}

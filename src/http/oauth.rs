@@ -46,8 +46,7 @@ impl IntoResponse for OAuthReply {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="keyward""#));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            let seconds = crate::domain::oauth::UNAVAILABLE_RETRY_AFTER;
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response = super::error::retry_after(response, crate::domain::oauth::UNAVAILABLE_RETRY_AFTER);
         }
         response
     }
@@ -332,8 +331,10 @@ pub async fn introspect(
     let params = OAuthParams::parse(&headers, body)?;
     let client = authenticated_client(&app, &headers, &params, addr).await?;
     let token = params.required("token")?;
-    let answer =
-        app.introspect_for(&client, token).await.map_err(|_| OAuthError::temporarily_unavailable())?;
+    let answer = app
+        .introspect_for(&client, token)
+        .await
+        .map_err(crate::app::oauth_app_error("introspection failed"))?;
     Ok((StatusCode::OK, no_store(), Json(answer)).into_response())
 }
 

@@ -1,4 +1,5 @@
-//! Delegated OAuth: clients, consents, authorization codes, grants and refresh-token families.
+//! Delegated OAuth clients (their consents, codes, grants and refresh-token
+//! families are in `grants.rs`).
 
 use super::*;
 use crate::domain::audit::AuditEvent;

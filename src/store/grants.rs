@@ -71,6 +71,15 @@ pub(super) struct CodeRow {
     expires_at: i64,
 }
 
+/// A code with whether (and into which grant) it was used.
+#[derive(FromRow)]
+struct CodeStateRow {
+    #[sqlx(flatten)]
+    code: CodeRow,
+    used_at: Option<i64>,
+    grant_id: Option<i64>,
+}
+
 impl From<CodeRow> for NewAuthorizationCode {
     fn from(r: CodeRow) -> Self {
         NewAuthorizationCode {
@@ -148,14 +157,12 @@ pub(super) async fn insert_issued(
         .await
         .map_err(conflict("a refresh token with this hash"))?;
     }
-    exec(
-        &mut *conn,
-        "INSERT INTO oauth_grant_jtis (jti, grant_id, expires_at) VALUES ($1, $2, $3)",
-        params![&issued.jti, grant_id, issued.jti_expires_at],
-    )
-    .await?;
+    exec(&mut *conn, INSERT_GRANT_JTI, params![&issued.jti, grant_id, issued.jti_expires_at]).await?;
     Ok(())
 }
+
+/// A JWT issued in a grant, revoked with it.
+const INSERT_GRANT_JTI: &str = "INSERT INTO oauth_grant_jtis (jti, grant_id, expires_at) VALUES ($1, $2, $3)";
 
 /// Revokes grant `grant_id`, its refresh tokens and its JWTs, in `conn`'s
 /// transaction.
@@ -280,24 +287,16 @@ impl Store {
         client_id: &str,
         now: i64,
     ) -> StoreResult<CodeState> {
-        let row: Option<(Option<i64>, Option<i64>, i64)> = sqlx::query_as_with(
-            "SELECT used_at, grant_id, expires_at FROM oauth_authorization_codes WHERE code_hash = $1 AND client_id = $2",
+        let row: Option<CodeStateRow> = sqlx::query_as_with(
+            "SELECT code_hash, client_id, user_id, redirect_uri, scope, resources, code_challenge, created_at, \
+             expires_at, used_at, grant_id FROM oauth_authorization_codes WHERE code_hash = $1 AND client_id = $2",
             params![code_hash, client_id]?,
         )
         .fetch_optional(&self.pool)
         .await?;
         Ok(match row {
-            Some((Some(_), grant_id, _)) => CodeState::Used { grant_id },
-            Some((None, _, expires_at)) if expires_at > now => {
-                let code = find::<CodeRow, _>(
-                    &self.pool,
-                    "SELECT code_hash, client_id, user_id, redirect_uri, scope, resources, code_challenge, \
-                     created_at, expires_at FROM oauth_authorization_codes WHERE code_hash = $1",
-                    params![code_hash],
-                )
-                .await?;
-                code.map_or(CodeState::Invalid, CodeState::Unused)
-            }
+            Some(CodeStateRow { used_at: Some(_), grant_id, .. }) => CodeState::Used { grant_id },
+            Some(CodeStateRow { code, .. }) if code.expires_at > now => CodeState::Unused(code.into()),
             _ => CodeState::Invalid,
         })
     }
@@ -395,12 +394,7 @@ impl Store {
 
     /// Records a JWT issued within a grant without rotating anything.
     pub async fn record_grant_jti(&self, grant_id: i64, jti: &str, expires_at: i64) -> StoreResult<()> {
-        exec(
-            &self.pool,
-            "INSERT INTO oauth_grant_jtis (jti, grant_id, expires_at) VALUES ($1, $2, $3)",
-            params![jti, grant_id, expires_at],
-        )
-        .await?;
+        exec(&self.pool, INSERT_GRANT_JTI, params![jti, grant_id, expires_at]).await?;
         Ok(())
     }
 
