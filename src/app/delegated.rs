@@ -590,13 +590,13 @@ impl App {
         let (jti, expires_at) =
             check_assertion(assertion, keys, client_id, &audiences, now).map_err(refused)?;
         // Kept as long as it could be accepted: until its exp, plus the skew.
-        let kept_until = (expires_at + LEEWAY_SECONDS as i64) * 1_000_000;
+        let kept_until = (expires_at + LEEWAY_SECONDS as i64) * MICROS;
         let host =
             url::Url::parse(client_id).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
         let hash = self.secrets.digest(&format!("{client_id}\n{jti}"));
         match self
             .store
-            .spend_client_assertion(&hash, &host, now * 1_000_000, kept_until, ASSERTIONS_PER_HOST)
+            .spend_client_assertion(&hash, &host, now * MICROS, kept_until, ASSERTIONS_PER_HOST)
             .await
         {
             Ok(AssertionSpending::Spent) => Ok(()),

@@ -235,6 +235,15 @@ impl App {
         Ok(all)
     }
 
+    /// The username of the user a token is for (None for a machine's).
+    /// An error when it cannot be read: a user's request must not pass as
+    /// a machine's.
+    pub async fn token_username(&self, claims: &AccessTokenClaims) -> Result<Option<String>, AppError> {
+        let user_id = claims.sub.parse::<i64>().ok().filter(|_| claims.sub != claims.client_id);
+        let Some(id) = user_id else { return Ok(None) };
+        Ok(self.store.user(id).await?.map(|user| user.username))
+    }
+
     /// The gateway's check of a bearer token for `resource`: valid, meant
     /// for it (`aud`), and carrying every scope it requires.
     pub async fn gateway_check(

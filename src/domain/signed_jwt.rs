@@ -93,14 +93,17 @@ pub fn verify(jwt: &str, keys: &JwkSet, expected: &Expected<'_>) -> Result<serde
     Err(last)
 }
 
+/// Part `index` of a compact JWT (0 the header, 1 the claims) as JSON,
+/// read without verifying anything: only to decide how to verify it.
+pub fn unverified_part(jwt: &str, index: usize) -> Option<serde_json::Value> {
+    let part = jwt.split('.').nth(index)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Whether the JWT's protected header has a `crit` member.
 fn has_critical_parameters(jwt: &str) -> bool {
-    let header = jwt.split('.').next().unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()
-        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
-        .is_some_and(|h| h.get("crit").is_some())
+    unverified_part(jwt, 0).is_some_and(|h| h.get("crit").is_some())
 }
 
 /// Whether `jwk` may verify a signature made with `alg`: not a key marked

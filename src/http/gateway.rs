@@ -402,13 +402,8 @@ async fn identity_headers(
         (format!("{IDENTITY_HEADER_PREFIX}scope"), claims.scope.clone()),
         (format!("{IDENTITY_HEADER_PREFIX}role"), claims.role.as_str().to_string()),
     ];
-    if let Ok(id) = claims.sub.parse::<i64>()
-        && claims.sub != claims.client_id
-        // Unread, the request is not passed on without it (an upstream
-        // must not see a user's request as a machine's).
-        && let Some(user) = app.store.user(id).await?
-    {
-        headers.push((format!("{IDENTITY_HEADER_PREFIX}username"), user.username));
+    if let Some(username) = app.token_username(claims).await? {
+        headers.push((format!("{IDENTITY_HEADER_PREFIX}username"), username));
     }
     Ok(headers)
 }
