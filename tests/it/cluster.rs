@@ -526,7 +526,8 @@ async fn a_node_killed_under_load_loses_nothing() {
         }
     }
     // Every refresh family lives on.
-    for refresh in latest.lock().unwrap().iter() {
+    let families = latest.lock().unwrap().clone();
+    for refresh in &families {
         let form = [
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh.as_str()),
