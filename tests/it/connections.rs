@@ -199,6 +199,17 @@ async fn connections_are_their_owners(backend: Backend) {
     for path in [format!("{CONNECTIONS}{id}/"), format!("{CONNECTIONS}{id}/token/")] {
         api_error(s.get(&path, &other).send().await.unwrap(), 404, "not_found").await;
     }
+    // Starting or revoking someone else's connection, by GET or POST, is the
+    // same 404; nobody's is a 401.
+    let authorize = format!("{CONNECTIONS}{id}/authorize/");
+    for (method, path) in [
+        (Method::GET, authorize.clone()),
+        (Method::POST, authorize.clone()),
+        (Method::POST, format!("{CONNECTIONS}{id}/revoke/")),
+    ] {
+        api_error(s.send(method.clone(), &path, &other).send().await.unwrap(), 404, "not_found").await;
+        assert_eq!(s.http.request(method, s.url(&path)).send().await.unwrap().status(), 401);
+    }
     api_error(
         s.send(Method::DELETE, &format!("{CONNECTIONS}{id}/"), &other).send().await.unwrap(),
         404,

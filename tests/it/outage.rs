@@ -203,25 +203,13 @@ async fn a_silent_change_listener_is_noticed() {
     let other = TestServer::start_on(&direct).await;
     let s = other.another_node_hearing_through(&partition.in_front_of(&direct)).await;
 
-    let (id, secret) = s.m2m_client("viewer", 3600).await;
-    let token = || {
-        s.http
-            .post(s.url("/oauth/v2/token/"))
-            .form(&[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", &secret)])
-            .send()
-    };
-    // Once the listener heard this node's heartbeat (caches on), asked
-    // twice: the client is now in this node's cache.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    for _ in 0..2 {
-        assert_eq!(token().await.unwrap().status(), 200);
-    }
+    let (id, token) = client_asked_twice(&s).await;
 
     partition.freeze();
     disable_client(&other, &id).await;
     let frozen = std::time::Instant::now();
     loop {
-        let status = token().await.unwrap().status();
+        let status = token().await;
         if status == 401 {
             break;
         }
@@ -281,20 +269,9 @@ async fn a_listener_on_another_database_is_never_trusted() {
     let other = TestServer::start(Backend::Postgres).await;
     let elsewhere = fresh_database(Backend::Postgres, dir.path()).await;
     let s = other.another_node_hearing_through(&elsewhere).await;
-    let (id, secret) = s.m2m_client("viewer", 3600).await;
-    let token = || {
-        s.http
-            .post(s.url("/oauth/v2/token/"))
-            .form(&[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", &secret)])
-            .send()
-    };
-    // Long enough for heartbeats to be heard, were it listening where it writes.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    for _ in 0..2 {
-        assert_eq!(token().await.unwrap().status(), 200);
-    }
+    let (id, token) = client_asked_twice(&s).await;
     disable_client(&other, &id).await;
-    assert_eq!(token().await.unwrap().status(), 401, "served from a cache nobody keeps current");
+    assert_eq!(token().await, 401, "served from a cache nobody keeps current");
 }
 
 /// Disables the M2M client `id` through `node`'s admin API.
@@ -307,4 +284,28 @@ async fn disable_client(node: &TestServer, id: &str) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// A new M2M client of `s`'s, asked for a token twice once the node's
+/// listener could have heard its heartbeat (3 s): in the node's cache if
+/// caches are on. Its id, and a way to ask again (the status).
+async fn client_asked_twice(
+    s: &TestServer,
+) -> (String, impl Fn() -> futures_util::future::BoxFuture<'static, u16> + use<>) {
+    let (id, secret) = s.m2m_client("viewer", 3600).await;
+    let form = [
+        ("grant_type", "client_credentials".to_string()),
+        ("client_id", id.clone()),
+        ("client_secret", secret),
+    ];
+    let (http, url) = (s.http.clone(), s.url("/oauth/v2/token/"));
+    let token = move || -> futures_util::future::BoxFuture<'static, u16> {
+        let request = http.post(&url).form(&form).send();
+        Box::pin(async move { request.await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for _ in 0..2 {
+        assert_eq!(token().await, 200);
+    }
+    (id, token)
 }
