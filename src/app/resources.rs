@@ -14,7 +14,7 @@ use crate::domain::resource::{
     validate_declaration, validate_name,
 };
 use crate::domain::token::AccessTokenClaims;
-use crate::domain::{Actor, now};
+use crate::domain::{Actor, Caller, now};
 use crate::store::StoreError;
 use serde::Deserialize;
 use serde_json::json;
@@ -235,22 +235,13 @@ impl App {
         Ok(all)
     }
 
-    /// The username of the user a token is for (None for a machine's).
-    /// An error when it cannot be read: a user's request must not pass as
-    /// a machine's.
-    pub async fn token_username(&self, claims: &AccessTokenClaims) -> Result<Option<String>, AppError> {
-        let user_id = claims.sub.parse::<i64>().ok().filter(|_| claims.sub != claims.client_id);
-        let Some(id) = user_id else { return Ok(None) };
-        Ok(self.store.user(id).await?.map(|user| user.username))
-    }
-
     /// The gateway's check of a bearer token for `resource`: valid, meant
     /// for it (`aud`), and carrying every scope it requires.
     pub async fn gateway_check(
         &self,
         resource: &ProtectedResource,
         bearer: Option<&str>,
-    ) -> Result<AccessTokenClaims, GatewayRefusal> {
+    ) -> Result<(AccessTokenClaims, Caller), GatewayRefusal> {
         let token = bearer.ok_or(GatewayRefusal::Unauthenticated {
             error: None,
             description: "an access token is required",
@@ -266,17 +257,17 @@ impl App {
                 },
             }
         })?;
-        if self.token_subject(&claims).await.map_err(|_| GatewayRefusal::Unavailable)?.is_none() {
+        let Some(caller) = self.token_subject(&claims).await.map_err(|_| GatewayRefusal::Unavailable)? else {
             return Err(GatewayRefusal::Unauthenticated {
                 error: Some("invalid_token"),
                 description: "the access token's client or user is no longer active",
             });
-        }
+        };
         let missing = resource.missing_scopes(&claims.scope);
         if !missing.is_empty() {
             return Err(GatewayRefusal::InsufficientScope(missing));
         }
-        Ok(claims)
+        Ok((claims, caller))
     }
 }
 

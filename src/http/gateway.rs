@@ -285,8 +285,8 @@ async fn forward_parts(
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    let claims = match app.gateway_check(&resource, bearer).await {
-        Ok(claims) => claims,
+    let (claims, caller) = match app.gateway_check(&resource, bearer).await {
+        Ok(checked) => checked,
         Err(refused) => return refusal(app, &resource, refused),
     };
     if !PROXY_METHODS.contains(&parts.method.as_str()) {
@@ -316,10 +316,7 @@ async fn forward_parts(
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large").into_response();
     }
     let deadline = tokio::time::Instant::now() + GATEWAY_BODY_TIMEOUT;
-    let identity = match identity_headers(app, &claims).await {
-        Ok(headers) => headers,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
+    let identity = identity_headers(&claims, &caller);
     let Ok(method) = reqwest::Method::from_bytes(parts.method.as_str().as_bytes()) else {
         return ApiError::bad_request("unsupported method").into_response();
     };
@@ -392,20 +389,21 @@ async fn forward_parts(
 
 /// Who the request is for, as the upstream learns it: the subject, the
 /// client, the scopes, and a user's name and role.
-async fn identity_headers(
-    app: &App,
+fn identity_headers(
     claims: &crate::domain::token::AccessTokenClaims,
-) -> Result<Vec<(String, String)>, crate::app::AppError> {
+    caller: &crate::domain::Caller,
+) -> Vec<(String, String)> {
     let mut headers = vec![
         (format!("{IDENTITY_HEADER_PREFIX}subject"), claims.sub.clone()),
         (format!("{IDENTITY_HEADER_PREFIX}client-id"), claims.client_id.clone()),
         (format!("{IDENTITY_HEADER_PREFIX}scope"), claims.scope.clone()),
         (format!("{IDENTITY_HEADER_PREFIX}role"), claims.role.as_str().to_string()),
     ];
-    if let Some(username) = app.token_username(claims).await? {
-        headers.push((format!("{IDENTITY_HEADER_PREFIX}username"), username));
+    // The user as the token check just read them (a machine has no name).
+    if let crate::domain::Principal::User { username, .. } = &caller.principal {
+        headers.push((format!("{IDENTITY_HEADER_PREFIX}username"), username.clone()));
     }
-    Ok(headers)
+    headers
 }
 
 // The admin API of resources (server_admin).

@@ -313,6 +313,7 @@ async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
     assert_eq!(header("x-keyward-subject"), [id.clone()]);
     assert_eq!(header("x-keyward-client-id"), [id.clone()]);
     assert_eq!(header("x-keyward-scope"), ["tools:read"]);
+    assert!(header("x-keyward-username").is_empty(), "a machine has no username");
     assert_eq!(header("mcp-session-id"), ["s-1"]);
     assert!(header("authorization").is_empty() && header("cookie").is_empty());
     assert!(!seen_now.iter().any(|(_, v)| v.contains(&good)));
@@ -524,7 +525,8 @@ async fn scopes_fit_the_audience(backend: Backend) {
 
 async fn the_token_endpoint_never_widens_the_resource(backend: Backend) {
     let s = TestServer::start(backend).await;
-    s.declare(demo("http://127.0.0.1:9/mcp")).await;
+    let (upstream_url, seen) = upstream().await;
+    s.declare(demo(&upstream_url)).await;
     let gateway = s.url("/r/demo");
     let (client_id, _) = s.register_client(crate::delegated_oauth::public("http://127.0.0.1/cb")).await;
     // Authorized for keyward alone; the token request names the gateway.
@@ -554,6 +556,14 @@ async fn the_token_endpoint_never_widens_the_resource(backend: Backend) {
             .unwrap()
     };
     assert_eq!(payload["aud"], gateway);
+    // The upstream learns the user's name with the request (an M2M
+    // client's requests carry none).
+    let r = s.http.post(&gateway).bearer_auth(jwt).json(&json!({"jsonrpc": "2.0"})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let user_headers: Vec<(String, String)> =
+        seen.lock().unwrap().iter().filter(|(k, _)| k.starts_with("x-keyward-")).cloned().collect();
+    assert!(user_headers.contains(&("x-keyward-username".into(), "admin".into())), "{user_headers:?}");
+    assert!(user_headers.contains(&("x-keyward-subject".into(), payload["sub"].as_str().unwrap().into())));
 
     // A grant for two resources, refreshed for one: the other's scopes go.
     s.declare(json!({"name": "reports", "display_name": "Reports", "resource": "https://reports.example/",
