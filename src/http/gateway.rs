@@ -65,6 +65,9 @@ impl BodyProgress {
     const ENDED: u8 = 1;
     const TOO_LARGE: u8 = 2;
     const TOO_SLOW: u8 = 3;
+    /// The caller's framing was broken (a bad chunk): its fault, not the
+    /// upstream's.
+    const MALFORMED: u8 = 4;
 
     fn set(&self, state: u8) {
         self.state.store(state, std::sync::atomic::Ordering::SeqCst);
@@ -101,7 +104,7 @@ fn capped(
                     progress.set(BodyProgress::ENDED);
                     None
                 }
-                Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+                Ok(Some(Err(_))) => failed("the body is malformed", BodyProgress::MALFORMED),
                 Ok(Some(Ok(chunk))) if seen + chunk.len() > max => {
                     failed("the body is too large", BodyProgress::TOO_LARGE)
                 }
@@ -362,6 +365,9 @@ async fn forward_parts(
         Ok(Err(_)) if progress.get() == BodyProgress::TOO_LARGE => {
             let message = format!("the body is larger than {GATEWAY_MAX_BODY_BYTES} bytes");
             return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+        }
+        Ok(Err(_)) if progress.get() == BodyProgress::MALFORMED => {
+            return ApiError::bad_request("the body's framing is malformed").into_response();
         }
         Ok(Err(_)) if progress.get() == BodyProgress::TOO_SLOW => {
             let message =

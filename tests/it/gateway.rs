@@ -691,4 +691,18 @@ async fn a_refusal_leaves_the_connection_usable_or_says_it_closes(backend: Backe
     stream.write_all(&[b' '; 1000]).await.unwrap();
     let failed = read_answer(&mut stream).await.expect("the upstream's failure");
     assert!(failed.starts_with("http/1.1 502") && failed.contains("connection: close"), "{failed}");
+
+    // A broken chunk is the caller's fault (400), not the upstream's (found
+    // by an outside attack: it was a 502).
+    let (upstream_url, _) = upstream().await;
+    let s = TestServer::start(backend).await;
+    let (gateway, token) = demo_behind_the_gateway(&s, &upstream_url).await;
+    let addr = gateway.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /r/demo HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let refused = read_answer(&mut stream).await.expect("the refusal");
+    assert!(refused.starts_with("http/1.1 400") && refused.contains("connection: close"), "{refused}");
 }
