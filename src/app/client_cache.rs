@@ -93,6 +93,7 @@ mod tests {
                 access_token_duration: 300,
                 disabled: false,
                 is_service: false,
+                token_exchange: false,
                 created_at: time::OffsetDateTime::UNIX_EPOCH,
                 secret_rotated_at: None,
                 tokens_not_before: None,

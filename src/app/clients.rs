@@ -24,6 +24,7 @@ pub struct ClientWithSecret {
 #[derive(Debug, Default)]
 pub struct ClientPatch {
     pub is_service: Option<bool>,
+    pub token_exchange: Option<bool>,
     pub name: Option<String>,
     pub role: Option<Role>,
     pub access_token_duration: Option<i64>,
@@ -100,10 +101,11 @@ impl App {
         let event = AuditEvent::success(actor, action, format!("client:{client_id}")).with_detail(json!({
             "name": patch.name, "role": patch.role,
             "access_token_duration": patch.access_token_duration, "disabled": patch.disabled,
-            "is_service": patch.is_service,
+            "is_service": patch.is_service, "token_exchange": patch.token_exchange,
         }));
         let update = M2mClientUpdate {
             is_service: patch.is_service,
+            token_exchange: patch.token_exchange,
             name: patch.name,
             role: patch.role,
             access_token_duration: patch.access_token_duration,

@@ -8,7 +8,9 @@ use crate::crypto::random_bytes;
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::connection::{ConnectionStatus, parse_token_response, renewal_margin_ms};
 use crate::domain::outbound::{OutboundGrant, TokenEndpointAuth};
-use crate::domain::settings::{CONNECTION_KEEP_ALIVE, CONNECTION_SWEEP_INTERVAL, CONNECTION_WEBHOOK_URL};
+use crate::domain::settings::{
+    CONNECTION_KEEP_ALIVE, CONNECTION_OWNER_READS, CONNECTION_SWEEP_INTERVAL, CONNECTION_WEBHOOK_URL,
+};
 use crate::domain::{Actor, Caller, Principal, User, from_micros, now, to_micros};
 use crate::store::{BindOutcome, ConnectionRecord, StoreError};
 use base64::Engine;
@@ -23,8 +25,9 @@ pub const START_PATH: &str = "/oauth/v1/connections/start/";
 /// The audit action of tokens from a new authorization (the one way a
 /// revoked connection comes back).
 const AUTHORIZED: &str = "connection.authorized";
-/// How long a user has to authorize at the provider.
-const AUTHORIZATION_TTL_MS: i64 = 600_000;
+/// How long a user has to authorize at the provider (and a connect link
+/// stays usable).
+pub(super) const AUTHORIZATION_TTL_MS: i64 = 600_000;
 
 /// How long a lease holder may take to talk to the provider.
 const LEASE_MS: i64 = 20_000;
@@ -63,7 +66,7 @@ pub struct ConnectionToken {
     pub expires_at: i64,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     to_micros(now()) / 1000
 }
 
@@ -90,7 +93,18 @@ impl App {
         outbound_client_id: &str,
         name: &str,
     ) -> Result<ConnectionView, AppError> {
-        let user_id = user_of(caller)?;
+        Ok(view(&self.new_connection(caller.actor(), user_of(caller)?, outbound_client_id, name).await?))
+    }
+
+    /// A new, pending connection of `user_id`, made by `actor` (the user, or
+    /// an agent that found none).
+    pub(super) async fn new_connection(
+        &self,
+        actor: Actor,
+        user_id: i64,
+        outbound_client_id: &str,
+        name: &str,
+    ) -> Result<ConnectionRecord, AppError> {
         if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
             return Err(AppError::Invalid("name must be 1 to 200 characters".into()));
         }
@@ -113,12 +127,13 @@ impl App {
             sealed_refresh_token: None,
             obtained_at: None,
             access_expires_at: None,
+            refresh_expires_at: None,
             created_at: to_micros(now()),
         };
-        let event = AuditEvent::success(caller.actor(), "connection.created", format!("connection:{id}"))
-            .with_detail(json!({"outbound_client_id": outbound_client_id}));
+        let event = AuditEvent::success(actor, "connection.created", format!("connection:{id}"))
+            .with_detail(json!({"outbound_client_id": outbound_client_id, "user_id": user_id}));
         self.store.create_connection(record.clone(), event).await?;
-        Ok(view(&record))
+        Ok(record)
     }
 
     pub async fn connections(&self, caller: &Caller) -> Result<Vec<ConnectionView>, AppError> {
@@ -140,9 +155,10 @@ impl App {
     /// Forgets the connection's tokens; it stays, `revoked`, until
     /// authorized again.
     pub async fn revoke_connection(&self, caller: &Caller, id: &str) -> Result<ConnectionView, AppError> {
-        self.own_connection(caller, id).await?;
+        let c = self.own_connection(caller, id).await?;
         let event = AuditEvent::success(caller.actor(), "connection.revoked", format!("connection:{id}"));
         self.store.revoke_connection(id, event).await?;
+        self.notify_status(&c, ConnectionStatus::Revoked, "revoked by its owner").await;
         self.connection(caller, id).await
     }
 
@@ -155,26 +171,55 @@ impl App {
         })
     }
 
-    /// A valid access token for the connection, fetching a new one first
-    /// if the held one expires within the renewal margin.
-    pub async fn connection_token(&self, caller: &Caller, id: &str) -> Result<ConnectionToken, AppError> {
-        if caller.is_service() {
-            // A service identity reads any user's token, and it is recorded.
-            let c = self
-                .store
-                .connection(id)
-                .await?
-                .ok_or_else(|| AppError::NotFound("no such connection".into()))?;
-            let event = AuditEvent::success(
-                caller.actor(),
-                "connection.token_read_by_service",
-                format!("connection:{id}"),
-            )
-            .with_detail(json!({"for_user": c.user_id, "outbound_client_id": c.outbound_client_id}));
-            self.audit.record(event);
+    /// The connection's access token handed out at `/token/`: to a service
+    /// identity (any user's connection), or to its owner while
+    /// `keyward.connections.owners_read_tokens` is on. Every read is audited.
+    pub async fn read_connection_token(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<ConnectionToken, AppError> {
+        let c = if caller.is_service() {
+            self.store.connection(id).await?.ok_or_else(|| AppError::NotFound("no such connection".into()))?
         } else {
+            let c = self.own_connection(caller, id).await?;
+            if !self.setting(CONNECTION_OWNER_READS).await?.as_bool() {
+                return Err(AppError::Forbidden(
+                    "provider tokens are not handed out to their owners (the setting \
+                     keyward.connections.owners_read_tokens is off): call the provider through \
+                     /api/v2/connections/{id}/proxy/, or through an agent an admin allowed to exchange tokens"
+                        .into(),
+                ));
+            }
+            c
+        };
+        let token = self.fresh_connection_token(id).await?;
+        let action =
+            if caller.is_service() { "connection.token_read_by_service" } else { "connection.token_read" };
+        let event = AuditEvent::success(caller.actor(), action, format!("connection:{id}")).with_detail(
+            json!({"for_user": c.user_id, "outbound_client_id": c.outbound_client_id, "expires_at_ms": token.expires_at}),
+        );
+        self.audit.record(event);
+        Ok(token)
+    }
+
+    /// A valid access token for the caller's own connection (or any, for a
+    /// service identity), for keyward's own use on the caller's behalf (the
+    /// proxy): it never leaves keyward.
+    pub(super) async fn connection_token(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<ConnectionToken, AppError> {
+        if !caller.is_service() {
             self.own_connection(caller, id).await?;
         }
+        self.fresh_connection_token(id).await
+    }
+
+    /// A valid access token for the connection, fetching a new one first
+    /// if the held one expires within the renewal margin.
+    pub(super) async fn fresh_connection_token(&self, id: &str) -> Result<ConnectionToken, AppError> {
         let deadline = now_ms() + LEASE_MS + 5_000;
         loop {
             let c = self
@@ -218,6 +263,14 @@ impl App {
         let interval_ms = self.setting(CONNECTION_SWEEP_INTERVAL).await?.as_i64().unwrap_or(60) * 1000;
         let keep_alive_ms = self.setting(CONNECTION_KEEP_ALIVE).await?.as_i64().unwrap_or(86_400) * 1000;
         let at = now_ms();
+        // A refresh token that would die before the next round: the user is
+        // asked now, while the access token still works, not after a
+        // refused call.
+        for c in self.store.connections_losing_refresh(at + interval_ms + 60_000, 200).await? {
+            let reason =
+                "the provider's refresh token expires (refresh_token_lifetime_ms of the outbound client)";
+            self.mark_needs_reauth(&c, reason, "refresh_token_expiring", None).await?;
+        }
         let due = self.store.connections_due(at + interval_ms + 60_000, at - keep_alive_ms, 200).await?;
         let mut refreshed = 0;
         for c in due {
@@ -305,6 +358,14 @@ impl App {
             }
             OutboundGrant::AuthorizationCode => {
                 let refresh = match &c.sealed_refresh_token {
+                    Some(_) if c.refresh_expires_at.is_some_and(|at| at <= now_ms()) => {
+                        let reason = "the provider's refresh token has expired (refresh_token_lifetime_ms of the \
+                                      outbound client)";
+                        self.mark_needs_reauth(c, reason, "refresh_token_expired", None).await?;
+                        return Err(AppError::Conflict(format!(
+                            "the connection needs to be authorized again: {reason}"
+                        )));
+                    }
                     Some(sealed) => self.unseal(&c.id, "refresh_token", sealed)?,
                     None if c.status == ConnectionStatus::Pending.as_str() => {
                         return Err(AppError::Conflict(
@@ -367,20 +428,23 @@ impl App {
         self.store
             .set_connection_status(&c.id, ConnectionStatus::NeedsReauth.as_str(), Some(detail), event)
             .await?;
-        self.notify_needs_reauth(c, detail).await;
+        self.notify_status(c, ConnectionStatus::NeedsReauth, detail).await;
         Ok(())
     }
 
-    /// POSTs a signed notice to the configured webhook, in the background.
-    /// `Keyward-Signature` is a JWS (`typ: keyward-webhook+jwt`) over the
-    /// body's SHA-256, verifiable with the JWKS.
-    async fn notify_needs_reauth(&self, c: &ConnectionRecord, detail: &str) {
+    /// POSTs a signed notice of a connection's new status to the configured
+    /// webhook, in the background: `event` is `connection.<status>`
+    /// (`active`, `needs_reauth`, `revoked`). `Keyward-Signature` is a JWS
+    /// (`typ: keyward-webhook+jwt`) over the body's SHA-256, verifiable with
+    /// the JWKS.
+    async fn notify_status(&self, c: &ConnectionRecord, status: ConnectionStatus, detail: &str) {
         let url = match self.setting(CONNECTION_WEBHOOK_URL).await {
             Ok(s) if !s.value.is_empty() => s.value,
             _ => return,
         };
         let body = json!({
-            "event": "connection.needs_reauth", "connection_id": c.id, "outbound_client_id": c.outbound_client_id,
+            "event": format!("connection.{}", status.as_str()), "status": status.as_str(),
+            "connection_id": c.id, "outbound_client_id": c.outbound_client_id,
             "user_id": c.user_id, "detail": detail, "at_ms": now_ms(),
         })
         .to_string();
@@ -492,6 +556,10 @@ impl App {
         let sealed_access = seal("access_token", &tokens.access_token);
         // No new refresh token in the answer: the one held stays.
         let sealed_refresh = tokens.refresh_token.as_deref().map(|r| seal("refresh_token", r));
+        // The admin's refresh_token_lifetime_ms counts from each new one.
+        let refresh_expires_at = Some(s.refresh_token_lifetime_ms)
+            .filter(|ms| *ms > 0 && sealed_refresh.is_some())
+            .map(|ms| started + ms);
         let event = AuditEvent::success(Actor::System, action, format!("connection:{}", c.id))
             .with_detail(json!({"expires_at_ms": tokens.access_expires_at_ms, "new_refresh_token": sealed_refresh.is_some()}));
         // Only if the client still points where it did when the request
@@ -505,11 +573,15 @@ impl App {
                 sealed_refresh.as_deref(),
                 started,
                 tokens.access_expires_at_ms,
+                refresh_expires_at,
                 client.endpoints_version,
                 action == AUTHORIZED,
                 event,
             )
             .await?;
+        if stored && action == AUTHORIZED {
+            self.notify_status(c, ConnectionStatus::Active, "authorized").await;
+        }
         if !stored {
             return Err(AppError::Conflict(
                 "the connection was revoked, or its outbound client changed, while its token was being \
@@ -539,7 +611,16 @@ impl App {
         id: &str,
     ) -> Result<String, AppError> {
         let c = self.own_connection(caller, id).await?;
-        let client = self.connection_client(&c).await?;
+        self.connect_link(caller.actor(), &c).await
+    }
+
+    /// The single-use start link of `c`'s authorization (see
+    /// [`Self::start_connection_authorization`]), made for `actor`: the
+    /// owner, or an agent refused for want of it (the link still works only
+    /// in the owner's signed-in browser).
+    pub(super) async fn connect_link(&self, actor: Actor, c: &ConnectionRecord) -> Result<String, AppError> {
+        let id = c.id.as_str();
+        let client = self.connection_client(c).await?;
         authorization_url_of(&client)?;
         let state = crate::crypto::random_string::<32>();
         let verifier = client.settings.pkce_enabled.then(crate::crypto::random_string::<48>);
@@ -558,11 +639,8 @@ impl App {
                 at + AUTHORIZATION_TTL_MS,
             )
             .await?;
-        let event = AuditEvent::success(
-            caller.actor(),
-            "connection.authorization_started",
-            format!("connection:{id}"),
-        );
+        let event =
+            AuditEvent::success(actor, "connection.authorization_started", format!("connection:{id}"));
         self.audit.record(event);
         let start: String =
             form_urlencoded::Serializer::new(String::new()).append_pair("state", &state).finish();

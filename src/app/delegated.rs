@@ -609,7 +609,7 @@ impl App {
     }
 
     /// An access token for `user` through `client`.
-    fn user_access_token(
+    pub(super) fn user_access_token(
         &self,
         client: &DelegatedClient,
         user: &User,

@@ -428,6 +428,12 @@ impl App {
             .ok_or_else(|| AppError::Upstream(format!("{} sent no ID token", provider.display_name)))
     }
 
+    /// The keys of an IdP by its issuer, for a JWT whose header names `kid`.
+    pub(super) async fn issuer_keys(&self, issuer: &str, kid: Option<&str>) -> Result<JwkSet, AppError> {
+        let discovery = self.discover(issuer, false).await?;
+        self.provider_keys(issuer, &discovery, kid).await
+    }
+
     /// The provider's discovery document, from this node's cache unless it
     /// is older than [`DISCOVERY_TTL`] or `fresh` is asked for.
     async fn discover(&self, issuer: &str, fresh: bool) -> Result<Discovery, AppError> {

@@ -19,6 +19,9 @@ pub struct M2mClient {
     /// A service identity: may read connection tokens and stored
     /// credentials for the platform's tools.
     pub is_service: bool,
+    /// May exchange a user's access token for the user's connection tokens
+    /// (RFC 8693 at the token endpoint); an admin grants it.
+    pub token_exchange: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]

@@ -8,6 +8,8 @@ pub mod client;
 pub mod client_metadata;
 pub mod connection;
 pub mod delegated;
+pub mod exchange;
+pub mod id_jag;
 pub mod oauth;
 pub mod outbound;
 pub mod proxy;

@@ -17,6 +17,9 @@ pub enum OAuthErrorCode {
     /// The server failed (a bug, data it cannot read): never a verdict
     /// either.
     ServerError,
+    /// A user must act first (authorize a connection): the error comes
+    /// with the link that starts it ([`UserAction`]).
+    AuthorizationRequired,
 }
 
 impl OAuthErrorCode {
@@ -33,6 +36,7 @@ impl OAuthErrorCode {
             OAuthErrorCode::InvalidTarget => "invalid_target",
             OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             OAuthErrorCode::ServerError => "server_error",
+            OAuthErrorCode::AuthorizationRequired => "authorization_required",
         }
     }
 }
@@ -43,11 +47,30 @@ impl OAuthErrorCode {
 pub struct OAuthError {
     pub code: OAuthErrorCode,
     pub description: String,
+    /// With `authorization_required`: what the user must do.
+    pub user_action: Option<UserAction>,
+}
+
+/// A link a user opens in a browser to authorize a connection, so that an
+/// agent that was refused can tell them where to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAction {
+    pub connect_uri: String,
+    pub connection_id: String,
+    /// Seconds the link stays usable.
+    pub expires_in: i64,
 }
 
 impl OAuthError {
     pub fn new(code: OAuthErrorCode, description: impl Into<String>) -> Self {
-        OAuthError { code, description: description.into() }
+        OAuthError { code, description: description.into(), user_action: None }
+    }
+
+    pub fn authorization_required(description: impl Into<String>, action: UserAction) -> Self {
+        OAuthError {
+            user_action: Some(action),
+            ..Self::new(OAuthErrorCode::AuthorizationRequired, description)
+        }
     }
 
     pub fn invalid_request(description: impl Into<String>) -> Self {

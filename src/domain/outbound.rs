@@ -86,32 +86,32 @@ pub fn validate_outbound_url(field: &str, url: &str, allow_private: bool) -> Res
 }
 
 /// The rule for every URL keyward calls out to (tokens, the proxy,
-/// webhooks): https to a public host, unless the setting
-/// `keyward.outbound.allow_private_addresses` allows http and loopback or
-/// private addresses (development and tests). Names are checked again
-/// where they resolve, at connect time.
+/// webhooks): https to a public host. The setting
+/// `keyward.outbound.allow_private_addresses` (development and tests) also
+/// allows private and loopback addresses, and plain http to loopback only:
+/// a secret never crosses a network in clear text. Names are checked
+/// again where they resolve, at connect time.
 pub fn check_outbound_target(url: &url::Url, allow_private: bool) -> Result<(), String> {
-    const HINT: &str = "(http and loopback or private addresses only with the setting \
+    const HINT: &str = "(loopback or private addresses, and http to loopback, only with the setting \
                         keyward.outbound.allow_private_addresses)";
     let Some(host) = url.host() else { return Err("must have a host".into()) };
-    if allow_private {
-        return match url.scheme() {
-            "https" | "http" => Ok(()),
-            _ => Err("must be an http(s) URL".into()),
-        };
-    }
-    if url.scheme() != "https" {
-        return Err(format!("must be an https URL {HINT}"));
-    }
-    let public = match host {
+    let (public, loopback) = match host {
         url::Host::Domain(name) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            name != "localhost" && !name.ends_with(".localhost")
+            let loopback = name == "localhost" || name.ends_with(".localhost");
+            (!loopback, loopback)
         }
-        url::Host::Ipv4(ip) => is_public_address(IpAddr::V4(ip)),
-        url::Host::Ipv6(ip) => is_public_address(IpAddr::V6(ip)),
+        url::Host::Ipv4(ip) => (is_public_address(IpAddr::V4(ip)), ip.is_loopback()),
+        url::Host::Ipv6(ip) => (is_public_address(IpAddr::V6(ip)), ip.is_loopback()),
     };
-    if public { Ok(()) } else { Err(format!("must name a public host {HINT}")) }
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_private && loopback => {}
+        "http" if allow_private => return Err("must be an https URL (http only to loopback)".into()),
+        "http" => return Err(format!("must be an https URL {HINT}")),
+        _ => return Err("must be an http(s) URL".into()),
+    }
+    if public || allow_private { Ok(()) } else { Err(format!("must name a public host {HINT}")) }
 }
 
 /// Whether `ip` belongs to the public internet: not loopback, private,
@@ -309,11 +309,21 @@ mod tests {
             "https://[fec0::1]/",
             "https://[::ffff:0:7f00:1]/",
             "https://192.0.0.8/",
-            "http://api.endsystem.com/",
+            "http://127.0.0.1:8080/",
+            "http://localhost/",
+            "http://[::1]/",
         ] {
             let url = url::Url::parse(private).unwrap();
             assert!(check_outbound_target(&url, false).is_err(), "{private}");
             assert!(check_outbound_target(&url, true).is_ok(), "{private}");
+        }
+        // Clear text leaves the machine never, whatever the setting.
+        for clear in
+            ["http://api.endsystem.com/", "http://10.1.2.3/", "http://192.168.1.1/", "http://8.8.8.8/"]
+        {
+            let url = url::Url::parse(clear).unwrap();
+            assert!(check_outbound_target(&url, true).unwrap_err().contains("https"), "{clear}");
+            assert!(check_outbound_target(&url, false).is_err(), "{clear}");
         }
         for public in ["https://api.endsystem.com/v1/", "https://8.8.8.8/", "https://[2606:4700::1111]/"] {
             assert!(check_outbound_target(&url::Url::parse(public).unwrap(), false).is_ok(), "{public}");

@@ -41,6 +41,7 @@ pub const ROTATE_CONFIDENTIAL_REFRESH: &str = "keyward.oauth.rotate_confidential
 pub const CONNECTION_SWEEP_INTERVAL: &str = "keyward.connections.sweep_interval";
 pub const CONNECTION_KEEP_ALIVE: &str = "keyward.connections.refresh_keep_alive";
 pub const CONNECTION_WEBHOOK_URL: &str = "keyward.connections.webhook_url";
+pub const CONNECTION_OWNER_READS: &str = "keyward.connections.owners_read_tokens";
 pub const OUTBOUND_ALLOW_PRIVATE: &str = "keyward.outbound.allow_private_addresses";
 pub const PUBLIC_CLIENTS: &str = "keyward.oauth.public_clients";
 pub const DYNAMIC_REGISTRATION: &str = "keyward.oauth.dynamic_registration";
@@ -140,6 +141,14 @@ pub static SETTINGS: &[SettingSpec] = &[
         default: "",
         description: "Where to POST a signed notice when a connection needs authorizing again (empty: nowhere). \
                       The Keyward-Signature header is a JWS verifiable with the JWKS.",
+    },
+    SettingSpec {
+        key: CONNECTION_OWNER_READS,
+        kind: SettingKind::Bool,
+        default: "false",
+        description: "Let a connection's owner read its provider access token at /api/v2/connections/{id}/token/. \
+                      Off, provider tokens leave keyward only through the proxy, a token exchange by a client an \
+                      admin allowed, or a service identity; every read is audited either way.",
     },
     SettingSpec {
         key: OUTBOUND_ALLOW_PRIVATE,

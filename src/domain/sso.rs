@@ -39,6 +39,10 @@ pub struct SsoProvider {
     /// `None` refuses them (they must be created by an admin first).
     pub default_role: Option<Role>,
     pub enabled: bool,
+    /// Whether keyward accepts this IdP's identity assertions (ID-JAG, the
+    /// MCP enterprise-managed authorization extension) for its linked users.
+    #[serde(default)]
+    pub id_jag: bool,
 }
 
 /// What an admin sends to create or replace a provider.
@@ -65,6 +69,10 @@ pub struct SsoProviderInput {
     pub default_role: Option<Role>,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
+    /// Accept this IdP's ID-JAG assertions at the token endpoint
+    /// (`urn:ietf:params:oauth:grant-type:jwt-bearer`).
+    #[serde(default)]
+    pub id_jag: bool,
 }
 
 fn enabled_by_default() -> bool {
@@ -152,6 +160,7 @@ impl SsoProviderInput {
             group_roles: self.group_roles,
             default_role: self.default_role,
             enabled: self.enabled,
+            id_jag: self.id_jag,
         };
         Ok((provider, self.client_secret))
     }

@@ -69,7 +69,7 @@ pub async fn token(
     caller: CallerExt,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let token: ConnectionToken = app.connection_token(&caller, &id).await?;
+    let token: ConnectionToken = app.read_connection_token(&caller, &id).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(token)).into_response())
 }
 

@@ -70,6 +70,9 @@ pub async fn get(State(app): AppState, ApiPath(id): ApiPath<String>) -> Result<J
 pub struct PatchM2mClientRequest {
     /// Mark (or unmark) the client as a service identity.
     is_service: Option<bool>,
+    /// Allow (or stop) the client exchanging a user's access token for the
+    /// user's connection tokens (RFC 8693 token exchange).
+    token_exchange: Option<bool>,
     name: Option<String>,
     #[schema(minimum = 300, maximum = 259200)]
     access_token_duration: Option<i64>,
@@ -89,6 +92,7 @@ pub async fn patch(
 ) -> Result<Json<M2mClient>, ApiError> {
     let patch = ClientPatch {
         is_service: body.is_service,
+        token_exchange: body.token_exchange,
         name: body.name,
         role: body.role,
         access_token_duration: body.access_token_duration,

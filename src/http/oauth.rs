@@ -2,9 +2,11 @@
 //! revocation (RFC 7009), metadata (RFC 8414) and JWKS. Their errors use
 //! the OAuth shape `{"error", "error_description"}`, not the API one.
 
-use crate::app::{App, ClientProof, DELEGATED_CLIENT_PREFIX};
+use crate::app::{App, ClientProof, DELEGATED_CLIENT_PREFIX, ExchangeRequest};
 use crate::domain::client::M2mClient;
 use crate::domain::client_metadata::ASSERTION_TYPE;
+use crate::domain::exchange::TOKEN_EXCHANGE_GRANT;
+use crate::domain::id_jag::JWT_BEARER_GRANT;
 use crate::domain::oauth::{OAuthError, OAuthErrorCode, normalize_resource};
 use axum::Json;
 use axum::body::Bytes;
@@ -38,7 +40,13 @@ impl From<OAuthError> for OAuthReply {
 
 impl IntoResponse for OAuthReply {
     fn into_response(self) -> Response {
-        let body = json!({"error": self.error.code.as_str(), "error_description": self.error.description});
+        let mut body =
+            json!({"error": self.error.code.as_str(), "error_description": self.error.description});
+        if let (Some(action), Some(fields)) = (&self.error.user_action, body.as_object_mut()) {
+            fields.insert("connect_uri".into(), action.connect_uri.clone().into());
+            fields.insert("connection_id".into(), action.connection_id.clone().into());
+            fields.insert("expires_in".into(), action.expires_in.into());
+        }
         let mut response = (self.status, no_store(), Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
@@ -284,6 +292,36 @@ pub async fn token(
             )
             .await?
         }
+        TOKEN_EXCHANGE_GRANT => {
+            let client = authenticated_client(&app, &headers, &params, addr).await?;
+            if params.one("actor_token").is_some() {
+                return Err(OAuthError::invalid_request(
+                    "actor_token is not supported: the agent is the authenticated client",
+                )
+                .into());
+            }
+            let request = ExchangeRequest {
+                subject_token: params.required("subject_token")?,
+                subject_token_type: params.required("subject_token_type")?,
+                requested_token_type: params.one("requested_token_type"),
+                audiences: params.one("audience").into_iter().collect(),
+                resources: &resources,
+            };
+            let exchanged = app.exchange_for_connection_token(&client, &request).await?;
+            return Ok((StatusCode::OK, no_store(), Json(exchanged)).into_response());
+        }
+        JWT_BEARER_GRANT => {
+            let (id, proof) = client_credentials(&headers, &params)?;
+            if matches!(proof, ClientProof::None) {
+                return Err(OAuthError::new(
+                    OAuthErrorCode::InvalidClient,
+                    "an identity assertion is redeemed by a client that authenticates (a secret or a private_key_jwt)",
+                )
+                .into());
+            }
+            let client = app.authenticate_oauth_client(&id, &proof).await?;
+            app.id_jag_token(&client, params.required("assertion")?, params.one("scope")).await?
+        }
         "authorization_code" | "refresh_token" => {
             let (id, proof) = client_credentials(&headers, &params)?;
             let client = app.authenticate_oauth_client(&id, &proof).await?;
@@ -306,7 +344,8 @@ pub async fn token(
             let shown: String = other.chars().take(64).collect();
             return Err(OAuthError::new(
                 OAuthErrorCode::UnsupportedGrantType,
-                format!("grant_type {shown:?} is not supported; use authorization_code, refresh_token or client_credentials"),
+                format!("grant_type {shown:?} is not supported; use authorization_code, refresh_token, client_credentials, \
+                         {TOKEN_EXCHANGE_GRANT} or {JWT_BEARER_GRANT}"),
             )
             .into());
         }
@@ -398,7 +437,7 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Result<Json<Value>, super:
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "introspection_endpoint": format!("{issuer}/oauth/v2/introspect/"),
         "revocation_endpoint": format!("{issuer}/oauth/v2/revoke/"),
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE_GRANT, JWT_BEARER_GRANT],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "token_endpoint_auth_methods_supported": token_auth_methods,

@@ -32,6 +32,8 @@ pub struct ConnectionRecord {
     pub sealed_refresh_token: Option<String>,
     pub obtained_at: Option<i64>,
     pub access_expires_at: Option<i64>,
+    /// When the refresh token held dies (ms); `None`: never, or unknown.
+    pub refresh_expires_at: Option<i64>,
     pub created_at: i64,
 }
 
@@ -75,7 +77,7 @@ impl TryFrom<OutboundRow> for OutboundClientRecord {
 }
 
 pub(super) const CONNECTION_COLUMNS: &str = "id, outbound_client_id, user_id, name, status, status_detail, access_token, \
-     refresh_token, obtained_at, access_expires_at, created_at";
+     refresh_token, obtained_at, access_expires_at, refresh_expires_at, created_at";
 
 impl Store {
     pub async fn create_outbound_client(
@@ -132,7 +134,7 @@ impl Store {
                 exec(
                     &mut *tx,
                     "UPDATE connections SET access_token = NULL, refresh_token = NULL, obtained_at = NULL, \
-                     access_expires_at = NULL, lease_until = NULL, status = $2, status_detail = $3, updated_at = $4 \
+                     access_expires_at = NULL, refresh_expires_at = NULL, lease_until = NULL, status = $2, status_detail = $3, updated_at = $4 \
                      WHERE outbound_client_id = $1 AND status <> 'revoked'",
                     params![id, status, detail, to_micros(now())],
                 )
@@ -209,8 +211,9 @@ impl Store {
         Ok(taken == 1)
     }
 
-    /// Stores new tokens (a `None` refresh token keeps the old one), marks
-    /// the connection active and gives the lease back.
+    /// Stores new tokens (a `None` refresh token keeps the old one and its
+    /// expiry; a new one comes with `refresh_expires_at`), marks the
+    /// connection active and gives the lease back.
     pub async fn store_connection_tokens(
         &self,
         id: &str,
@@ -218,6 +221,7 @@ impl Store {
         sealed_refresh: Option<&str>,
         obtained_at: i64,
         access_expires_at: i64,
+        refresh_expires_at: Option<i64>,
         client_version: i64,
         authorized: bool,
         event: AuditEvent,
@@ -228,8 +232,8 @@ impl Store {
             let stored = exec(
                 &mut *tx,
                 "UPDATE connections SET access_token = $2, refresh_token = COALESCE($3, refresh_token), obtained_at = $4, \
-                 access_expires_at = $5, status = 'active', status_detail = NULL, lease_until = NULL, updated_at = $6 \
-                 WHERE id = $1 AND ($8 = 1 OR status <> 'revoked') AND EXISTS (SELECT 1 FROM outbound_clients o \
+                 access_expires_at = $5, refresh_expires_at = CASE WHEN $3 IS NULL THEN refresh_expires_at ELSE $9 END, \
+                 status = 'active', status_detail = NULL, lease_until = NULL, updated_at = $6 WHERE id = $1 AND ($8 = 1 OR status <> 'revoked') AND EXISTS (SELECT 1 FROM outbound_clients o \
                  WHERE o.id = connections.outbound_client_id AND o.endpoints_version = $7)",
                 params![
                     id,
@@ -240,6 +244,7 @@ impl Store {
                     to_micros(now()),
                     client_version,
                     i64::from(authorized),
+                    refresh_expires_at,
                 ],
             )
             .await?;
@@ -287,13 +292,27 @@ impl Store {
         .await
     }
 
+    /// Active connections whose refresh token dies before `before` (ms).
+    pub async fn connections_losing_refresh(
+        &self,
+        before: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ConnectionRecord>> {
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
+             AND refresh_expires_at < $1 ORDER BY refresh_expires_at LIMIT $2"
+        );
+        find_all::<ConnectionRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![before, limit]).await
+    }
+
     /// Forgets the connection's tokens and marks it revoked.
     pub async fn revoke_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
         self.write_statement(
             event,
             None,
             "UPDATE connections SET status = 'revoked', status_detail = NULL, access_token = NULL, refresh_token = NULL, \
-             obtained_at = NULL, access_expires_at = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1",
+             obtained_at = NULL, access_expires_at = NULL, refresh_expires_at = NULL, lease_until = NULL, \
+             updated_at = $2 WHERE id = $1",
             params![id, to_micros(now())],
         )
         .await

@@ -17,6 +17,7 @@ pub struct NewM2mClient {
 #[derive(Default)]
 pub struct M2mClientUpdate {
     pub is_service: Option<bool>,
+    pub token_exchange: Option<bool>,
     pub name: Option<String>,
     pub role: Option<Role>,
     pub access_token_duration: Option<i64>,
@@ -33,7 +34,7 @@ pub struct M2mClientRecord {
 }
 
 pub(super) const M2M_COLUMNS: &str = "client_id, name, role, access_token_duration, disabled_at, created_at, \
-     secret_rotated_at, secret_hash, previous_secret_hash, previous_secret_expires_at, is_service, tokens_not_before";
+     secret_rotated_at, secret_hash, previous_secret_hash, previous_secret_expires_at, is_service, tokens_not_before, token_exchange";
 
 #[derive(FromRow)]
 pub(super) struct M2mClientRow {
@@ -49,6 +50,7 @@ pub(super) struct M2mClientRow {
     previous_secret_expires_at: Option<i64>,
     is_service: i64,
     tokens_not_before: Option<i64>,
+    token_exchange: i64,
 }
 
 impl TryFrom<M2mClientRow> for M2mClientRecord {
@@ -66,6 +68,7 @@ impl TryFrom<M2mClientRow> for M2mClientRecord {
                 access_token_duration: r.access_token_duration,
                 disabled: r.disabled_at.is_some(),
                 is_service: r.is_service != 0,
+                token_exchange: r.token_exchange != 0,
                 created_at: from_micros(r.created_at),
                 secret_rotated_at: r.secret_rotated_at.map(from_micros),
                 tokens_not_before: r.tokens_not_before,
@@ -129,7 +132,7 @@ impl Store {
                  access_token_duration = COALESCE($4, access_token_duration), \
                  disabled_at = CASE WHEN $5 = 1 THEN COALESCE(disabled_at, $6) WHEN $5 = 0 THEN NULL \
                  ELSE disabled_at END, tokens_not_before = CASE WHEN $5 = 1 THEN $8 ELSE tokens_not_before END, \
-                 is_service = COALESCE($7, is_service), updated_at = $6 WHERE client_id = $1 \
+                 is_service = COALESCE($7, is_service), token_exchange = COALESCE($9, token_exchange), updated_at = $6 WHERE client_id = $1 \
                  RETURNING {M2M_COLUMNS}"
             );
             let params = params![
@@ -141,6 +144,7 @@ impl Store {
                 to_micros(now()),
                 update.is_service.map(i64::from),
                 now().unix_timestamp(),
+                update.token_exchange.map(i64::from),
             ];
             returned_client(tx, sql, params).await
         })

@@ -326,9 +326,12 @@ impl Worker {
 /// A connection of the admin's (whose `TOKEN` is `admin`) to `provider`
 /// through an outbound client whose tokens live 1.5 s: its id.
 async fn connection_to(cluster: &Cluster, admin: &str, provider: &TestServer) -> String {
-    let private = format!("/admin/api/config/{OUTBOUND_ALLOW_PRIVATE}/");
-    let r = cluster.http.put(cluster.url(&private)).header("TOKEN", admin).json(&json!({"value": true}));
-    json_with_status(r.send().await.unwrap(), 200).await;
+    // A loopback provider, and tokens read by their owner (the load's admin).
+    for setting in [OUTBOUND_ALLOW_PRIVATE, keyward::domain::settings::CONNECTION_OWNER_READS] {
+        let path = format!("/admin/api/config/{setting}/");
+        let r = cluster.http.put(cluster.url(&path)).header("TOKEN", admin).json(&json!({"value": true}));
+        json_with_status(r.send().await.unwrap(), 200).await;
+    }
     let (m2m_id, m2m_secret) = provider.m2m_client("viewer", 600).await;
     let outbound = json!({
         "name": "Provider", "grant_type": "client_credentials", "client_id": m2m_id, "client_secret": m2m_secret,

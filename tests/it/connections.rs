@@ -28,6 +28,8 @@ pub(crate) async fn provider_and_outbound(
     let admin = s.admin_token().await;
     let r = s.send(Method::POST, "/admin/api/outbound_clients/", &admin).json(&body).send().await.unwrap();
     let outbound = json_with_status(r, 201).await["id"].as_str().unwrap().to_string();
+    // These tests read tokens as their owner; the default (off) is in agents.rs.
+    s.set(keyward::domain::settings::CONNECTION_OWNER_READS, "true").await;
     (provider, outbound, m2m_id)
 }
 
@@ -176,6 +178,7 @@ async fn an_unreachable_provider_is_a_502_and_no_hang(backend: Backend) {
         201,
     )
     .await;
+    s.set(keyward::domain::settings::CONNECTION_OWNER_READS, "true").await;
     let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
     for _ in 0..2 {
         api_error(
@@ -248,6 +251,7 @@ async fn authorization_code_connections_wait_for_authorization(backend: Backend)
         201,
     )
     .await;
+    s.set(keyward::domain::settings::CONNECTION_OWNER_READS, "true").await;
     let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
     let d =
         api_error(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 409, "conflict")
@@ -312,6 +316,7 @@ async fn authorization_code_with_keyward_as_the_provider(backend: Backend) {
         201,
     )
     .await;
+    s.set(keyward::domain::settings::CONNECTION_OWNER_READS, "true").await;
     let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
     let token_path = format!("{CONNECTIONS}{id}/token/");
     api_error(s.get(&token_path, &admin).send().await.unwrap(), 409, "conflict").await;
@@ -417,6 +422,7 @@ async fn the_proxy_injects_the_token_and_stays_below_the_base(backend: Backend) 
         201,
     )
     .await;
+    s.set(keyward::domain::settings::CONNECTION_OWNER_READS, "true").await;
     let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
     let proxy = |rest: &str| format!("{CONNECTIONS}{id}/proxy/{rest}");
 
@@ -512,6 +518,7 @@ async fn the_proxy_follows_no_redirect_and_forwards_no_credentials(backend: Back
         201,
     )
     .await;
+    s.set(keyward::domain::settings::CONNECTION_OWNER_READS, "true").await;
     let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
     let r = s
         .get(&format!("{CONNECTIONS}{id}/proxy/redirect"), &admin)
@@ -572,6 +579,7 @@ async fn transient_provider_failures_are_retried(backend: Backend) {
         201,
     )
     .await;
+    s.set(keyward::domain::settings::CONNECTION_OWNER_READS, "true").await;
     let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
     let token =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 200)
@@ -590,9 +598,21 @@ pub(crate) async fn start_in_browser(
     s: &TestServer,
     start_url: &str,
 ) -> String {
+    start_in_browser_as(browser, s, start_url, "admin", ADMIN_PASSWORD).await
+}
+
+/// Follows a start link in `browser`, signing in as `username` first if
+/// asked: where it sends the browser (the provider).
+pub(crate) async fn start_in_browser_as(
+    browser: &crate::delegated_oauth::Browser,
+    s: &TestServer,
+    start_url: &str,
+    username: &str,
+    password: &str,
+) -> String {
     let mut r = browser.get(start_url).await;
     if r.status() == 200 {
-        let signed_in = browser.sign_in(s, start_url, "admin", ADMIN_PASSWORD).await;
+        let signed_in = browser.sign_in(s, start_url, username, password).await;
         assert_eq!(signed_in.status(), 303, "signed in");
         assert_eq!(
             signed_in.headers()["location"].to_str().unwrap(),
@@ -607,7 +627,11 @@ pub(crate) async fn start_in_browser(
 
 /// Connects `s` to `provider` through the authorization code flow; the
 /// connection id and the provider's client id.
-async fn authorized_connection(s: &TestServer, provider: &TestServer, lifetime_ms: i64) -> (String, String) {
+pub(crate) async fn authorized_connection(
+    s: &TestServer,
+    provider: &TestServer,
+    lifetime_ms: i64,
+) -> (String, String) {
     let callback = format!("{}/oauth/v1/connections/callback/", s.app.issuer);
     let (pid, psecret) = provider
         .register_client(
@@ -624,6 +648,7 @@ async fn authorized_connection(s: &TestServer, provider: &TestServer, lifetime_m
         201,
     )
     .await;
+    s.set(keyward::domain::settings::CONNECTION_OWNER_READS, "true").await;
     let id = connect(s, &admin, outbound["id"].as_str().unwrap()).await;
     let started =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
@@ -836,6 +861,7 @@ async fn a_refresh_without_a_new_refresh_token_keeps_the_old_one(backend: Backen
         201,
     )
     .await;
+    s.set(keyward::domain::settings::CONNECTION_OWNER_READS, "true").await;
     let id = connect(&s, &admin, outbound["id"].as_str().unwrap()).await;
     let started =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)

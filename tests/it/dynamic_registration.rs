@@ -34,10 +34,6 @@ impl TestServer {
         let r = self.http.get(self.url("/.well-known/oauth-authorization-server")).send().await.unwrap();
         json_with_status(r, 200).await
     }
-
-    async fn set(&self, key: &str, value: &str) {
-        self.app.set_setting(Actor::Cli, key, value).await.unwrap();
-    }
 }
 
 /// What VS Code sends: several redirect URIs, a grant it will not get and

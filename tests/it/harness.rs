@@ -220,6 +220,11 @@ impl TestServer {
         issue_token(&self.app, user, seconds).await
     }
 
+    /// Changes a setting as the operator would at the command line.
+    pub async fn set(&self, key: &str, value: &str) {
+        self.app.set_setting(Actor::Cli, key, value).await.unwrap();
+    }
+
     pub async fn admin_token(&self) -> String {
         let admin = self.user_named("admin").await;
         self.token_for(&admin).await

@@ -7,6 +7,7 @@ mod harness;
 mod account;
 mod admin_config;
 mod admin_users;
+mod agents;
 mod auth_gate;
 mod basics;
 mod cluster;

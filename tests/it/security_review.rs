@@ -226,6 +226,7 @@ async fn slow_provider_connection(s: &TestServer, admin: &str) -> (String, Strin
         "token_url": format!("http://{addr}/token"), "api_base_url": format!("http://{addr}/api/")});
     let r = s.send(Method::POST, "/admin/api/outbound_clients/", admin).json(&body).send().await.unwrap();
     let outbound = json_with_status(r, 201).await["id"].as_str().unwrap().to_string();
+    s.set(keyward::domain::settings::CONNECTION_OWNER_READS, "true").await;
     let id = connect(s, admin, &outbound).await;
     (outbound, id)
 }

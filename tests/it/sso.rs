@@ -19,6 +19,7 @@ on_both_backends!(
     the_admin_api_of_providers_refuses_what_it_should,
     sign_ins_are_listed_and_revocable,
     an_account_has_one_upstream_account,
+    identity_assertions_are_checked,
 );
 
 /// The fake provider: its issuer, and the claims (or raw token) its token
@@ -599,4 +600,169 @@ async fn an_account_has_one_upstream_account(backend: Backend) {
     assert!(all.iter().all(|s| matches!(s, 303 | 403 | 409)), "{all:?}");
     let racer = s.user_named("racer@example.test").await;
     assert_eq!(s.app.store.sso_links_of(racer.id).await.unwrap(), 1);
+}
+
+/// An ID-JAG for `subject`, issued to `client_id`, signed by `key` with
+/// header `typ`; `change` edits the claims.
+fn id_jag(
+    p: &Provider,
+    key: &SigningKey,
+    typ: &str,
+    s: &TestServer,
+    client_id: &str,
+    change: impl Fn(&mut Value),
+) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut claims = json!({
+        "iss": p.issuer, "sub": "sub-1", "aud": s.app.issuer, "client_id": client_id,
+        "resource": s.app.issuer, "jti": keyward::crypto::random_string::<12>(), "iat": now, "exp": now + 300,
+        "scope": "api",
+    });
+    change(&mut claims);
+    key.sign_typed(typ, &claims)
+}
+
+async fn identity_assertions_are_checked(backend: Backend) {
+    const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+    let s = TestServer::start(backend).await;
+    let p = provider().await;
+    // Trusted for sign-in only, first: assertions are refused.
+    declare(&s, &p, json!({})).await;
+    // erin signs in once through the IdP: her subject is linked.
+    let browser = Browser::new();
+    let (state, nonce) = start(&s, &browser).await;
+    p.answer(p.key.sign_jwt(&p.claims(&nonce, "sub-1", "erin@example.test")));
+    assert_eq!(finish(&s, &browser, &state).await.status(), 303);
+    let (app, secret) =
+        s.register_client(crate::delegated_oauth::confidential(crate::delegated_oauth::APP_CALLBACK)).await;
+    let secret = secret.unwrap();
+    let redeem = |assertion: String| {
+        let form = [
+            ("grant_type", JWT_BEARER.to_string()),
+            ("assertion", assertion),
+            ("client_id", app.clone()),
+            ("client_secret", secret.clone()),
+        ];
+        let request = s.http.post(s.url("/oauth/v2/token/")).form(&form);
+        async move { request.send().await.unwrap() }
+    };
+    let good = || id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |_| {});
+    let why = crate::harness::oauth_error(redeem(good()).await, 400, "invalid_grant").await;
+    assert!(why.contains("not an identity provider trusted"), "{why}");
+    let metadata = json_with_status(
+        s.http.get(s.url("/.well-known/oauth-authorization-server")).send().await.unwrap(),
+        200,
+    )
+    .await;
+    assert!(metadata["grant_types_supported"].as_array().unwrap().contains(&json!(JWT_BEARER)));
+
+    declare_again(&s, &p, json!({"id_jag": true})).await;
+    // A good assertion: a token for erin, to this client, for the resource.
+    let assertion = good();
+    let token = json_with_status(redeem(assertion.clone()).await, 200).await;
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["scope"], "api");
+    assert!(token.get("refresh_token").is_none());
+    let jwt = token["access_token"].as_str().unwrap();
+    let introspected = s.app.introspect(jwt).await.unwrap();
+    let erin = s.user_named("erin@example.test").await;
+    assert_eq!(
+        (introspected["active"].as_bool(), introspected["sub"].as_str()),
+        (Some(true), Some(erin.id.to_string().as_str()))
+    );
+    assert_eq!(introspected["client_id"], app.as_str());
+    // It works at keyward's API as erin.
+    let r = s.http.get(s.url("/api/v2/connections/")).bearer_auth(jwt).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Replayed: refused.
+    let why = crate::harness::oauth_error(redeem(assertion).await, 400, "invalid_grant").await;
+    assert!(why.contains("used before"), "{why}");
+
+    // Each broken rule, refused with why.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let cases: Vec<(String, &str)> = vec![
+        (id_jag(&p, &p.key, "JWT", &s, &app, |_| {}), "typ"),
+        (
+            id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| c["aud"] = json!("https://other.example")),
+            "audience",
+        ),
+        (id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, "oac_someone_else", |_| {}), "another client"),
+        (
+            id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| {
+                c["iat"] = json!(now - 900);
+                c["exp"] = json!(now - 600)
+            }),
+            "expired",
+        ),
+        (id_jag(&p, &p.stranger, "oauth-id-jag+jwt", &s, &app, |_| {}), "signature"),
+        (
+            id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| c["sub"] = json!("sub-unknown")),
+            "no active keyward user",
+        ),
+        (
+            id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| {
+                c["iss"] = json!("https://idp.other.example")
+            }),
+            "not an identity provider trusted",
+        ),
+        (
+            id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| {
+                c.as_object_mut().unwrap().remove("jti");
+            }),
+            "jti",
+        ),
+        (
+            id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| {
+                c.as_object_mut().unwrap().remove("resource");
+            }),
+            "resource",
+        ),
+        (id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| c["exp"] = json!(now + 7200)), "longer than"),
+        ("not.a.jwt".to_string(), "JWT"),
+        ("x".repeat(20_000), "larger"),
+    ];
+    for (assertion, expected) in cases {
+        let why = crate::harness::oauth_error(redeem(assertion).await, 400, "invalid_grant").await;
+        assert!(why.contains(expected), "{expected}: {why}");
+    }
+    // A scope beyond what the IdP granted.
+    let form = [
+        ("grant_type", JWT_BEARER.to_string()),
+        ("assertion", good()),
+        ("scope", "api mcp".to_string()),
+        ("client_id", app.clone()),
+        ("client_secret", secret.clone()),
+    ];
+    let r = s.http.post(s.url("/oauth/v2/token/")).form(&form).send().await.unwrap();
+    crate::harness::oauth_error(r, 400, "invalid_scope").await;
+    // The client must authenticate, and be the one the assertion names.
+    let form = [("grant_type", JWT_BEARER.to_string()), ("assertion", good()), ("client_id", app.clone())];
+    let r = s.http.post(s.url("/oauth/v2/token/")).form(&form).send().await.unwrap();
+    crate::harness::oauth_error(r, 401, "invalid_client").await;
+    let form = [
+        ("grant_type", JWT_BEARER.to_string()),
+        ("assertion", good()),
+        ("client_id", app.clone()),
+        ("client_secret", "wrong".into()),
+    ];
+    let r = s.http.post(s.url("/oauth/v2/token/")).form(&form).send().await.unwrap();
+    crate::harness::oauth_error(r, 401, "invalid_client").await;
+    // A disabled user gets nothing.
+    let patch = keyward::app::UserPatch { disabled: Some(true), ..Default::default() };
+    s.app.update_user(keyward::domain::Actor::System, erin.id, patch).await.unwrap();
+    let why = crate::harness::oauth_error(redeem(good()).await, 400, "invalid_grant").await;
+    assert!(why.contains("no active keyward user"), "{why}");
+}
+
+/// Replaces provider "fake" with `extra` on top of its first settings.
+async fn declare_again(s: &TestServer, p: &Provider, extra: Value) -> Value {
+    let mut body = json!({"display_name": "Fake IdP", "issuer": p.issuer, "client_id": "keyward"});
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let r = s
+        .send(reqwest::Method::PUT, "/admin/api/sso_providers/fake/", &s.admin_token().await)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 200).await
 }

@@ -260,6 +260,7 @@ pub(super) async fn sso_act(r: &Request<'_>) -> Result<Done, AppError> {
                     _ => Some(role(r, "default_role")?),
                 },
                 enabled: true,
+                id_jag: r.field("id_jag") == "on",
             };
             let view = app.put_sso_provider(r.actor(), id.trim(), input, false).await?;
             Ok(Done::Message(format!(
@@ -280,6 +281,7 @@ pub(super) async fn sso_act(r: &Request<'_>) -> Result<Done, AppError> {
                 group_roles: p.group_roles,
                 default_role: p.default_role,
                 enabled: action == "enable",
+                id_jag: p.id_jag,
             };
             app.put_sso_provider(r.actor(), id, input, true).await?;
             Ok(Done::Message(format!(

@@ -1,0 +1,7 @@
+-- Credentials for agents (SQLite; kept in lockstep with migrations/postgres).
+-- An M2M client an admin allowed to exchange a user's access token for the
+-- user's connection tokens (RFC 8693).
+ALTER TABLE m2m_clients ADD COLUMN token_exchange INTEGER NOT NULL DEFAULT 0;
+-- When a connection's refresh token dies (unix milliseconds), from the
+-- outbound client's refresh_token_lifetime_ms; NULL: never, or unknown.
+ALTER TABLE connections ADD COLUMN refresh_expires_at BIGINT;
