@@ -46,16 +46,17 @@ def hidden(page, name):
     return html.unescape(match.group(1))
 
 
-def sign_in_and_consent(keyward, authorization_url):
-    """What a person does in the browser; returns the redirect to the app."""
+def sign_in_and_consent(keyward, authorization_url, username=None, password=None):
+    """What a person (the admin unless named) does in the browser; returns
+    the redirect to the app."""
     browser = requests.Session()
     login = browser.get(authorization_url, allow_redirects=False)
     assert login.status_code == 200 and "Sign in" in login.text
     signed_in = browser.post(
         f"{keyward.base_url}/oauth/v1/login/",
         data={
-            "username": keyward.username,
-            "password": keyward.password,
+            "username": username or keyward.username,
+            "password": password or keyward.password,
             "csrf": hidden(login.text, "csrf"),
             "return_to": hidden(login.text, "return_to"),
         },

@@ -42,10 +42,11 @@ def oidc_provider(keyward):
     process.wait(timeout=10)
 
 
-def walk_provider_pages(authorization_url, keyward):
+def walk_provider_pages(authorization_url, keyward, username=None, password=None):
     """What a person does: follow keyward's link, sign in to keyward as the
-    connection's owner, then at the provider sign in and consent. Returns
-    the browser and the redirect back to keyward's callback."""
+    connection's owner (the admin unless named), then at the provider sign
+    in and consent. Returns the browser and the redirect back to keyward's
+    callback."""
     callback = f"{keyward.base_url}/oauth/v1/connections/callback/"
     browser = requests.Session()
     response = browser.get(authorization_url, allow_redirects=False)
@@ -62,7 +63,7 @@ def walk_provider_pages(authorization_url, keyward):
             if 'name="login"' in response.text:
                 fields.update(login="alice", password="anything")
             elif 'name="username"' in response.text:
-                fields.update(username=keyward.username, password=keyward.password)
+                fields.update(username=username or keyward.username, password=password or keyward.password)
             response = browser.post(urllib.parse.urljoin(response.url, action), data=fields, allow_redirects=False)
         else:
             raise AssertionError(f"unexpected {response.status_code}: {response.text[:300]}")
@@ -73,6 +74,14 @@ def allow_loopback_providers(keyward, headers):
     """The provider runs on loopback: development mode, turned on as the
     docs say (off by default)."""
     response = requests.put(f"{keyward.base_url}/admin/api/config/keyward.outbound.allow_private_addresses/",
+                            headers=headers, json={"value": True})
+    assert response.status_code == 200, response.text
+
+
+def let_owners_read_tokens(keyward, headers):
+    """These tests read their provider tokens as the connection's owner,
+    which an admin allows (off by default; see test_agents.py)."""
+    response = requests.put(f"{keyward.base_url}/admin/api/config/keyward.connections.owners_read_tokens/",
                             headers=headers, json={"value": True})
     assert response.status_code == 200, response.text
 
@@ -93,6 +102,7 @@ def connect(keyward, headers, outbound_id):
 def test_authorization_code_token_proxy_and_refresh(keyward, oidc_provider):
     headers = {"TOKEN": keyward.admin_token()}
     allow_loopback_providers(keyward, headers)
+    let_owners_read_tokens(keyward, headers)
     outbound = register(keyward, headers, {
         "name": "oidc-provider", "grant_type": "authorization_code",
         "client_id": "keyward-code", "client_secret": "code-secret-for-tests-0123456789",
@@ -131,6 +141,7 @@ def test_authorization_code_token_proxy_and_refresh(keyward, oidc_provider):
 def test_client_credentials(keyward, oidc_provider):
     headers = {"TOKEN": keyward.admin_token()}
     allow_loopback_providers(keyward, headers)
+    let_owners_read_tokens(keyward, headers)
     outbound = register(keyward, headers, {
         "name": "oidc-provider machine", "grant_type": "client_credentials",
         "client_id": "keyward-cc", "client_secret": "cc-secret-for-tests-0123456789",
