@@ -216,7 +216,10 @@ async fn authenticated_client(
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct TokenRequest {
-    /// `authorization_code`, `refresh_token` or `client_credentials`.
+    /// `authorization_code`, `refresh_token`, `client_credentials`,
+    /// `urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693: an agent
+    /// gets a user's connection token) or
+    /// `urn:ietf:params:oauth:grant-type:jwt-bearer` (an ID-JAG).
     grant_type: String,
     code: Option<String>,
     redirect_uri: Option<String>,
@@ -228,6 +231,16 @@ pub struct TokenRequest {
     /// With `client_secret_post` or `none`; or use HTTP Basic.
     client_id: Option<String>,
     client_secret: Option<String>,
+    /// Token exchange: a user's keyward access token.
+    subject_token: Option<String>,
+    /// Token exchange: `urn:ietf:params:oauth:token-type:access_token`.
+    subject_token_type: Option<String>,
+    /// Token exchange: the access token type, if sent.
+    requested_token_type: Option<String>,
+    /// Token exchange: a connection id or an outbound client id.
+    audience: Option<String>,
+    /// jwt-bearer: the enterprise IdP's identity assertion (ID-JAG).
+    assertion: Option<String>,
 }
 
 /// A token response (RFC 6749 §5.1).
@@ -262,9 +275,11 @@ pub struct OAuthErrorBody {
     error_description: String,
 }
 
-/// Issues tokens: `authorization_code` (with PKCE), `refresh_token` (rotating)
-/// and `client_credentials`. Clients authenticate with HTTP Basic, the body,
-/// or (public clients) not at all.
+/// Issues tokens: `authorization_code` (with PKCE), `refresh_token` (rotating),
+/// `client_credentials`, token exchange for a connection's provider token
+/// (RFC 8693; `authorization_required` with a `connect_uri` when the user
+/// must authorize first) and `jwt-bearer` with an ID-JAG. Clients
+/// authenticate with HTTP Basic, the body, or (public clients) not at all.
 #[utoipa::path(post, path = "/oauth/v1/token/", tag = "OAuth Tokens",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(

@@ -236,6 +236,26 @@ async fn an_m2m_app_from_the_console_gets_tokens(backend: Backend) {
         ])
         .await;
     json_with_status(r, 200).await;
+    // Allowed to exchange users' tokens, then not.
+    let r = post(
+        &admin,
+        &s,
+        "oauth_clients/",
+        &[("csrf", &csrf), ("action", "m2m_exchange_on"), ("client_id", client_id)],
+    )
+    .await;
+    assert!(r.text().await.unwrap().contains("may now exchange"));
+    assert!(s.app.m2m_client(client_id).await.unwrap().token_exchange);
+    let page = admin.get(&s.url("/admin/oauth_clients/")).await.text().await.unwrap();
+    assert!(page.contains("active, exchanges users&#39; tokens"), "{page}");
+    post(
+        &admin,
+        &s,
+        "oauth_clients/",
+        &[("csrf", &csrf), ("action", "m2m_exchange_off"), ("client_id", client_id)],
+    )
+    .await;
+    assert!(!s.app.m2m_client(client_id).await.unwrap().token_exchange);
     // Disabled: no more tokens.
     let r = post(
         &admin,
@@ -291,6 +311,7 @@ async fn the_console_refuses_bad_input_and_changes_nothing(backend: Backend) {
             ],
         ),
         ("oauth_clients/", vec![("action", "m2m_delete"), ("client_id", "m2m_nope")]),
+        ("oauth_clients/", vec![("action", "m2m_exchange_on"), ("client_id", "m2m_nope")]),
         (
             "oauth_clients/",
             vec![

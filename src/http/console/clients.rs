@@ -41,10 +41,19 @@ pub(super) async fn oauth_clients(r: &Request<'_>) -> Result<Page, AppError> {
                     c.client_id.clone(),
                     c.role.to_string(),
                     duration(c.access_token_duration),
-                    if c.disabled { "disabled".into() } else { "active".into() },
+                    match (c.disabled, c.token_exchange) {
+                        (true, _) => "disabled".into(),
+                        (false, true) => "active, exchanges users' tokens".into(),
+                        (false, false) => "active".into(),
+                    },
                 ],
                 actions: vec![
                     Action::new("Rotate secret", "m2m_rotate", hidden()),
+                    if c.token_exchange {
+                        Action::new("Stop token exchange", "m2m_exchange_off", hidden())
+                    } else {
+                        Action::new("Allow token exchange", "m2m_exchange_on", hidden())
+                    },
                     toggle,
                     Action::new("Delete", "m2m_delete", hidden()).danger(),
                 ],
@@ -197,6 +206,19 @@ pub(super) async fn oauth_clients_act(r: &Request<'_>) -> Result<Done, AppError>
                 client.name,
                 if client.disabled { "disabled" } else { "enabled" }
             )))
+        }
+        action @ ("m2m_exchange_on" | "m2m_exchange_off") => {
+            let patch =
+                ClientPatch { token_exchange: Some(action == "m2m_exchange_on"), ..Default::default() };
+            let client = app.update_m2m_client(r.actor(), client_id(r), patch).await?;
+            Ok(Done::Message(if client.token_exchange {
+                format!(
+                    "{} may now exchange a user's access token for that user's connection tokens (RFC 8693).",
+                    client.name
+                )
+            } else {
+                format!("{} may no longer exchange tokens.", client.name)
+            }))
         }
         "m2m_delete" => {
             app.delete_m2m_client(r.actor(), client_id(r)).await?;

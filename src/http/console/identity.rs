@@ -167,7 +167,11 @@ pub(super) async fn sso(r: &Request<'_>) -> Result<Page, AppError> {
                     p.default_role.map_or("refuse new users".into(), |r| format!("new users: {r}")),
                     roles,
                     view.redirect_uri.clone(),
-                    if p.enabled { "on".into() } else { "off".into() },
+                    match (p.enabled, p.id_jag) {
+                        (true, true) => "on, with identity assertions".into(),
+                        (true, false) => "on".into(),
+                        (false, _) => "off".into(),
+                    },
                 ],
                 actions: vec![toggle, Action::new("Delete", "delete", hidden()).danger()],
             }
@@ -214,6 +218,8 @@ pub(super) async fn sso(r: &Request<'_>) -> Result<Page, AppError> {
                             .hint("One per line: group = role, e.g. keyward-admins = server_admin."),
                         Field::select("default_role", "Role of a user's first sign-in", role_choice("refuse (an admin adds users first)"))
                             .value("viewer"),
+                        Field::new("id_jag", "Accept its identity assertions (ID-JAG) for agents", "checkbox")
+                            .hint("MCP enterprise-managed authorization: apps get tokens for linked users without a browser."),
                     ],
                 }),
                 ..Default::default()
@@ -260,7 +266,7 @@ pub(super) async fn sso_act(r: &Request<'_>) -> Result<Done, AppError> {
                     _ => Some(role(r, "default_role")?),
                 },
                 enabled: true,
-                id_jag: r.field("id_jag") == "on",
+                id_jag: r.checked("id_jag"),
             };
             let view = app.put_sso_provider(r.actor(), id.trim(), input, false).await?;
             Ok(Done::Message(format!(
