@@ -5,3 +5,6 @@ ALTER TABLE m2m_clients ADD COLUMN token_exchange INTEGER NOT NULL DEFAULT 0;
 -- When a connection's refresh token dies (unix milliseconds), from the
 -- outbound client's refresh_token_lifetime_ms; NULL: never, or unknown.
 ALTER TABLE connections ADD COLUMN refresh_expires_at BIGINT;
+-- The agent (M2M client id) a connect link was made for, which the owner
+-- is shown and must confirm; NULL when the owner started it.
+ALTER TABLE connection_authorizations ADD COLUMN requested_by TEXT;

@@ -57,6 +57,19 @@ fn view(r: &ConnectionRecord) -> ConnectionView {
     }
 }
 
+/// What an agent's connect link asks of the owner, for the page that
+/// asks them to confirm.
+#[derive(Debug)]
+pub struct ConnectRequest {
+    /// The agent's (M2M client's) name.
+    pub agent: String,
+    /// The outbound client's name.
+    pub provider: String,
+    pub connection: String,
+    /// Where the browser goes next, for the page's `form-action`.
+    pub provider_origin: String,
+}
+
 /// A connection's access token, fresh.
 #[derive(Debug, Serialize)]
 pub struct ConnectionToken {
@@ -620,6 +633,11 @@ impl App {
     /// in the owner's signed-in browser).
     pub(super) async fn connect_link(&self, actor: Actor, c: &ConnectionRecord) -> Result<String, AppError> {
         let id = c.id.as_str();
+        // An agent's link asks the owner to confirm, naming the agent.
+        let requested_by = match &actor {
+            Actor::Client(client_id) => Some(client_id.clone()),
+            _ => None,
+        };
         let client = self.connection_client(c).await?;
         authorization_url_of(&client)?;
         let state = crate::crypto::random_string::<32>();
@@ -635,6 +653,7 @@ impl App {
                 &c.id,
                 c.user_id,
                 sealed_verifier.as_deref(),
+                requested_by.as_deref(),
                 at,
                 at + AUTHORIZATION_TTL_MS,
             )
@@ -667,20 +686,7 @@ impl App {
             .await?;
         let (connection_id, sealed_verifier) = match pending {
             BindOutcome::Bound { connection_id, sealed_verifier } => (connection_id, sealed_verifier),
-            BindOutcome::OtherUser => {
-                let event = AuditEvent {
-                    actor: Actor::User(user.id),
-                    action: "connection.authorization_refused",
-                    target: None,
-                    outcome: Outcome::Failure,
-                    client_addr: None,
-                    detail: json!({"reason": "the link belongs to another user's connection"}),
-                };
-                self.audit.record(event);
-                return Err(AppError::Forbidden(
-                    "this link belongs to another user's connection; only its owner can authorize it".into(),
-                ));
-            }
+            BindOutcome::OtherUser => return Err(self.not_the_owner(user)),
             BindOutcome::Unusable => return Err(unusable()),
         };
         let c = self.store.connection(&connection_id).await?.ok_or_else(unusable)?;
@@ -690,16 +696,72 @@ impl App {
         Ok((url, cookie))
     }
 
+    /// Someone followed another user's link: audited, and refused.
+    fn not_the_owner(&self, user: &User) -> AppError {
+        self.audit.record(AuditEvent {
+            actor: Actor::User(user.id),
+            action: "connection.authorization_refused",
+            target: None,
+            outcome: Outcome::Failure,
+            client_addr: None,
+            detail: json!({"reason": "the link belongs to another user's connection"}),
+        });
+        AppError::Forbidden(
+            "this link belongs to another user's connection; only its owner can authorize it".into(),
+        )
+    }
+
+    /// What the owner must confirm before a link an agent asked for goes
+    /// to the provider: `None` for a link the owner started (nothing to
+    /// confirm). Refused for anyone but the owner, and for a link unknown,
+    /// expired, already followed, or whose agent is gone.
+    pub async fn connect_request(
+        &self,
+        state: &str,
+        user: &User,
+    ) -> Result<Option<ConnectRequest>, AppError> {
+        let unusable = || {
+            AppError::Invalid("this authorization is unknown, expired or already started; start again".into())
+        };
+        let pending = self
+            .store
+            .pending_connection_authorization(&self.secrets.digest(state), now_ms())
+            .await?
+            .ok_or_else(unusable)?;
+        if pending.user_id != user.id {
+            return Err(self.not_the_owner(user));
+        }
+        let Some(agent_id) = pending.requested_by else { return Ok(None) };
+        let agent =
+            self.store.m2m_client(&agent_id).await?.filter(|a| !a.client.disabled && a.client.token_exchange);
+        let agent = agent.ok_or_else(|| {
+            AppError::Invalid(
+                "the app that asked for this connection may no longer use it; nothing was done".into(),
+            )
+        })?;
+        let c = self.store.connection(&pending.connection_id).await?.ok_or_else(unusable)?;
+        let client = self.connection_client(&c).await?;
+        let provider_origin = url::Url::parse(authorization_url_of(&client)?)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        Ok(Some(ConnectRequest {
+            agent: agent.client.name,
+            provider: client.settings.name,
+            connection: c.name,
+            provider_origin,
+        }))
+    }
+
     /// Where the start link for `state` will send the browser: the origin
     /// of the provider's authorization endpoint, for the sign-in page's
     /// `form-action` (which browsers apply to the redirects after a form).
     pub async fn connection_provider_origin(&self, state: &str) -> Option<String> {
-        let id = self
+        let pending = self
             .store
             .pending_connection_authorization(&self.secrets.digest(state), now_ms())
             .await
             .ok()??;
-        let c = self.store.connection(&id).await.ok()??;
+        let c = self.store.connection(&pending.connection_id).await.ok()??;
         let client = self.connection_client(&c).await.ok()?;
         let url = url::Url::parse(authorization_url_of(&client).ok()?).ok()?;
         Some(url.origin().ascii_serialization())

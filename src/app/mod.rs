@@ -34,7 +34,7 @@ pub use api_tokens::REFRESH_TOKENS_PER_USER;
 pub use audit_sink::AuditSink;
 pub use auth::Credential;
 pub use clients::{ClientPatch, ClientWithSecret};
-pub use connections::{ConnectionToken, ConnectionView, START_PATH};
+pub use connections::{ConnectRequest, ConnectionToken, ConnectionView, START_PATH};
 pub use delegated::{
     AuthorizationRequest, AuthorizeError, AuthorizeParams, ClientProof, ClientRegistration,
     DELEGATED_CLIENT_PREFIX, redirect_with,

@@ -8,6 +8,7 @@ use super::connections::{AUTHORIZATION_TTL_MS, now_ms};
 use super::error::oauth_store_error;
 use super::{App, AppError, oauth_app_error};
 use crate::domain::audit::AuditEvent;
+use crate::domain::caller::API_SCOPE;
 use crate::domain::client::M2mClient;
 use crate::domain::connection::ConnectionStatus;
 use crate::domain::exchange::{
@@ -16,7 +17,7 @@ use crate::domain::exchange::{
 use crate::domain::oauth::{OAuthError, OAuthErrorCode, UserAction};
 use crate::domain::outbound::OutboundGrant;
 use crate::domain::{Actor, Principal};
-use crate::store::ConnectionRecord;
+use crate::store::{ConnectionRecord, OutboundClientRecord};
 use serde::Serialize;
 use serde_json::json;
 
@@ -44,6 +45,21 @@ fn invalid_target(why: &str) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidTarget, why)
 }
 
+/// The outbound client, if its connections hold tokens a user authorized:
+/// a client-credentials token is the platform's own, never exchanged.
+fn by_user_authorization(
+    outbound: Option<&OutboundClientRecord>,
+) -> Result<&OutboundClientRecord, OAuthError> {
+    let outbound =
+        outbound.ok_or_else(|| invalid_target("no outbound client is known by this audience or resource"))?;
+    if outbound.settings.grant_type != OutboundGrant::AuthorizationCode {
+        return Err(invalid_target(
+            "this outbound client uses client credentials: its token is the platform's own, not a user's",
+        ));
+    }
+    Ok(outbound)
+}
+
 impl App {
     pub async fn exchange_for_connection_token(
         &self,
@@ -60,20 +76,15 @@ impl App {
         let target = exchange_target(&request.audiences, request.resources, &self.issuer)?;
         let (user_id, subject_client) = self.exchange_subject(request.subject_token).await?;
         let c = self.exchange_connection(agent, user_id, &target).await?;
-        let client = self
-            .store
-            .outbound_client(&c.outbound_client_id)
-            .await
-            .map_err(oauth_store_error("outbound client lookup failed"))?;
-        let by_code =
-            client.as_ref().is_some_and(|o| o.settings.grant_type == OutboundGrant::AuthorizationCode);
-        let unusable = [ConnectionStatus::Pending.as_str(), ConnectionStatus::Revoked.as_str()];
-        if by_code && unusable.contains(&c.status.as_str()) {
+        let waiting = [ConnectionStatus::Pending.as_str(), ConnectionStatus::Revoked.as_str()];
+        if waiting.contains(&c.status.as_str()) {
             return Err(self.authorization_required(agent, &c).await);
         }
+        // A needs_reauth connection still serves the access token it holds
+        // until that expires.
         let token = match self.fresh_connection_token(&c.id).await {
             Ok(token) => token,
-            Err(AppError::Conflict(_)) if by_code => {
+            Err(AppError::Conflict(_)) => {
                 // Refused for good at the provider, or revoked meanwhile.
                 let now = self
                     .store
@@ -82,7 +93,7 @@ impl App {
                     .map_err(oauth_store_error("connection lookup failed"))?;
                 return Err(self.authorization_required(agent, now.as_ref().unwrap_or(&c)).await);
             }
-            Err(AppError::Conflict(why) | AppError::Upstream(why)) => {
+            Err(AppError::Upstream(why)) => {
                 return Err(OAuthError::new(
                     OAuthErrorCode::TemporarilyUnavailable,
                     format!("the provider did not give a token: {why}"),
@@ -135,13 +146,22 @@ impl App {
     async fn exchange_subject(&self, subject_token: &str) -> Result<(i64, String), OAuthError> {
         let refused =
             |why: &str| OAuthError::new(OAuthErrorCode::InvalidGrant, format!("the subject_token {why}"));
-        let claims = match self.verify_access_token(subject_token, None).await {
+        // A token for keyward's own APIs with `api`: the exchange then gives
+        // the agent nothing its holder could not already do through the
+        // proxy. A token made for another server (which could replay it)
+        // is not exchanged.
+        let claims = match self.verify_access_token(subject_token, Some(&self.issuer)).await {
             Ok(claims) => claims,
             Err(super::Rejected::Unavailable) => return Err(OAuthError::temporarily_unavailable()),
             Err(super::Rejected::Expired) => return Err(refused("has expired")),
             Err(super::Rejected::Revoked) => return Err(refused("has been revoked")),
-            Err(super::Rejected::Invalid) => return Err(refused("is not an access token keyward issued")),
+            Err(super::Rejected::Invalid) => {
+                return Err(refused("is not an access token keyward issued for its own APIs (aud)"));
+            }
         };
+        if !claims.scope.split(' ').any(|s| s == API_SCOPE) {
+            return Err(refused("was not granted the api scope"));
+        }
         let caller =
             self.token_subject(&claims).await.map_err(oauth_app_error("the subject could not be read"))?;
         match caller.map(|c| c.principal) {
@@ -163,13 +183,16 @@ impl App {
         let lookup = oauth_store_error("connection lookup failed");
         let outbound = match target {
             ExchangeTarget::Connection(id) => {
-                return self
+                let c = self
                     .store
                     .connection(id)
                     .await
                     .map_err(lookup)?
                     .filter(|c| c.user_id == user_id)
-                    .ok_or_else(|| invalid_target("the user has no connection with this id"));
+                    .ok_or_else(|| invalid_target("the user has no connection with this id"))?;
+                let outbound = self.store.outbound_client(&c.outbound_client_id).await.map_err(lookup)?;
+                by_user_authorization(outbound.as_ref())?;
+                return Ok(c);
             }
             ExchangeTarget::OutboundClient(id) => self.store.outbound_client(id).await.map_err(lookup)?,
             ExchangeTarget::Api(url) => self
@@ -180,8 +203,7 @@ impl App {
                 .into_iter()
                 .find(|o| api_key(&o.settings.api_base_url) == *url),
         };
-        let outbound = outbound
-            .ok_or_else(|| invalid_target("no outbound client is known by this audience or resource"))?;
+        let outbound = by_user_authorization(outbound.as_ref())?;
         let mine: Vec<ConnectionRecord> = self
             .store
             .connections_of(user_id)

@@ -50,6 +50,17 @@ struct ConsentPage<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "connect.html")]
+struct ConnectPage<'a> {
+    agent: &'a str,
+    provider: &'a str,
+    connection: &'a str,
+    username: &'a str,
+    csrf: String,
+    state: &'a str,
+}
+
+#[derive(Template)]
 #[template(path = "connected.html")]
 struct ConnectedPage<'a> {
     name: &'a str,
@@ -579,17 +590,82 @@ pub async fn connection_start(
         Ok(signed_in) => signed_in,
         Err(page) => return page,
     };
-    let Some((user, _)) = signed_in else {
+    let Some((user, session)) = signed_in else {
         return connection_login_page(&app, &state, &headers, None).await;
     };
-    match app.bind_connection_browser(&state, &user).await {
+    match app.connect_request(&state, &user).await {
+        // The owner started it: on to the provider.
+        Ok(None) => to_provider(&app, &state, &user).await,
+        // An agent asked for it: the owner confirms first, seeing who asked.
+        Ok(Some(request)) => {
+            let html = ConnectPage {
+                agent: &request.agent,
+                provider: &request.provider,
+                connection: &request.connection,
+                username: &user.username,
+                csrf: app.csrf_token(&connect_purpose(&state), &session),
+                state: &state,
+            }
+            .render()
+            .unwrap_or_default();
+            page(StatusCode::OK, html, Some(&request.provider_origin))
+        }
+        Err(e) => start_refused(e),
+    }
+}
+
+/// POST `/oauth/v1/connections/start/`: the owner's answer to an agent's
+/// connect link.
+pub async fn connection_start_confirmed(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    form: PageForm,
+) -> Response {
+    let state = form.field("state").to_string();
+    let signed_in = match signed_in(&app, &headers).await {
+        Ok(signed_in) => signed_in,
+        Err(page) => return page,
+    };
+    let Some((user, session)) = signed_in else {
+        return error_page(StatusCode::UNAUTHORIZED, "you are not signed in (any more); open the link again");
+    };
+    if !app.csrf_matches(&connect_purpose(&state), &session, form.field("csrf")) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "the form expired or came from elsewhere; open the link again",
+        );
+    }
+    if let Err(e) = app.connect_request(&state, &user).await {
+        return start_refused(e);
+    }
+    match form.field("decision") {
+        "continue" => to_provider(&app, &state, &user).await,
+        "cancel" => error_page(StatusCode::OK, "Nothing was connected. You can close this window."),
+        _ => error_page(StatusCode::BAD_REQUEST, "choose Continue or Cancel"),
+    }
+}
+
+/// What a connect form's anti-forgery token is bound to: its link.
+fn connect_purpose(state: &str) -> String {
+    format!("connect:{state}")
+}
+
+/// Binds the authorization to this browser and sends it to the provider.
+async fn to_provider(app: &App, state: &str, user: &User) -> Response {
+    match app.bind_connection_browser(state, user).await {
         Ok((provider_url, cookie)) => {
             let mut response = see_other(&provider_url);
-            response.headers_mut().append(header::SET_COOKIE, set_cookie(&app, CONNECT_COOKIE, &cookie, 600));
+            response.headers_mut().append(header::SET_COOKIE, set_cookie(app, CONNECT_COOKIE, &cookie, 600));
             response
         }
-        Err(crate::app::AppError::Invalid(m)) => error_page(StatusCode::BAD_REQUEST, &m),
-        Err(crate::app::AppError::Forbidden(m)) => error_page(StatusCode::FORBIDDEN, &m),
-        Err(e) => internal(e),
+        Err(e) => start_refused(e),
+    }
+}
+
+fn start_refused(e: crate::app::AppError) -> Response {
+    match e {
+        crate::app::AppError::Invalid(m) => error_page(StatusCode::BAD_REQUEST, &m),
+        crate::app::AppError::Forbidden(m) => error_page(StatusCode::FORBIDDEN, &m),
+        e => internal(e),
     }
 }

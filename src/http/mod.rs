@@ -212,7 +212,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/login/sso/{id}/", get(sso::start))
         .route("/login/sso/{id}/callback/", get(sso::callback))
         .route("/oauth/v1/connections/callback/", get(authorize::connection_callback))
-        .route("/oauth/v1/connections/start/", get(authorize::connection_start))
+        .route(
+            "/oauth/v1/connections/start/",
+            get(authorize::connection_start).post(authorize::connection_start_confirmed),
+        )
         .merge(cross_origin)
         .merge(integration_v1)
         .merge(server_admin)

@@ -37,6 +37,15 @@ pub struct ConnectionRecord {
     pub created_at: i64,
 }
 
+/// A connection's authorization waiting for its owner's browser.
+#[derive(Debug, Clone, FromRow)]
+pub struct PendingAuthorization {
+    pub connection_id: String,
+    pub user_id: UserId,
+    /// The agent (M2M client id) the link was made for, if not the owner.
+    pub requested_by: Option<String>,
+}
+
 /// What binding a pending connection authorization to a browser did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindOutcome {
@@ -330,32 +339,41 @@ impl Store {
         connection_id: &str,
         user_id: UserId,
         sealed_verifier: Option<&str>,
+        requested_by: Option<&str>,
         created_at: i64,
         expires_at: i64,
     ) -> StoreResult<()> {
         exec(
             &self.pool,
             "INSERT INTO connection_authorizations (state_hash, connection_id, user_id, code_verifier, \
-             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            params![state_hash, connection_id, user_id, sealed_verifier, created_at, expires_at],
+             requested_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            params![
+                state_hash,
+                connection_id,
+                user_id,
+                sealed_verifier,
+                requested_by,
+                created_at,
+                expires_at
+            ],
         )
         .await?;
         Ok(())
     }
 
-    /// The connection of a pending (unused, unexpired) authorization.
+    /// A pending (unused, unexpired) authorization.
     pub async fn pending_connection_authorization(
         &self,
         state_hash: &str,
         now: i64,
-    ) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar_with(
-            "SELECT connection_id FROM connection_authorizations WHERE state_hash = $1 AND used_at IS NULL \
-             AND expires_at > $2",
-            params![state_hash, now]?,
+    ) -> StoreResult<Option<PendingAuthorization>> {
+        find::<PendingAuthorization, _>(
+            &self.pool,
+            "SELECT connection_id, user_id, requested_by FROM connection_authorizations WHERE state_hash = $1 \
+             AND used_at IS NULL AND expires_at > $2",
+            params![state_hash, now],
         )
-        .fetch_optional(&self.pool)
-        .await?)
+        .await
     }
 
     /// Binds a pending authorization to a browser (once), if `user_id` is

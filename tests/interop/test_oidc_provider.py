@@ -62,6 +62,9 @@ def walk_provider_pages(authorization_url, keyward, username=None, password=None
             fields = {k: html.unescape(v) for k, v in fields.items()}
             if 'name="login"' in response.text:
                 fields.update(login="alice", password="anything")
+            elif 'name="decision" value="continue"' in response.text:
+                # An agent's connect link: the owner confirms.
+                fields.update(decision="continue")
             elif 'name="username"' in response.text:
                 fields.update(username=username or keyward.username, password=password or keyward.password)
             response = browser.post(urllib.parse.urljoin(response.url, action), data=fields, allow_redirects=False)

@@ -6,7 +6,9 @@
 //! ID-JAG (the jwt-bearer grant) is in sso.rs, beside the fake IdP.
 
 use crate::connections::{CONNECTIONS, authorized_connection, start_in_browser_as};
-use crate::delegated_oauth::{APP_CALLBACK, Browser, authorize_url, confidential, exchange, location, param};
+use crate::delegated_oauth::{
+    APP_CALLBACK, Browser, authorize_url, confidential, exchange, hidden, location, param,
+};
 use crate::harness::{Backend, TestServer, api_error, json_with_status, oauth_error};
 use crate::on_both_backends;
 use keyward::domain::Role;
@@ -48,7 +50,18 @@ async fn app_client(s: &TestServer) -> (String, String) {
 
 /// `username`'s access token from the app (a JWT, through the browser flow).
 async fn user_jwt(s: &TestServer, app: &(String, String), username: &str, password: &str) -> String {
-    let (url, verifier) = authorize_url(s, &app.0, APP_CALLBACK, "&scope=api");
+    user_jwt_asking(s, app, username, password, "&scope=api").await
+}
+
+/// The same, asking with `extra` (scope, resource).
+async fn user_jwt_asking(
+    s: &TestServer,
+    app: &(String, String),
+    username: &str,
+    password: &str,
+    extra: &str,
+) -> String {
+    let (url, verifier) = authorize_url(s, &app.0, APP_CALLBACK, extra);
     let browser = Browser::new();
     let signed_in = browser.sign_in(s, &url, username, password).await;
     assert_eq!(signed_in.status(), 303);
@@ -205,6 +218,24 @@ async fn an_agent_exchanges_a_users_token_for_their_connection_token(backend: Ba
     let carol = user_jwt(&s, &app, "carol", "carol-password-1").await;
     let r = exchange_for(&s, &agent, &carol, ("audience", &connection)).await;
     assert!(oauth_error(r, 400, "invalid_target").await.contains("no connection"));
+    // Only tokens for keyward's own APIs with `api` are exchanged: one made
+    // for another server (which could replay it) or narrower is refused.
+    let mcp_only = user_jwt_asking(&s, &app, "admin", crate::harness::ADMIN_PASSWORD, "&scope=mcp").await;
+    let r = exchange_for(&s, &agent, &mcp_only, target).await;
+    assert!(oauth_error(r, 400, "invalid_grant").await.contains("api scope"));
+    s.declare(crate::gateway::demo("http://127.0.0.1:9/")).await;
+    let resource = format!(
+        "&scope=tools:read&resource={}",
+        url::form_urlencoded::byte_serialize(s.url("/r/demo").as_bytes()).collect::<String>()
+    );
+    let for_demo = user_jwt_asking(&s, &app, "admin", crate::harness::ADMIN_PASSWORD, &resource).await;
+    let r = exchange_for(&s, &agent, &for_demo, target).await;
+    assert!(oauth_error(r, 400, "invalid_grant").await.contains("(aud)"));
+    // The platform's own client-credentials token is never exchanged.
+    let (_machine_provider, machine, _) =
+        crate::connections::provider_and_outbound(&s, backend, json!({})).await;
+    let r = exchange_for(&s, &agent, &subject, ("audience", &machine)).await;
+    assert!(oauth_error(r, 400, "invalid_target").await.contains("client credentials"));
     // A revoked subject token is refused.
     let revoke = [("token", subject.as_str()), ("client_id", &app.0), ("client_secret", &app.1)];
     assert_eq!(s.http.post(s.url("/oauth/v2/revoke/")).form(&revoke).send().await.unwrap().status(), 200);
@@ -262,9 +293,41 @@ async fn a_user_without_a_connection_gets_a_connect_link_that_works(backend: Bac
     let signed_in = admins_browser.sign_in(&s, &link, "admin", crate::harness::ADMIN_PASSWORD).await;
     assert_eq!(signed_in.status(), 303, "{html}");
     assert_eq!(admins_browser.get(&link).await.status(), 403);
-    // In dave's, it goes to the provider and back, and the connection is active.
+    // In dave's, he is told which agent asks for which provider, and
+    // confirms (a forged or cancelled answer changes nothing).
     let browser = Browser::new();
-    let to_provider = start_in_browser_as(&browser, &s, &link, "dave", "dave-password-1").await;
+    let signed_in = browser.sign_in(&s, &link, "dave", "dave-password-1").await;
+    assert_eq!(signed_in.status(), 303);
+    let page = browser.get(&link).await;
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains(&provider.base), "the confirmation may lead on to the provider: {csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("test client") && html.contains("Keyward provider"), "{html}");
+    let confirm = |csrf: String, decision: &'static str| {
+        let form = [("state", hidden(&html, "state")), ("csrf", csrf), ("decision", decision.to_string())];
+        browser.client().post(s.url(keyward::app::START_PATH)).form(&form).send()
+    };
+    assert_eq!(confirm("forged".into(), "continue").await.unwrap().status(), 403);
+    let cancelled = confirm(hidden(&html, "csrf"), "cancel").await.unwrap();
+    assert_eq!(cancelled.status(), 200);
+    assert!(cancelled.text().await.unwrap().contains("Nothing was connected"));
+    let r = admins_browser
+        .client()
+        .post(s.url(keyward::app::START_PATH))
+        .form(&[
+            ("state", hidden(&html, "state")),
+            ("csrf", hidden(&html, "csrf")),
+            ("decision", "continue".to_string()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "another user's session cannot answer for dave");
+    let continued = confirm(hidden(&html, "csrf"), "continue").await.unwrap();
+    assert_eq!(continued.status(), 303);
+    let to_provider = location(&continued);
+    assert!(to_provider.starts_with(&provider.base), "{to_provider}");
     let back = browser.authorize(&provider, &to_provider).await;
     assert_eq!(browser.get(&back).await.status(), 200);
     let got = view_of(&s, &dave_token, &pending).await;
@@ -286,6 +349,18 @@ async fn a_user_without_a_connection_gets_a_connect_link_that_works(backend: Bac
     );
     let started = audit_of(&s, "connection.authorization_started").await;
     assert!(started.iter().any(|e| e.actor == format!("client:{}", agent.0)));
+    // An agent no longer allowed: its links lead nowhere.
+    let fresh = again["connect_uri"].as_str().unwrap();
+    let r = s
+        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{}/", agent.0), &admin)
+        .json(&json!({"token_exchange": false}))
+        .send()
+        .await
+        .unwrap();
+    json_with_status(r, 200).await;
+    let r = browser.get(fresh).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("may no longer use it"));
 }
 
 async fn provider_tokens_stay_in_keyward_unless_allowed(backend: Backend) {

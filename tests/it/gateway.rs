@@ -95,14 +95,14 @@ async fn upload_upstream() -> (String, tokio::sync::mpsc::Receiver<()>) {
 }
 
 impl TestServer {
-    async fn declare(&self, body: Value) -> Value {
+    pub(crate) async fn declare(&self, body: Value) -> Value {
         let admin = self.admin_token().await;
         json_with_status(self.send(Method::POST, RESOURCES, &admin).json(&body).send().await.unwrap(), 201)
             .await
     }
 }
 
-fn demo(upstream: &str) -> Value {
+pub(crate) fn demo(upstream: &str) -> Value {
     json!({
         "name": "demo",
         "display_name": "Demo MCP server",

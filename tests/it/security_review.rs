@@ -160,7 +160,7 @@ async fn a_connection_link_serves_only_its_owner(backend: Backend) {
     // Those refusals did not use the authorization up: it is still the owner's.
     let state_hash = s.app.secrets.digest(&state);
     let pending = s.app.store.pending_connection_authorization(&state_hash, 0).await.unwrap();
-    assert_eq!(pending.as_deref(), Some(id.as_str()));
+    assert_eq!(pending.map(|p| p.connection_id).as_deref(), Some(id.as_str()));
     let got =
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &mallory).send().await.unwrap(), 200).await;
     assert_eq!(got["status"], "pending");
