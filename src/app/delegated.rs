@@ -608,14 +608,15 @@ impl App {
         }
     }
 
-    /// An access token for `user` through `client`.
+    /// An access token for `user` through `client`, made by grant
+    /// `grant_type` to live `lifetime` seconds.
     pub(super) fn user_access_token(
         &self,
         client: &DelegatedClient,
         user: &User,
         scope: &str,
         resources: &[String],
-        grant_type: &'static str,
+        (grant_type, lifetime): (&'static str, i64),
     ) -> SignedToken {
         self.sign_access_token(AccessTokenGrant {
             actor: Actor::User(user.id),
@@ -624,7 +625,7 @@ impl App {
             role: user.role,
             scope,
             resources,
-            lifetime: client.access_token_lifetime,
+            lifetime,
             grant_type,
             client_addr: None,
         })
@@ -661,8 +662,13 @@ impl App {
                 return Err(e);
             }
         };
-        let SignedToken { jwt: access_token, jti, exp } =
-            self.user_access_token(client, &user, &scope, &audience, "authorization_code");
+        let SignedToken { jwt: access_token, jti, exp } = self.user_access_token(
+            client,
+            &user,
+            &scope,
+            &audience,
+            ("authorization_code", client.access_token_lifetime),
+        );
         // A refresh token only for a grant that includes offline_access.
         let refresh = record
             .scope
@@ -806,8 +812,13 @@ impl App {
                 .await
                 .map_err(oauth_app_error("the refresh settings could not be read"))?
                 .as_bool();
-        let SignedToken { jwt: access_token, jti, exp } =
-            self.user_access_token(client, &user, &scope, &audience, "refresh_token");
+        let SignedToken { jwt: access_token, jti, exp } = self.user_access_token(
+            client,
+            &user,
+            &scope,
+            &audience,
+            ("refresh_token", client.access_token_lifetime),
+        );
         if !rotate {
             self.store.record_grant_jti(state.grant.id, &jti, exp * MICROS).await.map_err(internal)?;
             return Ok(TokenResponse {

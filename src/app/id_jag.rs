@@ -10,7 +10,9 @@ use super::tokens::TokenResponse;
 use super::{App, AppError};
 use crate::domain::client_metadata::ASSERTIONS_PER_HOST;
 use crate::domain::delegated::DelegatedClient;
-use crate::domain::id_jag::{MAX_BYTES, REQUIRED_CLAIMS, check_claims, granted_scope, is_id_jag_type};
+use crate::domain::id_jag::{
+    MAX_BYTES, MAX_LIFETIME_SECONDS, REQUIRED_CLAIMS, check_claims, granted_scope, is_id_jag_type,
+};
 use crate::domain::now;
 use crate::domain::oauth::{OAuthError, OAuthErrorCode, normalize_resource, refuse_offline_access};
 use crate::domain::signed_jwt::{self, Expected, LEEWAY_SECONDS};
@@ -39,38 +41,53 @@ impl App {
         if !is_id_jag_type(&header) {
             return Err(refused("its typ is not oauth-id-jag+jwt"));
         }
+        // As the IdP writes it (with or without a trailing slash); the
+        // provider is found by it trimmed, as SSO providers are stored.
         let issuer = signed_jwt::unverified_part(assertion, 1)
-            .and_then(|c| c.get("iss").and_then(|i| i.as_str()).map(|i| i.trim_end_matches('/').to_string()))
+            .and_then(|c| c.get("iss").and_then(|i| i.as_str()).map(str::to_owned))
             .ok_or_else(|| refused("it names no issuer"))?;
-        let idp = self.trusted_idp(&issuer).await?;
+        let idp = self.trusted_idp(issuer.trim_end_matches('/')).await?;
         let keys = match self.issuer_keys(&idp.issuer, signed_jwt::key_id(assertion).as_deref()).await {
             Ok(keys) => keys,
             Err(AppError::Unavailable) => return Err(OAuthError::temporarily_unavailable()),
             Err(e) => {
+                tracing::warn!(error = %e, idp = %idp.id, "an IdP's keys could not be fetched");
                 return Err(OAuthError::new(
                     OAuthErrorCode::TemporarilyUnavailable,
-                    format!("the IdP's keys could not be had: {e}"),
+                    "the identity provider's keys could not be fetched; try again",
                 ));
             }
         };
         let with_slash = format!("{}/", self.issuer);
-        let expected = Expected {
-            issuer: &idp.issuer,
-            audiences: &[&self.issuer, &with_slash],
-            required: REQUIRED_CLAIMS,
-        };
+        let expected =
+            Expected { issuer: &issuer, audiences: &[&self.issuer, &with_slash], required: REQUIRED_CLAIMS };
         let claims = signed_jwt::verify(assertion, &keys, &expected).map_err(refused)?;
         let now = now().unix_timestamp();
         let asserted =
             check_claims(&claims, &client.client_id, now, LEEWAY_SECONDS as i64).map_err(refused)?;
+        // For a resource an admin declared (an MCP server, an API behind
+        // the gateway): never keyward's own APIs, which would carry the
+        // user's whole role without the user in the loop.
         let resources = vec![normalize_resource(&asserted.resource)?];
-        let scope = granted_scope(scope, asserted.scope.as_deref())
-            .map_err(|e| OAuthError::new(OAuthErrorCode::InvalidScope, e))?;
-        let scopes = self.scopes_for(scope.as_deref(), &resources).await?;
+        let declared = self
+            .store
+            .resources_by_indicator(&resources)
+            .await
+            .map_err(oauth_store_error("resource lookup failed"))?;
+        if declared.is_empty() {
+            return Err(refused("its resource is not one keyward protects (declared resources only)"));
+        }
+        let ceiling = match asserted.scope.as_deref() {
+            Some(scope) => scope.to_string(),
+            None => self.scopes_for(None, &resources).await?.join(" "),
+        };
+        let scope =
+            granted_scope(scope, &ceiling).map_err(|e| OAuthError::new(OAuthErrorCode::InvalidScope, e))?;
+        let scopes = self.scopes_for(Some(&scope), &resources).await?;
         refuse_offline_access(&scopes)?;
         // Single use: kept until it could no longer be accepted anyway.
         let hash = self.secrets.digest(&format!("id-jag\n{}\n{}", idp.issuer, asserted.jti));
-        let kept_until = (asserted.expires_at + LEEWAY_SECONDS as i64) * MICROS;
+        let kept_until = asserted.expires_at.saturating_add(LEEWAY_SECONDS as i64).saturating_mul(MICROS);
         let host = url::Url::parse(&idp.issuer)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
@@ -105,11 +122,13 @@ impl App {
             ))
         })?;
         let scope = scopes.join(" ");
-        let token = self.user_access_token(client, &user, &scope, &resources, "jwt-bearer");
+        // No grant holds this token: it lives an hour at most.
+        let lifetime = client.access_token_lifetime.min(MAX_LIFETIME_SECONDS);
+        let token = self.user_access_token(client, &user, &scope, &resources, ("jwt-bearer", lifetime));
         Ok(TokenResponse {
             access_token: token.jwt,
             token_type: "Bearer".into(),
-            expires_in: client.access_token_lifetime,
+            expires_in: lifetime,
             refresh_token: None,
             scope,
         })

@@ -59,11 +59,12 @@ pub fn check_claims(
     if iat > now + leeway {
         return Err("it was issued in the future (iat)".into());
     }
-    if exp - iat > MAX_LIFETIME_SECONDS {
+    if exp.checked_sub(iat).is_none_or(|lifetime| lifetime > MAX_LIFETIME_SECONDS) {
         return Err(format!("it lives longer than {MAX_LIFETIME_SECONDS} seconds (exp - iat)"));
     }
     let scope = match claims.get("scope") {
         None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err("its scope is not a space-separated string".into()),
     };
@@ -76,19 +77,15 @@ pub fn check_claims(
     })
 }
 
-/// The scope a token gets: what the client asks (within what the IdP
-/// granted, when it said), else what the IdP granted.
-pub fn granted_scope(requested: Option<&str>, asserted: Option<&str>) -> Result<Option<String>, String> {
-    match (requested, asserted) {
-        (Some(asked), Some(granted)) => {
-            let granted: Vec<&str> = granted.split(' ').collect();
-            match asked.split(' ').filter(|s| !s.is_empty()).find(|s| !granted.contains(s)) {
-                Some(extra) => Err(format!("the scope {extra:?} was not granted by the identity assertion")),
-                None => Ok(Some(asked.to_string())),
-            }
-        }
-        (Some(asked), None) => Ok(Some(asked.to_string())),
-        (None, granted) => Ok(granted.map(str::to_string)),
+/// The scope a token gets: what the client asks, or else all of
+/// `ceiling` — the assertion's scope, or where it names none the
+/// resource's default scopes. Never wider than `ceiling`.
+pub fn granted_scope(requested: Option<&str>, ceiling: &str) -> Result<String, String> {
+    let allowed: Vec<&str> = ceiling.split(' ').filter(|s| !s.is_empty()).collect();
+    let Some(asked) = requested else { return Ok(allowed.join(" ")) };
+    match asked.split(' ').filter(|s| !s.is_empty()).find(|s| !allowed.contains(s)) {
+        Some(extra) => Err(format!("the scope {extra:?} was not granted by the identity assertion")),
+        None => Ok(asked.to_string()),
     }
 }
 
@@ -119,13 +116,14 @@ mod tests {
 
     #[test]
     fn bad_assertions_say_why() {
-        let cases: [(&str, Value, &str); 7] = [
+        let cases: [(&str, Value, &str); 8] = [
             ("client_id", json!("dc_2"), "another client"),
             ("client_id", Value::Null, "another client"),
             ("resource", Value::Null, "resource"),
             ("jti", json!(""), "jti"),
             ("iat", json!(5000), "future"),
             ("exp", json!(1000 + MAX_LIFETIME_SECONDS + 1), "longer"),
+            ("iat", json!(i64::MIN), "longer"),
             ("scope", json!(["mcp"]), "scope"),
         ];
         for (claim, value, why) in cases {
@@ -142,10 +140,10 @@ mod tests {
         assert!(is_id_jag_type(&json!({"typ": "OAuth-ID-JAG+JWT"})));
         assert!(!is_id_jag_type(&json!({"typ": "JWT"})));
         assert!(!is_id_jag_type(&json!({})));
-        assert_eq!(granted_scope(None, Some("mcp api")), Ok(Some("mcp api".into())));
-        assert_eq!(granted_scope(Some("mcp"), Some("mcp api")), Ok(Some("mcp".into())));
-        assert!(granted_scope(Some("api"), Some("mcp")).is_err());
-        assert_eq!(granted_scope(Some("mcp"), None), Ok(Some("mcp".into())));
-        assert_eq!(granted_scope(None, None), Ok(None));
+        assert_eq!(granted_scope(None, "mcp api"), Ok("mcp api".into()));
+        assert_eq!(granted_scope(Some("mcp"), "mcp api"), Ok("mcp".into()));
+        assert!(granted_scope(Some("api"), "mcp").is_err());
+        assert!(granted_scope(Some("api"), "").is_err());
+        assert_eq!(granted_scope(None, ""), Ok(String::new()));
     }
 }

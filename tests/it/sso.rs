@@ -615,8 +615,8 @@ fn id_jag(
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut claims = json!({
         "iss": p.issuer, "sub": "sub-1", "aud": s.app.issuer, "client_id": client_id,
-        "resource": s.app.issuer, "jti": keyward::crypto::random_string::<12>(), "iat": now, "exp": now + 300,
-        "scope": "api",
+        "resource": s.url("/r/demo"), "jti": keyward::crypto::random_string::<12>(), "iat": now, "exp": now + 300,
+        "scope": "tools:read",
     });
     change(&mut claims);
     key.sign_typed(typ, &claims)
@@ -625,6 +625,7 @@ fn id_jag(
 async fn identity_assertions_are_checked(backend: Backend) {
     const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
     let s = TestServer::start(backend).await;
+    s.declare(crate::gateway::demo("http://127.0.0.1:9/")).await;
     let p = provider().await;
     // Trusted for sign-in only, first: assertions are refused.
     declare(&s, &p, json!({})).await;
@@ -661,7 +662,8 @@ async fn identity_assertions_are_checked(backend: Backend) {
     let assertion = good();
     let token = json_with_status(redeem(assertion.clone()).await, 200).await;
     assert_eq!(token["token_type"], "Bearer");
-    assert_eq!(token["scope"], "api");
+    assert_eq!(token["scope"], "tools:read");
+    assert_eq!(token["expires_in"], 3600, "an hour at most, whatever the client's lifetime");
     assert!(token.get("refresh_token").is_none());
     let jwt = token["access_token"].as_str().unwrap();
     let introspected = s.app.introspect(jwt).await.unwrap();
@@ -671,9 +673,19 @@ async fn identity_assertions_are_checked(backend: Backend) {
         (Some(true), Some(erin.id.to_string().as_str()))
     );
     assert_eq!(introspected["client_id"], app.as_str());
-    // It works at keyward's API as erin.
+    assert_eq!(introspected["aud"], s.url("/r/demo"));
+    // It is for that resource, not keyward's own APIs.
     let r = s.http.get(s.url("/api/v2/connections/")).bearer_auth(jwt).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 401);
+    // No scope in the assertion: the resource's defaults, nothing wider.
+    let unscoped = id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| {
+        c.as_object_mut().unwrap().remove("scope");
+    });
+    assert_eq!(json_with_status(redeem(unscoped).await, 200).await["scope"], "tools:read");
+    // An IdP that writes its issuer with a trailing slash (Auth0 does).
+    let slashed =
+        id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| c["iss"] = json!(format!("{}/", p.issuer)));
+    json_with_status(redeem(slashed).await, 200).await;
     // Replayed: refused.
     let why = crate::harness::oauth_error(redeem(assertion).await, 400, "invalid_grant").await;
     assert!(why.contains("used before"), "{why}");
@@ -718,6 +730,10 @@ async fn identity_assertions_are_checked(backend: Backend) {
             "resource",
         ),
         (id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| c["exp"] = json!(now + 7200)), "longer than"),
+        (
+            id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| c["resource"] = json!(s.app.issuer)),
+            "declared resources only",
+        ),
         ("not.a.jwt".to_string(), "JWT"),
         ("x".repeat(20_000), "larger"),
     ];
@@ -729,7 +745,7 @@ async fn identity_assertions_are_checked(backend: Backend) {
     let form = [
         ("grant_type", JWT_BEARER.to_string()),
         ("assertion", good()),
-        ("scope", "api mcp".to_string()),
+        ("scope", "tools:read tools:admin".to_string()),
         ("client_id", app.clone()),
         ("client_secret", secret.clone()),
     ];
