@@ -450,7 +450,7 @@ impl App {
     /// (`active`, `needs_reauth`, `revoked`). `Keyward-Signature` is a JWS
     /// (`typ: keyward-webhook+jwt`) over the body's SHA-256, verifiable with
     /// the JWKS.
-    async fn notify_status(&self, c: &ConnectionRecord, status: ConnectionStatus, detail: &str) {
+    pub(super) async fn notify_status(&self, c: &ConnectionRecord, status: ConnectionStatus, detail: &str) {
         let url = match self.setting(CONNECTION_WEBHOOK_URL).await {
             Ok(s) if !s.value.is_empty() => s.value,
             _ => return,
@@ -572,7 +572,7 @@ impl App {
         // The admin's refresh_token_lifetime_ms counts from each new one.
         let refresh_expires_at = Some(s.refresh_token_lifetime_ms)
             .filter(|ms| *ms > 0 && sealed_refresh.is_some())
-            .map(|ms| started + ms);
+            .map(|ms| started.saturating_add(ms));
         let event = AuditEvent::success(Actor::System, action, format!("connection:{}", c.id))
             .with_detail(json!({"expires_at_ms": tokens.access_expires_at_ms, "new_refresh_token": sealed_refresh.is_some()}));
         // Only if the client still points where it did when the request

@@ -97,6 +97,11 @@ impl App {
             .update_outbound_client(id, &settings, sealed.as_deref(), reset, event)
             .await
             .map_err(|e| not_found_as(e, id))?;
+        if let Some((status, detail)) = reset.filter(|(s, _)| *s == ConnectionStatus::NeedsReauth.as_str()) {
+            for c in self.store.connections_through(id).await?.iter().filter(|c| c.status == status) {
+                self.notify_status(c, ConnectionStatus::NeedsReauth, detail).await;
+            }
+        }
         self.outbound_client(id).await
     }
 

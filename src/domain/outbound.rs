@@ -55,6 +55,8 @@ pub struct OutboundClient {
 }
 
 const FIELD_MAX: usize = 512;
+/// Ten years, in milliseconds: longer lifetimes are typing errors.
+const LIFETIME_MAX_MS: i64 = 315_360_000_000;
 const PARAMS_MAX: usize = 20;
 /// Parameters keyward sets itself; an admin may not override them.
 const RESERVED_PARAMS: &[&str] = &[
@@ -98,8 +100,9 @@ pub fn check_outbound_target(url: &url::Url, allow_private: bool) -> Result<(), 
     let (public, loopback) = match host {
         url::Host::Domain(name) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            let loopback = name == "localhost" || name.ends_with(".localhost");
-            (!loopback, loopback)
+            // Only `localhost` itself counts as loopback for clear text: a
+            // subdomain is whatever a resolver makes of it.
+            (name != "localhost" && !name.ends_with(".localhost"), name == "localhost")
         }
         url::Host::Ipv4(ip) => (is_public_address(IpAddr::V4(ip)), ip.is_loopback()),
         url::Host::Ipv6(ip) => (is_public_address(IpAddr::V6(ip)), ip.is_loopback()),
@@ -219,11 +222,15 @@ impl OutboundClientSettings {
         }
         validate_params("extra_authorization_params", &self.extra_authorization_params)?;
         validate_params("extra_token_params", &self.extra_token_params)?;
-        if self.access_token_lifetime_ms.is_some_and(|ms| ms <= 0) {
-            return Err("access_token_lifetime_ms must be positive (or absent to use the provider's)".into());
+        if self.access_token_lifetime_ms.is_some_and(|ms| !(1..=LIFETIME_MAX_MS).contains(&ms)) {
+            return Err(format!(
+                "access_token_lifetime_ms must be 1 to {LIFETIME_MAX_MS} (ten years), or absent to use the provider's"
+            ));
         }
-        if self.refresh_token_lifetime_ms < 0 {
-            return Err("refresh_token_lifetime_ms must be 0 (never expires) or positive".into());
+        if !(0..=LIFETIME_MAX_MS).contains(&self.refresh_token_lifetime_ms) {
+            return Err(format!(
+                "refresh_token_lifetime_ms must be 0 (never expires) to {LIFETIME_MAX_MS} (ten years)"
+            ));
         }
         Ok(())
     }
@@ -272,6 +279,7 @@ mod tests {
             ),
             (Box::new(|s| s.refresh_token_lifetime_ms = -1), "refresh_token_lifetime_ms"),
             (Box::new(|s| s.access_token_lifetime_ms = Some(0)), "access_token_lifetime_ms"),
+            (Box::new(|s| s.refresh_token_lifetime_ms = i64::MAX), "refresh_token_lifetime_ms"),
         ];
         for (change, field) in cases {
             let mut s = settings();
@@ -312,6 +320,7 @@ mod tests {
             "http://127.0.0.1:8080/",
             "http://localhost/",
             "http://[::1]/",
+            "https://api.localhost/",
         ] {
             let url = url::Url::parse(private).unwrap();
             assert!(check_outbound_target(&url, false).is_err(), "{private}");

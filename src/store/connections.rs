@@ -220,9 +220,10 @@ impl Store {
         Ok(taken == 1)
     }
 
-    /// Stores new tokens (a `None` refresh token keeps the old one and its
-    /// expiry; a new one comes with `refresh_expires_at`), marks the
-    /// connection active and gives the lease back.
+    /// Stores new tokens (on a refresh, a `None` refresh token keeps the old
+    /// one and its expiry; a new one comes with `refresh_expires_at`; a new
+    /// authorization replaces both), marks the connection active and gives
+    /// the lease back.
     pub async fn store_connection_tokens(
         &self,
         id: &str,
@@ -240,8 +241,9 @@ impl Store {
             // stores nothing; only a new authorization revives it.
             let stored = exec(
                 &mut *tx,
-                "UPDATE connections SET access_token = $2, refresh_token = COALESCE($3, refresh_token), obtained_at = $4, \
-                 access_expires_at = $5, refresh_expires_at = CASE WHEN $3 IS NULL THEN refresh_expires_at ELSE $9 END, \
+                "UPDATE connections SET access_token = $2, refresh_token = CASE WHEN $8 = 1 THEN $3 ELSE COALESCE($3, refresh_token) END, \
+                 obtained_at = $4, access_expires_at = $5, \
+                 refresh_expires_at = CASE WHEN $8 = 1 OR $3 IS NOT NULL THEN $9 ELSE refresh_expires_at END, \
                  status = 'active', status_detail = NULL, lease_until = NULL, updated_at = $6 WHERE id = $1 AND ($8 = 1 OR status <> 'revoked') AND EXISTS (SELECT 1 FROM outbound_clients o \
                  WHERE o.id = connections.outbound_client_id AND o.endpoints_version = $7)",
                 params![
@@ -299,6 +301,39 @@ impl Store {
             params![expiring_before, idle_before, limit],
         )
         .await
+    }
+
+    /// Moves an active connection whose refresh token dies at `refresh_expires_at`
+    /// to `needs_reauth`, unless it changed since it was read (revoked, or
+    /// authorized again): whether it did.
+    pub async fn mark_refresh_expiring(
+        &self,
+        id: &str,
+        refresh_expires_at: i64,
+        detail: &str,
+        event: AuditEvent,
+    ) -> StoreResult<bool> {
+        self.write_if(event, None, async |tx, _| {
+            let changed = exec(
+                &mut *tx,
+                "UPDATE connections SET status = 'needs_reauth', status_detail = $3, lease_until = NULL, \
+                 updated_at = $4 WHERE id = $1 AND status = 'active' AND refresh_expires_at = $2",
+                params![id, refresh_expires_at, detail, to_micros(now())],
+            )
+            .await?;
+            Ok((changed > 0).then_some(()))
+        })
+        .await
+        .map(|changed| changed.is_some())
+    }
+
+    /// The connections through outbound client `id`.
+    pub async fn connections_through(&self, outbound_client_id: &str) -> StoreResult<Vec<ConnectionRecord>> {
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE outbound_client_id = $1 ORDER BY created_at, id"
+        );
+        find_all::<ConnectionRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![outbound_client_id])
+            .await
     }
 
     /// Active connections whose refresh token dies before `before` (ms).
