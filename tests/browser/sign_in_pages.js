@@ -1,11 +1,14 @@
 // Walks keyward's pages as a person in headless Chromium: opens URL, signs in
 // on keyward's sign-in page, and reports the page that follows (its visible
 // text and final URL), with screenshots of both pages in SHOTS_DIR.
-// Usage: node sign_in_pages.js URL USER PASSWORD SHOTS_DIR NAME
+// With CLICK (a selector), it then clicks that button on the page that
+// followed and reports where the browser went ("confirmed", a screenshot
+// too).
+// Usage: node sign_in_pages.js URL USER PASSWORD SHOTS_DIR NAME [CLICK]
 const { launch } = require('./chromium');
 
 (async () => {
-  const [url, username, password, shots, name] = process.argv.slice(2);
+  const [url, username, password, shots, name, click] = process.argv.slice(2);
   const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 900, height: 900 } });
@@ -28,7 +31,16 @@ const { launch } = require('./chromium');
       after = await page.innerText('body');
       await page.screenshot({ path: `${shots}/${name}-after.png`, fullPage: true });
     } catch (e) { after = String(e); }
-    console.log(JSON.stringify({ signIn, after, visited, status: response ? response.status() : null }));
+    let confirmed = null;
+    if (click) {
+      const [next] = await Promise.all([
+        page.waitForNavigation({ timeout: 20000 }).catch(() => null),
+        page.click(click),
+      ]);
+      confirmed = next ? next.status() : null;
+      await page.screenshot({ path: `${shots}/${name}-confirmed.png`, fullPage: true }).catch(() => null);
+    }
+    console.log(JSON.stringify({ signIn, after, visited, confirmed, status: response ? response.status() : null }));
   } finally {
     await browser.close();
   }

@@ -19,8 +19,9 @@ BROWSER_TESTS = pathlib.Path(__file__).parents[1] / "browser"
 SHOTS = os.environ.get("KEYWARD_SCREENSHOTS") or tempfile.mkdtemp(prefix="keyward-shots-")
 
 
-def walk(url, username, password, name):
-    out = subprocess.run(["node", str(BROWSER_TESTS / "sign_in_pages.js"), url, username, password, SHOTS, name],
+def walk(url, username, password, name, click=None):
+    out = subprocess.run(["node", str(BROWSER_TESTS / "sign_in_pages.js"), url, username, password, SHOTS, name,
+                          *([click] if click else [])],
                          capture_output=True, text=True, timeout=120, cwd=BROWSER_TESTS, env=dict(os.environ))
     assert out.returncode == 0, out.stderr
     assert os.path.getsize(os.path.join(SHOTS, f"{name}-sign-in.png")) > 5000
@@ -69,6 +70,33 @@ def test_a_connection_link_asks_its_owner_to_sign_in_and_refuses_others(keyward)
                 "connection-owner")
     assert seen["visited"][-1].startswith("https://account.endsystem.example/authorize?"), seen
     assert "code_challenge=" in seen["visited"][-1]
+
+
+def test_an_agents_connect_link_names_the_agent_and_leads_on_once_confirmed(keyward):
+    # The confirmation's form posts to keyward, which sends the browser on
+    # to the provider: the page's form-action must allow that origin, which
+    # only a real browser checks.
+    from test_agents import ACCESS_TOKEN, TOKEN_EXCHANGE, user_access_token
+    from test_delegated_oauth import register as register_app
+    headers = {"TOKEN": keyward.admin_token()}
+    outbound = requests.post(f"{keyward.base_url}/admin/api/outbound_clients/", headers=headers, json={
+        "name": "End system", "grant_type": "authorization_code", "client_id": "c", "client_secret": "s",
+        "authorization_url": "https://account.endsystem.example/authorize",
+        "token_url": "https://api.endsystem.example/token", "api_base_url": "https://api.endsystem.example/"}).json()
+    agent = requests.post(f"{keyward.base_url}/admin/api/m2m_clients/", headers=headers,
+                          json={"name": "Reporting Agent", "access_token_duration": 600, "role": "viewer"}).json()
+    requests.patch(f"{keyward.base_url}/admin/api/m2m_clients/{agent['client_id']}/", headers=headers,
+                   json={"token_exchange": True}).raise_for_status()
+    metadata = requests.get(f"{keyward.base_url}/.well-known/oauth-authorization-server").json()
+    subject = user_access_token(keyward, metadata, register_app(keyward, "confidential", "https://app.example/callback"))
+    refused = requests.post(metadata["token_endpoint"], auth=(agent["client_id"], agent["client_secret"]), data={
+        "grant_type": TOKEN_EXCHANGE, "subject_token": subject, "subject_token_type": ACCESS_TOKEN,
+        "audience": outbound["id"]}).json()
+    assert refused["error"] == "authorization_required", refused
+    seen = walk(refused["connect_uri"], keyward.username, keyward.password, "agent-connect",
+                click="button[value=continue]")
+    assert "Connect End system?" in seen["after"] and "Reporting Agent" in seen["after"], seen
+    assert seen["visited"][-1].startswith("https://account.endsystem.example/authorize?"), seen
 
 
 def test_the_account_page_makes_and_revokes_tokens(keyward):
