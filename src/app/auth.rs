@@ -62,6 +62,7 @@ impl App {
             principal: Principal::User { id: grant.user.id, username: grant.user.username },
             role: grant.user.role,
             scope: None,
+            via_client: None,
         })
     }
 }

@@ -280,9 +280,22 @@ impl App {
         // asked now, while the access token still works, not after a
         // refused call.
         for c in self.store.connections_losing_refresh(at + interval_ms + 60_000, 200).await? {
+            let Some(dies_at) = c.refresh_expires_at else { continue };
             let reason =
                 "the provider's refresh token expires (refresh_token_lifetime_ms of the outbound client)";
-            self.mark_needs_reauth(&c, reason, "refresh_token_expiring", None).await?;
+            let event = AuditEvent {
+                actor: Actor::System,
+                action: "connection.needs_reauth",
+                target: Some(format!("connection:{}", c.id)),
+                outcome: Outcome::Failure,
+                client_addr: None,
+                detail: json!({"provider_error": "refresh_token_expiring", "refresh_expires_at_ms": dies_at}),
+            };
+            // Every node sweeps: only the one whose change lands (on the
+            // state it read) records it and tells the webhook.
+            if self.store.mark_refresh_expiring(&c.id, dies_at, reason, event).await? {
+                self.notify_status(&c, ConnectionStatus::NeedsReauth, reason).await;
+            }
         }
         let due = self.store.connections_due(at + interval_ms + 60_000, at - keep_alive_ms, 200).await?;
         let mut refreshed = 0;
@@ -624,20 +637,24 @@ impl App {
         id: &str,
     ) -> Result<String, AppError> {
         let c = self.own_connection(caller, id).await?;
-        self.connect_link(caller.actor(), &c).await
+        // An app acting for the user (its OAuth token) gets a link the user
+        // confirms, naming the app, like an agent's.
+        self.connect_link(caller.actor(), caller.via_client.as_deref(), &c).await
     }
 
     /// The single-use start link of `c`'s authorization (see
-    /// [`Self::start_connection_authorization`]), made for `actor`: the
+    /// [`Self::start_connection_authorization`]), made by `actor`: the
     /// owner, or an agent refused for want of it (the link still works only
-    /// in the owner's signed-in browser).
-    pub(super) async fn connect_link(&self, actor: Actor, c: &ConnectionRecord) -> Result<String, AppError> {
+    /// in the owner's signed-in browser). When `requested_by` (an agent, or
+    /// an app acting for the owner) asked for it, the owner confirms first,
+    /// seeing who asked.
+    pub(super) async fn connect_link(
+        &self,
+        actor: Actor,
+        requested_by: Option<&str>,
+        c: &ConnectionRecord,
+    ) -> Result<String, AppError> {
         let id = c.id.as_str();
-        // An agent's link asks the owner to confirm, naming the agent.
-        let requested_by = match &actor {
-            Actor::Client(client_id) => Some(client_id.clone()),
-            _ => None,
-        };
         let client = self.connection_client(c).await?;
         authorization_url_of(&client)?;
         let state = crate::crypto::random_string::<32>();
@@ -653,7 +670,7 @@ impl App {
                 &c.id,
                 c.user_id,
                 sealed_verifier.as_deref(),
-                requested_by.as_deref(),
+                requested_by,
                 at,
                 at + AUTHORIZATION_TTL_MS,
             )
@@ -696,6 +713,26 @@ impl App {
         Ok((url, cookie))
     }
 
+    /// The owner declined an app's connect link: it is used up, and the
+    /// refusal recorded.
+    pub async fn decline_connection_authorization(&self, state: &str, user: &User) -> Result<(), AppError> {
+        let state_hash = self.secrets.digest(state);
+        if let Some(pending) = self.store.pending_connection_authorization(&state_hash, now_ms()).await? {
+            if self.store.decline_connection_authorization(&state_hash, user.id, now_ms()).await? {
+                let event = AuditEvent {
+                    actor: Actor::User(user.id),
+                    action: "connection.authorization_declined",
+                    target: Some(format!("connection:{}", pending.connection_id)),
+                    outcome: Outcome::Success,
+                    client_addr: None,
+                    detail: json!({"requested_by": pending.requested_by}),
+                };
+                self.audit.record(event);
+            }
+        }
+        Ok(())
+    }
+
     /// Someone followed another user's link: audited, and refused.
     fn not_the_owner(&self, user: &User) -> AppError {
         self.audit.record(AuditEvent {
@@ -731,21 +768,26 @@ impl App {
         if pending.user_id != user.id {
             return Err(self.not_the_owner(user));
         }
-        let Some(agent_id) = pending.requested_by else { return Ok(None) };
-        let agent =
-            self.store.m2m_client(&agent_id).await?.filter(|a| !a.client.disabled && a.client.token_exchange);
-        let agent = agent.ok_or_else(|| {
+        let Some(asker) = pending.requested_by else { return Ok(None) };
+        let gone = || {
             AppError::Invalid(
                 "the app that asked for this connection may no longer use it; nothing was done".into(),
             )
-        })?;
+        };
+        // An agent (M2M client) still allowed to exchange, or an app acting
+        // for the user that still exists.
+        let agent = match self.store.m2m_client(&asker).await? {
+            Some(agent) if !agent.client.disabled && agent.client.token_exchange => agent.client.name,
+            Some(_) => return Err(gone()),
+            None => self.store.oauth_client(&asker).await?.ok_or_else(gone)?.client.name,
+        };
         let c = self.store.connection(&pending.connection_id).await?.ok_or_else(unusable)?;
         let client = self.connection_client(&c).await?;
         let provider_origin = url::Url::parse(authorization_url_of(&client)?)
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_default();
         Ok(Some(ConnectRequest {
-            agent: agent.client.name,
+            agent,
             provider: client.settings.name,
             connection: c.name,
             provider_origin,

@@ -122,7 +122,10 @@ impl App {
     /// `authorization_required`, with a connect link for the connection's
     /// owner.
     async fn authorization_required(&self, agent: &M2mClient, c: &ConnectionRecord) -> OAuthError {
-        let link = match self.connect_link(Actor::Client(agent.client_id.clone()), c).await {
+        let link = match self
+            .connect_link(Actor::Client(agent.client_id.clone()), Some(&agent.client_id), c)
+            .await
+        {
             Ok(link) => link,
             Err(e) => return oauth_app_error("a connect link could not be made")(e),
         };
@@ -201,6 +204,7 @@ impl App {
                 .await
                 .map_err(lookup)?
                 .into_iter()
+                .filter(|o| o.settings.grant_type == OutboundGrant::AuthorizationCode)
                 .find(|o| api_key(&o.settings.api_base_url) == *url),
         };
         let outbound = by_user_authorization(outbound.as_ref())?;

@@ -221,6 +221,7 @@ impl App {
                 },
                 role: record.client.role,
                 scope: Some(claims.scope.clone()),
+                via_client: None,
             }));
         }
         let Ok(user_id) = claims.sub.parse::<i64>() else { return Ok(None) };
@@ -230,6 +231,7 @@ impl App {
             principal: Principal::User { id: user.id, username: user.username },
             role: user.role,
             scope: Some(claims.scope.clone()),
+            via_client: Some(claims.client_id.clone()),
         }))
     }
 

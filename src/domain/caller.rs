@@ -27,6 +27,10 @@ pub struct Caller {
     /// an API access token, which is the user's own credential and limited
     /// by the role alone.
     pub scope: Option<String>,
+    /// The app a user's OAuth access token was issued to, acting for the
+    /// user; `None` for the user's own sign-in or API access token, and
+    /// for a machine acting for itself.
+    pub via_client: Option<String>,
 }
 
 impl Caller {
@@ -37,6 +41,7 @@ impl Caller {
             principal: Principal::User { id: user.id, username: user.username.clone() },
             role: user.role,
             scope: None,
+            via_client: None,
         }
     }
 }
@@ -97,6 +102,7 @@ mod tests {
             principal: Principal::Client { client_id: "c".into(), is_service: false },
             role: Role::ServerAdmin,
             scope: scope.map(str::to_string),
+            via_client: None,
         };
         assert!(caller(None).has_scope(API_SCOPE));
         assert!(caller(Some("api mcp")).has_scope(API_SCOPE));

@@ -320,16 +320,19 @@ mod tests {
             "http://127.0.0.1:8080/",
             "http://localhost/",
             "http://[::1]/",
-            "https://api.localhost/",
         ] {
             let url = url::Url::parse(private).unwrap();
             assert!(check_outbound_target(&url, false).is_err(), "{private}");
             assert!(check_outbound_target(&url, true).is_ok(), "{private}");
         }
         // Clear text leaves the machine never, whatever the setting.
-        for clear in
-            ["http://api.endsystem.com/", "http://10.1.2.3/", "http://192.168.1.1/", "http://8.8.8.8/"]
-        {
+        for clear in [
+            "http://api.endsystem.com/",
+            "http://10.1.2.3/",
+            "http://192.168.1.1/",
+            "http://8.8.8.8/",
+            "http://x.localhost/",
+        ] {
             let url = url::Url::parse(clear).unwrap();
             assert!(check_outbound_target(&url, true).unwrap_err().contains("https"), "{clear}");
             assert!(check_outbound_target(&url, false).is_err(), "{clear}");

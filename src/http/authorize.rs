@@ -640,7 +640,10 @@ pub async fn connection_start_confirmed(
     }
     match form.field("decision") {
         "continue" => to_provider(&app, &state, &user).await,
-        "cancel" => error_page(StatusCode::OK, "Nothing was connected. You can close this window."),
+        "cancel" => match app.decline_connection_authorization(&state, &user).await {
+            Ok(()) => error_page(StatusCode::OK, "Nothing was connected. You can close this window."),
+            Err(e) => internal(e),
+        },
         _ => error_page(StatusCode::BAD_REQUEST, "choose Continue or Cancel"),
     }
 }

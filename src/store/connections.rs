@@ -265,7 +265,8 @@ impl Store {
         .map(|stored| stored.is_some())
     }
 
-    /// Sets the status (and the provider's error) and gives the lease back.
+    /// Sets the status (and the provider's error) and gives the lease back;
+    /// a revoked connection stays revoked (its owner's word is the last).
     pub async fn set_connection_status(
         &self,
         id: &str,
@@ -276,7 +277,8 @@ impl Store {
         self.write_statement(
             event,
             None,
-            "UPDATE connections SET status = $2, status_detail = $3, lease_until = NULL, updated_at = $4 WHERE id = $1",
+            "UPDATE connections SET status = $2, status_detail = $3, lease_until = NULL, updated_at = $4 \
+             WHERE id = $1 AND status <> 'revoked'",
             params![id, status, detail, to_micros(now())],
         )
         .await
@@ -409,6 +411,24 @@ impl Store {
             params![state_hash, now],
         )
         .await
+    }
+
+    /// Uses up a pending, unbound authorization of `user_id` that they
+    /// declined: whether there was one.
+    pub async fn decline_connection_authorization(
+        &self,
+        state_hash: &str,
+        user_id: UserId,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let declined = exec(
+            &self.pool,
+            "UPDATE connection_authorizations SET used_at = $3 WHERE state_hash = $1 AND user_id = $2 \
+             AND used_at IS NULL AND browser_hash IS NULL AND expires_at > $3",
+            params![state_hash, user_id, now],
+        )
+        .await?;
+        Ok(declined > 0)
     }
 
     /// Binds a pending authorization to a browser (once), if `user_id` is

@@ -324,6 +324,29 @@ async fn a_user_without_a_connection_gets_a_connect_link_that_works(backend: Bac
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "another user's session cannot answer for dave");
+    // Cancelled, the link is used up, and the refusal recorded.
+    assert_eq!(browser.get(&link).await.status(), 400);
+    assert_eq!(audit_of(&s, "connection.authorization_declined").await.len(), 1);
+    // An app holding dave's token cannot skip the question by asking for
+    // the link itself: it is named too.
+    let r = s
+        .http
+        .get(s.url(&format!("{CONNECTIONS}{pending}/authorize/")))
+        .bearer_auth(&subject)
+        .send()
+        .await
+        .unwrap();
+    let by_app = json_with_status(r, 200).await["authorization_url"].as_str().unwrap().to_string();
+    let page = browser.get(&by_app).await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Reporting App"));
+    // The agent's other link, confirmed this time.
+    let link = again["connect_uri"].as_str().unwrap().to_string();
+    let html = browser.get(&link).await.text().await.unwrap();
+    let confirm = |csrf: String, decision: &'static str| {
+        let form = [("state", hidden(&html, "state")), ("csrf", csrf), ("decision", decision.to_string())];
+        browser.client().post(s.url(keyward::app::START_PATH)).form(&form).send()
+    };
     let continued = confirm(hidden(&html, "csrf"), "continue").await.unwrap();
     assert_eq!(continued.status(), 303);
     let to_provider = location(&continued);
@@ -481,12 +504,18 @@ async fn an_expiring_refresh_token_asks_the_user_before_it_dies(backend: Backend
     .await;
     let back = browser.authorize(&provider, &to_provider).await;
     assert_eq!(browser.get(&back).await.status(), 200);
-    s.app.sweep_connections().await.unwrap();
+    // Two nodes sweeping at once: one change, one notice.
+    let other = s.another_node().await;
+    let (a, b) = tokio::join!(s.app.sweep_connections(), other.app.sweep_connections());
+    (a.unwrap(), b.unwrap());
     let view = view_of(&s, &admin, &connection).await;
     assert_eq!(view["status"], "needs_reauth");
     assert!(view["status_detail"].as_str().unwrap().contains("refresh_token_lifetime_ms"), "{view}");
     let notice = wait_for_event(&received, "connection.needs_reauth").await;
     assert_eq!(notice["connection_id"], connection.as_str());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let notices = received.lock().unwrap().iter().filter(|e| e["event"] == "connection.needs_reauth").count();
+    assert_eq!(notices, 1);
     // Meanwhile the access token it holds still works.
     let token = json_with_status(
         s.get(&format!("{CONNECTIONS}{connection}/token/"), &admin).send().await.unwrap(),
