@@ -283,14 +283,10 @@ impl App {
             let Some(dies_at) = c.refresh_expires_at else { continue };
             let reason =
                 "the provider's refresh token expires (refresh_token_lifetime_ms of the outbound client)";
-            let event = AuditEvent {
-                actor: Actor::System,
-                action: "connection.needs_reauth",
-                target: Some(format!("connection:{}", c.id)),
-                outcome: Outcome::Failure,
-                client_addr: None,
-                detail: json!({"provider_error": "refresh_token_expiring", "refresh_expires_at_ms": dies_at}),
-            };
+            let event = needs_reauth_event(
+                &c,
+                json!({"provider_error": "refresh_token_expiring", "refresh_expires_at_ms": dies_at}),
+            );
             // Every node sweeps: only the one whose change lands (on the
             // state it read) records it and tells the webhook.
             if self.store.mark_refresh_expiring(&c.id, dies_at, reason, event).await? {
@@ -443,14 +439,7 @@ impl App {
         error: &str,
         status: Option<u16>,
     ) -> Result<(), AppError> {
-        let event = AuditEvent {
-            actor: Actor::System,
-            action: "connection.needs_reauth",
-            target: Some(format!("connection:{}", c.id)),
-            outcome: Outcome::Failure,
-            client_addr: None,
-            detail: json!({"provider_error": error, "status": status}),
-        };
+        let event = needs_reauth_event(c, json!({"provider_error": error, "status": status}));
         self.store
             .set_connection_status(&c.id, ConnectionStatus::NeedsReauth.as_str(), Some(detail), event)
             .await?;
@@ -907,6 +896,18 @@ impl App {
             .await?
             .ok_or_else(|| AppError::NotFound("no such connection".into()))?;
         Ok(view(&c))
+    }
+}
+
+/// The audit record of a connection that needs its user again.
+fn needs_reauth_event(c: &ConnectionRecord, detail: serde_json::Value) -> AuditEvent {
+    AuditEvent {
+        actor: Actor::System,
+        action: "connection.needs_reauth",
+        target: Some(format!("connection:{}", c.id)),
+        outcome: Outcome::Failure,
+        client_addr: None,
+        detail,
     }
 }
 

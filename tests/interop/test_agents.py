@@ -11,7 +11,8 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from test_delegated_oauth import register as register_app, sign_in_and_consent
-from test_oidc_provider import allow_loopback_providers, connect, oidc_provider, register, walk_provider_pages  # noqa: F401
+from test_oidc_provider import (  # noqa: F401 (oidc_provider is a fixture)
+    allow_loopback_providers, connect, oidc_provider, register_code_client, walk_provider_pages)
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
@@ -32,13 +33,7 @@ def test_an_agent_gets_a_users_provider_token_or_a_connect_link(keyward, oidc_pr
     allow_loopback_providers(keyward, headers)
     metadata = requests.get(f"{keyward.base_url}/.well-known/oauth-authorization-server").json()
     assert TOKEN_EXCHANGE in metadata["grant_types_supported"]
-    outbound = register(keyward, headers, {
-        "name": "oidc-provider", "grant_type": "authorization_code",
-        "client_id": "keyward-code", "client_secret": "code-secret-for-tests-0123456789",
-        "authorization_url": f"{oidc_provider}/auth", "token_url": f"{oidc_provider}/token",
-        "scopes": ["openid", "offline_access", "api"], "extra_authorization_params": {"prompt": "consent"},
-        "token_endpoint_auth": "basic", "pkce_enabled": True, "api_base_url": f"{oidc_provider}/",
-    })
+    outbound = register_code_client(keyward, headers, oidc_provider)
     # The admin's connection, authorized in the browser.
     connection = connect(keyward, headers, outbound)
     started = requests.get(f"{keyward.base_url}/api/v2/connections/{connection}/authorize/", headers=headers)

@@ -95,6 +95,18 @@ def register(keyward, headers, body):
     return response.json()["id"]
 
 
+def register_code_client(keyward, headers, oidc_provider):
+    """The provider's authorization-code client (rotating refresh tokens) as
+    keyward's outbound client: its id."""
+    return register(keyward, headers, {
+        "name": "oidc-provider", "grant_type": "authorization_code",
+        "client_id": "keyward-code", "client_secret": "code-secret-for-tests-0123456789",
+        "authorization_url": f"{oidc_provider}/auth", "token_url": f"{oidc_provider}/token",
+        "scopes": ["openid", "offline_access", "api"], "extra_authorization_params": {"prompt": "consent"},
+        "token_endpoint_auth": "basic", "pkce_enabled": True, "api_base_url": f"{oidc_provider}/",
+    })
+
+
 def connect(keyward, headers, outbound_id):
     response = requests.post(f"{keyward.base_url}/api/v2/connections/", headers=headers,
                              json={"outbound_client_id": outbound_id, "name": "oidc-provider"})
@@ -106,13 +118,7 @@ def test_authorization_code_token_proxy_and_refresh(keyward, oidc_provider):
     headers = {"TOKEN": keyward.admin_token()}
     allow_loopback_providers(keyward, headers)
     let_owners_read_tokens(keyward, headers)
-    outbound = register(keyward, headers, {
-        "name": "oidc-provider", "grant_type": "authorization_code",
-        "client_id": "keyward-code", "client_secret": "code-secret-for-tests-0123456789",
-        "authorization_url": f"{oidc_provider}/auth", "token_url": f"{oidc_provider}/token",
-        "scopes": ["openid", "offline_access", "api"], "extra_authorization_params": {"prompt": "consent"},
-        "token_endpoint_auth": "basic", "pkce_enabled": True, "api_base_url": f"{oidc_provider}/",
-    })
+    outbound = register_code_client(keyward, headers, oidc_provider)
     connection = connect(keyward, headers, outbound)
     base = f"{keyward.base_url}/api/v2/connections/{connection}"
 

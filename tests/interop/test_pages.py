@@ -45,15 +45,21 @@ def test_the_consent_page_says_what_each_scope_grants(keyward):
         assert words in consent, consent
 
 
+def end_system(keyward, headers):
+    """An outbound client at a provider this machine cannot reach (the
+    browser's request to it is what the tests look at)."""
+    return requests.post(f"{keyward.base_url}/admin/api/outbound_clients/", headers=headers, json={
+        "name": "End system", "grant_type": "authorization_code", "client_id": "c", "client_secret": "s",
+        "authorization_url": "https://account.endsystem.example/authorize",
+        "token_url": "https://api.endsystem.example/token", "api_base_url": "https://api.endsystem.example/"}).json()
+
+
 def test_a_connection_link_asks_its_owner_to_sign_in_and_refuses_others(keyward):
     # Its sign-in form leads (through the start link) to the provider, so
     # the page's form-action must allow the provider's origin: only a real
     # browser shows that.
     headers = {"TOKEN": keyward.admin_token()}
-    outbound = requests.post(f"{keyward.base_url}/admin/api/outbound_clients/", headers=headers, json={
-        "name": "End system", "grant_type": "authorization_code", "client_id": "c", "client_secret": "s",
-        "authorization_url": "https://account.endsystem.example/authorize",
-        "token_url": "https://api.endsystem.example/token", "api_base_url": "https://api.endsystem.example/"}).json()
+    outbound = end_system(keyward, headers)
     connection = requests.post(f"{keyward.base_url}/api/v2/connections/", headers=headers,
                                json={"outbound_client_id": outbound["id"], "name": "mine"}).json()
     link = requests.get(f"{keyward.base_url}/api/v2/connections/{connection['id']}/authorize/",
@@ -79,10 +85,7 @@ def test_an_agents_connect_link_names_the_agent_and_leads_on_once_confirmed(keyw
     from test_agents import ACCESS_TOKEN, TOKEN_EXCHANGE, user_access_token
     from test_delegated_oauth import register as register_app
     headers = {"TOKEN": keyward.admin_token()}
-    outbound = requests.post(f"{keyward.base_url}/admin/api/outbound_clients/", headers=headers, json={
-        "name": "End system", "grant_type": "authorization_code", "client_id": "c", "client_secret": "s",
-        "authorization_url": "https://account.endsystem.example/authorize",
-        "token_url": "https://api.endsystem.example/token", "api_base_url": "https://api.endsystem.example/"}).json()
+    outbound = end_system(keyward, headers)
     agent = requests.post(f"{keyward.base_url}/admin/api/m2m_clients/", headers=headers,
                           json={"name": "Reporting Agent", "access_token_duration": 600, "role": "viewer"}).json()
     requests.patch(f"{keyward.base_url}/admin/api/m2m_clients/{agent['client_id']}/", headers=headers,
