@@ -8,3 +8,7 @@ ALTER TABLE connections ADD COLUMN refresh_expires_at BIGINT;
 -- The agent (M2M client id) a connect link was made for, which the owner
 -- is shown and must confirm; NULL when the owner started it.
 ALTER TABLE connection_authorizations ADD COLUMN requested_by TEXT;
+-- Access tokens of a user issued before this (unix seconds) are
+-- refused: set when the user's credentials end (disabled, new password),
+-- so tokens that belong to no grant (ID-JAG) end with them too.
+ALTER TABLE users ADD COLUMN tokens_not_before BIGINT;

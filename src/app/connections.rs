@@ -61,11 +61,13 @@ fn view(r: &ConnectionRecord) -> ConnectionView {
 /// asks them to confirm.
 #[derive(Debug)]
 pub struct ConnectRequest {
-    /// The agent's (M2M client's) name.
+    /// The agent's (M2M client's) or the app's name.
     pub agent: String,
-    /// The outbound client's name.
+    /// An app that registered itself: its name is its own claim.
+    pub self_registered: bool,
+    /// The outbound client's name (an admin's words; the connection's own
+    /// name is the asker's, so it is not shown).
     pub provider: String,
-    pub connection: String,
     /// Where the browser goes next, for the page's `form-action`.
     pub provider_origin: String,
 }
@@ -106,17 +108,22 @@ impl App {
         outbound_client_id: &str,
         name: &str,
     ) -> Result<ConnectionView, AppError> {
-        Ok(view(&self.new_connection(caller.actor(), user_of(caller)?, outbound_client_id, name).await?))
+        let id =
+            format!("conn_{}", random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let made =
+            self.new_connection(caller.actor(), user_of(caller)?, outbound_client_id, name, id).await?;
+        Ok(view(&made))
     }
 
-    /// A new, pending connection of `user_id`, made by `actor` (the user, or
-    /// an agent that found none).
+    /// A new, pending connection `id` of `user_id`, made by `actor` (the
+    /// user, or an agent that found none).
     pub(super) async fn new_connection(
         &self,
         actor: Actor,
         user_id: i64,
         outbound_client_id: &str,
         name: &str,
+        id: String,
     ) -> Result<ConnectionRecord, AppError> {
         if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
             return Err(AppError::Invalid("name must be 1 to 200 characters".into()));
@@ -127,8 +134,6 @@ impl App {
                 outbound_client_id.chars().take(80).collect::<String>()
             ))
         })?;
-        let id =
-            format!("conn_{}", random_bytes::<12>().iter().map(|b| format!("{b:02x}")).collect::<String>());
         let record = ConnectionRecord {
             id: id.clone(),
             outbound_client_id: outbound_client_id.to_string(),
@@ -704,7 +709,9 @@ impl App {
 
     /// The owner declined an app's connect link: it is used up, and the
     /// refusal recorded.
-    pub async fn decline_connection_authorization(&self, state: &str, user: &User) -> Result<(), AppError> {
+    /// Whether it was still open to decline (not on its way to the
+    /// provider already).
+    pub async fn decline_connection_authorization(&self, state: &str, user: &User) -> Result<bool, AppError> {
         let state_hash = self.secrets.digest(state);
         if let Some(pending) = self.store.pending_connection_authorization(&state_hash, now_ms()).await? {
             if self.store.decline_connection_authorization(&state_hash, user.id, now_ms()).await? {
@@ -717,9 +724,10 @@ impl App {
                     detail: json!({"requested_by": pending.requested_by}),
                 };
                 self.audit.record(event);
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Someone followed another user's link: audited, and refused.
@@ -757,6 +765,9 @@ impl App {
         if pending.user_id != user.id {
             return Err(self.not_the_owner(user));
         }
+        if pending.bound != 0 {
+            return Err(unusable());
+        }
         let Some(asker) = pending.requested_by else { return Ok(None) };
         let gone = || {
             AppError::Invalid(
@@ -765,22 +776,22 @@ impl App {
         };
         // An agent (M2M client) still allowed to exchange, or an app acting
         // for the user that still exists.
-        let agent = match self.store.m2m_client(&asker).await? {
-            Some(agent) if !agent.client.disabled && agent.client.token_exchange => agent.client.name,
+        let (agent, self_registered) = match self.store.m2m_client(&asker).await? {
+            Some(agent) if !agent.client.disabled && agent.client.token_exchange => {
+                (agent.client.name, false)
+            }
             Some(_) => return Err(gone()),
-            None => self.store.oauth_client(&asker).await?.ok_or_else(gone)?.client.name,
+            None => {
+                let app = self.store.oauth_client(&asker).await?.ok_or_else(gone)?.client;
+                (app.name, app.registration != crate::domain::registration::Registration::Admin)
+            }
         };
         let c = self.store.connection(&pending.connection_id).await?.ok_or_else(unusable)?;
         let client = self.connection_client(&c).await?;
         let provider_origin = url::Url::parse(authorization_url_of(&client)?)
             .map(|u| u.origin().ascii_serialization())
             .unwrap_or_default();
-        Ok(Some(ConnectRequest {
-            agent,
-            provider: client.settings.name,
-            connection: c.name,
-            provider_origin,
-        }))
+        Ok(Some(ConnectRequest { agent, self_registered, provider: client.settings.name, provider_origin }))
     }
 
     /// Where the start link for `state` will send the browser: the origin

@@ -223,13 +223,23 @@ impl App {
         if let Some(best) = mine.into_iter().min_by_key(|c| (rank(c), -c.created_at)) {
             return Ok(best);
         }
-        self.new_connection(
-            Actor::Client(agent.client_id.clone()),
-            user_id,
-            &outbound.id,
-            &outbound.settings.name,
-        )
-        .await
-        .map_err(oauth_app_error("a connection could not be made"))
+        // One id per user and client, so that agents asking at the same
+        // moment make one connection: the others find it.
+        let id = format!(
+            "conn_{}",
+            &self.secrets.digest(&format!("agent_connection:{user_id}:{}", outbound.id))[..24]
+        );
+        let actor = Actor::Client(agent.client_id.clone());
+        match self.new_connection(actor, user_id, &outbound.id, &outbound.settings.name, id.clone()).await {
+            Ok(made) => Ok(made),
+            // Another agent's request made it a moment ago.
+            Err(AppError::Conflict(_)) => self
+                .store
+                .connection(&id)
+                .await
+                .map_err(lookup)?
+                .ok_or_else(|| OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, "try again")),
+            Err(e) => Err(oauth_app_error("a connection could not be made")(e)),
+        }
     }
 }

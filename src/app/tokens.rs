@@ -227,7 +227,10 @@ impl App {
         let Ok(user_id) = claims.sub.parse::<i64>() else { return Ok(None) };
         let Some(user) = self.store.user(user_id).await? else { return Ok(None) };
         let client_exists = self.store.oauth_client(&claims.client_id).await?.is_some();
-        Ok((client_exists && !user.disabled).then(|| Caller {
+        // Strictly before: a token made in the second after a password
+        // change must work (`iat` has no finer grain).
+        let ended = user.tokens_not_before.is_some_and(|t| claims.iat < t);
+        Ok((client_exists && !user.disabled && !ended).then(|| Caller {
             principal: Principal::User { id: user.id, username: user.username },
             role: user.role,
             scope: Some(claims.scope.clone()),

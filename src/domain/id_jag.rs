@@ -12,7 +12,7 @@ pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 /// The `typ` of an ID-JAG's header (RFC 8725 explicit typing).
 pub const ID_JAG_TYPE: &str = "oauth-id-jag+jwt";
 /// Claims the signature check requires besides `exp`.
-pub const REQUIRED_CLAIMS: &[&str] = &["iat", "sub", "jti"];
+pub const REQUIRED_CLAIMS: &[&str] = &["aud", "iat", "sub", "jti"];
 /// An assertion may live at most this long (`exp - iat`): its `jti` is
 /// kept until it expires.
 pub const MAX_LIFETIME_SECONDS: i64 = 3600;
@@ -51,6 +51,13 @@ pub fn check_claims(
     let number = |name: &str| claims.get(name).and_then(Value::as_i64);
     if text("client_id") != Some(client_id) {
         return Err("it was issued to another client (client_id)".into());
+    }
+    // One authorization server: an assertion several could redeem is not
+    // single use.
+    match claims.get("aud") {
+        Some(Value::String(_)) => {}
+        Some(Value::Array(list)) if list.len() == 1 => {}
+        _ => return Err("it must name exactly one audience (aud), this server".into()),
     }
     let subject = text("sub").ok_or("it has no subject (sub)")?;
     let resource = text("resource").ok_or("it names no resource")?;
@@ -116,7 +123,7 @@ mod tests {
 
     #[test]
     fn bad_assertions_say_why() {
-        let cases: [(&str, Value, &str); 8] = [
+        let cases: [(&str, Value, &str); 9] = [
             ("client_id", json!("dc_2"), "another client"),
             ("client_id", Value::Null, "another client"),
             ("resource", Value::Null, "resource"),
@@ -124,6 +131,7 @@ mod tests {
             ("iat", json!(5000), "future"),
             ("exp", json!(1000 + MAX_LIFETIME_SECONDS + 1), "longer"),
             ("iat", json!(i64::MIN), "longer"),
+            ("aud", json!(["https://kw.example", "https://other.example"]), "exactly one audience"),
             ("scope", json!(["mcp"]), "scope"),
         ];
         for (claim, value, why) in cases {

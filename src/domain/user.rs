@@ -29,6 +29,10 @@ pub struct User {
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
+    /// The user's access tokens issued before this (unix seconds) are
+    /// refused: set when their credentials end.
+    #[serde(skip)]
+    pub tokens_not_before: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

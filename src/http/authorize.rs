@@ -53,8 +53,8 @@ struct ConsentPage<'a> {
 #[template(path = "connect.html")]
 struct ConnectPage<'a> {
     agent: &'a str,
+    self_registered: bool,
     provider: &'a str,
-    connection: &'a str,
     username: &'a str,
     csrf: String,
     state: &'a str,
@@ -600,8 +600,8 @@ pub async fn connection_start(
         Ok(Some(request)) => {
             let html = ConnectPage {
                 agent: &request.agent,
+                self_registered: request.self_registered,
                 provider: &request.provider,
-                connection: &request.connection,
                 username: &user.username,
                 csrf: app.csrf_token(&connect_purpose(&state), &session),
                 state: &state,
@@ -641,7 +641,12 @@ pub async fn connection_start_confirmed(
     match form.field("decision") {
         "continue" => to_provider(&app, &state, &user).await,
         "cancel" => match app.decline_connection_authorization(&state, &user).await {
-            Ok(()) => error_page(StatusCode::OK, "Nothing was connected. You can close this window."),
+            Ok(true) => error_page(StatusCode::OK, "Nothing was connected. You can close this window."),
+            Ok(false) => error_page(
+                StatusCode::BAD_REQUEST,
+                "this link was already followed or has expired; revoke the connection on your account page if \
+                 you do not want it",
+            ),
             Err(e) => internal(e),
         },
         _ => error_page(StatusCode::BAD_REQUEST, "choose Continue or Cancel"),

@@ -281,7 +281,7 @@ impl Store {
         find::<ApiAccessTokenGrantRow, _>(
             &self.pool,
             "SELECT t.id AS token_id, t.expires_at, t.revoked_at, r.revoked_at AS refresh_revoked_at, \
-                    u.id, u.username, u.role, u.auth_source, u.disabled_at, u.created_at \
+                    u.id, u.username, u.role, u.auth_source, u.disabled_at, u.created_at, u.tokens_not_before \
              FROM api_access_tokens t \
              JOIN refresh_tokens r ON r.id = t.refresh_token_id \
              JOIN users u ON u.id = t.user_id \

@@ -44,6 +44,8 @@ pub struct PendingAuthorization {
     pub user_id: UserId,
     /// The agent (M2M client id) the link was made for, if not the owner.
     pub requested_by: Option<String>,
+    /// 1 once followed in a browser (on its way to the provider), else 0.
+    pub bound: i64,
 }
 
 /// What binding a pending connection authorization to a browser did.
@@ -406,8 +408,9 @@ impl Store {
     ) -> StoreResult<Option<PendingAuthorization>> {
         find::<PendingAuthorization, _>(
             &self.pool,
-            "SELECT connection_id, user_id, requested_by FROM connection_authorizations WHERE state_hash = $1 \
-             AND used_at IS NULL AND expires_at > $2",
+            "SELECT connection_id, user_id, requested_by, \
+             CAST(CASE WHEN browser_hash IS NULL THEN 0 ELSE 1 END AS BIGINT) AS bound FROM connection_authorizations \
+             WHERE state_hash = $1 AND used_at IS NULL AND expires_at > $2",
             params![state_hash, now],
         )
         .await

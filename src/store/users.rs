@@ -25,7 +25,8 @@ pub struct UserUpdate {
     pub replaces_password_hash: Option<String>,
 }
 
-pub(super) const USER_COLUMNS: &str = "id, username, role, auth_source, disabled_at, created_at";
+pub(super) const USER_COLUMNS: &str =
+    "id, username, role, auth_source, disabled_at, created_at, tokens_not_before";
 
 #[derive(FromRow)]
 pub(super) struct UserRow {
@@ -35,6 +36,7 @@ pub(super) struct UserRow {
     auth_source: String,
     disabled_at: Option<i64>,
     created_at: i64,
+    tokens_not_before: Option<i64>,
 }
 
 impl TryFrom<UserRow> for User {
@@ -56,6 +58,7 @@ impl TryFrom<UserRow> for User {
             auth_source,
             disabled: r.disabled_at.is_some(),
             created_at: from_micros(r.created_at),
+            tokens_not_before: r.tokens_not_before,
         })
     }
 }
@@ -83,6 +86,13 @@ pub(super) async fn end_user_credentials_in(
     now: i64,
 ) -> StoreResult<()> {
     exec(&mut *conn, "DELETE FROM user_sessions WHERE user_id = $1", params![user_id]).await?;
+    // Access tokens no grant holds (ID-JAG) end here too.
+    exec(
+        &mut *conn,
+        "UPDATE users SET tokens_not_before = $2 WHERE id = $1",
+        params![user_id, now / 1_000_000],
+    )
+    .await?;
     // Codes not redeemed yet would start new grants after this.
     exec(
         &mut *conn,

@@ -267,6 +267,23 @@ async fn a_user_without_a_connection_gets_a_connect_link_that_works(backend: Bac
     let agent = agent(&s).await;
     let app = app_client(&s).await;
     let subject = user_jwt(&s, &app, "dave", "dave-password-1").await;
+    // Agents asking at the same moment make one connection for dave.
+    let asked = (0..20).map(|_| {
+        let form = [
+            ("grant_type", EXCHANGE.to_string()),
+            ("client_id", agent.0.clone()),
+            ("client_secret", agent.1.clone()),
+            ("subject_token", subject.clone()),
+            ("subject_token_type", ACCESS_TOKEN.to_string()),
+            ("audience", outbound.clone()),
+        ];
+        let request = s.http.post(s.url("/oauth/v2/token/")).form(&form);
+        async move { request.send().await.unwrap() }
+    });
+    for r in crate::connections::futures_join_all(asked).await {
+        assert_eq!(json_with_status(r, 400).await["error"], "authorization_required");
+    }
+    assert_eq!(s.app.store.connections_of(dave.id).await.unwrap().len(), 1);
 
     let r = exchange_for(&s, &agent, &subject, ("audience", &outbound)).await;
     assert_eq!(r.headers()["cache-control"], "no-store");
@@ -351,6 +368,9 @@ async fn a_user_without_a_connection_gets_a_connect_link_that_works(backend: Bac
     assert_eq!(continued.status(), 303);
     let to_provider = location(&continued);
     assert!(to_provider.starts_with(&provider.base), "{to_provider}");
+    // On its way: the link no longer asks, and cannot be cancelled now.
+    assert_eq!(browser.get(&link).await.status(), 400);
+    assert_eq!(confirm(hidden(&html, "csrf"), "cancel").await.unwrap().status(), 400);
     let back = browser.authorize(&provider, &to_provider).await;
     assert_eq!(browser.get(&back).await.status(), 200);
     let got = view_of(&s, &dave_token, &pending).await;

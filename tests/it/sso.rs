@@ -763,11 +763,29 @@ async fn identity_assertions_are_checked(backend: Backend) {
     ];
     let r = s.http.post(s.url("/oauth/v2/token/")).form(&form).send().await.unwrap();
     crate::harness::oauth_error(r, 401, "invalid_client").await;
-    // A disabled user gets nothing.
+    // No audience, or more than one: refused.
+    for aud in [None, Some(json!([s.app.issuer, "https://other.example"]))] {
+        let assertion = id_jag(&p, &p.key, "oauth-id-jag+jwt", &s, &app, |c| match &aud {
+            Some(aud) => c["aud"] = aud.clone(),
+            None => drop(c.as_object_mut().unwrap().remove("aud")),
+        });
+        let why = crate::harness::oauth_error(redeem(assertion).await, 400, "invalid_grant").await;
+        assert!(why.contains("aud"), "{why}");
+    }
+    // A disabled user gets nothing, and what erin had stays dead when she
+    // is enabled again (it belongs to no grant).
+    let held =
+        json_with_status(redeem(good()).await, 200).await["access_token"].as_str().unwrap().to_string();
+    // Tokens count by the second: this one is from the second before.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let patch = keyward::app::UserPatch { disabled: Some(true), ..Default::default() };
     s.app.update_user(keyward::domain::Actor::System, erin.id, patch).await.unwrap();
     let why = crate::harness::oauth_error(redeem(good()).await, 400, "invalid_grant").await;
     assert!(why.contains("no active keyward user"), "{why}");
+    let patch = keyward::app::UserPatch { disabled: Some(false), ..Default::default() };
+    s.app.update_user(keyward::domain::Actor::System, erin.id, patch).await.unwrap();
+    assert_eq!(s.app.introspect(&held).await.unwrap()["active"], false);
+    json_with_status(redeem(good()).await, 200).await;
 }
 
 /// Replaces provider "fake" with `extra` on top of its first settings.
