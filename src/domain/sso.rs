@@ -468,6 +468,7 @@ mod tests {
             auth_source: source,
             disabled: false,
             created_at: crate::domain::now(),
+            tokens_not_before: None,
         }
     }
 
