@@ -388,10 +388,7 @@ pub(super) fn form_fields(
         return Err(error_page(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the form must be sent as a form"));
     }
     let mut fields = std::collections::HashMap::new();
-    // Percent-decoding replaces bytes that are not UTF-8; such a form is refused, not repaired.
-    // (ASCII never occurs inside a UTF-8 sequence, so the whole body decodes
-    // as UTF-8 exactly when each of its fields does.)
-    if percent_encoding::percent_decode(body).decode_utf8().is_err() {
+    if !super::extract::is_utf8_form(body) {
         return Err(error_page(StatusCode::BAD_REQUEST, "the form is not valid UTF-8"));
     }
     for (k, v) in form_urlencoded::parse(body) {

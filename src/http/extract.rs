@@ -105,6 +105,14 @@ pub fn media_type(headers: &axum::http::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a form-encoded body decodes to UTF-8. Percent-decoding would
+/// replace bytes that are not UTF-8; such a form is refused, not repaired.
+/// (ASCII never occurs inside a UTF-8 sequence, so the whole body decodes
+/// as UTF-8 exactly when each of its fields does.)
+pub fn is_utf8_form(body: &[u8]) -> bool {
+    percent_encoding::percent_decode(body).decode_utf8().is_ok()
+}
+
 /// Whether the request's media type is `expected` (lowercase).
 pub fn has_media_type(headers: &axum::http::HeaderMap, expected: &str) -> bool {
     media_type(headers) == expected

@@ -91,6 +91,9 @@ impl OAuthParams {
                 super::MAX_BODY_BYTES
             )),
         })?;
+        if !super::extract::is_utf8_form(&body) {
+            return Err(OAuthError::invalid_request("the body is not valid UTF-8").into());
+        }
         let mut params: Vec<(String, String)> = Vec::new();
         for (key, value) in form_urlencoded::parse(&body) {
             if value.is_empty() {

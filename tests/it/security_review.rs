@@ -500,6 +500,18 @@ async fn control_characters_are_400(backend: Backend) {
         .token_request(&[("grant_type", "client_credentials"), ("client_id", "a\0b"), ("client_secret", "x")])
         .await;
     oauth_error(r, 400, "invalid_request").await;
+    // Bytes that are not UTF-8 are refused, not read as U+FFFD.
+    for endpoint in ["/oauth/v2/token/", "/oauth/v2/introspect/", "/oauth/v2/revoke/"] {
+        let r = s
+            .http
+            .post(s.url(endpoint))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials&token=%ff&client_id=a%C3&client_secret=x")
+            .send()
+            .await
+            .unwrap();
+        assert!(oauth_error(r, 400, "invalid_request").await.contains("UTF-8"), "{endpoint}");
+    }
     let r = s.get("/admin/api/users/%00/", &admin).send().await.unwrap();
     assert_eq!(r.status(), 400);
     // The sign-in page's form is a form: another content type, which the
