@@ -2,6 +2,7 @@
 
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret};
+use crate::domain::MICROS;
 use crate::domain::api_token::{TokenStatus, validate_token_name};
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::settings::{ACCESS_TOKEN_LIFESPAN, REFRESH_TOKEN_LIFESPAN};
@@ -14,7 +15,6 @@ use crate::store::{
 use serde_json::json;
 use std::net::IpAddr;
 
-const MICROS: i64 = 1_000_000;
 /// Tokens this long are not ours; refused before any hashing.
 pub const TOKEN_INPUT_MAX: usize = 256;
 /// Active refresh tokens one user may hold: enough for every script, not

@@ -788,9 +788,7 @@ impl App {
         };
         let c = self.store.connection(&pending.connection_id).await?.ok_or_else(unusable)?;
         let client = self.connection_client(&c).await?;
-        let provider_origin = url::Url::parse(authorization_url_of(&client)?)
-            .map(|u| u.origin().ascii_serialization())
-            .unwrap_or_default();
+        let provider_origin = provider_origin(&client).unwrap_or_default();
         Ok(Some(ConnectRequest { agent, self_registered, provider: client.settings.name, provider_origin }))
     }
 
@@ -804,9 +802,7 @@ impl App {
             .await
             .ok()??;
         let c = self.store.connection(&pending.connection_id).await.ok()??;
-        let client = self.connection_client(&c).await.ok()?;
-        let url = url::Url::parse(authorization_url_of(&client).ok()?).ok()?;
-        Some(url.origin().ascii_serialization())
+        provider_origin(&self.connection_client(&c).await.ok()?)
     }
 
     fn open_verifier(&self, state_hash: &str, sealed: &str) -> Result<String, AppError> {
@@ -920,6 +916,12 @@ fn needs_reauth_event(c: &ConnectionRecord, detail: serde_json::Value) -> AuditE
         client_addr: None,
         detail,
     }
+}
+
+/// The origin of an authorization code client's authorization endpoint.
+fn provider_origin(client: &crate::store::OutboundClientRecord) -> Option<String> {
+    let url = url::Url::parse(authorization_url_of(client).ok()?).ok()?;
+    Some(url.origin().ascii_serialization())
 }
 
 /// The authorization endpoint of an authorization code client.

@@ -7,6 +7,7 @@ use super::error::{oauth_app_error, oauth_store_error};
 use super::tokens::{AccessTokenGrant, SignedToken, TokenResponse};
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
+use crate::domain::MICROS;
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::client_metadata::{ASSERTIONS_PER_HOST, DocumentKeys, check_assertion, is_document_url};
 use crate::domain::delegated::{
@@ -28,7 +29,6 @@ use aws_lc_rs::constant_time::verify_slices_are_equal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-const MICROS: i64 = 1_000_000;
 /// Authorization codes live at most this long (SPEC §3: short-lived).
 pub const CODE_LIFETIME_SECONDS: i64 = 60;
 const NAME_MAX: usize = 200;

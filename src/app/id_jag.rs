@@ -8,6 +8,7 @@
 use super::error::oauth_store_error;
 use super::tokens::TokenResponse;
 use super::{App, AppError};
+use crate::domain::MICROS;
 use crate::domain::client_metadata::ASSERTIONS_PER_HOST;
 use crate::domain::delegated::DelegatedClient;
 use crate::domain::id_jag::{
@@ -18,8 +19,6 @@ use crate::domain::oauth::{OAuthError, OAuthErrorCode, normalize_resource, refus
 use crate::domain::signed_jwt::{self, Expected, LEEWAY_SECONDS};
 use crate::domain::sso::SsoProvider;
 use crate::store::AssertionSpending;
-
-const MICROS: i64 = 1_000_000;
 
 fn refused(why: impl std::fmt::Display) -> OAuthError {
     OAuthError::new(OAuthErrorCode::InvalidGrant, format!("the identity assertion is refused: {why}"))

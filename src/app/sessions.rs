@@ -4,6 +4,7 @@
 
 use super::{App, AppError, UserPatch};
 use crate::crypto::{SecretKind, new_secret};
+use crate::domain::MICROS;
 use crate::domain::audit::AuditEvent;
 use crate::domain::settings::{SESSION_IDLE_TIMEOUT, SESSION_LIFETIME};
 use crate::domain::{Actor, User, UserId, now, to_micros};
@@ -11,7 +12,6 @@ use crate::store::SessionRecord;
 use serde_json::json;
 use std::net::IpAddr;
 
-const MICROS: i64 = 1_000_000;
 /// A session's last use is written at most this often (not on every page).
 const TOUCH_EVERY_MICROS: i64 = 60 * MICROS;
 

@@ -28,6 +28,9 @@ pub use caller::{Actor, Caller, Principal};
 pub use role::Role;
 pub use user::{AuthSource, User, UserId};
 
+/// Microseconds in a second.
+pub const MICROS: i64 = 1_000_000;
+
 /// Unix microseconds, the one time representation in storage.
 pub fn to_micros(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000) as i64

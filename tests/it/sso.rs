@@ -97,18 +97,26 @@ impl Provider {
 }
 
 async fn declare(s: &TestServer, p: &Provider, extra: Value) -> Value {
-    let mut body = json!({
+    let body = json!({
         "id": "fake", "display_name": "Fake IdP", "issuer": p.issuer, "client_id": "keyward",
         "client_secret": "fake-secret", "groups_claim": "groups", "default_role": "viewer",
     });
+    send_provider(s, reqwest::Method::POST, "/admin/api/sso_providers/", body, extra, 201).await
+}
+
+/// Sends provider settings `body` with `extra` on top; the answer, which
+/// must have `status`.
+async fn send_provider(
+    s: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    mut body: Value,
+    extra: Value,
+    status: u16,
+) -> Value {
     body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    let r = s
-        .send(reqwest::Method::POST, "/admin/api/sso_providers/", &s.admin_token().await)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    json_with_status(r, 201).await
+    let r = s.send(method, path, &s.admin_token().await).json(&body).send().await.unwrap();
+    json_with_status(r, status).await
 }
 
 /// Starts a sign-in in `browser`: the `state` and `nonce` sent to the provider.
@@ -790,13 +798,6 @@ async fn identity_assertions_are_checked(backend: Backend) {
 
 /// Replaces provider "fake" with `extra` on top of its first settings.
 async fn declare_again(s: &TestServer, p: &Provider, extra: Value) -> Value {
-    let mut body = json!({"display_name": "Fake IdP", "issuer": p.issuer, "client_id": "keyward"});
-    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-    let r = s
-        .send(reqwest::Method::PUT, "/admin/api/sso_providers/fake/", &s.admin_token().await)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    json_with_status(r, 200).await
+    let body = json!({"display_name": "Fake IdP", "issuer": p.issuer, "client_id": "keyward"});
+    send_provider(s, reqwest::Method::PUT, "/admin/api/sso_providers/fake/", body, extra, 200).await
 }
