@@ -92,6 +92,17 @@ async fn exchange_for(
     exchange_as(s, agent, &[("subject_token", subject), ("subject_token_type", ACCESS_TOKEN), target]).await
 }
 
+/// keyward with the admin's authorized connection to a provider (another
+/// keyward): (keyward, provider, connection id, admin token, outbound client id).
+async fn with_a_connection(backend: Backend) -> (TestServer, TestServer, String, String, String) {
+    let s = TestServer::start(backend).await;
+    let provider = TestServer::start_at(backend, "127.0.0.2").await;
+    let (connection, _) = authorized_connection(&s, &provider, 60_000).await;
+    let admin = s.admin_token().await;
+    let outbound = view_of(&s, &admin, &connection).await["outbound_client_id"].as_str().unwrap().to_string();
+    (s, provider, connection, admin, outbound)
+}
+
 /// A connection as the API shows it to `token`.
 async fn view_of(s: &TestServer, token: &str, connection: &str) -> Value {
     json_with_status(s.get(&format!("{CONNECTIONS}{connection}/"), token).send().await.unwrap(), 200).await
@@ -104,11 +115,7 @@ async fn audit_of(s: &TestServer, action: &str) -> Vec<keyward::domain::audit::A
 }
 
 async fn an_agent_exchanges_a_users_token_for_their_connection_token(backend: Backend) {
-    let s = TestServer::start(backend).await;
-    let provider = TestServer::start_at(backend, "127.0.0.2").await;
-    let (connection, _) = authorized_connection(&s, &provider, 60_000).await;
-    let admin = s.admin_token().await;
-    let outbound = view_of(&s, &admin, &connection).await["outbound_client_id"].as_str().unwrap().to_string();
+    let (s, provider, connection, _, outbound) = with_a_connection(backend).await;
     let agent = agent(&s).await;
     let app = app_client(&s).await;
     let subject = user_jwt(&s, &app, "admin", crate::harness::ADMIN_PASSWORD).await;
@@ -149,6 +156,31 @@ async fn an_agent_exchanges_a_users_token_for_their_connection_token(backend: Ba
     assert!(oauth_error(r, 400, "unauthorized_client").await.contains("token_exchange"));
     let r = exchange_for(&s, &(agent.0.clone(), "wrong".into()), &subject, target).await;
     oauth_error(r, 401, "invalid_client").await;
+    // No client at all; a field twice.
+    let form =
+        [("grant_type", EXCHANGE), ("subject_token", &subject), ("subject_token_type", ACCESS_TOKEN), target];
+    oauth_error(s.token_request(&form).await, 401, "invalid_client").await;
+    let twice = [
+        ("subject_token", subject.as_str()),
+        ("subject_token", subject.as_str()),
+        ("subject_token_type", ACCESS_TOKEN),
+        target,
+    ];
+    assert!(
+        oauth_error(exchange_as(&s, &agent, &twice).await, 400, "invalid_request")
+            .await
+            .contains("more than once")
+    );
+    // Only a server admin allows an agent.
+    let catalog_admin = s.token_for_role(Role::CatalogAdmin).await;
+    let r = s
+        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{stranger}/"), &catalog_admin)
+        .json(&json!({"token_exchange": true}))
+        .send()
+        .await
+        .unwrap();
+    api_error(r, 403, "forbidden").await;
+    assert!(!s.app.m2m_client(&stranger).await.unwrap().token_exchange);
     let r = exchange_as(
         &s,
         &agent,
@@ -253,12 +285,8 @@ async fn an_agent_exchanges_a_users_token_for_their_connection_token(backend: Ba
 }
 
 async fn a_user_without_a_connection_gets_a_connect_link_that_works(backend: Backend) {
-    let s = TestServer::start(backend).await;
-    let provider = TestServer::start_at(backend, "127.0.0.2").await;
     // The admin's connection makes the outbound client; dave has none.
-    let (connection, _) = authorized_connection(&s, &provider, 60_000).await;
-    let admin = s.admin_token().await;
-    let outbound = view_of(&s, &admin, &connection).await["outbound_client_id"].as_str().unwrap().to_string();
+    let (s, provider, _, admin, outbound) = with_a_connection(backend).await;
     let dave = s
         .app
         .create_user(keyward::domain::Actor::System, "dave", Some("dave-password-1"), Role::Viewer)
@@ -268,7 +296,7 @@ async fn a_user_without_a_connection_gets_a_connect_link_that_works(backend: Bac
     let app = app_client(&s).await;
     let subject = user_jwt(&s, &app, "dave", "dave-password-1").await;
     // Agents asking at the same moment make one connection for dave.
-    let asked = (0..20).map(|_| {
+    let asked = (0..50).map(|_| {
         let form = [
             ("grant_type", EXCHANGE.to_string()),
             ("client_id", agent.0.clone()),
