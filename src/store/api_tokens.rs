@@ -84,6 +84,8 @@ impl TryFrom<ApiAccessTokenGrantRow> for ApiAccessTokenGrant {
 
 const REFRESH_TOKEN_COLUMNS: &str = "id, user_id, name, created_at, expires_at, revoked_at, last_used_at";
 
+table!(RefreshTokenRecord, "refresh_tokens", REFRESH_TOKEN_COLUMNS);
+
 /// Stores a new refresh token; its id.
 pub(super) async fn insert_refresh_token(
     conn: &mut AnyConnection,
@@ -177,16 +179,17 @@ impl Store {
     }
 
     pub async fn refresh_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>> {
-        let sql = format!("SELECT {REFRESH_TOKEN_COLUMNS} FROM refresh_tokens WHERE token_hash = $1");
-        find::<RefreshTokenRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![token_hash]).await
+        select_one::<RefreshTokenRecord, _>(&self.pool, "WHERE token_hash = $1", params![token_hash]).await
     }
 
     /// A user's refresh tokens, newest first, whatever their status.
     pub async fn refresh_tokens_of(&self, user_id: UserId) -> StoreResult<Vec<RefreshTokenRecord>> {
-        let sql = format!(
-            "SELECT {REFRESH_TOKEN_COLUMNS} FROM refresh_tokens WHERE user_id = $1 ORDER BY created_at DESC, id DESC"
-        );
-        find_all::<RefreshTokenRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![user_id]).await
+        select::<RefreshTokenRecord, _>(
+            &self.pool,
+            "WHERE user_id = $1 ORDER BY created_at DESC, id DESC",
+            params![user_id],
+        )
+        .await
     }
 
     /// Revokes refresh token `id` of `user_id` and its access tokens;

@@ -63,6 +63,8 @@ pub enum BindOutcome {
 
 const OUTBOUND_COLUMNS: &str = "id, settings, client_secret, created_at, endpoints_version";
 
+table!(OutboundRow, "outbound_clients", OUTBOUND_COLUMNS);
+
 #[derive(FromRow)]
 pub(super) struct OutboundRow {
     id: String,
@@ -90,6 +92,8 @@ impl TryFrom<OutboundRow> for OutboundClientRecord {
 pub(super) const CONNECTION_COLUMNS: &str = "id, outbound_client_id, user_id, name, status, status_detail, access_token, \
      refresh_token, obtained_at, access_expires_at, refresh_expires_at, created_at";
 
+table!(ConnectionRecord, "connections", CONNECTION_COLUMNS);
+
 impl Store {
     pub async fn create_outbound_client(
         &self,
@@ -114,13 +118,11 @@ impl Store {
     }
 
     pub async fn outbound_client(&self, id: &str) -> StoreResult<Option<OutboundClientRecord>> {
-        let sql = format!("SELECT {OUTBOUND_COLUMNS} FROM outbound_clients WHERE id = $1");
-        find::<OutboundRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![id]).await
+        select_one::<OutboundRow, _>(&self.pool, "WHERE id = $1", params![id]).await
     }
 
     pub async fn list_outbound_clients(&self) -> StoreResult<Vec<OutboundClientRecord>> {
-        let sql = format!("SELECT {OUTBOUND_COLUMNS} FROM outbound_clients ORDER BY created_at, id");
-        find_all::<OutboundRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![]).await
+        select::<OutboundRow, _>(&self.pool, "ORDER BY created_at, id", params![]).await
     }
 
     /// Replaces settings, and the sealed secret when `Some`.
@@ -183,15 +185,16 @@ impl Store {
     }
 
     pub async fn connection(&self, id: &str) -> StoreResult<Option<ConnectionRecord>> {
-        let sql = format!("SELECT {CONNECTION_COLUMNS} FROM connections WHERE id = $1");
-        find::<ConnectionRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![id]).await
+        select_one::<ConnectionRecord, _>(&self.pool, "WHERE id = $1", params![id]).await
     }
 
     pub async fn connections_of(&self, user_id: UserId) -> StoreResult<Vec<ConnectionRecord>> {
-        let sql = format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE user_id = $1 ORDER BY created_at, id"
-        );
-        find_all::<ConnectionRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![user_id]).await
+        select::<ConnectionRecord, _>(
+            &self.pool,
+            "WHERE user_id = $1 ORDER BY created_at, id",
+            params![user_id],
+        )
+        .await
     }
 
     pub async fn delete_connection(&self, id: &str, event: AuditEvent) -> StoreResult<()> {
@@ -295,13 +298,10 @@ impl Store {
         idle_before: i64,
         limit: i64,
     ) -> StoreResult<Vec<ConnectionRecord>> {
-        let sql = format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
-             AND (access_expires_at < $1 OR obtained_at < $2) ORDER BY access_expires_at LIMIT $3"
-        );
-        find_all::<ConnectionRecord, _>(
+        select::<ConnectionRecord, _>(
             &self.pool,
-            sqlx::AssertSqlSafe(sql),
+            "WHERE status = 'active' \
+             AND (access_expires_at < $1 OR obtained_at < $2) ORDER BY access_expires_at LIMIT $3",
             params![expiring_before, idle_before, limit],
         )
         .await
@@ -333,11 +333,12 @@ impl Store {
 
     /// The connections through outbound client `id`.
     pub async fn connections_through(&self, outbound_client_id: &str) -> StoreResult<Vec<ConnectionRecord>> {
-        let sql = format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE outbound_client_id = $1 ORDER BY created_at, id"
-        );
-        find_all::<ConnectionRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![outbound_client_id])
-            .await
+        select::<ConnectionRecord, _>(
+            &self.pool,
+            "WHERE outbound_client_id = $1 ORDER BY created_at, id",
+            params![outbound_client_id],
+        )
+        .await
     }
 
     /// Active connections whose refresh token dies before `before` (ms).
@@ -346,11 +347,13 @@ impl Store {
         before: i64,
         limit: i64,
     ) -> StoreResult<Vec<ConnectionRecord>> {
-        let sql = format!(
-            "SELECT {CONNECTION_COLUMNS} FROM connections WHERE status = 'active' \
-             AND refresh_expires_at < $1 ORDER BY refresh_expires_at LIMIT $2"
-        );
-        find_all::<ConnectionRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![before, limit]).await
+        select::<ConnectionRecord, _>(
+            &self.pool,
+            "WHERE status = 'active' \
+             AND refresh_expires_at < $1 ORDER BY refresh_expires_at LIMIT $2",
+            params![before, limit],
+        )
+        .await
     }
 
     /// Forgets the connection's tokens and marks it revoked.

@@ -22,6 +22,8 @@ pub(super) const OAUTH_CLIENT_COLUMNS: &str = "client_id, name, redirect_uris, c
      refresh_token_lifetime, access_token_lifetime, pkce_enabled, created_at, registration, metadata, \
      registration_token_hash, offline_access";
 
+table!(OAuthClientRow, "oauth_clients", OAUTH_CLIENT_COLUMNS);
+
 #[derive(FromRow)]
 pub(super) struct OAuthClientRow {
     client_id: String,
@@ -183,15 +185,12 @@ impl Store {
     }
 
     pub async fn oauth_client(&self, client_id: &str) -> StoreResult<Option<OAuthClientRecord>> {
-        let sql = format!("SELECT {OAUTH_CLIENT_COLUMNS} FROM oauth_clients WHERE client_id = $1");
-        find::<OAuthClientRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![client_id]).await
+        select_one::<OAuthClientRow, _>(&self.pool, "WHERE client_id = $1", params![client_id]).await
     }
 
     pub async fn list_oauth_clients(&self) -> StoreResult<Vec<DelegatedClient>> {
-        let sql = format!("SELECT {OAUTH_CLIENT_COLUMNS} FROM oauth_clients ORDER BY created_at, client_id");
-        let records =
-            find_all::<OAuthClientRow, OAuthClientRecord>(&self.pool, sqlx::AssertSqlSafe(sql), params![])
-                .await?;
+        let order = "ORDER BY created_at, client_id";
+        let records = select::<OAuthClientRow, OAuthClientRecord>(&self.pool, order, params![]).await?;
         Ok(records.into_iter().map(|r| r.client).collect())
     }
 

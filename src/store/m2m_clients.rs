@@ -36,6 +36,8 @@ pub struct M2mClientRecord {
 pub(super) const M2M_COLUMNS: &str = "client_id, name, role, access_token_duration, disabled_at, created_at, \
      secret_rotated_at, secret_hash, previous_secret_hash, previous_secret_expires_at, is_service, tokens_not_before, token_exchange";
 
+table!(M2mClientRow, "m2m_clients", M2M_COLUMNS);
+
 #[derive(FromRow)]
 pub(super) struct M2mClientRow {
     client_id: String,
@@ -108,15 +110,12 @@ impl Store {
     }
 
     pub async fn m2m_client(&self, client_id: &str) -> StoreResult<Option<M2mClientRecord>> {
-        let sql = format!("SELECT {M2M_COLUMNS} FROM m2m_clients WHERE client_id = $1");
-        find::<M2mClientRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![client_id]).await
+        select_one::<M2mClientRow, _>(&self.pool, "WHERE client_id = $1", params![client_id]).await
     }
 
     pub async fn list_m2m_clients(&self) -> StoreResult<Vec<M2mClient>> {
-        let sql = format!("SELECT {M2M_COLUMNS} FROM m2m_clients ORDER BY created_at, client_id");
-        let records =
-            find_all::<M2mClientRow, M2mClientRecord>(&self.pool, sqlx::AssertSqlSafe(sql), params![])
-                .await?;
+        let order = "ORDER BY created_at, client_id";
+        let records = select::<M2mClientRow, M2mClientRecord>(&self.pool, order, params![]).await?;
         Ok(records.into_iter().map(|r| r.client).collect())
     }
 

@@ -25,6 +25,16 @@ macro_rules! params {
     }};
 }
 
+/// Says which table a row type is read from, and with which columns.
+macro_rules! table {
+    ($row:ty, $table:literal, $columns:expr) => {
+        impl super::Table for $row {
+            const TABLE: &str = $table;
+            const COLUMNS: &str = $columns;
+        }
+    };
+}
+
 mod api_tokens;
 mod audit;
 mod connections;
@@ -262,6 +272,33 @@ async fn find<'c, R: Row, T: Record<R>>(
     params: Params,
 ) -> StoreResult<Option<T>> {
     Ok(find_all::<R, T>(executor, sql, params).await?.into_iter().next())
+}
+
+/// A row type read whole from one table, so that a reader writes only its
+/// condition: `select::<UserRow, _>(pool, "WHERE id = $1", params![id])`.
+trait Table: Row {
+    const TABLE: &'static str;
+    const COLUMNS: &'static str;
+}
+
+/// The rows of `R`'s table that `clause` (`WHERE …`, `ORDER BY …`) picks, as
+/// records.
+async fn select<'c, R: Table, T: Record<R>>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    clause: &str,
+    params: Params,
+) -> StoreResult<Vec<T>> {
+    let sql = format!("SELECT {} FROM {} {clause}", R::COLUMNS, R::TABLE);
+    find_all::<R, T>(executor, sqlx::AssertSqlSafe(sql), params).await
+}
+
+/// The row of `R`'s table that `clause` picks by a unique key, if any.
+async fn select_one<'c, R: Table, T: Record<R>>(
+    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
+    clause: &str,
+    params: Params,
+) -> StoreResult<Option<T>> {
+    Ok(select::<R, T>(executor, clause, params).await?.into_iter().next())
 }
 
 /// `Conflict(what)` for a unique violation, any other error as it is.

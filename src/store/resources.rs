@@ -9,6 +9,8 @@ use sqlx::FromRow;
 const RESOURCE_COLUMNS: &str =
     "name, resource, display_name, scopes, required_scopes, upstream_url, created_at";
 
+table!(ResourceRow, "protected_resources", RESOURCE_COLUMNS);
+
 #[derive(FromRow)]
 struct ResourceRow {
     name: String,
@@ -78,23 +80,19 @@ impl Store {
     }
 
     pub async fn resource(&self, name: &str) -> StoreResult<Option<ProtectedResource>> {
-        let sql = format!("SELECT {RESOURCE_COLUMNS} FROM protected_resources WHERE name = $1");
-        find::<ResourceRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![name]).await
+        select_one::<ResourceRow, _>(&self.pool, "WHERE name = $1", params![name]).await
     }
 
     pub async fn resources(&self) -> StoreResult<Vec<ProtectedResource>> {
-        let sql = format!("SELECT {RESOURCE_COLUMNS} FROM protected_resources ORDER BY name");
-        find_all::<ResourceRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![]).await
+        select::<ResourceRow, _>(&self.pool, "ORDER BY name", params![]).await
     }
 
     /// The declared resources among `indicators` (normalized).
     pub async fn resources_by_indicator(&self, indicators: &[String]) -> StoreResult<Vec<ProtectedResource>> {
         let mut found = Vec::new();
         for indicator in indicators {
-            let sql = format!("SELECT {RESOURCE_COLUMNS} FROM protected_resources WHERE resource = $1");
-            found.extend(
-                find::<ResourceRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![indicator]).await?,
-            );
+            let by_indicator = "WHERE resource = $1";
+            found.extend(select_one::<ResourceRow, _>(&self.pool, by_indicator, params![indicator]).await?);
         }
         Ok(found)
     }

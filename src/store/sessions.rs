@@ -50,6 +50,8 @@ impl TryFrom<SessionUserRow> for SessionFound {
 
 const SESSION_COLUMNS: &str = "id_hash, user_id, created_at, expires_at, COALESCE(last_seen_at, created_at) AS last_seen_at, method, client_addr";
 
+table!(SessionRecord, "user_sessions", SESSION_COLUMNS);
+
 impl Store {
     pub async fn create_session(&self, s: &SessionRecord) -> StoreResult<()> {
         exec(
@@ -100,11 +102,13 @@ impl Store {
 
     /// A user's sign-ins that have not expired, newest first.
     pub async fn sessions_of(&self, user_id: UserId, now: i64) -> StoreResult<Vec<SessionRecord>> {
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM user_sessions WHERE user_id = $1 AND expires_at > $2 \
-             ORDER BY created_at DESC LIMIT 100"
-        );
-        find_all::<SessionRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![user_id, now]).await
+        select::<SessionRecord, _>(
+            &self.pool,
+            "WHERE user_id = $1 AND expires_at > $2 \
+             ORDER BY created_at DESC LIMIT 100",
+            params![user_id, now],
+        )
+        .await
     }
 
     /// Ends one of `user_id`'s sign-ins; `NotFound` when it has no such one.

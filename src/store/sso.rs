@@ -28,6 +28,8 @@ impl TryFrom<ProviderRow> for SsoProviderRecord {
 
 const PROVIDER_COLUMNS: &str = "settings, sealed_client_secret, created_at, updated_at";
 
+table!(ProviderRow, "sso_providers", PROVIDER_COLUMNS);
+
 impl Store {
     /// Creates provider `r.provider.id`, or replaces it (`replace`; a
     /// `None` secret then keeps the stored one).
@@ -53,13 +55,11 @@ impl Store {
     }
 
     pub async fn sso_provider(&self, id: &str) -> StoreResult<Option<SsoProviderRecord>> {
-        let sql = format!("SELECT {PROVIDER_COLUMNS} FROM sso_providers WHERE id = $1");
-        find::<ProviderRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![id]).await
+        select_one::<ProviderRow, _>(&self.pool, "WHERE id = $1", params![id]).await
     }
 
     pub async fn sso_providers(&self) -> StoreResult<Vec<SsoProviderRecord>> {
-        let sql = format!("SELECT {PROVIDER_COLUMNS} FROM sso_providers ORDER BY id");
-        find_all::<ProviderRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![]).await
+        select::<ProviderRow, _>(&self.pool, "ORDER BY id", params![]).await
     }
 
     /// Deletes a provider and its links (its users stay, without a way in

@@ -28,6 +28,8 @@ pub struct UserUpdate {
 pub(super) const USER_COLUMNS: &str =
     "id, username, role, auth_source, disabled_at, created_at, tokens_not_before";
 
+table!(UserRow, "users", USER_COLUMNS);
+
 #[derive(FromRow)]
 pub(super) struct UserRow {
     id: i64,
@@ -178,8 +180,7 @@ impl Store {
     }
 
     pub async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
-        find::<UserRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![id]).await
+        select_one::<UserRow, _>(&self.pool, "WHERE id = $1", params![id]).await
     }
 
     /// A user by (case-insensitive) username, with the password hash.
@@ -190,8 +191,7 @@ impl Store {
     }
 
     pub async fn list_users(&self, limit: i64, offset: i64) -> StoreResult<Vec<User>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT $1 OFFSET $2");
-        find_all::<UserRow, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![limit, offset]).await
+        select::<UserRow, _>(&self.pool, "ORDER BY id LIMIT $1 OFFSET $2", params![limit, offset]).await
     }
 
     pub async fn update_user(&self, id: UserId, update: UserUpdate, event: AuditEvent) -> StoreResult<User> {
@@ -199,9 +199,8 @@ impl Store {
         // the user (role, password, disabled) makes them look again.
         self.write(event, Some(REVOCATIONS), async |tx, _| {
             let admins = self.lock_active_admins(tx).await?;
-            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
             let current: User =
-                find::<UserRow, _>(&mut *tx, sqlx::AssertSqlSafe(sql), params![id]).await?.ok_or(StoreError::NotFound)?;
+                select_one::<UserRow, _>(&mut *tx, "WHERE id = $1", params![id]).await?.ok_or(StoreError::NotFound)?;
             let stays_active_admin = update.role.unwrap_or(current.role) == Role::ServerAdmin
                 && !update.disabled.unwrap_or(current.disabled);
             if admins == [id] && !stays_active_admin {

@@ -19,6 +19,8 @@ pub struct CredentialRecord {
 
 const CREDENTIAL_COLUMNS: &str = "principal, dp_id, state, username, password, updated_at";
 
+table!(CredentialRecord, "warehouse_credentials", CREDENTIAL_COLUMNS);
+
 /// `(dp_id, name, warehouse)` as stored.
 type DataProductRow = (String, String, String);
 
@@ -95,17 +97,17 @@ impl Store {
     }
 
     pub async fn credentials(&self, principal: &str, dp_id: &str) -> StoreResult<Option<CredentialRecord>> {
-        let sql = format!(
-            "SELECT {CREDENTIAL_COLUMNS} FROM warehouse_credentials WHERE principal = $1 AND dp_id = $2"
-        );
-        find::<CredentialRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![principal, dp_id]).await
+        select_one::<CredentialRecord, _>(
+            &self.pool,
+            "WHERE principal = $1 AND dp_id = $2",
+            params![principal, dp_id],
+        )
+        .await
     }
 
     pub async fn credentials_of(&self, principal: &str) -> StoreResult<Vec<CredentialRecord>> {
-        let sql = format!(
-            "SELECT {CREDENTIAL_COLUMNS} FROM warehouse_credentials WHERE principal = $1 ORDER BY dp_id"
-        );
-        find_all::<CredentialRecord, _>(&self.pool, sqlx::AssertSqlSafe(sql), params![principal]).await
+        select::<CredentialRecord, _>(&self.pool, "WHERE principal = $1 ORDER BY dp_id", params![principal])
+            .await
     }
 
     pub async fn delete_credentials(
