@@ -64,21 +64,13 @@ impl App {
     /// The client record for authentication: from the node's cache when it
     /// can be trusted, else from the store (and then cached).
     pub(super) async fn client_record(&self, client_id: &str) -> Result<Option<M2mClientRecord>, AppError> {
-        if let Some(record) = self.clients.get(client_id) {
-            return Ok(Some(record));
-        }
-        let generation = self.clients.generation();
-        let record = self.store.m2m_client(client_id).await?;
-        if let Some(r) = &record {
-            self.clients.put(r, generation);
-        }
-        Ok(record)
+        Ok(self.clients.get_or_read(client_id, self.store.m2m_client(client_id)).await?)
     }
 
     /// Forgets a client this node just changed (other nodes hear of it from
     /// the store).
     fn forget_client(&self, client_id: &str) {
-        self.clients.apply(Invalidation::Client(client_id.to_string()));
+        self.clients.apply(&Invalidation::Client(client_id.to_string()));
     }
 
     pub async fn update_m2m_client(

@@ -6,7 +6,6 @@
 mod api_tokens;
 mod audit_sink;
 mod auth;
-mod client_cache;
 mod client_metadata;
 mod clients;
 mod connections;
@@ -18,6 +17,7 @@ mod keys;
 mod outbound;
 mod outbound_http;
 mod proxy;
+mod record_cache;
 mod registration;
 mod remembered;
 mod resources;
@@ -53,7 +53,7 @@ pub use users::UserPatch;
 pub use vault::{CredentialView, WarehouseLogin};
 
 use crate::crypto::{AeadKey, MasterKey, PasswordHasher, SecretHasher, random_bytes};
-use crate::store::DynStore;
+use crate::store::{DynStore, Invalidation};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use std::sync::Arc;
@@ -71,7 +71,8 @@ pub struct App {
     pub usage: usage::UsageRecorder,
     /// For talking to other systems: through [`App::outbound_http`] only.
     http: outbound_http::OutboundHttp,
-    clients: Arc<client_cache::ClientCache>,
+    clients: Arc<record_cache::RecordCache<crate::store::M2mClientRecord>>,
+    resources: Arc<record_cache::RecordCache<crate::domain::resource::ProtectedResource>>,
     /// JWTs this node verified and nobody revoked since, by audience and token.
     verified: Arc<remembered::Remembered<crate::domain::token::AccessTokenClaims>>,
     /// API access tokens this node looked up, by their HMAC.
@@ -154,7 +155,8 @@ impl App {
         let keys = Keyring::load(store.as_ref(), &data_key).await?;
         // A store no one else writes needs no listener: local eviction is
         // all the news there is.
-        let clients = Arc::new(client_cache::ClientCache::new(!store.is_shared()));
+        let clients = Arc::new(record_cache::RecordCache::new(!store.is_shared(), Invalidation::client));
+        let resources = Arc::new(record_cache::RecordCache::new(!store.is_shared(), Invalidation::resource));
         // Tokens checked before: on a store no one else writes, remembered
         // whole (this node's own writes are all the news there is); with
         // several nodes, a JWT's signature only, and revocation and API
@@ -164,35 +166,39 @@ impl App {
         let api_tokens = Arc::new(remembered::Remembered::new(!store.is_shared()));
         let keys = Arc::new(keys);
         let local = {
-            let (clients, verified, api_tokens) = (clients.clone(), verified.clone(), api_tokens.clone());
-            move |i: crate::store::Invalidation| {
+            let (clients, resources) = (clients.clone(), resources.clone());
+            let (verified, api_tokens) = (verified.clone(), api_tokens.clone());
+            move |i: Invalidation| {
                 verified.apply(&i);
                 api_tokens.apply(&i);
-                clients.apply(i);
+                clients.apply(&i);
+                resources.apply(&i);
             }
         };
         // This node's own changes reach its caches as they commit.
         store.on_local_change(Box::new(local));
         if store.is_shared() {
-            let (watched, cache, keyring) = (store.clone(), clients.clone(), keys.clone());
+            let (watched, keyring) = (store.clone(), keys.clone());
+            let (clients, resources) = (clients.clone(), resources.clone());
             tokio::spawn(async move {
                 watched
                     .watch_invalidations(Box::new(move |i| {
                         match i {
                             // Another node rotated the keys: read them now.
-                            crate::store::Invalidation::Keys => keyring.changed.notify_one(),
+                            Invalidation::Keys => keyring.changed.notify_one(),
                             // For operators to alert on: a node that hears
                             // no other node serves with its caches off.
-                            crate::store::Invalidation::All => {
+                            Invalidation::All => {
                                 metrics::gauge!("keyward_change_listener_connected").set(1.0)
                             }
-                            crate::store::Invalidation::Lost => {
+                            Invalidation::Lost => {
                                 metrics::gauge!("keyward_change_listener_connected").set(0.0);
                                 metrics::counter!("keyward_change_listener_losses_total").increment(1);
                             }
                             _ => {}
                         }
-                        cache.apply(i)
+                        clients.apply(&i);
+                        resources.apply(&i);
                     }))
                     .await
             });
@@ -203,6 +209,7 @@ impl App {
             metadata_documents: Default::default(),
             sso: Default::default(),
             clients,
+            resources,
             verified,
             api_tokens,
             audit: AuditSink::spawn(store.clone()),

@@ -83,7 +83,7 @@ impl<V: Clone> Remembered<V> {
         };
         match invalidation {
             // A client's change is seen where its record is read (the client cache).
-            Invalidation::Client(_) | Invalidation::Keys => {}
+            Invalidation::Client(_) | Invalidation::Resource(_) | Invalidation::Keys => {}
             Invalidation::Revocations => forget(None),
             Invalidation::All => forget(Some(self.allowed)),
             Invalidation::Lost => forget(Some(false)),

@@ -105,6 +105,12 @@ impl App {
         self.store.resource(name).await?.ok_or_else(|| not_found(name))
     }
 
+    /// The resource named `name` for the gateway: from the node's cache when
+    /// it can be trusted, else from the store (and then cached).
+    pub async fn resource_record(&self, name: &str) -> Result<Option<ProtectedResource>, AppError> {
+        Ok(self.resources.get_or_read(name, self.store.resource(name)).await?)
+    }
+
     pub async fn resources(&self) -> Result<Vec<ProtectedResource>, AppError> {
         Ok(self.store.resources().await?)
     }

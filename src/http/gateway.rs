@@ -189,9 +189,9 @@ async fn served_resource(app: &App, name: &str) -> Result<ProtectedResource, Res
     if name.is_empty() || name.len() > crate::domain::resource::NAME_MAX {
         return Err(not_found());
     }
-    match app.store.resource(name).await {
+    match app.resource_record(name).await {
         Ok(found) => found.filter(|r| r.upstream_url.is_some()).ok_or_else(not_found),
-        Err(e) => Err(ApiError::from(crate::app::AppError::from(e)).into_response()),
+        Err(e) => Err(ApiError::from(e).into_response()),
     }
 }
 

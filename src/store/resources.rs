@@ -52,7 +52,8 @@ impl Store {
         let scopes = serde_json::to_string(&r.scopes).expect("scopes serialize");
         let required = serde_json::to_string(&r.required_scopes).expect("scopes serialize");
         let at = to_micros(now());
-        self.write(event, None, async |tx, _| {
+        let announce = format!("{RESOURCE_PREFIX}{}", r.name);
+        self.write(event, Some(&announce), async |tx, _| {
             let sql = if replace {
                 "UPDATE protected_resources SET resource = $2, display_name = $3, scopes = $4, \
                  required_scopes = $5, upstream_url = $6, updated_at = $7 WHERE name = $1"
@@ -98,6 +99,8 @@ impl Store {
     }
 
     pub async fn delete_resource(&self, name: &str, event: AuditEvent) -> StoreResult<()> {
-        self.write_one(event, None, "DELETE FROM protected_resources WHERE name = $1", params![name]).await
+        let announce = format!("{RESOURCE_PREFIX}{name}");
+        let sql = "DELETE FROM protected_resources WHERE name = $1";
+        self.write_one(event, Some(&announce), sql, params![name]).await
     }
 }

@@ -19,6 +19,7 @@ on_both_backends!(
     a_refusal_leaves_the_connection_usable_or_says_it_closes,
     scopes_fit_the_audience,
     the_token_endpoint_never_widens_the_resource,
+    a_changed_resource_applies_on_every_node,
 );
 
 const RESOURCES: &str = "/admin/api/resources/";
@@ -382,6 +383,47 @@ async fn demo_behind_the_gateway(s: &TestServer, upstream_url: &str) -> (String,
     let (id, secret) = s.m2m_client("viewer", 3600).await;
     let token = json_with_status(m2m_token(s, &id, &secret, &gateway, None).await, 200).await;
     (gateway, token["access_token"].as_str().unwrap().to_string())
+}
+
+/// Each node keeps the resources its gateway served in memory, yet a
+/// resource declared again or deleted applies at once on the node that
+/// changed it, and on the others once PostgreSQL delivers the notice.
+async fn a_changed_resource_applies_on_every_node(backend: Backend) {
+    let a = TestServer::start(backend).await;
+    let b = a.another_node().await;
+    let (upstream_url, _) = upstream().await;
+    let (_, token) = demo_behind_the_gateway(&a, &upstream_url).await;
+    let status = async |node: &TestServer| {
+        let r = node.http.post(node.url("/r/demo")).bearer_auth(&token).json(&json!({})).send().await;
+        r.unwrap().status().as_u16()
+    };
+    let soon = async |node: &TestServer, expected: u16| {
+        for _ in 0..40 {
+            if status(node).await == expected {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    for node in [&a, &b] {
+        for _ in 0..2 {
+            assert_eq!(status(node).await, 200);
+        }
+    }
+    // Declared again, now requiring a scope the token lacks.
+    let admin = a.admin_token().await;
+    let mut stricter = demo(&upstream_url);
+    stricter.as_object_mut().unwrap().remove("name");
+    stricter["required_scopes"] = json!(["tools:admin"]);
+    let r = a.send(Method::PUT, &format!("{RESOURCES}demo/"), &admin).json(&stricter).send().await;
+    json_with_status(r.unwrap(), 200).await;
+    assert_eq!(status(&a).await, 403, "at once on the node that changed it");
+    assert!(soon(&b, 403).await, "on the other node");
+    let r = a.send(Method::DELETE, &format!("{RESOURCES}demo/"), &admin).send().await;
+    assert_eq!(r.unwrap().status(), 204);
+    assert_eq!(status(&a).await, 404);
+    assert!(soon(&b, 404).await);
 }
 
 type BodyPart = Result<Vec<u8>, std::io::Error>;

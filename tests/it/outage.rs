@@ -272,6 +272,35 @@ async fn a_listener_on_another_database_is_never_trusted() {
     let (id, token) = client_asked_twice(&s).await;
     disable_client(&other, &id).await;
     assert_eq!(token().await, 401, "served from a cache nobody keeps current");
+
+    // Nor the resources its gateway served: one deleted through the other
+    // node is gone here at once (before, its dead upstream made it a 502).
+    let admin = other.admin_token().await;
+    let resource = serde_json::json!({
+        "name": "demo", "display_name": "Demo", "scopes": [{"name": "tools", "description": "tools"}],
+        "upstream_url": "http://127.0.0.1:9/mcp",
+    });
+    let r = other.send(reqwest::Method::POST, "/admin/api/resources/", &admin).json(&resource).send().await;
+    assert_eq!(r.unwrap().status(), 201);
+    let (id, secret) = s.m2m_client("viewer", 3600).await;
+    // Its indicator is under the issuer the nodes share (the first node's URL).
+    let (gateway, indicator) = (s.url("/r/demo"), other.url("/r/demo"));
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", id.as_str()),
+        ("client_secret", secret.as_str()),
+        ("resource", indicator.as_str()),
+    ];
+    let jwt = json_with_status(s.token_request(&form).await, 200).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..2 {
+        assert_eq!(s.http.get(&gateway).bearer_auth(&jwt).send().await.unwrap().status(), 502);
+    }
+    let r = other.send(reqwest::Method::DELETE, "/admin/api/resources/demo/", &admin).send().await;
+    assert_eq!(r.unwrap().status(), 204);
+    assert_eq!(s.http.get(&gateway).bearer_auth(&jwt).send().await.unwrap().status(), 404);
 }
 
 /// Disables the M2M client `id` through `node`'s admin API.
