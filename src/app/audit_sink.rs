@@ -10,6 +10,10 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 const BATCH_MAX: usize = 1000;
+/// How long the writer gathers events after the first of a batch: under
+/// load one transaction (one commit, one hand-off to SQLite's thread) per
+/// burst instead of one per few events.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 const QUEUE_MAX: usize = 100_000;
 
 enum Message {
@@ -139,15 +143,24 @@ async fn run(store: DynStore, mut rx: mpsc::Receiver<Message>) {
             }
         };
         let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Event(e) if e.outcome == Outcome::Failure => failures.add(e),
-                Message::Event(e) => batch.push(e),
-                Message::Flush(done) => waiting.push(done),
+        let mut lingered = false;
+        loop {
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Event(e) if e.outcome == Outcome::Failure => failures.add(e),
+                    Message::Event(e) => batch.push(e),
+                    Message::Flush(done) => waiting.push(done),
+                }
+                if batch.len() < BATCH_MAX {
+                    next = rx.try_recv().ok();
+                }
             }
-            if batch.len() < BATCH_MAX {
-                next = rx.try_recv().ok();
+            if lingered || !waiting.is_empty() || batch.is_empty() || batch.len() >= BATCH_MAX {
+                break;
             }
+            tokio::time::sleep(LINGER).await;
+            lingered = true;
+            next = rx.try_recv().ok();
         }
         let mut events = std::mem::take(&mut batch);
         if !waiting.is_empty() {

@@ -110,10 +110,31 @@ pub fn media_type(headers: &axum::http::HeaderMap) -> String {
 /// (ASCII never occurs inside a UTF-8 sequence, so the whole body decodes
 /// as UTF-8 exactly when each of its fields does.)
 pub fn is_utf8_form(body: &[u8]) -> bool {
+    if !body.contains(&b'%') {
+        return std::str::from_utf8(body).is_ok();
+    }
     percent_encoding::percent_decode(body).decode_utf8().is_ok()
 }
 
 /// Whether the request's media type is `expected` (lowercase).
 pub fn has_media_type(headers: &axum::http::HeaderMap, expected: &str) -> bool {
     media_type(headers) == expected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_that_are_not_utf8_are_told_apart() {
+        for (form, utf8) in [
+            (&b"a=caf\xc3\xa9"[..], true),
+            (b"a=caf%C3%A9&b=x+y", true),
+            (b"a=\xff", false),
+            (b"a=%ff", false),
+            (b"a=%C3", false),
+        ] {
+            assert_eq!(is_utf8_form(form), utf8, "{form:?}");
+        }
+    }
 }

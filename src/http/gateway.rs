@@ -328,13 +328,16 @@ async fn forward_parts(
         return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request was already passed on")
             .into_response();
     };
-    let body = reqwest::Body::wrap_stream(capped(
-        body.into_data_stream(),
-        GATEWAY_MAX_BODY_BYTES,
-        deadline,
-        progress.clone(),
-    ));
-    let mut upstream = app.gateway_http().request(method, target).body(body);
+    let mut upstream = app.gateway_http().request(method, target);
+    if axum::body::HttpBody::is_end_stream(&body) {
+        // Nothing to pass on (a GET, say): the upstream gets no body, not an
+        // empty chunked one, and the caller's connection stays open for its
+        // next request.
+        progress.set(BodyProgress::ENDED);
+    } else {
+        let capped = capped(body.into_data_stream(), GATEWAY_MAX_BODY_BYTES, deadline, progress.clone());
+        upstream = upstream.body(reqwest::Body::wrap_stream(capped));
+    }
     for (name, value) in &parts.headers {
         if crate::app::FORWARDED_REQUEST_HEADERS.contains(&name.as_str())
             || MCP_REQUEST_HEADERS.contains(&name.as_str())

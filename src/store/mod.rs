@@ -383,6 +383,11 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(10))
+            // A SQLite connection is a file handle that cannot go stale:
+            // pinging it before each use was one more hand-off to its
+            // thread per query. A PostgreSQL one can (a restarted server,
+            // a dropped socket), so it is still tested.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -341,6 +341,13 @@ async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
     );
     // The resource's root with a trailing slash reaches the upstream too.
     assert_ne!(s.http.get(s.url("/r/demo/")).bearer_auth(&good).send().await.unwrap().status(), 404);
+    // A request without a body reaches it without one, and the caller's
+    // connection stays open (it was closed after every GET).
+    let r = s.http.get(&gateway).bearer_auth(&good).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("connection").is_none(), "{:?}", r.headers());
+    let seen_now = seen.lock().unwrap().clone();
+    assert!(!seen_now.iter().any(|(k, _)| k == "transfer-encoding" || k == "content-length"), "{seen_now:?}");
     // Paths stay below the upstream; revoked tokens stop at once.
     let r = s.http.get(s.url("/r/demo/..%2f..%2fetc")).bearer_auth(&good).send().await.unwrap();
     assert_eq!(r.status(), 400);
