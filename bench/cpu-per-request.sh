@@ -74,8 +74,10 @@ measure() {
     local by_thread
     by_thread=$(join "$work/before" "$work/after" |
         awk -v n="$served" '$3 > $2 {printf "%s %.1f µs, ", $1, ($3 - $2) * 10000 / n}')
-    printf '%-28s %-10s %7s req/s  p99 %-8s CPU per request: %s%s\n' \
-        "$(basename "$(dirname "$bin")")/$(basename "$bin")" "$ENDPOINT" "$RPS" "$P99" "${by_thread%, }" "${ERRORS:+  $ERRORS}"
+    local rss
+    rss=$(awk '/^VmHWM/ {hwm = int($2 / 1024)} /^VmRSS/ {now = int($2 / 1024)} END {print now " MB (peak " hwm " MB)"}' "/proc/$pid/status")
+    printf '%-28s %-10s %7s req/s  p99 %-8s RSS %s  CPU per request: %s%s\n' \
+        "$(basename "$(dirname "$bin")")/$(basename "$bin")" "$ENDPOINT" "$RPS" "$P99" "$rss" "${by_thread%, }" "${ERRORS:+  $ERRORS}"
     kill "$pid"; wait "$pid" 2>/dev/null || true
     cleanup; PIDS=()
     rm -rf "$work"

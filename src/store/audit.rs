@@ -41,6 +41,16 @@ impl From<AuditRow> for AuditRecord {
     }
 }
 
+/// The events of [`Store::append_audit_batch`] (`$2`, a JSON array), in
+/// their order, all at `$1`.
+const AUDIT_BATCH_SQLITE: &str = "INSERT INTO audit_events (at, actor, action, target, outcome, client_addr, detail) \
+     SELECT $1, value ->> 'actor', value ->> 'action', value ->> 'target', value ->> 'outcome', \
+     value ->> 'client_addr', value ->> 'detail' FROM json_each($2) ORDER BY key";
+const AUDIT_BATCH_POSTGRES: &str = "INSERT INTO audit_events (at, actor, action, target, outcome, client_addr, detail) \
+     SELECT $1, e.value ->> 'actor', e.value ->> 'action', e.value ->> 'target', e.value ->> 'outcome', \
+     e.value ->> 'client_addr', e.value ->> 'detail' \
+     FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS e(value, n) ORDER BY e.n";
+
 impl Store {
     pub async fn append_audit(&self, event: AuditEvent) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
@@ -59,43 +69,30 @@ impl Store {
     }
 
     /// Writes many audit events in one transaction (for high-rate events).
+    /// Writes a batch of events in one statement, whatever its size: the
+    /// events go as one JSON array that the database unpacks, so no
+    /// statement is prepared per batch size (each size used to stay in every
+    /// connection's statement cache) and nothing is bound field by field.
+    /// One statement is atomic by itself: no transaction around it.
     pub async fn append_audit_batch(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
         }
-        // Multi-row INSERTs: one statement per 500 events instead of one each.
-        // SQLite gets anonymous `?` placeholders: it resolves a named one
-        // (`$N`) by a linear search, quadratic over thousands of parameters.
-        let mut tx = self.begin_write().await?;
-        let at = to_micros(now());
-        for chunk in events.chunks(500) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| match self.backend {
-                    Backend::Sqlite => "(?, ?, ?, ?, ?, ?, ?)".to_string(),
-                    Backend::Postgres => {
-                        let n: Vec<String> = (1..=7).map(|k| format!("${}", i * 7 + k)).collect();
-                        format!("({})", n.join(", "))
-                    }
+        let rows: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "actor": e.actor.to_string(), "action": e.action, "target": e.target,
+                    "outcome": e.outcome.as_str(), "client_addr": e.client_addr, "detail": detail_text(e),
                 })
-                .collect();
-            let sql = format!(
-                "INSERT INTO audit_events (at, actor, action, target, outcome, client_addr, detail) VALUES {}",
-                rows.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for event in chunk {
-                query = query
-                    .bind(at)
-                    .bind(event.actor.to_string())
-                    .bind(event.action)
-                    .bind(event.target.clone())
-                    .bind(event.outcome.as_str())
-                    .bind(event.client_addr.clone())
-                    .bind(detail_text(event));
-            }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
+            })
+            .collect();
+        let sql = match self.backend {
+            Backend::Sqlite => AUDIT_BATCH_SQLITE,
+            Backend::Postgres => AUDIT_BATCH_POSTGRES,
+        };
+        let batch = serde_json::Value::Array(rows).to_string();
+        exec(&self.pool, sql, params![to_micros(now()), batch]).await?;
         Ok(())
     }
 }

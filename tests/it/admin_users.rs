@@ -300,4 +300,48 @@ on_both_backends!(
     the_last_server_admin_cannot_be_removed,
     concurrent_demotions_leave_one_admin,
     audit_can_be_filtered,
+    audit_batches_keep_each_event_whole_and_in_order,
 );
+
+/// The batched audit writer's one statement (the events as a JSON array the
+/// database unpacks) keeps every field as it was, nulls as nulls, text
+/// that looks like JSON as text, and the events' order; up to its largest
+/// batch.
+async fn audit_batches_keep_each_event_whole_and_in_order(backend: Backend) {
+    use keyward::domain::audit::{AuditEvent, Outcome};
+    let s = TestServer::start(backend).await;
+    let odd = "quote \" backslash \\ é 😀 {\"not\": \"json\"} \t tab";
+    let mut events = vec![
+        AuditEvent::success(Actor::Client("c-1".into()), "token.issued", odd)
+            .with_detail(json!({"n": [1, "x"]})),
+        AuditEvent {
+            actor: Actor::System,
+            action: "login.failed",
+            target: None,
+            outcome: Outcome::Failure,
+            client_addr: Some("2001:db8::1".into()),
+            detail: serde_json::Value::Null,
+        },
+    ];
+    events.extend((0..998).map(|i| AuditEvent::success(Actor::System, "test.batch", format!("n:{i}"))));
+    s.app.store.append_audit_batch(events).await.unwrap();
+    let query = |action: &str| keyward::store::AuditQuery {
+        action: Some(action.into()),
+        limit: 1000,
+        ..Default::default()
+    };
+    let issued = s.app.store.audit_events(&query("token.issued")).await.unwrap();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0].actor, "client:c-1");
+    assert_eq!(issued[0].target.as_deref(), Some(odd));
+    assert_eq!((issued[0].outcome.as_str(), issued[0].client_addr.as_deref()), ("success", None));
+    assert_eq!(issued[0].detail, json!({"n": [1, "x"]}));
+    let failed = s.app.store.audit_events(&query("login.failed")).await.unwrap();
+    assert_eq!((failed[0].target.as_deref(), failed[0].outcome.as_str()), (None, "failure"));
+    assert_eq!(failed[0].client_addr.as_deref(), Some("2001:db8::1"));
+    assert_eq!(failed[0].detail, json!({}));
+    assert!(failed[0].id > issued[0].id);
+    let batch = s.app.store.audit_events(&query("test.batch")).await.unwrap();
+    let targets: Vec<String> = batch.iter().rev().map(|e| e.target.clone().unwrap()).collect();
+    assert_eq!(targets, (0..998).map(|i| format!("n:{i}")).collect::<Vec<_>>(), "in order");
+}
