@@ -6,7 +6,7 @@
 # that a change can be compared with what came before it on a shared machine.
 #
 #   bench/cpu-per-request.sh ENDPOINT [seconds] [rounds] [binary ...]
-#   ENDPOINT: healthz | token | introspect | header | gateway
+#   ENDPOINT: healthz | token | introspect | header (whoami) | header-read (consents: one read) | gateway
 #   (default binary: a release build of this checkout)
 #
 # Installs wrk (Debian) itself; the gateway's upstream is bench/upstream.mjs
@@ -65,7 +65,8 @@ measure() {
         healthz) wrk_run "$KW/healthz" GET "" "" "" "" "" ;;
         token) wrk_run "$KW/oauth/v2/token/" POST "grant_type=client_credentials&client_id=$KW_ID&client_secret=$KW_SECRET" "" "" "" access_token ;;
         introspect) wrk_run "$KW/oauth/v2/introspect/" POST "token=$KW_JWT" "$KW_BASIC" "" "" '"active":true' ;;
-        header) wrk_run "$KW/api/v2/oauth/consents/" GET "" "" "" "$API_TOKEN" "" ;;
+        header) wrk_run "$KW/api/v2/whoami/" GET "" "" "" "$API_TOKEN" username ;;
+        header-read) wrk_run "$KW/api/v2/oauth/consents/" GET "" "" "" "$API_TOKEN" "" ;;
         gateway) wrk_run "$KW/r/bench/" GET "" "" "$GW_JWT" "" ok ;;
         *) echo "unknown endpoint $ENDPOINT" >&2; exit 2 ;;
     esac

@@ -94,7 +94,8 @@ for round in $(seq "$ROUNDS"); do
     run peer-token "$PEER/token" POST "grant_type=client_credentials&client_id=bench-jwt&client_secret=$PEER_SECRET" "" "" "" access_token
     run keyward-introspect "$KW/oauth/v2/introspect/" POST "token=$KW_JWT" "$KW_BASIC" "" "" '"active":true'
     run peer-introspect "$PEER/token/introspection" POST "token=$PEER_OPAQUE" "$PEER_BASIC" "" "" '"active":true'
-    run keyward-token-header "$KW/api/v2/oauth/consents/" GET "" "" "" "$API_TOKEN" ""
+    run keyward-token-header "$KW/api/v2/whoami/" GET "" "" "" "$API_TOKEN" username
+    run keyward-token-header-read "$KW/api/v2/oauth/consents/" GET "" "" "" "$API_TOKEN" ""
     run keyward-gateway "$KW/r/bench/" GET "" "" "$GW_JWT" "" ok
 done
 
@@ -102,7 +103,7 @@ ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 echo
 echo "| figure | best requests/s | p50 | p99 |"
 echo "|---|---|---|---|"
-for name in keyward-healthz keyward-token peer-token keyward-introspect peer-introspect keyward-token-header keyward-gateway; do
+for name in keyward-healthz keyward-token peer-token keyward-introspect peer-introspect keyward-token-header keyward-token-header-read keyward-gateway; do
     echo "| $name | ${BEST[$name]} | ${BEST_P50[$name]} | ${BEST_P99[$name]} |"
 done
 echo

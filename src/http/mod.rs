@@ -24,6 +24,7 @@ mod outbound;
 mod register;
 mod sso;
 mod vault;
+mod whoami;
 
 pub use error::ApiError;
 pub use gateway::{GATEWAY_BODY_TIMEOUT, GATEWAY_MAX_BODY_BYTES};
@@ -116,6 +117,7 @@ pub fn router(app: Arc<App>) -> Router {
         );
     let catalog_admin = auth::require_role(catalog_admin, app.clone(), Role::CatalogAdmin);
     let signed_in = Router::new()
+        .route("/api/v2/whoami/", get(whoami::whoami))
         .route("/api/v2/oauth/consents/", get(consents::list))
         .route("/api/v2/oauth/consents/{client_id}/", axum::routing::delete(consents::revoke))
         .route("/api/v2/connections/", get(connections::list).post(connections::create))

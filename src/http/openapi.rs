@@ -152,12 +152,13 @@ pub struct AdminDoc;
 #[openapi(
     info(
         title = "Account API",
-        description = "What a signed-in caller holds: consents to apps, connections to other companies' APIs \
+        description = "Who a signed-in caller is (whoami) and what it holds: consents to apps, connections to other companies' APIs \
                        (the proxy at /api/v2/connections/{id}/proxy/… passes the provider's API through, and \
                        is documented by the provider), and warehouse credentials.",
         version = "1"
     ),
     paths(
+        super::whoami::whoami,
         super::consents::list,
         super::consents::revoke,
         super::connections::create,

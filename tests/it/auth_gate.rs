@@ -79,7 +79,89 @@ async fn role_changes_apply_from_the_next_request(backend: Backend) {
     api_error(s.get(ADMIN_ROUTE, &token).send().await.unwrap(), 403, "forbidden").await;
 }
 
+const WHOAMI: &str = "/api/v2/whoami/";
+
+/// `whoami` names the caller of each credential kind, and only that caller,
+/// even when many ask at once (the remembered tokens never mix callers up).
+async fn whoami_names_each_caller_and_follows_revocation(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    let me = json_with_status(s.get(WHOAMI, &admin).send().await.unwrap(), 200).await;
+    assert_eq!(me["kind"], "user");
+    assert_eq!(me["username"], "admin");
+    assert_eq!(me["user_id"], s.user_named("admin").await.id);
+    assert_eq!(me["role"], "server_admin");
+    assert!(me["scope"].is_null() && me["via_client"].is_null(), "{me}");
+    assert!(me.get("api_access_token").is_none() && !me.to_string().contains(&admin));
+
+    // A machine's JWT: the client, its role and scope.
+    let (id, secret) = s.m2m_client("steward", 900).await;
+    let jwt = s.client_jwt(&id, &secret).await;
+    let r = s.http.get(s.url(WHOAMI)).bearer_auth(&jwt).send().await.unwrap();
+    let me = json_with_status(r, 200).await;
+    assert_eq!((me["kind"].as_str(), me["client_id"].as_str()), (Some("client"), Some(id.as_str())));
+    assert_eq!(me["role"], "steward");
+    assert!(me["scope"].as_str().unwrap().split(' ').any(|s| s == "api"), "{me}");
+    assert!(me.get("username").is_none(), "{me}");
+
+    // Fifty users at once, each asking twice: each learns its own name.
+    let mut users = Vec::new();
+    for i in 0..50 {
+        let user = s.app.create_user(Actor::System, &format!("who-{i}"), None, Role::Viewer).await.unwrap();
+        users.push((user.username.clone(), s.token_for(&user).await));
+    }
+    let asks = users.iter().cycle().take(100).cloned().map(|(name, token)| {
+        let (http, url) = (s.http.clone(), s.url(WHOAMI));
+        async move {
+            (name, json_with_status(http.get(url).header("TOKEN", token).send().await.unwrap(), 200).await)
+        }
+    });
+    for (name, me) in crate::connections::futures_join_all(asks).await {
+        assert_eq!(me["username"].as_str(), Some(name.as_str()));
+        assert_eq!(me["role"], "viewer");
+    }
+
+    // Refused at once once the user is disabled; a POST is not this route.
+    let who0 = s.user_named("who-0").await;
+    let patch = UserPatch { disabled: Some(true), ..Default::default() };
+    s.app.update_user(Actor::System, who0.id, patch).await.unwrap();
+    api_error(s.get(WHOAMI, &users[0].1).send().await.unwrap(), 401, "unauthorized").await;
+    json_with_status(s.get(WHOAMI, &users[1].1).send().await.unwrap(), 200).await;
+    let r = s.send(reqwest::Method::POST, WHOAMI, &admin).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+}
+
+/// Without a valid credential, or with one whose scope is not `api`, it
+/// says nothing.
+async fn whoami_without_a_usable_credential_says_nothing(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    api_error(s.http.get(s.url(WHOAMI)).send().await.unwrap(), 401, "unauthorized").await;
+    for token in ["kwat_doesnotexist", "garbage", "eyJhbGciOiJub25lIn0.e30.", &"x".repeat(5000)] {
+        let detail = api_error(s.get(WHOAMI, token).send().await.unwrap(), 401, "unauthorized").await;
+        assert!(!detail.contains("admin"), "{detail}");
+    }
+    let admin = s.user_named("admin").await;
+    let expired = s.token_with_expiry(&admin, -1).await;
+    api_error(s.get(WHOAMI, &expired).send().await.unwrap(), 401, "unauthorized").await;
+    let (id, secret) = s.m2m_client("server_admin", 900).await;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", &id),
+        ("client_secret", &secret),
+        ("scope", "mcp"),
+    ];
+    let mcp_only = json_with_status(s.token_request(&form).await, 200).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s.http.get(s.url(WHOAMI)).bearer_auth(&mcp_only).send().await.unwrap();
+    let detail = api_error(r, 403, "insufficient_scope").await;
+    assert!(!detail.contains(&id), "{detail}");
+}
+
 on_both_backends!(
+    whoami_names_each_caller_and_follows_revocation,
+    whoami_without_a_usable_credential_says_nothing,
     missing_or_malformed_credentials_are_401,
     token_header_and_bearer_both_authenticate,
     roles_below_the_minimum_are_403,
