@@ -471,3 +471,38 @@ async fn sigterm_while_starting_stops_gracefully() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// Resident memory of a running node, in KiB.
+fn resident_kib(node: &Node) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.child.id())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Each password check borrows ~19 MiB (argon2) on a blocking thread; the
+/// binary's allocator gives those blocks back when the check ends, instead
+/// of keeping one per thread (docs/performance.md, steps 3 and 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_checks_give_their_memory_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = keyward();
+    cmd.arg("--data-dir").arg(tmp.path().join("data")).env("KEYWARD_ADMIN_PASSWORD", ADMIN_PASSWORD);
+    let node = Node::start(cmd).await;
+    let http = reqwest::Client::new();
+    let sign_in = || {
+        http.post(format!("{}/integration/v1/createRefreshToken/", node.base))
+            .form(&[("username", "admin"), ("password", ADMIN_PASSWORD), ("name", "memory")])
+            .send()
+    };
+    json_with_status(sign_in().await.unwrap(), 201).await;
+    let before = resident_kib(&node);
+    for _ in 0..3 {
+        let answers = futures_util::future::join_all((0..4).map(|_| sign_in())).await;
+        for r in answers {
+            json_with_status(r.unwrap(), 201).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = resident_kib(&node);
+    assert!(after < before + 10 * 1024, "resident memory grew from {before} KiB to {after} KiB");
+}
