@@ -71,7 +71,7 @@ run() {
     fi
     wrk_run "$url" "$3" "$4" "$5" "$6" "$7" "$8"
     local rps=$RPS p50=$P50 p99=$P99 errors=$ERRORS
-    printf '%-22s %8s req/s  p50 %-9s p99 %-9s %s\n' "$name" "$rps" "$p50" "$p99" "$errors"
+    printf '%-26s %8s req/s  p50 %-9s p99 %-9s %s\n' "$name" "$rps" "$p50" "$p99" "$errors"
     if [ -z "${BEST[$name]:-}" ] || [ "$rps" -gt "${BEST[$name]}" ]; then
         BEST[$name]=$rps; BEST_P50[$name]=$p50; BEST_P99[$name]=$p99
     fi
@@ -97,13 +97,14 @@ for round in $(seq "$ROUNDS"); do
     run keyward-token-header "$KW/api/v2/whoami/" GET "" "" "" "$API_TOKEN" username
     run keyward-token-header-read "$KW/api/v2/oauth/consents/" GET "" "" "" "$API_TOKEN" ""
     run keyward-gateway "$KW/r/bench/" GET "" "" "$GW_JWT" "" ok
+    run upstream-alone "http://127.0.0.1:$UP_PORT/" GET "" "" "" "" ok
 done
 
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 echo
 echo "| figure | best requests/s | p50 | p99 |"
 echo "|---|---|---|---|"
-for name in keyward-healthz keyward-token peer-token keyward-introspect peer-introspect keyward-token-header keyward-token-header-read keyward-gateway; do
+for name in keyward-healthz keyward-token peer-token keyward-introspect peer-introspect keyward-token-header keyward-token-header-read keyward-gateway upstream-alone; do
     echo "| $name | ${BEST[$name]} | ${BEST_P50[$name]} | ${BEST_P99[$name]} |"
 done
 echo
@@ -114,5 +115,6 @@ echo "| token ÷ /healthz | $(ratio "${BEST[keyward-token]}" "${BEST[keyward-hea
 echo "| introspect ÷ peer introspect | $(ratio "${BEST[keyward-introspect]}" "${BEST[peer-introspect]}") | ≥ 8 |"
 echo "| TOKEN header ÷ /healthz | $(ratio "${BEST[keyward-token-header]}" "${BEST[keyward-healthz]}") | ≥ 0.6 |"
 echo "| gateway ÷ /healthz | $(ratio "${BEST[keyward-gateway]}" "${BEST[keyward-healthz]}") | ≥ 0.6 |"
+echo "| gateway ÷ its upstream alone | $(ratio "${BEST[keyward-gateway]}" "${BEST[upstream-alone]}") | (context: the upstream shares the cores) |"
 echo
 echo "keyward RSS: idle $((IDLE_RSS / 1024)) MB, under load at most $((MAX_RSS / 1024)) MB (targets < 30 MB, < 100 MB)"
