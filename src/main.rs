@@ -84,15 +84,18 @@ unsafe impl GlobalAlloc for SplitAllocator {
 
 /// Transparent huge pages would back mimalloc's aligned regions with 2 MiB
 /// pages where the kernel enables them always: 20 MB more at rest for a heap
-/// this small, measured. It runs as a constructor, before the first
-/// allocation (Rust's own start-up allocates before `main`).
+/// this small, measured. It runs as a constructor, so before Rust's start-up
+/// allocates (set in `main`, two huge pages were already in). The flag is
+/// the whole process's, so the order among constructors matters little.
+/// mimalloc's `no_thp` feature does not do this: it only skips its own
+/// `madvise`, which a kernel that enables huge pages always does not need.
 #[cfg(target_os = "linux")]
 #[used]
 #[unsafe(link_section = ".init_array")]
 static NO_HUGE_PAGES: extern "C" fn() = no_huge_pages;
 
+#[cfg(target_os = "linux")]
 extern "C" fn no_huge_pages() {
-    #[cfg(target_os = "linux")]
     // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag of this process.
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);

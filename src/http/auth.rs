@@ -10,7 +10,7 @@ use crate::domain::caller::API_SCOPE;
 use crate::domain::{Caller, Role};
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use std::sync::Arc;
@@ -44,7 +44,12 @@ async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Res
         ));
     }
     request.extensions_mut().insert(caller);
-    Ok(next.run(request).await)
+    let mut response = next.run(request).await;
+    // An answer that depends on who asked is never kept by a shared cache,
+    // which would not know `TOKEN` as a credential (RFC 9111 §3.5 covers
+    // `Authorization` only).
+    response.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// The one credential a request carries. Two different ones are refused

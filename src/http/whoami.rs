@@ -1,6 +1,7 @@
 //! `/api/v2/whoami/`: what the credential of this request stands for, so
 //! that a script can check its token (and its role and scope) without
-//! side effects. It reads nothing beyond the authentication itself.
+//! changing anything but the token's last use. It reads nothing beyond the
+//! authentication itself.
 
 use super::auth::CallerExt;
 use crate::domain::Principal;
@@ -9,7 +10,8 @@ use serde_json::{Value, json};
 
 #[utoipa::path(get, path = "/api/v2/whoami/", tag = "Account", security(("token" = []), ("bearer" = [])),
     responses((status = 200, description = "The caller: kind (user or client), user_id and username or client_id, \
-        role, scope (null for an API access token, limited by the role alone), via_client (the app acting for the user)",
+        service_identity (for a client), role, scope (null for an API access token, limited by the role alone), \
+        via_client (the app acting for the user)",
         body = Object)))]
 pub async fn whoami(caller: CallerExt) -> Json<Value> {
     let identity = match &caller.principal {

@@ -2,7 +2,9 @@
 //! aggregate: each file below holds one concept's records and its SQL
 //! (`users.rs`, `api_tokens.rs`, `m2m_clients.rs`, `delegated.rs`, `grants.rs`,
 //! `keys.rs`, `settings.rs`, `audit.rs`, `connections.rs`, `vault.rs`,
-//! `throttle.rs`, `registration.rs`, `resources.rs`, `sessions.rs`, `sso.rs`), all of them inherent methods of the one [`Store`].
+//! `throttle.rs`, `registration.rs`, `resources.rs`, `sessions.rs`, `sso.rs`),
+//! all of them inherent methods of the one [`Store`]; `invalidation.rs` says
+//! what a write announces to the other nodes.
 //!
 //! The store keeps what the domain decides; it never decides anything itself
 //! (no validation, no policy), except the integrity rules that must be atomic
@@ -40,6 +42,7 @@ mod audit;
 mod connections;
 mod delegated;
 mod grants;
+mod invalidation;
 mod keys;
 mod m2m_clients;
 mod registration;
@@ -56,6 +59,7 @@ pub use audit::*;
 pub use connections::*;
 pub use delegated::*;
 pub use grants::*;
+pub use invalidation::*;
 pub use keys::*;
 pub use m2m_clients::*;
 pub use sessions::*;
@@ -140,69 +144,6 @@ impl From<std::convert::Infallible> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// What a node's caches must forget because some node changed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Invalidation {
-    /// One M2M client changed (updated, disabled, deleted, secret rotated).
-    Client(String),
-    /// One protected resource changed (declared again, deleted).
-    Resource(String),
-    /// Watching (re)started: anything cached before may be stale.
-    All,
-    /// Watching stopped: caches must not be trusted until `All` comes.
-    Lost,
-    /// Some access tokens were revoked (grants, consents, a user's
-    /// credentials, a client, one JWT, API access tokens) or a user changed:
-    /// remembered tokens must be checked again.
-    Revocations,
-    /// The signing keys changed (a rotation): read them again.
-    Keys,
-}
-
-/// What a write that revokes access tokens, or changes a user, announces.
-pub const REVOCATIONS: &str = "revocations";
-
-/// What a write of protected resource `name` announces, after this prefix.
-const RESOURCE_PREFIX: &str = "resource:";
-
-/// What a write of the signing keys announces.
-pub const KEYS: &str = "keys";
-
-impl Invalidation {
-    /// The invalidation an announcement stands for.
-    fn of(announced: &str) -> Invalidation {
-        if let Some(id) = announced.strip_prefix("client:") {
-            return Invalidation::Client(id.to_string());
-        }
-        if let Some(name) = announced.strip_prefix(RESOURCE_PREFIX) {
-            return Invalidation::Resource(name.to_string());
-        }
-        match announced {
-            REVOCATIONS => Invalidation::Revocations,
-            KEYS => Invalidation::Keys,
-            _ => Invalidation::All,
-        }
-    }
-
-    /// The M2M client this names, if it names one.
-    pub fn client(&self) -> Option<&str> {
-        match self {
-            Invalidation::Client(id) => Some(id),
-            _ => None,
-        }
-    }
-
-    /// The protected resource this names, if it names one.
-    pub fn resource(&self) -> Option<&str> {
-        match self {
-            Invalidation::Resource(name) => Some(name),
-            _ => None,
-        }
-    }
-}
-
-pub type InvalidationSink = Box<dyn Fn(Invalidation) + Send + Sync>;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -81,28 +81,71 @@ async fn role_changes_apply_from_the_next_request(backend: Backend) {
 
 const WHOAMI: &str = "/api/v2/whoami/";
 
+/// The names of a JSON object's fields, sorted.
+fn fields(v: &serde_json::Value) -> Vec<&str> {
+    let mut names: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    names.sort_unstable();
+    names
+}
+
 /// `whoami` names the caller of each credential kind, and only that caller,
 /// even when many ask at once (the remembered tokens never mix callers up).
 async fn whoami_names_each_caller_and_follows_revocation(backend: Backend) {
     let s = TestServer::start(backend).await;
     let admin = s.admin_token().await;
-    let me = json_with_status(s.get(WHOAMI, &admin).send().await.unwrap(), 200).await;
+    let r = s.get(WHOAMI, &admin).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store", "an answer that depends on the credential");
+    let me = json_with_status(r, 200).await;
+    assert_eq!(fields(&me), ["kind", "role", "scope", "user_id", "username", "via_client"]);
     assert_eq!(me["kind"], "user");
     assert_eq!(me["username"], "admin");
     assert_eq!(me["user_id"], s.user_named("admin").await.id);
     assert_eq!(me["role"], "server_admin");
     assert!(me["scope"].is_null() && me["via_client"].is_null(), "{me}");
-    assert!(me.get("api_access_token").is_none() && !me.to_string().contains(&admin));
 
     // A machine's JWT: the client, its role and scope.
     let (id, secret) = s.m2m_client("steward", 900).await;
     let jwt = s.client_jwt(&id, &secret).await;
     let r = s.http.get(s.url(WHOAMI)).bearer_auth(&jwt).send().await.unwrap();
     let me = json_with_status(r, 200).await;
+    assert_eq!(fields(&me), ["client_id", "kind", "role", "scope", "service_identity", "via_client"]);
     assert_eq!((me["kind"].as_str(), me["client_id"].as_str()), (Some("client"), Some(id.as_str())));
-    assert_eq!(me["role"], "steward");
+    assert_eq!((me["role"].as_str(), me["service_identity"].as_bool()), (Some("steward"), Some(false)));
     assert!(me["scope"].as_str().unwrap().split(' ').any(|s| s == "api"), "{me}");
-    assert!(me.get("username").is_none(), "{me}");
+    assert!(!me.to_string().contains(&secret) && !me.to_string().contains(&jwt));
+    // Deleted: its JWT says nothing more.
+    let r = s
+        .send(reqwest::Method::DELETE, &format!("/admin/api/m2m_clients/{id}/"), &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = s.http.get(s.url(WHOAMI)).bearer_auth(&jwt).send().await.unwrap();
+    api_error(r, 401, "unauthorized").await;
+
+    // An app acting for the admin (authorization code): the app and scope.
+    let tokens = crate::security_review::delegated_tokens(&s, "api").await;
+    let r =
+        s.http.get(s.url(WHOAMI)).bearer_auth(tokens["access_token"].as_str().unwrap()).send().await.unwrap();
+    let me = json_with_status(r, 200).await;
+    assert_eq!((me["kind"].as_str(), me["username"].as_str()), (Some("user"), Some("admin")));
+    assert_eq!(me["via_client"], tokens["client_id"]);
+    assert_eq!(me["scope"], "api");
+
+    // A user's own API access token: revoked, or its role changed, it
+    // shows from the next request on.
+    let rita =
+        s.app.create_user(Actor::System, "rita", Some("password-of-rita"), Role::Viewer).await.unwrap();
+    let refresh = s.refresh_token("rita", "password-of-rita").await;
+    let token = s.api_access_token(&refresh).await["api_access_token"].as_str().unwrap().to_string();
+    assert_eq!(json_with_status(s.get(WHOAMI, &token).send().await.unwrap(), 200).await["role"], "viewer");
+    let patch = UserPatch { role: Some(Role::Steward), ..Default::default() };
+    s.app.update_user(Actor::System, rita.id, patch).await.unwrap();
+    assert_eq!(json_with_status(s.get(WHOAMI, &token).send().await.unwrap(), 200).await["role"], "steward");
+    let (rt, uid) = (refresh["refresh_token"].as_str().unwrap(), rita.id.to_string());
+    let r = s.integration("revokeAPIAccessTokens", &[("refresh_token", rt), ("user_id", &uid)]).await;
+    json_with_status(r, 200).await;
+    api_error(s.get(WHOAMI, &token).send().await.unwrap(), 401, "unauthorized").await;
 
     // Fifty users at once, each asking twice: each learns its own name.
     let mut users = Vec::new();
@@ -139,7 +182,13 @@ async fn whoami_without_a_usable_credential_says_nothing(backend: Backend) {
     for token in ["kwat_doesnotexist", "garbage", "eyJhbGciOiJub25lIn0.e30.", &"x".repeat(5000)] {
         let detail = api_error(s.get(WHOAMI, token).send().await.unwrap(), 401, "unauthorized").await;
         assert!(!detail.contains("admin"), "{detail}");
+        let r = s.http.get(s.url(WHOAMI)).bearer_auth(token).send().await.unwrap();
+        api_error(r, 401, "unauthorized").await;
     }
+    // An unsigned JWT naming the admin, as a bearer token.
+    let unsigned = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiIxIiwic2NvcGUiOiJhcGkifQ.";
+    let r = s.http.get(s.url(WHOAMI)).bearer_auth(unsigned).send().await.unwrap();
+    api_error(r, 401, "unauthorized").await;
     let admin = s.user_named("admin").await;
     let expired = s.token_with_expiry(&admin, -1).await;
     api_error(s.get(WHOAMI, &expired).send().await.unwrap(), 401, "unauthorized").await;

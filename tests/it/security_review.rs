@@ -24,7 +24,7 @@ async fn user_with_token(s: &TestServer, name: &str, role: Role) -> (keyward::do
 }
 
 /// A public client's tokens for the admin, for `scope`.
-async fn delegated_tokens(s: &TestServer, scope: &str) -> Value {
+pub(crate) async fn delegated_tokens(s: &TestServer, scope: &str) -> Value {
     let (id, _) = s.register_client(public("http://127.0.0.1/cb")).await;
     let extra = format!("&scope={}", scope.replace(' ', "%20"));
     let (url, verifier) = authorize_url(s, &id, "http://127.0.0.1/cb", &extra);
