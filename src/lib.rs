@@ -8,5 +8,6 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod memory;
 pub mod server;
 pub mod store;
