@@ -10,7 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Instant;
 
 /// All request headers together may not exceed this.
@@ -39,11 +40,8 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let header_bytes: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
     let response = if header_bytes > MAX_HEADER_BYTES {
         ApiError::new(
@@ -59,9 +57,9 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let labels = [("method", method.to_owned()), ("route", route.clone()), ("status", status.to_string())];
-    metrics::counter!(REQUESTS, &labels).increment(1);
-    metrics::histogram!(DURATION, &labels).record(elapsed.as_secs_f64());
+    let series = series(method, route, status);
+    series.requests.increment(1);
+    series.duration.record(elapsed.as_secs_f64());
     tracing::info!(
         method = %method,
         route = %route,
@@ -70,6 +68,43 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         "request"
     );
     response
+}
+
+/// The metrics of one (method, route, status) series.
+#[derive(Clone)]
+struct Series {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Every series seen, by route: made once, as labelling a key and finding
+/// it in the recorder cost ~3 µs a request (a fifth of `/healthz`'s CPU,
+/// docs/performance.md step 10). Bounded as the labels are: route
+/// templates, known methods, statuses keyward answers with.
+type SeriesByRoute = HashMap<String, Vec<(&'static str, u16, Series)>>;
+static SERIES: LazyLock<RwLock<SeriesByRoute>> = LazyLock::new(Default::default);
+
+fn series(method: &'static str, route: &str, status: u16) -> Series {
+    let find = |by_route: &SeriesByRoute| {
+        let known = by_route.get(route)?.iter().find(|(m, s, _)| *m == method && *s == status)?;
+        Some(known.2.clone())
+    };
+    if let Some(known) = SERIES.read().ok().as_deref().and_then(find) {
+        return known;
+    }
+    // Handles made before the recorder exists would count nowhere, forever.
+    metrics_handle();
+    let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
+    let made = Series {
+        requests: metrics::counter!(REQUESTS, &labels),
+        duration: metrics::histogram!(DURATION, &labels),
+    };
+    if let Ok(mut by_route) = SERIES.write()
+        && find(&by_route).is_none()
+    {
+        by_route.entry(route.to_owned()).or_default().push((method, status, made.clone()));
+    }
+    made
 }
 
 /// The method as a metric label: the standard ones by name, any other as

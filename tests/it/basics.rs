@@ -21,6 +21,24 @@ async fn health_ready_and_metrics(backend: Backend) {
     assert!(text.contains(
         r#"keyward_http_request_duration_seconds_bucket{method="GET",route="/readyz",status="200",le="#
     ));
+
+    // Each request counts once in its series (one no other test asks for:
+    // the two backends' runs of this test each take their own route).
+    let route = match backend {
+        Backend::Sqlite => "/healthz",
+        Backend::Postgres => "/readyz",
+    };
+    let series = format!(r#"keyward_http_requests_total{{method="TRACE",route="{route}",status="405"}} "#);
+    let count = |text: String| -> u64 {
+        text.lines().find_map(|l| l.strip_prefix(series.as_str())).map_or(0, |n| n.trim().parse().unwrap())
+    };
+    let before = count(s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap());
+    for _ in 0..3 {
+        let r = s.http.request(reqwest::Method::TRACE, s.url(route)).send().await.unwrap();
+        assert_eq!(r.status(), 405);
+    }
+    let after = count(s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap());
+    assert_eq!(after, before + 3);
 }
 
 async fn readiness_fails_when_the_database_is_gone(backend: Backend) {
