@@ -32,12 +32,7 @@ const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 async fn agent(s: &TestServer) -> (String, String) {
     let (id, secret) = s.m2m_client("viewer", 600).await;
     let admin = s.admin_token().await;
-    let r = s
-        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{id}/"), &admin)
-        .json(&json!({"token_exchange": true}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_m2m_client(&id, &admin, json!({"token_exchange": true})).await;
     assert_eq!(json_with_status(r, 200).await["token_exchange"], true);
     (id, secret)
 }
@@ -173,12 +168,7 @@ async fn an_agent_exchanges_a_users_token_for_their_connection_token(backend: Ba
     );
     // Only a server admin allows an agent.
     let catalog_admin = s.token_for_role(Role::CatalogAdmin).await;
-    let r = s
-        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{stranger}/"), &catalog_admin)
-        .json(&json!({"token_exchange": true}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_m2m_client(&stranger, &catalog_admin, json!({"token_exchange": true})).await;
     api_error(r, 403, "forbidden").await;
     assert!(!s.app.m2m_client(&stranger).await.unwrap().token_exchange);
     let r = exchange_as(
@@ -422,12 +412,7 @@ async fn a_user_without_a_connection_gets_a_connect_link_that_works(backend: Bac
     assert!(started.iter().any(|e| e.actor == format!("client:{}", agent.0)));
     // An agent no longer allowed: its links lead nowhere.
     let fresh = again["connect_uri"].as_str().unwrap();
-    let r = s
-        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{}/", agent.0), &admin)
-        .json(&json!({"token_exchange": false}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_m2m_client(&agent.0, &admin, json!({"token_exchange": false})).await;
     json_with_status(r, 200).await;
     let r = browser.get(fresh).await;
     assert_eq!(r.status(), 400);

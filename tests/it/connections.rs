@@ -904,12 +904,7 @@ async fn service_identities_read_connection_tokens(backend: Backend) {
     let read = || s.http.get(s.url(&format!("{CONNECTIONS}{id}/token/"))).bearer_auth(&tool).send();
     api_error(read().await.unwrap(), 403, "forbidden").await;
 
-    let r = s
-        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{tool_id}/"), &user)
-        .json(&json!({"is_service": true}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_m2m_client(&tool_id, &user, json!({"is_service": true})).await;
     assert_eq!(json_with_status(r, 200).await["is_service"], true);
     let token = json_with_status(read().await.unwrap(), 200).await;
     assert_eq!(token["access_token"], own["access_token"]);

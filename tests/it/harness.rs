@@ -260,6 +260,18 @@ impl TestServer {
         (body["client_id"].as_str().unwrap().to_string(), body["client_secret"].as_str().unwrap().to_string())
     }
 
+    /// PATCHes the M2M client `id` with `body` through the admin API, as the
+    /// holder of `token`.
+    pub async fn patch_m2m_client(
+        &self,
+        id: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        let path = format!("/admin/api/m2m_clients/{id}/");
+        self.send(reqwest::Method::PATCH, &path, token).json(&body).send().await.unwrap()
+    }
+
     /// POSTs `form` to the token endpoint.
     pub async fn token_request(&self, form: &[(&str, &str)]) -> reqwest::Response {
         self.http.post(self.url("/oauth/v2/token/")).form(form).send().await.unwrap()

@@ -5,7 +5,6 @@ use crate::harness::{Backend, TestServer, api_error, json_with_status, oauth_err
 use crate::on_both_backends;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use reqwest::Method;
 use serde_json::json;
 
 async fn the_reference_curl_works(backend: Backend) {
@@ -242,12 +241,7 @@ async fn introspection_and_revocation(backend: Backend) {
         assert!(body.get(private).is_none(), "{private} told to a stranger: {body}");
     }
     let admin = a.admin_token().await;
-    let r = a
-        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{other_id}/"), &admin)
-        .json(&json!({"is_service": true}))
-        .send()
-        .await
-        .unwrap();
+    let r = a.patch_m2m_client(&other_id, &admin, json!({"is_service": true})).await;
     json_with_status(r, 200).await;
     // (Asked at the node that made the change: the other hears of it when
     // PostgreSQL delivers the notification.)

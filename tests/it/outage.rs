@@ -306,12 +306,7 @@ async fn a_listener_on_another_database_is_never_trusted() {
 /// Disables the M2M client `id` through `node`'s admin API.
 async fn disable_client(node: &TestServer, id: &str) {
     let admin = node.admin_token().await;
-    let r = node
-        .send(reqwest::Method::PATCH, &format!("/admin/api/m2m_clients/{id}/"), &admin)
-        .json(&serde_json::json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+    let r = node.patch_m2m_client(id, &admin, serde_json::json!({"disabled": true})).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 

@@ -93,12 +93,7 @@ async fn a_remembered_token_of_a_disabled_principal_is_refused(backend: Backend)
         assert_eq!(r.status(), 200);
     }
     let admin = a.admin_token().await;
-    let r = a
-        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{id}/"), &admin)
-        .json(&json!({"disabled": true}))
-        .send()
-        .await
-        .unwrap();
+    let r = a.patch_m2m_client(&id, &admin, json!({"disabled": true})).await;
     json_with_status(r, 200).await;
     let r = a.http.get(a.url("/admin/api/users/")).bearer_auth(&jwt).send().await.unwrap();
     assert_eq!(r.status(), 401);

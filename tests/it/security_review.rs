@@ -663,10 +663,7 @@ async fn deleting_a_principal_deletes_its_credentials(backend: Backend) {
         json_with_status(r.unwrap(), 201).await;
     }
     let (service, service_secret) = s.m2m_client("viewer", 900).await;
-    let r = s
-        .send(Method::PATCH, &format!("/admin/api/m2m_clients/{service}/"), &admin)
-        .json(&json!({"is_service": true}));
-    json_with_status(r.send().await.unwrap(), 200).await;
+    json_with_status(s.patch_m2m_client(&service, &admin, json!({"is_service": true})).await, 200).await;
     let service_token = s.client_jwt(&service, &service_secret).await;
     let read = |principal: String| {
         s.http

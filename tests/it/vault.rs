@@ -178,15 +178,7 @@ async fn only_service_identities_read_credentials(backend: Backend) {
     let read = || s.http.post(s.url("/internal/v1/credentials/")).bearer_auth(&tool).json(&body).send();
     api_error(read().await.unwrap(), 403, "forbidden").await;
     let admin = s.admin_token().await;
-    json_with_status(
-        s.send(Method::PATCH, &format!("/admin/api/m2m_clients/{tool_id}/"), &admin)
-            .json(&json!({"is_service": true}))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    json_with_status(s.patch_m2m_client(&tool_id, &admin, json!({"is_service": true})).await, 200).await;
     let r = read().await.unwrap();
     assert_eq!(r.headers()["cache-control"], "no-store");
     let login = json_with_status(r, 200).await;
