@@ -56,6 +56,11 @@ async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Res
 /// rather than guessing which was meant.
 fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    for name in [header::HeaderName::from_static("token"), header::AUTHORIZATION] {
+        if headers.get_all(&name).iter().nth(1).is_some() {
+            return Err(ApiError::bad_request(format!("send the {name} header once")));
+        }
+    }
     let token = headers.get("token").map(|v| v.to_str().map(str::trim));
     let bearer = headers.get(header::AUTHORIZATION).map(|v| {
         v.to_str().ok().and_then(|s| {

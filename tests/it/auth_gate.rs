@@ -206,6 +206,26 @@ async fn whoami_without_a_usable_credential_says_nothing(backend: Backend) {
     let r = s.http.get(s.url(WHOAMI)).bearer_auth(&mcp_only).send().await.unwrap();
     let detail = api_error(r, 403, "insufficient_scope").await;
     assert!(!detail.contains(&id), "{detail}");
+
+    // A catalog_admin, and a query naming someone else: still the caller.
+    let catalog_admin = s.token_for_role(Role::CatalogAdmin).await;
+    let r = s.get(&format!("{WHOAMI}?user_id={}&username=admin", admin.id), &catalog_admin).send().await;
+    let me = json_with_status(r.unwrap(), 200).await;
+    assert_eq!(me["role"], "catalog_admin");
+    assert_ne!(me["user_id"], admin.id);
+    // Malformed or oversized requests: refused before anyone is named.
+    let admin_token = s.admin_token().await;
+    api_error(s.get(&format!("{WHOAMI}?x=%00"), &admin_token).send().await.unwrap(), 400, "invalid_request")
+        .await;
+    let r = s.get(WHOAMI, &admin_token).header("x-padding", "x".repeat(20 * 1024)).send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    let other = s.token_for_role(Role::Viewer).await;
+    for (name, second) in [("TOKEN", other.clone()), ("authorization", format!("Bearer {other}"))] {
+        let first = if name == "TOKEN" { admin_token.clone() } else { format!("Bearer {admin_token}") };
+        let r = s.http.get(s.url(WHOAMI)).header(name, first).header(name, second).send().await.unwrap();
+        let detail = api_error(r, 400, "invalid_request").await;
+        assert!(detail.contains("once"), "{detail}");
+    }
 }
 
 on_both_backends!(
