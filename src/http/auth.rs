@@ -12,7 +12,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 /// Credentials longer than this are refused before any lookup.
@@ -32,24 +32,34 @@ struct Gate {
 async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Result<Response, ApiError> {
     let credential = credential(request.headers())?;
     let caller = gate.app.authenticate(credential).await?;
+    let mut response = match admitted(&caller, gate.min) {
+        Ok(()) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(refused) => refused.into_response(),
+    };
+    // An answer that depends on who asked is never kept by a shared cache,
+    // which would not know `TOKEN` as a credential (RFC 9111 §3.5 covers
+    // `Authorization` only), whatever a proxied upstream said.
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Whether an authenticated caller may use routes needing `min`.
+fn admitted(caller: &Caller, min: Role) -> Result<(), ApiError> {
     // The scope first: a token that may not use these APIs at all learns
     // nothing about its role from the answer.
     if !caller.has_scope(API_SCOPE) {
         return Err(ApiError::insufficient_scope(API_SCOPE));
     }
-    if !caller.role.satisfies(gate.min) {
+    if !caller.role.satisfies(min) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            format!("this requires the {} role or higher; the caller has {}", gate.min, caller.role),
+            format!("this requires the {} role or higher; the caller has {}", min, caller.role),
         ));
     }
-    request.extensions_mut().insert(caller);
-    let mut response = next.run(request).await;
-    // An answer that depends on who asked is never kept by a shared cache,
-    // which would not know `TOKEN` as a credential (RFC 9111 §3.5 covers
-    // `Authorization` only).
-    response.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(())
 }
 
 /// The one credential a request carries. Two different ones are refused

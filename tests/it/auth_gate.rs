@@ -204,6 +204,7 @@ async fn whoami_without_a_usable_credential_says_nothing(backend: Backend) {
         .unwrap()
         .to_string();
     let r = s.http.get(s.url(WHOAMI)).bearer_auth(&mcp_only).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store", "the gate's own answer to a known caller");
     let detail = api_error(r, 403, "insufficient_scope").await;
     assert!(!detail.contains(&id), "{detail}");
 

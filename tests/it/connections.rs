@@ -497,7 +497,11 @@ async fn the_proxy_follows_no_redirect_and_forwards_no_credentials(backend: Back
                 );
                 (
                     axum::http::StatusCode::FOUND,
-                    [("location", "http://127.0.0.2:9/elsewhere"), ("set-cookie", "upstream=1")],
+                    [
+                        ("location", "http://127.0.0.2:9/elsewhere"),
+                        ("set-cookie", "upstream=1"),
+                        ("cache-control", "public, max-age=3600"),
+                    ],
                     "",
                 )
             }
@@ -528,6 +532,7 @@ async fn the_proxy_follows_no_redirect_and_forwards_no_credentials(backend: Back
         .unwrap();
     assert_eq!(r.status(), 302, "passed back, not followed");
     assert_eq!(r.headers()["location"], "http://127.0.0.2:9/elsewhere");
+    assert_eq!(r.headers()["cache-control"], "no-store", "one user's answer, never kept by a shared cache");
     assert!(r.headers().get("set-cookie").is_none(), "upstream cookies stay upstream");
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1);
