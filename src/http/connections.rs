@@ -130,10 +130,7 @@ pub async fn proxy(
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
         .collect();
     if !PROXY_METHODS.contains(&parts.method.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("the proxy passes on {} only", PROXY_METHODS.join(", ")),
-        ));
+        return Ok(super::error::method_not_passed_on());
     }
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
         .map_err(|_| ApiError::bad_request("unsupported method"))?;

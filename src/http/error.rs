@@ -145,3 +145,15 @@ pub(super) fn retry_after(mut response: Response, seconds: i64) -> Response {
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
+
+/// The 405 of the two proxies (connections, gateway) for a method they do
+/// not pass on, with the `Allow` header RFC 9110 §15.5.6 requires.
+pub(super) fn method_not_passed_on() -> Response {
+    let allowed = crate::domain::proxy::PROXY_METHODS.join(", ");
+    let detail = format!("this method is not passed on; these are: {allowed}");
+    let mut response = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, detail).into_response();
+    if let Ok(allow) = HeaderValue::from_str(&allowed) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
+}

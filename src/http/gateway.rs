@@ -293,7 +293,7 @@ async fn forward_parts(
         Err(refused) => return refusal(app, &resource, refused),
     };
     if !PROXY_METHODS.contains(&parts.method.as_str()) {
-        return ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "this method is not passed on").into_response();
+        return super::error::method_not_passed_on();
     }
     let upstream_url = resource.upstream_url.as_deref().unwrap_or_default();
     let target = if rest.is_empty() {

@@ -288,11 +288,22 @@ async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
     );
     assert!(seen.lock().unwrap().is_empty(), "nothing reached the upstream yet");
 
+    // A method never passed on: the token is checked first (401 without
+    // one), then a 405 that says what is passed on; nothing goes upstream.
+    let good = json_with_status(m2m_token(&s, &id, &secret, &gateway, None).await, 200).await;
+    let good = good["access_token"].as_str().unwrap().to_string();
+    let trace = || s.http.request(reqwest::Method::TRACE, &gateway);
+    assert_eq!(trace().send().await.unwrap().status(), 401);
+    let r = trace().bearer_auth(&good).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+    assert!(r.text().await.unwrap().contains("not passed on"));
+    assert!(seen.lock().unwrap().is_empty(), "a TRACE reached the upstream");
+
     // A good token: passed on with who it is for, never the token itself,
     // and a caller's own identity headers are dropped.
-    let good = json_with_status(m2m_token(&s, &id, &secret, &gateway, None).await, 200).await;
-    assert_eq!(good["scope"], "tools:read");
-    let good = good["access_token"].as_str().unwrap().to_string();
+    let granted = json_with_status(m2m_token(&s, &id, &secret, &gateway, None).await, 200).await;
+    assert_eq!(granted["scope"], "tools:read");
     let r = s
         .http
         .post(&gateway)

@@ -807,6 +807,7 @@ async fn the_smaller_findings(backend: Backend) {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let r = s.send(method.clone(), &format!("{CONNECTIONS}{id}/proxy/x"), &admin).send().await.unwrap();
         assert_eq!(r.status(), 405, "{method}");
+        assert_eq!(r.headers()["allow"], "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
     }
     let r = s.get(&format!("{CONNECTIONS}{id}/proxy/..;/admin/api/users/"), &admin).send().await.unwrap();
     api_error(r, 400, "invalid_request").await;
