@@ -11,6 +11,7 @@ use crate::domain::{Actor, Role, now, to_micros};
 use crate::store::{Invalidation, M2mClientRecord, M2mClientUpdate, NewM2mClient, StoreError};
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use serde_json::json;
+use std::sync::Arc;
 
 /// A client and its secret, which is shown this once.
 #[derive(Debug)]
@@ -63,7 +64,10 @@ impl App {
 
     /// The client record for authentication: from the node's cache when it
     /// can be trusted, else from the store (and then cached).
-    pub(super) async fn client_record(&self, client_id: &str) -> Result<Option<M2mClientRecord>, AppError> {
+    pub(super) async fn client_record(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<Arc<M2mClientRecord>>, AppError> {
         Ok(self.clients.get_or_read(client_id, self.store.m2m_client(client_id)).await?)
     }
 

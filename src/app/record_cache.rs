@@ -7,8 +7,8 @@
 
 use crate::store::Invalidation;
 use std::collections::HashMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// A backstop: an entry is re-read after this long even without news.
@@ -17,8 +17,10 @@ const ENTRY_TTL: Duration = Duration::from_secs(60);
 /// many distinct records must not grow the process).
 const CAPACITY: usize = 20_000;
 
+/// Records are shared, not copied, with every request that reads them: a
+/// hit costs no allocation.
 pub struct RecordCache<V> {
-    entries: RwLock<HashMap<String, (V, Instant)>>,
+    entries: RwLock<HashMap<String, (Arc<V>, Instant)>>,
     /// Bumped by every eviction, so that a read racing an eviction cannot
     /// put back what was just evicted.
     generation: AtomicU64,
@@ -27,7 +29,7 @@ pub struct RecordCache<V> {
     names: fn(&Invalidation) -> Option<&str>,
 }
 
-impl<V: Clone> RecordCache<V> {
+impl<V> RecordCache<V> {
     pub fn new(enabled: bool, names: fn(&Invalidation) -> Option<&str>) -> Self {
         RecordCache {
             entries: RwLock::new(HashMap::new()),
@@ -37,12 +39,12 @@ impl<V: Clone> RecordCache<V> {
         }
     }
 
-    fn get(&self, key: &str) -> Option<V> {
+    fn get(&self, key: &str) -> Option<Arc<V>> {
         if !self.enabled.load(Ordering::Acquire) {
             return None;
         }
         let entries = self.entries.read().expect("record cache lock");
-        entries.get(key).filter(|(_, at)| at.elapsed() < ENTRY_TTL).map(|(r, _)| r.clone())
+        entries.get(key).filter(|(_, at)| at.elapsed() < ENTRY_TTL).map(|(r, _)| Arc::clone(r))
     }
 
     /// Taken before reading the store; see [`RecordCache::put`].
@@ -52,7 +54,7 @@ impl<V: Clone> RecordCache<V> {
 
     /// Caches `record` read from the store, unless anything was evicted
     /// since `generation` was taken.
-    fn put(&self, key: &str, record: &V, generation: u64) {
+    fn put(&self, key: &str, record: &Arc<V>, generation: u64) {
         if !self.enabled.load(Ordering::Acquire) {
             return;
         }
@@ -61,7 +63,7 @@ impl<V: Clone> RecordCache<V> {
             if entries.len() >= CAPACITY {
                 entries.clear();
             }
-            entries.insert(key.to_string(), (record.clone(), Instant::now()));
+            entries.insert(key.to_string(), (Arc::clone(record), Instant::now()));
         }
     }
 
@@ -71,12 +73,12 @@ impl<V: Clone> RecordCache<V> {
         &self,
         key: &str,
         read: impl Future<Output = Result<Option<V>, E>>,
-    ) -> Result<Option<V>, E> {
+    ) -> Result<Option<Arc<V>>, E> {
         if let Some(record) = self.get(key) {
             return Ok(Some(record));
         }
         let generation = self.generation();
-        let record = read.await?;
+        let record = read.await?.map(Arc::new);
         if let Some(r) = &record {
             self.put(key, r, generation);
         }
@@ -116,8 +118,8 @@ mod tests {
         RecordCache::new(enabled, Invalidation::client)
     }
 
-    fn record(id: &str) -> M2mClientRecord {
-        M2mClientRecord {
+    fn record(id: &str) -> Arc<M2mClientRecord> {
+        Arc::new(M2mClientRecord {
             client: M2mClient {
                 client_id: id.into(),
                 name: "n".into(),
@@ -133,7 +135,7 @@ mod tests {
             secret_hash: "h".into(),
             previous_secret_hash: None,
             previous_secret_expires_at: None,
-        }
+        })
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::domain::{Actor, Caller, now};
 use crate::store::StoreError;
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 
 /// A declaration as the admin API receives it.
 #[derive(Debug, Clone, Deserialize)]
@@ -107,7 +108,7 @@ impl App {
 
     /// The resource named `name` for the gateway: from the node's cache when
     /// it can be trusted, else from the store (and then cached).
-    pub async fn resource_record(&self, name: &str) -> Result<Option<ProtectedResource>, AppError> {
+    pub async fn resource_record(&self, name: &str) -> Result<Option<Arc<ProtectedResource>>, AppError> {
         Ok(self.resources.get_or_read(name, self.store.resource(name)).await?)
     }
 

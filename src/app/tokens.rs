@@ -216,7 +216,7 @@ impl App {
             let revived = record.client.tokens_not_before.is_some_and(|t| claims.iat <= t);
             return Ok((!record.client.disabled && !revived).then(|| Caller {
                 principal: Principal::Client {
-                    client_id: record.client.client_id,
+                    client_id: record.client.client_id.clone(),
                     is_service: record.client.is_service,
                 },
                 role: record.client.role,

@@ -185,7 +185,7 @@ fn split_gateway_path(path: &str) -> Option<(&str, &str)> {
 
 /// The resource served at `/r/<name>`: a 404 when there is none, a 503
 /// when it cannot be read now (never a 404 for that).
-async fn served_resource(app: &App, name: &str) -> Result<ProtectedResource, Response> {
+async fn served_resource(app: &App, name: &str) -> Result<Arc<ProtectedResource>, Response> {
     if name.is_empty() || name.len() > crate::domain::resource::NAME_MAX {
         return Err(not_found());
     }
