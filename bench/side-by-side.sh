@@ -71,11 +71,11 @@ run() {
     fi
     wrk_run "$url" "$3" "$4" "$5" "$6" "$7" "$8"
     local rps=$RPS p50=$P50 p99=$P99 errors=$ERRORS
-    printf '%-26s %8s req/s  p50 %-9s p99 %-9s %s\n' "$name" "$rps" "$p50" "$p99" "$errors"
+    local rss; rss=$(rss_kb "$KW_PID"); [ "$rss" -gt "$MAX_RSS" ] && MAX_RSS=$rss
+    printf '%-26s %8s req/s  p50 %-9s p99 %-9s keyward RSS %3s MB %s\n' "$name" "$rps" "$p50" "$p99" "$((rss / 1024))" "$errors"
     if [ -z "${BEST[$name]:-}" ] || [ "$rps" -gt "${BEST[$name]}" ]; then
         BEST[$name]=$rps; BEST_P50[$name]=$p50; BEST_P99[$name]=$p99
     fi
-    local rss; rss=$(rss_kb "$KW_PID"); [ "$rss" -gt "$MAX_RSS" ] && MAX_RSS=$rss
     if [ -n "$perf_pid" ]; then
         wait "$perf_pid" || true
         echo "   hottest functions of keyward during $name (perf, self time):"

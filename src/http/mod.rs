@@ -28,7 +28,7 @@ mod whoami;
 
 pub use error::ApiError;
 pub use gateway::{GATEWAY_BODY_TIMEOUT, GATEWAY_MAX_BODY_BYTES};
-pub use observe::{MAX_HEADER_BYTES, metrics_handle};
+pub use observe::{MAX_HEADER_BYTES, METRICS_UPKEEP_PERIOD, metrics_handle};
 
 use crate::app::App;
 use crate::domain::Role;

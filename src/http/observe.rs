@@ -20,7 +20,13 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 const DURATION: &str = "keyward_http_request_duration_seconds";
 const REQUESTS: &str = "keyward_http_requests_total";
 
-/// The process-wide Prometheus recorder (one per process, as `metrics` wants).
+/// How often recorded durations are folded into their histogram's buckets.
+/// Until then the recorder keeps every sample (8 bytes a request), so
+/// without this a keyward nobody scrapes grew with every request it served.
+pub const METRICS_UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The process-wide Prometheus recorder (one per process, as `metrics` wants),
+/// with a thread that does its upkeep every [`METRICS_UPKEEP_PERIOD`].
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -33,6 +39,16 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         // Another recorder may exist when keyward is embedded; then ours
         // only renders what it sees, which is still correct for /metrics.
         let _ = metrics::set_global_recorder(recorder);
+        let upkeep = handle.clone();
+        let started = std::thread::Builder::new().name("keyward-metrics".into()).spawn(move || {
+            loop {
+                std::thread::sleep(METRICS_UPKEEP_PERIOD);
+                upkeep.run_upkeep();
+            }
+        });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "the metrics upkeep thread could not start; /metrics scrapes do its work");
+        }
         handle
     })
 }
