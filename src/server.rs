@@ -112,7 +112,11 @@ pub async fn serve(
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
-                _ = connection.as_mut() => {}
+                ended = connection.as_mut() => {
+                    if let Err(e) = ended {
+                        count_unparsed(e.as_ref());
+                    }
+                }
                 _ = stop.changed() => {
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
@@ -129,6 +133,20 @@ pub async fn serve(
     app.audit.flush().await;
     app.usage.flush(&app.store).await;
     Ok(())
+}
+
+/// Counts a request hyper refused before keyward saw it (it answers 400,
+/// 414 or 431 itself): such requests never reach the routes' metrics.
+fn count_unparsed(error: &(dyn std::error::Error + 'static)) {
+    let Some(error) = error.downcast_ref::<hyper::Error>() else { return };
+    let reason = if error.is_parse_too_large() {
+        "too_large"
+    } else if error.is_parse() {
+        "malformed"
+    } else {
+        return;
+    };
+    metrics::counter!("keyward_http_unparsed_requests_total", "reason" => reason).increment(1);
 }
 
 /// Over the cap: a short 503 and the connection is closed, without reading

@@ -67,7 +67,48 @@ async fn oversized_headers_are_refused(backend: Backend) {
     api_error(r, 431, "headers_too_large").await;
 }
 
+/// What hyper refuses before routing (a NUL byte in a header, too many
+/// headers) is answered by hyper itself and counted by keyward.
+async fn requests_refused_before_routing_are_counted(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(backend).await;
+    let count = |text: &str, reason: &str| -> u64 {
+        let series = format!(r#"keyward_http_unparsed_requests_total{{reason="{reason}"}} "#);
+        text.lines().find_map(|l| l.strip_prefix(series.as_str())).map_or(0, |n| n.trim().parse().unwrap())
+    };
+    let metrics = || async { s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let before = metrics().await;
+    let many_headers: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    for (request, status) in [
+        ("GET /healthz HTTP/1.1\r\nhost: k\r\nx-a: a\0b\r\n\r\n".to_string(), "400"),
+        (format!("GET /healthz HTTP/1.1\r\nhost: k\r\n{many_headers}\r\n"), "431"),
+    ] {
+        let addr = s.base.strip_prefix("http://").unwrap();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
+    }
+    // The connection task ends just after the answer is written.
+    let mut after = metrics().await;
+    for _ in 0..50 {
+        if count(&after, "malformed") > count(&before, "malformed")
+            && count(&after, "too_large") > count(&before, "too_large")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        after = metrics().await;
+    }
+    assert!(count(&after, "malformed") > count(&before, "malformed"), "{after}");
+    assert!(count(&after, "too_large") > count(&before, "too_large"), "{after}");
+}
+
 on_both_backends!(
+    requests_refused_before_routing_are_counted,
     health_ready_and_metrics,
     readiness_fails_when_the_database_is_gone,
     unknown_routes_and_methods_get_json_errors,
