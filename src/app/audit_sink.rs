@@ -15,6 +15,10 @@ const BATCH_MAX: usize = 1000;
 /// burst instead of one per few events.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 const QUEUE_MAX: usize = 100_000;
+/// A queued event's target is cut to this many characters: targets can
+/// come from a request's path (up to 64 KiB), and the queue is bounded by
+/// events, not bytes.
+const TARGET_MAX_CHARS: usize = 200;
 
 enum Message {
     Event(AuditEvent),
@@ -35,7 +39,12 @@ impl AuditSink {
 
     /// Queues `event`; if the queue is full the event is dropped and counted,
     /// rather than slowing every request down.
-    pub fn record(&self, event: AuditEvent) {
+    pub fn record(&self, mut event: AuditEvent) {
+        if let Some(target) = &mut event.target
+            && let Some((cut, _)) = target.char_indices().nth(TARGET_MAX_CHARS)
+        {
+            target.truncate(cut);
+        }
         if self.tx.try_send(Message::Event(event)).is_err() {
             metrics::counter!("keyward_audit_events_dropped_total").increment(1);
         }

@@ -205,9 +205,12 @@ impl App {
     ) -> Result<(Vec<u8>, Option<u64>), String> {
         let http = self.outbound_http_for(url, allow_private).map_err(|e| e.to_string())?;
         let unreachable = |e: reqwest::Error| format!("{what} could not be fetched: {}", e.without_url());
+        // Anyone may name the host, so no connection to it is kept for the
+        // next call: pooled, every distinct host would hold one open for 90 s.
         let mut response = http
             .get(url)
             .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::CONNECTION, "close")
             .timeout(FETCH_TIMEOUT)
             .send()
             .await

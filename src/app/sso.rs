@@ -537,7 +537,9 @@ fn raced(e: StoreError) -> AppError {
 /// `NotFound` naming provider `id`, other store errors as they are.
 fn no_provider(id: &str) -> impl Fn(StoreError) -> AppError + '_ {
     move |e| match e {
-        StoreError::NotFound => AppError::NotFound(format!("no SSO provider {id:?}")),
+        StoreError::NotFound => {
+            AppError::NotFound(format!("no SSO provider {:?}", id.chars().take(80).collect::<String>()))
+        }
         e => e.into(),
     }
 }

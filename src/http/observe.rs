@@ -73,7 +73,7 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let series = series(method, route, status);
+    let series = series(method, route, status_label(response.status()));
     series.requests.increment(1);
     series.duration.record(elapsed.as_secs_f64());
     tracing::info!(
@@ -96,7 +96,7 @@ struct Series {
 /// Every series seen, by route: made once, as labelling a key and finding
 /// it in the recorder cost ~3 µs a request (a fifth of `/healthz`'s CPU,
 /// docs/performance.md step 10). Bounded as the labels are: route
-/// templates, known methods, statuses keyward answers with.
+/// templates, known methods, standard statuses.
 type SeriesByRoute = HashMap<String, Vec<(&'static str, u16, Series)>>;
 static SERIES: LazyLock<RwLock<SeriesByRoute>> = LazyLock::new(Default::default);
 
@@ -110,7 +110,8 @@ fn series(method: &'static str, route: &str, status: u16) -> Series {
     }
     // Handles made before the recorder exists would count nowhere, forever.
     metrics_handle();
-    let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status.to_string())];
+    let status_text = if status == 0 { "other".to_owned() } else { status.to_string() };
+    let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status_text)];
     let made = Series {
         requests: metrics::counter!(REQUESTS, &labels),
         duration: metrics::histogram!(DURATION, &labels),
@@ -121,6 +122,13 @@ fn series(method: &'static str, route: &str, status: u16) -> Series {
         by_route.entry(route.to_owned()).or_default().push((method, status, made.clone()));
     }
     made
+}
+
+/// The status as a metric label: a proxied answer carries its upstream's
+/// status, any number from 100 to 999, so those without a standard meaning
+/// count as one (`0`, shown as `other`) and an upstream cannot add series.
+fn status_label(status: StatusCode) -> u16 {
+    if status.canonical_reason().is_some() { status.as_u16() } else { 0 }
 }
 
 /// The method as a metric label: the standard ones by name, any other as

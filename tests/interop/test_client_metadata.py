@@ -62,12 +62,13 @@ class DocumentHost:
             f.write(leaf.public_bytes(serialization.Encoding.PEM))
             f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
-        self.documents, self.hits = {}, {}
+        self.documents, self.hits, self.connection_header = {}, {}, {}
         host = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 host.hits[self.path] = host.hits.get(self.path, 0) + 1
+                host.connection_header[self.path] = self.headers.get("connection")
                 status, headers, body, delay = host.documents.get(self.path, (404, {}, b"", 0))
                 time.sleep(delay)
                 self.send_response(status)
@@ -146,6 +147,8 @@ def test_documents_are_checked(document_host, keyward):
     # A good document: the consent page names its host (after sign-in).
     page = authorize_page(keyward, url)
     assert page.status_code == 200 and "Sign in" in page.text, page.text
+    # Anyone can name a document's host: keyward keeps no connection to it.
+    assert document_host.connection_header["/good.json"] == "close"
 
     cases = {
         "/mismatch.json": (dict(client_id="https://other.example/client.json"), "not the URL"),

@@ -59,7 +59,14 @@ async fn upstream() -> (String, Seen) {
         });
         ([("content-type", "text/event-stream")], axum::body::Body::from_stream(stream))
     };
-    let app = axum::Router::new().route("/mcp", any(echo)).route("/mcp/events", any(events));
+    // Any status the caller names, standard or not.
+    let status = |axum::extract::Path(code): axum::extract::Path<u16>| async move {
+        axum::http::StatusCode::from_u16(code).unwrap()
+    };
+    let app = axum::Router::new()
+        .route("/mcp", any(echo))
+        .route("/mcp/events", any(events))
+        .route("/mcp/status/{code}", any(status));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -329,6 +336,24 @@ async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
     assert_eq!(header("mcp-session-id"), ["s-1"]);
     assert!(header("authorization").is_empty() && header("cookie").is_empty());
     assert!(!seen_now.iter().any(|(_, v)| v.contains(&good)));
+
+    // An upstream's statuses pass through; in the metrics, those without a
+    // standard meaning count as one series, so an upstream cannot add
+    // series (memory) at will.
+    for code in [277u16, 477, 599, 418] {
+        let r = s.http.get(s.url(&format!("/r/demo/status/{code}"))).bearer_auth(&good).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), code);
+    }
+    let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let gateway_series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("keyward_http_requests_total") && l.contains("/r/"))
+        .collect();
+    assert!(gateway_series.iter().any(|l| l.contains(r#"status="other""#)), "{gateway_series:?}");
+    assert!(gateway_series.iter().any(|l| l.contains(r#"status="418""#)), "{gateway_series:?}");
+    for odd in ["277", "477", "599"] {
+        assert!(!metrics.contains(&format!(r#"status="{odd}""#)), "{odd}: {gateway_series:?}");
+    }
 
     // Server-sent events arrive as they are sent.
     let started = std::time::Instant::now();

@@ -20,7 +20,30 @@ on_both_backends!(
     sign_ins_are_listed_and_revocable,
     an_account_has_one_upstream_account,
     identity_assertions_are_checked,
+    a_callback_for_a_huge_provider_id_is_audited_short,
 );
+
+/// Anyone may call a callback with any provider id (a path parameter of up
+/// to 64 KiB): refused, and its audit record holds a bounded part of it.
+async fn a_callback_for_a_huge_provider_id_is_audited_short(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let id = "p".repeat(60_000);
+    let r = s.http.get(s.url(&format!("/login/sso/{id}/callback/?state=x&code=y"))).send().await.unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let body = r.text().await.unwrap();
+    assert!(!body.contains(&"p".repeat(100)), "the page repeats the id");
+    s.app.audit.flush().await;
+    let query =
+        keyward::store::AuditQuery { action: Some("login.failed".into()), limit: 10, ..Default::default() };
+    let failed = s.app.store.audit_events(&query).await.unwrap();
+    let record = failed
+        .iter()
+        .find(|e| e.target.as_deref().is_some_and(|t| t.starts_with("sso_provider:ppp")))
+        .expect("the refusal is audited");
+    let kept = record.target.as_ref().unwrap().chars().count();
+    assert!(kept <= 200, "{kept} characters kept");
+    assert!(record.detail.to_string().len() < 500, "{}", record.detail);
+}
 
 /// The fake provider: its issuer, and the claims (or raw token) its token
 /// endpoint answers with next.
