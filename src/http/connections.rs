@@ -115,6 +115,9 @@ pub async fn proxy(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
+    if !PROXY_METHODS.contains(&parts.method.as_str()) {
+        return Ok(super::error::method_not_passed_on());
+    }
     // The raw path, not axum's decoded capture: traversal checks need it.
     let prefix = format!("/api/v2/connections/{id}/proxy/");
     let raw_path = parts.uri.path().strip_prefix(&prefix).unwrap_or("").to_string();
@@ -129,9 +132,6 @@ pub async fn proxy(
         .iter()
         .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
         .collect();
-    if !PROXY_METHODS.contains(&parts.method.as_str()) {
-        return Ok(super::error::method_not_passed_on());
-    }
     let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
         .map_err(|_| ApiError::bad_request("unsupported method"))?;
     let upstream = app
