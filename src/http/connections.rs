@@ -147,13 +147,7 @@ pub async fn proxy(
             },
         )
         .await?;
-    let mut response = Response::builder().status(upstream.status().as_u16());
-    for name in crate::app::FORWARDED_RESPONSE_HEADERS {
-        if let Some(value) = upstream.headers().get(*name) {
-            response = response.header(*name, value.as_bytes());
-        }
-    }
-    response.body(axum::body::Body::from_stream(upstream.bytes_stream())).map_err(|e| {
+    super::passed_on(upstream, crate::app::FORWARDED_RESPONSE_HEADERS).map_err(|e| {
         ApiError::new(StatusCode::BAD_GATEWAY, format!("the API's answer could not be passed on: {e}"))
     })
 }

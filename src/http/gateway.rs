@@ -384,14 +384,8 @@ async fn forward_parts(
                 .into_response();
         }
     };
-    let mut reply = Response::builder().status(response.status().as_u16());
-    for name in FORWARDED_RESPONSE_HEADERS {
-        if let Some(value) = response.headers().get(*name) {
-            reply = reply.header(*name, value.as_bytes());
-        }
-    }
     // Streamed as it comes (server-sent events of MCP's transport included).
-    reply.body(axum::body::Body::from_stream(response.bytes_stream())).unwrap_or_else(|_| {
+    super::passed_on(response, FORWARDED_RESPONSE_HEADERS).unwrap_or_else(|_| {
         ApiError::new(StatusCode::BAD_GATEWAY, "the answer could not be passed on").into_response()
     })
 }

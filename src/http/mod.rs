@@ -272,3 +272,21 @@ mod tests {
         assert!(!body.to_string().contains("a bug"));
     }
 }
+
+/// An upstream's answer as the two proxies pass it back: its status, the
+/// `headers` named, and its body streamed as it comes. The body keeps its
+/// length where the upstream gave one, so the caller gets `Content-Length`
+/// (not a chunked copy) and a stream of events still flows as sent.
+fn passed_on(
+    upstream: reqwest::Response,
+    headers: &[&str],
+) -> Result<axum::response::Response, axum::http::Error> {
+    let mut reply = axum::response::Response::builder().status(upstream.status().as_u16());
+    for name in headers {
+        if let Some(value) = upstream.headers().get(*name) {
+            reply = reply.header(*name, value.as_bytes());
+        }
+    }
+    let body = axum::http::Response::<reqwest::Body>::from(upstream).into_body();
+    reply.body(axum::body::Body::new(body))
+}

@@ -324,6 +324,9 @@ async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["mcp-session-id"], "s-1");
+    // An answer of known length is passed on with it, not re-chunked.
+    assert!(r.headers().get("transfer-encoding").is_none(), "{:?}", r.headers());
+    assert!(r.headers().contains_key("content-length"), "{:?}", r.headers());
     let echoed = r.json::<Value>().await.unwrap();
     assert!(echoed["echo"].as_str().unwrap().contains("tools/list"));
     let seen_now = seen.lock().unwrap().clone();
