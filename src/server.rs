@@ -3,7 +3,7 @@
 use crate::app::App;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,9 +63,11 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // HTTP/1.1 only: hyper has no idle limit for HTTP/2 connections (its
     // pings only find dead peers), so an idle h2c client could hold a slot
-    // for ever; keyward's clients and load balancers speak HTTP/1.1.
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.head_timeout);
+    // for ever; keyward's clients and load balancers speak HTTP/1.1. (Not
+    // hyper-util's auto builder: `http1_only` does nothing for its
+    // connections with upgrades, and h2c got in.)
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.head_timeout);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -98,8 +100,7 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         let head_timeout = limits.head_timeout;
         tokio::spawn(async move {
-            // The first byte must come within the head timeout too (the
-            // version sniffing of the auto builder would wait for ever).
+            // The first byte must come within the head timeout too.
             let mut first = [0u8; 1];
             if !matches!(tokio::time::timeout(head_timeout, stream.peek(&mut first)).await, Ok(Ok(1..))) {
                 drop(slot);
@@ -109,12 +110,12 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 router.clone().oneshot(request.map(axum::body::Body::new))
             });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
                 ended = connection.as_mut() => {
                     if let Err(e) = ended {
-                        count_unparsed(e.as_ref());
+                        count_unparsed(&e);
                     }
                 }
                 _ = stop.changed() => {
@@ -137,8 +138,7 @@ pub async fn serve(
 
 /// Counts a request hyper refused before keyward saw it (it answers 400,
 /// 414 or 431 itself): such requests never reach the routes' metrics.
-fn count_unparsed(error: &(dyn std::error::Error + 'static)) {
-    let Some(error) = error.downcast_ref::<hyper::Error>() else { return };
+fn count_unparsed(error: &hyper::Error) {
     let reason = if error.is_parse_too_large() {
         "too_large"
     } else if error.is_parse() {

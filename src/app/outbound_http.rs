@@ -37,6 +37,9 @@ impl reqwest::dns::Resolve for PublicAddresses {
     }
 }
 
+const IDLE_CONNECTIONS_PER_HOST: usize = 64;
+const IDLE_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl OutboundHttp {
     pub fn new() -> Result<Self, AppError> {
         // Redirects are never followed: a provider or an API could send the
@@ -44,7 +47,12 @@ impl OutboundHttp {
         let build = |b: reqwest::ClientBuilder| {
             // No proxy from the environment either: a proxy would resolve
             // names itself, past the address check.
+            // Idle connections a burst left behind (a gateway's upstream
+            // serving hundreds of callers at once) are kept up to a bound,
+            // and not for long.
             b.redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+                .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
                 .no_proxy()
                 .build()
                 .map_err(|e| AppError::Startup(format!("HTTP client: {e}")))

@@ -20,7 +20,47 @@ on_both_backends!(
     scopes_fit_the_audience,
     the_token_endpoint_never_widens_the_resource,
     a_changed_resource_applies_on_every_node,
+    idle_upstream_connections_are_bounded,
 );
+
+/// Open TCP connections of this process to `port` on 127.0.0.1.
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    // Columns: slot, local address, remote address, state (01: established).
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let columns: Vec<&str> = l.split_whitespace().collect();
+            columns.get(2) == Some(&remote.as_str()) && columns.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// A burst of callers opens as many connections to the upstream; once it
+/// is over, only a bounded number stay open for the next requests.
+async fn idle_upstream_connections_are_bounded(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    let slow = || async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        "ok"
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(slow)).await.unwrap() });
+    let (gateway, token) = demo_behind_the_gateway(&s, &format!("http://127.0.0.1:{port}/mcp")).await;
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..150 {
+        all.spawn(s.http.get(&gateway).bearer_auth(&token).send());
+    }
+    while let Some(r) = all.join_next().await {
+        assert_eq!(r.unwrap().unwrap().status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let open = connections_to(port);
+    assert!(open <= 64, "{open} idle connections to the upstream stay open");
+}
 
 const RESOURCES: &str = "/admin/api/resources/";
 
