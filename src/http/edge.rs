@@ -28,6 +28,19 @@ pub fn allowed_char(c: char) -> bool {
 
 /// A refusal in the shape the route's clients parse: RFC 6749 §5.2 for the
 /// OAuth endpoints, the API shape elsewhere.
+/// Whether reading a body failed on the connection's framing (hyper's
+/// error somewhere in the chain), not on its size: a 400, not a 413.
+fn broken_framing(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.is::<hyper::Error>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 fn refusal(path: &str, status: StatusCode, message: String) -> Response {
     let oauth = path.starts_with("/oauth/") && !path.starts_with("/oauth/v1/register/");
     if oauth {
@@ -82,6 +95,10 @@ pub async fn screen(request: &mut Request) -> Result<(), Response> {
     let body = std::mem::take(request.body_mut());
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
         Ok(Ok(b)) => b,
+        Ok(Err(e)) if broken_framing(&e) => {
+            let message = "the body's framing is malformed (a bad chunk)";
+            return Err(refusal(request.uri().path(), StatusCode::BAD_REQUEST, message.into()));
+        }
         Ok(Err(_)) => {
             let message = format!("the body is larger than {MAX_BODY_BYTES} bytes");
             return Err(refusal(request.uri().path(), StatusCode::PAYLOAD_TOO_LARGE, message));

@@ -107,7 +107,30 @@ async fn requests_refused_before_routing_are_counted(backend: Backend) {
     assert!(count(&after, "too_large") > count(&before, "too_large"), "{after}");
 }
 
+/// A chunked body whose framing is broken is the caller's error (400), not
+/// a body too large (413).
+async fn a_malformed_chunked_body_is_400(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(backend).await;
+    let addr = s.base.strip_prefix("http://").unwrap();
+    for path in ["/oauth/v2/token/", "/integration/v1/createRefreshToken/"] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: k\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+             transfer-encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains("malformed"), "{path}: {answer}");
+    }
+}
+
 on_both_backends!(
+    a_malformed_chunked_body_is_400,
     requests_refused_before_routing_are_counted,
     health_ready_and_metrics,
     readiness_fails_when_the_database_is_gone,
