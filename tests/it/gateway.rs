@@ -345,6 +345,17 @@ async fn the_gateway_checks_tokens_and_hides_them(backend: Backend) {
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
     assert!(r.text().await.unwrap().contains("not passed on"));
+    // A token without the required scope is refused for that first (403);
+    // 50 at once with a good one are all checked and refused alike.
+    let r = trace().bearer_auth(weak).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        all.spawn(trace().bearer_auth(&good).send());
+    }
+    while let Some(r) = all.join_next().await {
+        assert_eq!(r.unwrap().unwrap().status(), 405);
+    }
     assert!(seen.lock().unwrap().is_empty(), "a TRACE reached the upstream");
 
     // A good token: passed on with who it is for, never the token itself,

@@ -818,6 +818,18 @@ async fn the_smaller_findings(backend: Backend) {
         assert_eq!(r.status(), 405, "{method}");
         assert_eq!(r.headers()["allow"], "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
     }
+    // The method is refused before the connection is looked up, so the 405
+    // says nothing of whose connection the id is; without a credential, 401.
+    let (_, viewer) = user_with_token(&s, "onlooker", Role::Viewer).await;
+    let trace = |token: Option<&str>| {
+        let r = s.http.request(Method::TRACE, s.url(&format!("{CONNECTIONS}{id}/proxy/x")));
+        match token {
+            Some(t) => r.header("TOKEN", t),
+            None => r,
+        }
+    };
+    assert_eq!(trace(Some(&viewer)).send().await.unwrap().status(), 405, "someone else's connection");
+    assert_eq!(trace(None).send().await.unwrap().status(), 401);
     let r = s.get(&format!("{CONNECTIONS}{id}/proxy/..;/admin/api/users/"), &admin).send().await.unwrap();
     api_error(r, 400, "invalid_request").await;
 }
