@@ -70,7 +70,6 @@ async fn oversized_headers_are_refused(backend: Backend) {
 /// What hyper refuses before routing (a NUL byte in a header, too many
 /// headers) is answered by hyper itself and counted by keyward.
 async fn requests_refused_before_routing_are_counted(backend: Backend) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = TestServer::start(backend).await;
     let count = |text: &str, reason: &str| -> u64 {
         let series = format!(r#"keyward_http_unparsed_requests_total{{reason="{reason}"}} "#);
@@ -83,13 +82,7 @@ async fn requests_refused_before_routing_are_counted(backend: Backend) {
         ("GET /healthz HTTP/1.1\r\nhost: k\r\nx-a: a\0b\r\n\r\n".to_string(), "400"),
         (format!("GET /healthz HTTP/1.1\r\nhost: k\r\n{many_headers}\r\n"), "431"),
     ] {
-        let addr = s.base.strip_prefix("http://").unwrap();
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = s.raw_exchange(request.as_bytes()).await.expect("the connection is closed");
         assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{answer}");
     }
     // The connection task ends just after the answer is written.
@@ -110,20 +103,13 @@ async fn requests_refused_before_routing_are_counted(backend: Backend) {
 /// A chunked body whose framing is broken is the caller's error (400), not
 /// a body too large (413).
 async fn a_malformed_chunked_body_is_400(backend: Backend) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = TestServer::start(backend).await;
-    let addr = s.base.strip_prefix("http://").unwrap();
     for path in ["/oauth/v2/token/", "/integration/v1/createRefreshToken/"] {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let request = format!(
             "POST {path} HTTP/1.1\r\nhost: k\r\ncontent-type: application/x-www-form-urlencoded\r\n\
              transfer-encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n"
         );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-        let answer = String::from_utf8_lossy(&answer);
+        let answer = s.raw_exchange(request.as_bytes()).await.expect("the connection is closed");
         assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
         assert!(answer.contains("malformed"), "{path}: {answer}");
     }

@@ -206,6 +206,19 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// Sends `request` as raw bytes on a new connection; everything the
+    /// server sent until it closed, or `None` if it had not closed after 5 s.
+    pub async fn raw_exchange(&self, request: &[u8]) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream =
+            tokio::net::TcpStream::connect(self.base.strip_prefix("http://").unwrap()).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+        read.ok().map(|_| String::from_utf8_lossy(&answer).into_owned())
+    }
+
     pub async fn user_named(&self, username: &str) -> User {
         self.app.store.user_credentials(username).await.unwrap().expect("user exists").0
     }
