@@ -2,13 +2,13 @@
 
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret};
-use crate::domain::MICROS;
 use crate::domain::api_token::{TokenStatus, validate_token_name};
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::settings::{ACCESS_TOKEN_LIFESPAN, REFRESH_TOKEN_LIFESPAN};
 use crate::domain::throttle::{WINDOW_SECONDS, account_lock_after, lock_after};
 use crate::domain::user::{USERNAME_MAX, username_key};
 use crate::domain::{Actor, AuthSource, User, UserId, now, to_micros};
+use crate::domain::{MICROS, excerpt};
 use crate::store::{
     ApiAccessTokenRecord, NewApiAccessToken, NewRefreshToken, RefreshTokenRecord, StoreError,
 };
@@ -383,7 +383,7 @@ fn revoked(what: &str) -> AppError {
 }
 
 fn login_event(username: &str, addr: IpAddr, via: &str, reason: &str) -> AuditEvent {
-    let shown: String = username.chars().take(USERNAME_MAX).collect();
+    let shown = excerpt(username, USERNAME_MAX);
     AuditEvent {
         actor: Actor::System,
         action: "login.failed",

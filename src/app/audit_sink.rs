@@ -3,8 +3,8 @@
 //! event, off the request path. Changes of state never use this; their audit
 //! record commits with the change.
 
-use crate::domain::Actor;
 use crate::domain::audit::{AuditEvent, Outcome};
+use crate::domain::{Actor, excerpt};
 use crate::store::DynStore;
 use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -40,10 +40,9 @@ impl AuditSink {
     /// Queues `event`; if the queue is full the event is dropped and counted,
     /// rather than slowing every request down.
     pub fn record(&self, mut event: AuditEvent) {
-        if let Some(target) = &mut event.target
-            && let Some((cut, _)) = target.char_indices().nth(TARGET_MAX_CHARS)
-        {
-            target.truncate(cut);
+        if let Some(target) = &mut event.target {
+            let kept = excerpt(target, TARGET_MAX_CHARS).len();
+            target.truncate(kept);
         }
         if self.tx.try_send(Message::Event(event)).is_err() {
             metrics::counter!("keyward_audit_events_dropped_total").increment(1);

@@ -7,7 +7,7 @@ use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::client::{M2mClient, validate_access_token_duration, validate_client_name};
 use crate::domain::oauth::{OAuthError, OAuthErrorCode};
 use crate::domain::settings::CLIENT_SECRET_OVERLAP;
-use crate::domain::{Actor, Role, now, to_micros};
+use crate::domain::{Actor, Role, excerpt, now, to_micros};
 use crate::store::{Invalidation, M2mClientRecord, M2mClientUpdate, NewM2mClient, StoreError};
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use serde_json::json;
@@ -171,9 +171,9 @@ impl App {
                     && r.previous_secret_hash.as_deref().is_some_and(matches))
         });
         let failure = |reason: &str| {
-            let shown: String = client_id.chars().take(80).collect();
+            let shown = excerpt(client_id, 80);
             self.audit.record(AuditEvent {
-                actor: Actor::Client(shown.clone()),
+                actor: Actor::Client(shown.to_owned()),
                 action: "client.authentication_failed",
                 target: Some(format!("client:{shown}")),
                 outcome: Outcome::Failure,
@@ -191,7 +191,7 @@ impl App {
 }
 
 fn client_not_found(client_id: &str) -> AppError {
-    let shown: String = client_id.chars().take(80).collect();
+    let shown = excerpt(client_id, 80);
     AppError::NotFound(format!("no client with id {shown:?}"))
 }
 

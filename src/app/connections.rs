@@ -11,7 +11,7 @@ use crate::domain::outbound::{OutboundGrant, TokenEndpointAuth};
 use crate::domain::settings::{
     CONNECTION_KEEP_ALIVE, CONNECTION_OWNER_READS, CONNECTION_SWEEP_INTERVAL, CONNECTION_WEBHOOK_URL,
 };
-use crate::domain::{Actor, Caller, Principal, User, from_micros, now, to_micros};
+use crate::domain::{Actor, Caller, Principal, User, excerpt, from_micros, now, to_micros};
 use crate::store::{BindOutcome, ConnectionRecord, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -129,10 +129,7 @@ impl App {
             return Err(AppError::Invalid("name must be 1 to 200 characters".into()));
         }
         self.store.outbound_client(outbound_client_id).await?.ok_or_else(|| {
-            AppError::Invalid(format!(
-                "no outbound client with id {:?}",
-                outbound_client_id.chars().take(80).collect::<String>()
-            ))
+            AppError::Invalid(format!("no outbound client with id {:?}", excerpt(outbound_client_id, 80)))
         })?;
         let record = ConnectionRecord {
             id: id.clone(),
@@ -161,9 +158,11 @@ impl App {
     /// The caller's own connection; another user's is "not found".
     async fn own_connection(&self, caller: &Caller, id: &str) -> Result<ConnectionRecord, AppError> {
         let user_id = user_of(caller)?;
-        self.store.connection(id).await?.filter(|c| c.user_id == user_id).ok_or_else(|| {
-            AppError::NotFound(format!("no connection with id {:?}", id.chars().take(80).collect::<String>()))
-        })
+        self.store
+            .connection(id)
+            .await?
+            .filter(|c| c.user_id == user_id)
+            .ok_or_else(|| AppError::NotFound(format!("no connection with id {:?}", excerpt(id, 80))))
     }
 
     pub async fn connection(&self, caller: &Caller, id: &str) -> Result<ConnectionView, AppError> {

@@ -7,7 +7,6 @@ use super::error::{oauth_app_error, oauth_store_error};
 use super::tokens::{AccessTokenGrant, SignedToken, TokenResponse};
 use super::{App, AppError};
 use crate::crypto::{SecretKind, new_secret, pkce_s256_matches, random_bytes};
-use crate::domain::MICROS;
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::client_metadata::{ASSERTIONS_PER_HOST, DocumentKeys, check_assertion, is_document_url};
 use crate::domain::delegated::{
@@ -21,6 +20,7 @@ use crate::domain::settings::{
 };
 use crate::domain::signed_jwt::LEEWAY_SECONDS;
 use crate::domain::{Actor, User, now, to_micros};
+use crate::domain::{MICROS, excerpt};
 use crate::store::{
     AssertionSpending, CodeState, IssuedInGrant, NewAuthorizationCode, OAuthClientRecord, OAuthRefreshState,
     StoreError,
@@ -965,7 +965,7 @@ fn narrowed_resources(
 }
 
 fn oauth_client_not_found(client_id: &str) -> AppError {
-    let shown: String = client_id.chars().take(80).collect();
+    let shown = excerpt(client_id, 80);
     AppError::NotFound(format!("no OAuth client with id {shown:?}"))
 }
 

@@ -6,7 +6,7 @@ use crate::crypto::random_bytes;
 use crate::domain::audit::AuditEvent;
 use crate::domain::connection::ConnectionStatus;
 use crate::domain::outbound::{OutboundClient, OutboundClientSettings, OutboundGrant};
-use crate::domain::{Actor, from_micros, now, to_micros};
+use crate::domain::{Actor, excerpt, from_micros, now, to_micros};
 use crate::store::{OutboundClientRecord, StoreError};
 use serde_json::json;
 
@@ -125,7 +125,7 @@ impl App {
 }
 
 fn not_found(id: &str) -> AppError {
-    let shown: String = id.chars().take(80).collect();
+    let shown = excerpt(id, 80);
     AppError::NotFound(format!("no outbound client with id {shown:?}"))
 }
 

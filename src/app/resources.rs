@@ -14,7 +14,7 @@ use crate::domain::resource::{
     validate_declaration, validate_name,
 };
 use crate::domain::token::AccessTokenClaims;
-use crate::domain::{Actor, Caller, now};
+use crate::domain::{Actor, Caller, excerpt, now};
 use crate::store::StoreError;
 use serde::Deserialize;
 use serde_json::json;
@@ -279,5 +279,5 @@ impl App {
 }
 
 fn not_found(name: &str) -> AppError {
-    AppError::NotFound(format!("no resource named {:?}", name.chars().take(64).collect::<String>()))
+    AppError::NotFound(format!("no resource named {:?}", excerpt(name, 64)))
 }

@@ -1,7 +1,7 @@
 use super::{App, AppError};
-use crate::domain::Actor;
 use crate::domain::audit::AuditEvent;
 use crate::domain::settings::{SETTINGS, SettingSpec, SettingValue, spec};
+use crate::domain::{Actor, excerpt};
 use serde_json::json;
 
 impl App {
@@ -42,7 +42,7 @@ impl App {
 
 fn known(key: &str) -> Result<&'static SettingSpec, AppError> {
     spec(key).ok_or_else(|| {
-        let shown: String = key.chars().take(100).collect();
+        let shown = excerpt(key, 100);
         AppError::NotFound(format!("unknown setting {shown:?}"))
     })
 }

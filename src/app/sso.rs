@@ -13,7 +13,7 @@ use crate::domain::sso::{
     IdTokenExpectation, SameName, SignInAs, SsoProvider, SsoProviderInput, SsoRefusal, authorization_url,
     id_token_kid, sign_in_as, verify_id_token,
 };
-use crate::domain::{Actor, from_micros, now, to_micros};
+use crate::domain::{Actor, excerpt, from_micros, now, to_micros};
 use crate::store::{NewUser, SsoProviderRecord, StoreError, UserUpdate};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -414,8 +414,7 @@ impl App {
             .ok_or_else(|| AppError::Upstream("the provider's token answer is too large".into()))?;
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
         if !status.is_success() {
-            let error: String =
-                body.get("error").and_then(|e| e.as_str()).unwrap_or("").chars().take(64).collect();
+            let error = excerpt(body.get("error").and_then(|e| e.as_str()).unwrap_or(""), 64);
             return Err(AppError::Upstream(format!(
                 "{} refused the sign-in's code ({} {error})",
                 provider.display_name,
@@ -537,9 +536,7 @@ fn raced(e: StoreError) -> AppError {
 /// `NotFound` naming provider `id`, other store errors as they are.
 fn no_provider(id: &str) -> impl Fn(StoreError) -> AppError + '_ {
     move |e| match e {
-        StoreError::NotFound => {
-            AppError::NotFound(format!("no SSO provider {:?}", id.chars().take(80).collect::<String>()))
-        }
+        StoreError::NotFound => AppError::NotFound(format!("no SSO provider {:?}", excerpt(id, 80))),
         e => e.into(),
     }
 }

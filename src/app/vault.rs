@@ -6,7 +6,7 @@ use super::{App, AppError};
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::throttle::{WINDOW_SECONDS, account_lock_after, lock_after};
 use crate::domain::vault::{DataProduct, Warehouse, validate_credentials, validate_data_product};
-use crate::domain::{Actor, Caller, from_micros, now, to_micros};
+use crate::domain::{Actor, Caller, excerpt, from_micros, now, to_micros};
 use crate::store::{CredentialRecord, StoreError};
 use serde::Serialize;
 use serde_json::json;
@@ -81,7 +81,7 @@ async fn warehouse_login(warehouse: &Warehouse, username: &str, password: &str) 
 }
 
 fn not_found(dp_id: &str) -> AppError {
-    AppError::NotFound(format!("no data product {:?}", dp_id.chars().take(100).collect::<String>()))
+    AppError::NotFound(format!("no data product {:?}", excerpt(dp_id, 100)))
 }
 
 impl App {

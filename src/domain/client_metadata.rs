@@ -4,6 +4,7 @@
 //! rules for such a URL and its document; fetching is the app's.
 
 use super::delegated::{ClientType, DelegatedClient, OfflineAccess, REDIRECT_URIS_MAX};
+use super::excerpt;
 use super::registration::{
     ClientLimits, DYNAMIC_ACCESS_LIFETIME, DYNAMIC_REFRESH_LIFETIME, Registration, parse_metadata,
 };
@@ -133,7 +134,7 @@ pub fn client_from_document(url: &str, body: &[u8]) -> Result<DocumentClient, St
             return Err(format!(
                 "token_endpoint_auth_method {:?} is not supported for metadata documents; use none or \
                  private_key_jwt",
-                other.chars().take(64).collect::<String>()
+                excerpt(other, 64)
             ));
         }
     };

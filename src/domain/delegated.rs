@@ -1,6 +1,7 @@
 //! Delegated (user-initiated) OAuth clients (SPEC §1.1, §3): registration
 //! rules, redirect URIs and their matching, PKCE.
 
+use super::excerpt;
 use serde::Serialize;
 
 pub const REFRESH_LIFETIME_MIN: i64 = 259_200; // 3 days
@@ -157,7 +158,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 /// Registration rule: absolute, no fragment, no user info; https, or http
 /// only for a loopback host (RFC 8252 §7.3).
 pub fn validate_redirect_uri(uri: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("redirect URI {:?} {why}", uri.chars().take(100).collect::<String>()));
+    let bad = |why: &str| Err(format!("redirect URI {:?} {why}", excerpt(uri, 100)));
     if uri.len() > REDIRECT_URI_MAX_LEN {
         return bad(&format!("is longer than {REDIRECT_URI_MAX_LEN} characters"));
     }

@@ -44,3 +44,26 @@ pub fn from_micros(us: i64) -> time::OffsetDateTime {
 pub fn now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
+
+/// The first `max_chars` characters of `s`: how caller input is quoted in
+/// messages and audit records, so that a huge value is never echoed whole.
+pub fn excerpt(s: &str, max_chars: usize) -> &str {
+    match s.char_indices().nth(max_chars) {
+        Some((cut, _)) => &s[..cut],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excerpt;
+
+    #[test]
+    fn excerpts_count_characters_not_bytes() {
+        assert_eq!(excerpt("abcdef", 3), "abc");
+        assert_eq!(excerpt("ab", 3), "ab");
+        assert_eq!(excerpt("", 3), "");
+        assert_eq!(excerpt("ééé€x", 4), "ééé€");
+        assert_eq!(excerpt("abc", 0), "");
+    }
+}

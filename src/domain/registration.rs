@@ -6,6 +6,7 @@
 use super::delegated::{
     ClientType, OfflineAccess, REDIRECT_URI_MAX_LEN, REDIRECT_URIS_MAX, validate_redirect_uri,
 };
+use super::excerpt;
 use super::oauth::parse_scope;
 use serde::{Deserialize, Serialize};
 
@@ -197,7 +198,7 @@ const KNOWN_APP_SCHEMES: &[&str] = &["cursor", "vscode", "vscode-insiders", "win
 /// port), a native app's private-use scheme, or https on a host an admin
 /// trusts (`trusted_hosts`, compared without case).
 pub fn dynamic_redirect_uri_allowed(uri: &str, trusted_hosts: &[String]) -> Result<(), String> {
-    let shown: String = uri.chars().take(100).collect();
+    let shown = excerpt(uri, 100);
     let bad = |why: &str| Err(format!("redirect URI {shown:?} {why}"));
     if uri.len() > REDIRECT_URI_MAX_LEN {
         return bad(&format!("is longer than {REDIRECT_URI_MAX_LEN} characters"));
@@ -299,7 +300,7 @@ pub fn accept_metadata(
         return Err(bad_metadata(format!(
             "token_endpoint_auth_method {:?} is not supported; use none, client_secret_basic or \
              client_secret_post",
-            method.chars().take(64).collect::<String>()
+            excerpt(&method, 64)
         )));
     }
     // Grants keyward will not give (device code, …) are dropped, not refused.

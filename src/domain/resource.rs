@@ -3,6 +3,7 @@
 //! understands, the ones every request needs, and, for the gateway, where
 //! it lives — and the rule that a token's scopes fit its audience.
 
+use super::excerpt;
 use super::oauth::{OAuthError, OAuthErrorCode, normalize_resource};
 use serde::{Deserialize, Serialize};
 
@@ -152,7 +153,7 @@ pub fn check_scopes(scopes: &[String], allowed: &[String]) -> Result<(), OAuthEr
             OAuthErrorCode::InvalidScope,
             format!(
                 "scope {:?} is not available for the requested resource; available: {}",
-                s.chars().take(64).collect::<String>(),
+                excerpt(s, 64),
                 allowed.join(" ")
             ),
         )),

@@ -2,6 +2,7 @@
 //! `/admin/api/config/{key}/`). This module knows each key, its type, default
 //! and range; storage only keeps the normalized string.
 
+use super::excerpt;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,7 +273,7 @@ impl SettingSpec {
     /// Checks `raw` and returns the canonical form that is stored.
     pub fn normalize(&self, raw: &str) -> Result<String, SettingError> {
         let raw = raw.trim();
-        let shown = || raw.chars().take(64).collect::<String>();
+        let shown = || excerpt(raw, 64).to_owned();
         match self.kind {
             SettingKind::Integer { min, max, unit } => match raw.parse::<i64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(n.to_string()),
@@ -304,7 +305,7 @@ impl SettingSpec {
                     if !valid {
                         return Err(SettingError::NotHosts {
                             key: self.key,
-                            got: host.chars().take(64).collect(),
+                            got: excerpt(host, 64).to_owned(),
                         });
                     }
                     let host = host.to_ascii_lowercase();

@@ -7,6 +7,7 @@
 
 use super::MAX_BODY_BYTES;
 use super::error::ApiError;
+use crate::domain::excerpt;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -211,7 +212,7 @@ impl<'de> Visitor<'de> for ScreenVisitor {
         while let Some(key) = map.next_key::<String>()? {
             check_text::<A::Error>(&key, "key")?;
             if seen.contains(&key) {
-                let shown: String = key.chars().take(64).collect();
+                let shown = excerpt(&key, 64);
                 return Err(de::Error::custom(format!("a JSON object names the key {shown:?} twice")));
             }
             seen.insert(key);

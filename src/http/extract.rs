@@ -1,6 +1,7 @@
 //! axum's extractors with their rejections in the API error shape.
 
 use super::error::ApiError;
+use crate::domain::excerpt;
 use axum::extract::FromRequest;
 use axum::extract::FromRequestParts;
 
@@ -33,7 +34,7 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
         let mut fields = std::collections::HashMap::new();
         let mut add = |key: String, value: String| -> Result<(), ApiError> {
             if fields.contains_key(&key) {
-                let shown: String = key.chars().take(64).collect();
+                let shown = excerpt(&key, 64);
                 return Err(ApiError::bad_request(format!("field {shown:?} is given more than once")));
             }
             fields.insert(key, value);

@@ -5,6 +5,7 @@
 use crate::app::{App, ClientProof, DELEGATED_CLIENT_PREFIX, ExchangeRequest};
 use crate::domain::client::M2mClient;
 use crate::domain::client_metadata::ASSERTION_TYPE;
+use crate::domain::excerpt;
 use crate::domain::exchange::TOKEN_EXCHANGE_GRANT;
 use crate::domain::id_jag::JWT_BEARER_GRANT;
 use crate::domain::oauth::{OAuthError, OAuthErrorCode, normalize_resource};
@@ -100,7 +101,7 @@ impl OAuthParams {
                 continue;
             }
             if !REPEATABLE.contains(&key.as_ref()) && params.iter().any(|(k, _)| *k == key) {
-                let shown: String = key.chars().take(64).collect();
+                let shown = excerpt(&key, 64);
                 return Err(OAuthError::invalid_request(format!(
                     "parameter {shown:?} is given more than once"
                 ))
@@ -359,7 +360,7 @@ pub async fn token(
             }
         }
         other => {
-            let shown: String = other.chars().take(64).collect();
+            let shown = excerpt(other, 64);
             return Err(OAuthError::new(
                 OAuthErrorCode::UnsupportedGrantType,
                 format!("grant_type {shown:?} is not supported; use authorization_code, refresh_token, client_credentials, \
