@@ -97,10 +97,10 @@ struct Series {
 /// it in the recorder cost ~3 µs a request (a fifth of `/healthz`'s CPU,
 /// docs/performance.md step 10). Bounded as the labels are: route
 /// templates, known methods, standard statuses.
-type SeriesByRoute = HashMap<String, Vec<(&'static str, u16, Series)>>;
+type SeriesByRoute = HashMap<String, Vec<(&'static str, Option<u16>, Series)>>;
 static SERIES: LazyLock<RwLock<SeriesByRoute>> = LazyLock::new(Default::default);
 
-fn series(method: &'static str, route: &str, status: u16) -> Series {
+fn series(method: &'static str, route: &str, status: Option<u16>) -> Series {
     let find = |by_route: &SeriesByRoute| {
         let known = by_route.get(route)?.iter().find(|(m, s, _)| *m == method && *s == status)?;
         Some(known.2.clone())
@@ -110,7 +110,7 @@ fn series(method: &'static str, route: &str, status: u16) -> Series {
     }
     // Handles made before the recorder exists would count nowhere, forever.
     metrics_handle();
-    let status_text = if status == 0 { "other".to_owned() } else { status.to_string() };
+    let status_text = status.map_or_else(|| "other".to_owned(), |s| s.to_string());
     let labels = [("method", method.to_owned()), ("route", route.to_owned()), ("status", status_text)];
     let made = Series {
         requests: metrics::counter!(REQUESTS, &labels),
@@ -126,9 +126,9 @@ fn series(method: &'static str, route: &str, status: u16) -> Series {
 
 /// The status as a metric label: a proxied answer carries its upstream's
 /// status, any number from 100 to 999, so those without a standard meaning
-/// count as one (`0`, shown as `other`) and an upstream cannot add series.
-fn status_label(status: StatusCode) -> u16 {
-    if status.canonical_reason().is_some() { status.as_u16() } else { 0 }
+/// count as one (`None`, shown as `other`) and an upstream cannot add series.
+fn status_label(status: StatusCode) -> Option<u16> {
+    status.canonical_reason().map(|_| status.as_u16())
 }
 
 /// The method as a metric label: the standard ones by name, any other as
