@@ -188,27 +188,51 @@ async fn periodic_work(app: Arc<App>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next_sweep) => {
-                if let Err(e) = app.sweep_connections().await {
-                    tracing::warn!(error = %e, "connection refresh round failed");
-                }
+                let a = app.clone();
+                guarded("connection refresh", async move {
+                    if let Err(e) = a.sweep_connections().await {
+                        tracing::warn!(error = %e, "connection refresh round failed");
+                    }
+                }).await;
                 let seconds = app.setting(crate::domain::settings::CONNECTION_SWEEP_INTERVAL).await
                     .ok().and_then(|s| s.as_i64()).unwrap_or(60);
                 next_sweep = tokio::time::Instant::now() + Duration::from_secs(seconds as u64);
             }
             // On its round, or at once when a node announces a rotation.
             _ = async { tokio::select! { _ = keys.tick() => {}, _ = app.keys.changed.notified() => {} } } => {
-                if let Err(e) = app.refresh_keys().await {
-                    tracing::warn!(error = %e, "signing keys could not be refreshed");
-                }
+                let a = app.clone();
+                guarded("signing key refresh", async move {
+                    if let Err(e) = a.refresh_keys().await {
+                        tracing::warn!(error = %e, "signing keys could not be refreshed");
+                    }
+                }).await;
             }
-            _ = usage.tick() => app.usage.flush(&app.store).await,
+            _ = usage.tick() => {
+                let a = app.clone();
+                guarded("usage flush", async move { a.usage.flush(&a.store).await }).await;
+            }
             _ = purge.tick() => {
-                if let Err(e) = app.purge_expired().await {
-                    tracing::warn!(error = %e, "purging expired rows failed");
-                }
+                let a = app.clone();
+                guarded("purge", async move {
+                    if let Err(e) = a.purge_expired().await {
+                        tracing::warn!(error = %e, "purging expired rows failed");
+                    }
+                }).await;
             }
         }
     }
+}
+
+/// Runs one round of periodic work as a task of its own, so that a panic in
+/// it (a bug, say on a provider's odd answer) ends that round only: the loop
+/// and every later refresh, flush and purge go on. Whether it panicked.
+async fn guarded(round: &'static str, work: impl Future<Output = ()> + Send + 'static) -> bool {
+    let panicked = tokio::spawn(work).await.is_err_and(|e| e.is_panic());
+    if panicked {
+        metrics::counter!("keyward_periodic_panics_total").increment(1);
+        tracing::error!(round, "a round of periodic work panicked; the next one runs as planned");
+    }
+    panicked
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
@@ -238,5 +262,20 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutdown requested; finishing requests in flight");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn a_panicking_round_is_contained() {
+        assert!(super::guarded("test", async { panic!("a provider's odd answer") }).await);
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ran.clone();
+        assert!(
+            !super::guarded("test", async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) })
+                .await
+        );
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst), "the next round runs");
     }
 }

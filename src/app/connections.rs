@@ -34,6 +34,11 @@ const LEASE_MS: i64 = 20_000;
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Further tries after a transient failure at the provider.
 const PROVIDER_RETRIES: u32 = 2;
+/// The largest token answer read from a provider: far above any real one
+/// (a JWT with many claims is a few KiB), and what is stored is bounded.
+const TOKEN_RESPONSE_MAX_BYTES: usize = 256 * 1024;
+/// How much of a provider's `error_description` is kept and shown.
+const PROVIDER_DESCRIPTION_MAX_CHARS: usize = 300;
 
 #[derive(Debug, Serialize)]
 pub struct ConnectionView {
@@ -552,16 +557,27 @@ impl App {
                 tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
                 continue;
             }
-            let response = sent.map_err(|e| {
+            let unreachable = |e: reqwest::Error| {
                 AppError::Upstream(format!("the provider could not be reached: {}", e.without_url()))
-            })?;
+            };
+            let mut response = sent.map_err(unreachable)?;
             let status = response.status();
-            break (status, response.json::<serde_json::Value>().await.unwrap_or(serde_json::Value::Null));
+            let body = super::outbound_http::read_capped(&mut response, TOKEN_RESPONSE_MAX_BYTES)
+                .await
+                .map_err(unreachable)?
+                .ok_or_else(|| {
+                    AppError::Upstream(format!(
+                        "the provider's token answer is larger than {} KiB",
+                        TOKEN_RESPONSE_MAX_BYTES / 1024
+                    ))
+                })?;
+            break (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
         };
         if !status.is_success() {
-            let error = body.get("error").and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let error = excerpt(body.get("error").and_then(|v| v.as_str()).unwrap_or(""), 64).to_string();
             if status.is_client_error() && !error.is_empty() {
                 let description = body.get("error_description").and_then(|v| v.as_str()).unwrap_or("");
+                let description = excerpt(description, PROVIDER_DESCRIPTION_MAX_CHARS);
                 let detail =
                     if description.is_empty() { error.clone() } else { format!("{error}: {description}") };
                 self.mark_needs_reauth(c, &detail, &error, Some(status.as_u16())).await?;

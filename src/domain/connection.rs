@@ -31,6 +31,10 @@ impl ConnectionStatus {
 /// When a provider says nothing about expiry and no override is set.
 pub const DEFAULT_ACCESS_LIFETIME_MS: i64 = 3_600_000;
 
+/// The longest lifetime a provider's answer is believed for: a year. A
+/// token that claims more (or "never", as a huge number) is renewed yearly.
+pub const MAX_ACCESS_LIFETIME_MS: i64 = 365 * 24 * 3_600_000;
+
 /// Tokens as a provider returned them, normalized.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderTokens {
@@ -65,13 +69,21 @@ pub fn parse_token_response(
         .to_string();
     let refresh_token =
         body.get("refresh_token").and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_string);
+    // Saturating: the numbers are the provider's, and may be anything.
     let lifetime_ms = override_ms
-        .or_else(|| body.get("expires_in").and_then(number).map(|s| s * 1000))
-        .or_else(|| body.get("expires").and_then(number).map(|s| s * 1000))
-        .or_else(|| body.get("expires_at").and_then(number).map(|at| at * 1000 - now_ms))
+        .or_else(|| body.get("expires_in").and_then(number).map(|s| s.saturating_mul(1000)))
+        .or_else(|| body.get("expires").and_then(number).map(|s| s.saturating_mul(1000)))
+        .or_else(|| {
+            body.get("expires_at").and_then(number).map(|at| at.saturating_mul(1000).saturating_sub(now_ms))
+        })
         .filter(|ms| *ms > 0)
-        .unwrap_or(DEFAULT_ACCESS_LIFETIME_MS);
-    Ok(ProviderTokens { access_token, refresh_token, access_expires_at_ms: now_ms + lifetime_ms })
+        .unwrap_or(DEFAULT_ACCESS_LIFETIME_MS)
+        .min(MAX_ACCESS_LIFETIME_MS);
+    Ok(ProviderTokens {
+        access_token,
+        refresh_token,
+        access_expires_at_ms: now_ms.saturating_add(lifetime_ms),
+    })
 }
 
 /// How long before expiry a token is renewed: a minute, or half the
@@ -100,6 +112,27 @@ mod tests {
             at(json!({"access_token": "a", "expires_in": "soon"}), None),
             1_000_000 + DEFAULT_ACCESS_LIFETIME_MS
         );
+    }
+
+    #[test]
+    fn absurd_expiry_is_bounded_not_an_overflow() {
+        let now = 1_700_000_000_000;
+        let at = |body: Value| parse_token_response(&body, now, None).unwrap().access_expires_at_ms;
+        let year = now + MAX_ACCESS_LIFETIME_MS;
+        assert_eq!(at(json!({"access_token": "a", "expires_in": u64::MAX})), year);
+        assert_eq!(at(json!({"access_token": "a", "expires_in": "99999999999999999999"})), year);
+        assert_eq!(at(json!({"access_token": "a", "expires": i64::MAX})), year);
+        assert_eq!(at(json!({"access_token": "a", "expires_in": 1e300})), year);
+        assert_eq!(at(json!({"access_token": "a", "expires_at": i64::MAX})), year);
+        assert_eq!(
+            at(json!({"access_token": "a", "expires_at": i64::MIN})),
+            now + DEFAULT_ACCESS_LIFETIME_MS
+        );
+        assert_eq!(
+            at(json!({"access_token": "a", "expires_in": i64::MIN})),
+            now + DEFAULT_ACCESS_LIFETIME_MS
+        );
+        assert_eq!(at(json!({"access_token": "a", "expires_in": "-1e30"})), now + DEFAULT_ACCESS_LIFETIME_MS);
     }
 
     #[test]

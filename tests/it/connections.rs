@@ -596,6 +596,84 @@ async fn transient_provider_failures_are_retried(backend: Backend) {
     assert!((3_500_000..=3_600_000).contains(&lifetime), "expires_in given as a string: {lifetime}");
 }
 
+/// A provider whose answers are hostile, each to the client id it names:
+/// an expiry past any integer, a token past any size, an error description
+/// of 100 KB. Each is a clear answer; nothing huge is stored or shown.
+async fn a_providers_absurd_answers_are_bounded(backend: Backend) {
+    let provider = axum::Router::new().route(
+        "/token",
+        axum::routing::post(|form: axum::Form<std::collections::HashMap<String, String>>| async move {
+            let ok = axum::http::StatusCode::OK;
+            match form.get("client_id").map(String::as_str) {
+                Some("huge-expiry") => (
+                    ok,
+                    r#"{"access_token":"tok-1","token_type":"bearer","expires_in":18446744073709551615}"#
+                        .to_string(),
+                ),
+                Some("huge-token") => (ok, json!({"access_token": "x".repeat(300 * 1024)}).to_string()),
+                _ => (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    json!({"error": "invalid_client", "error_description": "y".repeat(100 * 1000)})
+                        .to_string(),
+                ),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, provider).await.unwrap() });
+
+    let s = TestServer::start(backend).await;
+    let admin = s.admin_token().await;
+    s.set(keyward::domain::settings::CONNECTION_OWNER_READS, "true").await;
+    let connection_to = |client_id: &str| {
+        let body = json!({"name": client_id, "grant_type": "client_credentials", "client_id": client_id,
+            "client_secret": "s", "token_url": format!("http://{addr}/token"), "token_endpoint_auth": "post",
+            "api_base_url": format!("http://{addr}/")});
+        let (s, admin) = (&s, &admin);
+        async move {
+            let r =
+                s.send(Method::POST, "/admin/api/outbound_clients/", admin).json(&body).send().await.unwrap();
+            let outbound = json_with_status(r, 201).await;
+            connect(s, admin, outbound["id"].as_str().unwrap()).await
+        }
+    };
+    let now_ms = || (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+
+    let id = connection_to("huge-expiry").await;
+    let token =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 200)
+            .await;
+    assert_eq!(token["access_token"], "tok-1");
+    let year = keyward::domain::connection::MAX_ACCESS_LIFETIME_MS;
+    let lifetime = token["expires_at"].as_i64().unwrap() - now_ms();
+    assert!((year - 60_000..=year).contains(&lifetime), "believed for a year at most: {lifetime}");
+    // The background refresher takes the connection in its stride.
+    s.app.sweep_connections().await.unwrap();
+
+    let id = connection_to("huge-token").await;
+    let d = api_error(
+        s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(),
+        502,
+        "upstream_error",
+    )
+    .await;
+    assert!(d.contains("larger than 256 KiB"), "{d}");
+    let got =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &admin).send().await.unwrap(), 200).await;
+    assert_eq!(got["status"], "pending", "nothing stored: {got}");
+
+    let id = connection_to("huge-error").await;
+    let d =
+        api_error(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 409, "conflict")
+            .await;
+    assert!(d.contains("invalid_client: yyy") && d.len() < 400, "the description is cut: {} chars", d.len());
+    let got =
+        json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &admin).send().await.unwrap(), 200).await;
+    assert_eq!(got["status"], "needs_reauth");
+    assert!(got["status_detail"].as_str().unwrap().len() < 400, "and stored cut");
+}
+
 /// The browser follows keyward's start link, signing in to `s` as its
 /// admin (the connection's owner) first; the provider URL it is sent to.
 pub(crate) async fn start_in_browser(
@@ -930,6 +1008,7 @@ async fn service_identities_read_connection_tokens(backend: Backend) {
 }
 
 on_both_backends!(
+    a_providers_absurd_answers_are_bounded,
     service_identities_read_connection_tokens,
     a_refresh_without_a_new_refresh_token_keeps_the_old_one,
     needs_reauth_posts_a_signed_webhook,
