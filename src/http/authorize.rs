@@ -147,6 +147,9 @@ pub(super) fn set_cookie(app: &App, name: &str, value: &str, max_age: i64) -> He
 /// An authorization request's query: each parameter at most once (but
 /// `resource`, which RFC 8707 lets repeat).
 fn parse_request(query: &str) -> Result<AuthorizeParams, String> {
+    if !super::extract::is_utf8_form(query.as_bytes()) {
+        return Err("the query is not valid UTF-8".into());
+    }
     let mut p = AuthorizeParams::default();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let value = value.into_owned();

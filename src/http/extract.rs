@@ -42,6 +42,9 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
         };
         match content_type.as_str() {
             "application/x-www-form-urlencoded" => {
+                if !is_utf8_form(&body) {
+                    return Err(ApiError::bad_request("the body is not valid UTF-8"));
+                }
                 for (k, v) in form_urlencoded::parse(&body) {
                     add(k.into_owned(), v.into_owned())?;
                 }

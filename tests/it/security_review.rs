@@ -518,6 +518,23 @@ async fn control_characters_are_400(backend: Backend) {
             .unwrap();
         assert!(oauth_error(r, 400, "invalid_request").await.contains("UTF-8"), "{endpoint}");
     }
+    let r = s
+        .http
+        .post(s.url("/integration/v1/createRefreshToken/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("username=admin&password={ADMIN_PASSWORD}&name=%ff%fe"))
+        .send()
+        .await
+        .unwrap();
+    assert!(api_error(r, 400, "invalid_request").await.contains("UTF-8"));
+    let r = s
+        .http
+        .get(s.url("/oauth/v1/authorize/?client_id=a&response_type=code&state=%ff"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("UTF-8"));
     let r = s.get("/admin/api/users/%00/", &admin).send().await.unwrap();
     assert_eq!(r.status(), 400);
     // The sign-in page's form is a form: another content type, which the
