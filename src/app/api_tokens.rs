@@ -394,9 +394,11 @@ fn login_event(username: &str, addr: IpAddr, via: &str, reason: &str) -> AuditEv
     }
 }
 
+/// The caller of a failed validation proved nothing, so it is not the actor:
+/// the user id it named is only the target (as a failed sign-in's is).
 fn validation_failed(kind: &str, user_id: UserId, error: &AppError) -> AuditEvent {
     AuditEvent {
-        actor: Actor::User(user_id),
+        actor: Actor::System,
         action: "token.validation_failed",
         target: Some(format!("user:{user_id}")),
         outcome: Outcome::Failure,

@@ -125,6 +125,11 @@ async fn the_documented_flow(backend: Backend) {
         assert!(text.contains(action), "{action}");
     }
     assert!(!text.contains(&rt) && !text.contains(&first_token) && !text.contains(ADMIN_PASSWORD));
+    // Anyone may name any user id with a bad token: that is no act of the user's.
+    let failed =
+        audit.as_array().unwrap().iter().find(|e| e["action"] == "token.validation_failed").unwrap().clone();
+    assert_eq!(failed["actor"], "system", "{failed}");
+    assert_eq!(failed["target"], format!("user:{uid}"));
 }
 
 async fn json_bodies_work_too(backend: Backend) {
