@@ -197,7 +197,7 @@ pub const ASSERTIONS_PER_HOST: i64 = 100_000;
 
 /// A `private_key_jwt` assertion's claims once its signature verified
 /// (RFC 7523 §3): `iss` and `sub` the client, `aud` the token endpoint or
-/// the issuer, `exp` soon, a `jti`. `(jti, exp)`, or why not.
+/// the issuer and nothing else, `exp` soon, a `jti`. `(jti, exp)`, or why not.
 pub fn check_assertion(
     assertion: &str,
     keys: &jsonwebtoken::jwk::JwkSet,
@@ -210,6 +210,9 @@ pub fn check_assertion(
     let claims = super::signed_jwt::verify(assertion, keys, &expected)?;
     if claims.get("sub").and_then(|s| s.as_str()) != Some(client_id) {
         return Err("its sub is not the client".into());
+    }
+    if !super::signed_jwt::has_single_audience(&claims) {
+        return Err("it must name exactly one audience (aud), this server".into());
     }
     let exp = claims.get("exp").and_then(|e| e.as_i64()).ok_or("its exp is not a number")?;
     if exp > now + ASSERTION_MAX_SECONDS + super::signed_jwt::LEEWAY_SECONDS as i64 {

@@ -54,10 +54,8 @@ pub fn check_claims(
     }
     // One authorization server: an assertion several could redeem is not
     // single use.
-    match claims.get("aud") {
-        Some(Value::String(_)) => {}
-        Some(Value::Array(list)) if list.len() == 1 => {}
-        _ => return Err("it must name exactly one audience (aud), this server".into()),
+    if !super::signed_jwt::has_single_audience(claims) {
+        return Err("it must name exactly one audience (aud), this server".into());
     }
     let subject = text("sub").ok_or("it has no subject (sub)")?;
     let resource = text("resource").ok_or("it names no resource")?;

@@ -39,6 +39,17 @@ pub struct Expected<'a> {
     pub required: &'a [&'static str],
 }
 
+/// Whether `aud` names exactly one audience (a string, or a list of one):
+/// an assertion that several servers accept could be replayed at each of
+/// them, so assertions made for keyward must name keyward alone.
+pub fn has_single_audience(claims: &serde_json::Value) -> bool {
+    match claims.get("aud") {
+        Some(serde_json::Value::String(_)) => true,
+        Some(serde_json::Value::Array(list)) => list.len() == 1,
+        _ => false,
+    }
+}
+
 /// The key id a JWT's header names, if any (to fetch fresh keys when it
 /// is unknown).
 pub fn key_id(jwt: &str) -> Option<String> {

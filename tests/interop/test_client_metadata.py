@@ -318,6 +318,7 @@ def test_private_key_jwt_document_clients(document_host, keyward):
     other_key = ECKey.generate_key("P-256", {"kid": "k1"})
     refused = {
         "another audience": assertion(aud="https://elsewhere.example/token"),
+        "this server among others": assertion(aud=[token_endpoint, "https://elsewhere.example/token"]),
         "expired": assertion(exp=now - 300),
         "expiring in two hours": assertion(exp=now + 7200),
         "another subject": assertion(sub="https://other.example/client.json"),
