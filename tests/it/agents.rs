@@ -540,7 +540,8 @@ async fn an_expiring_refresh_token_asks_the_user_before_it_dies(backend: Backend
     // Two nodes sweeping at once: one change, one notice.
     let other = s.another_node().await;
     let (a, b) = tokio::join!(s.app.sweep_connections(), other.app.sweep_connections());
-    (a.unwrap(), b.unwrap());
+    a.unwrap();
+    b.unwrap();
     let view = view_of(&s, &admin, &connection).await;
     assert_eq!(view["status"], "needs_reauth");
     assert!(view["status_detail"].as_str().unwrap().contains("refresh_token_lifetime_ms"), "{view}");

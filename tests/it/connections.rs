@@ -737,7 +737,7 @@ pub(crate) async fn authorized_connection(
         json_with_status(s.get(&format!("{CONNECTIONS}{id}/authorize/"), &admin).send().await.unwrap(), 200)
             .await;
     let browser = crate::delegated_oauth::Browser::new();
-    let to_provider = start_in_browser(&browser, &s, started["authorization_url"].as_str().unwrap()).await;
+    let to_provider = start_in_browser(&browser, s, started["authorization_url"].as_str().unwrap()).await;
     let back = browser.authorize(provider, &to_provider).await;
     assert_eq!(browser.get(&back).await.status(), 200);
     (id, pid)
