@@ -5,7 +5,7 @@ use crate::crypto::{SecretKind, new_secret};
 use crate::domain::api_token::{TokenStatus, validate_token_name};
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::settings::{ACCESS_TOKEN_LIFESPAN, REFRESH_TOKEN_LIFESPAN};
-use crate::domain::throttle::{WINDOW_SECONDS, account_lock_after, lock_after};
+use crate::domain::throttle::{WINDOW_SECONDS, account_lock_after, lock_after, network_of};
 use crate::domain::user::{USERNAME_MAX, username_key};
 use crate::domain::{Actor, AuthSource, User, UserId, now, to_micros};
 use crate::domain::{MICROS, excerpt};
@@ -44,8 +44,9 @@ impl App {
             return Err(AppError::Unauthorized(BAD_LOGIN.into()));
         }
         let user_key = username_key(username);
-        let addr_key = format!("addr:{addr}");
-        let pair_key = format!("pair:{user_key}|{addr}");
+        let network = network_of(addr);
+        let addr_key = format!("addr:{network}");
+        let pair_key = format!("pair:{user_key}|{network}");
         let account_key = format!("user:{user_key}");
         let at = to_micros(now());
         // Every attempt takes its failure slot before the password is
@@ -57,9 +58,9 @@ impl App {
             .store
             .reserve_attempt(
                 &[
-                    (addr_key.clone(), lock_after),
-                    (pair_key.clone(), lock_after),
-                    (account_key.clone(), account_lock_after),
+                    (addr_key.clone(), &lock_after),
+                    (pair_key.clone(), &lock_after),
+                    (account_key.clone(), &account_lock_after),
                 ],
                 at,
                 at - WINDOW_SECONDS * MICROS,

@@ -11,11 +11,15 @@ use crate::domain::registration::{
     ClientMetadata, DYNAMIC_ACCESS_LIFETIME, DYNAMIC_REFRESH_LIFETIME, RegisteredMetadata, Registration,
     RegistrationError, RegistrationPolicy, accept_metadata,
 };
-use crate::domain::settings::{DYNAMIC_MAX_UNAPPROVED, DYNAMIC_REGISTRATION, DYNAMIC_TRUSTED_HOSTS};
-use crate::domain::{Actor, now, to_micros};
+use crate::domain::settings::{
+    DYNAMIC_MAX_UNAPPROVED, DYNAMIC_PER_NETWORK, DYNAMIC_REGISTRATION, DYNAMIC_TRUSTED_HOSTS,
+};
+use crate::domain::throttle::{LockPolicy, WINDOW_SECONDS, growing_lock, network_of};
+use crate::domain::{Actor, MICROS, now, to_micros};
 use crate::store::OAuthClientRecord;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use serde_json::json;
+use std::net::IpAddr;
 
 /// Initial access tokens live at most this long (seconds).
 pub const INITIAL_ACCESS_TOKEN_MAX_SECONDS: i64 = 90 * 86_400;
@@ -32,6 +36,9 @@ pub enum RegistrationFailure {
     Metadata(RegistrationError),
     /// The cap on clients nobody approved yet is reached.
     TooMany(i64),
+    /// The caller's network registered its share this hour: wait this many
+    /// seconds.
+    NetworkWaits(i64),
     App(AppError),
 }
 
@@ -78,11 +85,13 @@ impl App {
     }
 
     /// RFC 7591 §3.1: registers a client that asked for itself, within the
-    /// policy. `initial_token` is the request's bearer token, if any.
+    /// policy. `initial_token` is the request's bearer token, if any; `from`
+    /// the caller's address.
     pub async fn register_dynamic_client(
         &self,
         meta: ClientMetadata,
         initial_token: Option<&str>,
+        from: IpAddr,
     ) -> Result<DynamicClient, RegistrationFailure> {
         let policy = RegistrationPolicy::parse(&self.setting(DYNAMIC_REGISTRATION).await?.value);
         let at = to_micros(now());
@@ -96,6 +105,18 @@ impl App {
         }
         // Checked before an initial access token is spent on it.
         let metadata = self.accepted(meta).await?;
+        let per_network = self.setting(DYNAMIC_PER_NETWORK).await?.as_i64().unwrap_or(0);
+        if policy == RegistrationPolicy::Open && per_network > 0 {
+            // Each network gets a share, counted before the cap is looked
+            // at, so that one anonymous caller cannot fill the cap for
+            // everyone in seconds (found by an outside probe).
+            let lock = move |n: i64| growing_lock(n, per_network);
+            let share = [(format!("register:{}", network_of(from)), &lock as LockPolicy)];
+            let window_start = at - WINDOW_SECONDS * MICROS;
+            if let Some(until) = self.store.reserve_attempt(&share, at, window_start, MICROS).await? {
+                return Err(RegistrationFailure::NetworkWaits(((until - at) / MICROS).max(1)));
+            }
+        }
         let cap = self.setting(DYNAMIC_MAX_UNAPPROVED).await?.as_i64().unwrap_or(1000);
         if self.store.count_unapproved_dynamic_clients().await? >= cap {
             return Err(RegistrationFailure::TooMany(cap));

@@ -4,7 +4,7 @@
 
 use super::{App, AppError};
 use crate::domain::audit::{AuditEvent, Outcome};
-use crate::domain::throttle::{WINDOW_SECONDS, account_lock_after, lock_after};
+use crate::domain::throttle::{LockPolicy, WINDOW_SECONDS, account_lock_after, lock_after};
 use crate::domain::vault::{DataProduct, Warehouse, validate_credentials, validate_data_product};
 use crate::domain::{Actor, Caller, excerpt, from_micros, now, to_micros};
 use crate::store::{CredentialRecord, StoreError};
@@ -138,11 +138,11 @@ impl App {
             // (whoever asks), with each attempt counted before it is made.
             let warehouse = serde_json::to_string(&dp.warehouse).unwrap_or_default();
             let keys = [
-                (format!("vault-principal:{principal}"), lock_after as fn(i64) -> i64),
+                (format!("vault-principal:{principal}"), &lock_after as LockPolicy),
                 // As for a login's account: only attempts a principal was
                 // allowed count here, and many more before a lock, so that
                 // one principal cannot lock everyone out of verifying.
-                (format!("vault-warehouse-user:{warehouse}|{username}"), account_lock_after),
+                (format!("vault-warehouse-user:{warehouse}|{username}"), &account_lock_after),
             ];
             let at = to_micros(now());
             let window_start = at - WINDOW_SECONDS * 1_000_000;

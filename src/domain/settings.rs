@@ -48,6 +48,7 @@ pub const PUBLIC_CLIENTS: &str = "keyward.oauth.public_clients";
 pub const DYNAMIC_REGISTRATION: &str = "keyward.oauth.dynamic_registration";
 pub const DYNAMIC_TRUSTED_HOSTS: &str = "keyward.oauth.dynamic_registration.trusted_redirect_hosts";
 pub const DYNAMIC_MAX_UNAPPROVED: &str = "keyward.oauth.dynamic_registration.max_unapproved_clients";
+pub const DYNAMIC_PER_NETWORK: &str = "keyward.oauth.dynamic_registration.per_network_hourly";
 pub const DYNAMIC_CODE_QUOTA: &str = "keyward.oauth.dynamic_registration.codes_per_client";
 pub const DYNAMIC_GRANT_QUOTA: &str = "keyward.oauth.dynamic_registration.grants_per_client";
 pub const CLIENT_METADATA_DOCUMENTS: &str = "keyward.oauth.client_metadata.enabled";
@@ -180,6 +181,14 @@ pub static SETTINGS: &[SettingSpec] = &[
         default: "1000",
         description: "How many self-registered clients no user has approved yet may exist at once; they \
                       are removed a day after registering.",
+    },
+    SettingSpec {
+        key: DYNAMIC_PER_NETWORK,
+        kind: SettingKind::Integer { min: 0, max: 1_000_000, unit: "registrations" },
+        default: "300",
+        description: "Open registrations one network (an IPv4 address, an IPv6 /64) may make in an hour \
+                      before each further one waits longer (0: no limit). Hosted clients and offices \
+                      register from shared addresses, so keep it well above their number of users.",
     },
     SettingSpec {
         key: DYNAMIC_CODE_QUOTA,

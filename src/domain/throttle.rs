@@ -16,6 +16,25 @@ pub const WINDOW_SECONDS: i64 = 60 * 60;
 /// at another, yet a spread-out attack still meets a wall.
 pub const FREE_ACCOUNT_FAILURES: i64 = 50;
 
+/// How long a key is locked after its n-th counted attempt, in seconds.
+pub type LockPolicy<'a> = &'a (dyn Fn(i64) -> i64 + Sync);
+
+/// The network a caller is counted as: its IPv4 address, or the /64 its
+/// IPv6 address is in (one subscriber's share, which it can fill with
+/// addresses at will).
+pub fn network_of(addr: std::net::IpAddr) -> String {
+    match addr {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 /// How long an address (or an account at one address) is locked after its
 /// `failures`-th failure, in seconds.
 pub fn lock_after(failures: i64) -> i64 {
@@ -27,7 +46,9 @@ pub fn account_lock_after(failures: i64) -> i64 {
     growing_lock(failures, FREE_ACCOUNT_FAILURES)
 }
 
-fn growing_lock(failures: i64, free: i64) -> i64 {
+/// No lock for the first `free - 1` attempts in the window; from the
+/// `free`-th on, a lock that doubles with each further one, up to the cap.
+pub fn growing_lock(failures: i64, free: i64) -> i64 {
     if failures < free {
         return 0;
     }
@@ -49,5 +70,17 @@ mod tests {
         assert_eq!(lock_after(100), MAX_LOCK_SECONDS);
         assert_eq!(account_lock_after(49), 0);
         assert_eq!(account_lock_after(50), 1);
+        assert_eq!(growing_lock(299, 300), 0);
+        assert_eq!(growing_lock(301, 300), 2);
+    }
+
+    #[test]
+    fn an_ipv6_caller_is_counted_by_its_64() {
+        let net = |s: &str| network_of(s.parse().unwrap());
+        assert_eq!(net("192.0.2.7"), "192.0.2.7");
+        assert_eq!(net("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(net("2001:db8:1:2:aaaa::1"), net("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(net("2001:db8:1:2::9"), "2001:db8:1:2::/64");
+        assert_ne!(net("2001:db8:1:2::1"), net("2001:db8:1:3::1"));
     }
 }

@@ -11,11 +11,12 @@ use crate::domain::registration::ClientMetadata;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 type AppState = State<Arc<App>>;
@@ -64,6 +65,15 @@ impl IntoResponse for RegistrationReply {
                     ),
                 );
                 r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("3600"));
+                r
+            }
+            RegistrationFailure::NetworkWaits(seconds) => {
+                let mut r = oauth_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "temporarily_unavailable",
+                    &format!("too many registrations from this network; try again in {seconds} s"),
+                );
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 r
             }
             RegistrationFailure::App(e) => ApiError::from(e).into_response(),
@@ -129,11 +139,12 @@ fn render(app: &App, registered: DynamicClient, status: StatusCode) -> Response 
         (status = 429, description = "Too many registrations from this address", body = Object)))]
 pub async fn register(
     State(app): AppState,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RegistrationReply> {
     let meta = metadata(&headers, body)?;
-    let registered = app.register_dynamic_client(meta, bearer(&headers)).await?;
+    let registered = app.register_dynamic_client(meta, bearer(&headers), peer.ip()).await?;
     Ok(render(&app, registered, StatusCode::CREATED))
 }
 

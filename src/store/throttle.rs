@@ -1,6 +1,7 @@
 //! Failed-attempt counting (logins, warehouse verification) and the purge of expired rows.
 
 use super::*;
+use crate::domain::throttle::LockPolicy;
 
 impl Store {
     /// Counts one login attempt against each key, in order, before its
@@ -11,7 +12,7 @@ impl Store {
     /// for `lock_for(count) * unit`.
     pub async fn reserve_attempt(
         &self,
-        keys: &[(String, fn(i64) -> i64)],
+        keys: &[(String, LockPolicy<'_>)],
         now: i64,
         window_start: i64,
         unit: i64,

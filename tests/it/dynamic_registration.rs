@@ -15,6 +15,7 @@ on_both_backends!(
     policy_off_and_initial_access_tokens,
     redirect_policy_and_bad_input,
     unapproved_clients_are_capped_and_expire,
+    one_network_cannot_fill_the_cap,
     quotas_and_concurrent_registrations,
     grace_window_up_to_the_access_lifetime,
     offline_access_always_for_admin_clients,
@@ -388,6 +389,51 @@ async fn unapproved_clients_are_capped_and_expire(backend: Backend) {
     assert_eq!(s.app.store.purge_unapproved_dynamic_clients(later).await.unwrap(), 8);
     assert!(s.app.store.oauth_client(&ids[0]).await.unwrap().is_some());
     assert!(s.app.store.oauth_client(&ids[1]).await.unwrap().is_none());
+}
+
+/// An anonymous caller used to fill the cap of unapproved clients in three
+/// seconds, and registration was closed to everyone for a day (an outside
+/// probe). Each network now has an hourly share; others keep theirs.
+async fn one_network_cannot_fill_the_cap(backend: Backend) {
+    let s = TestServer::start(backend).await;
+    s.set("keyward.oauth.dynamic_registration.per_network_hourly", "5").await;
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        all.spawn(s.http.post(s.url(DCR)).json(&vscode_like()).send());
+    }
+    let (mut created, mut waiting) = (0, 0);
+    while let Some(r) = all.join_next().await {
+        let r = r.unwrap().unwrap();
+        if r.status() == 201 {
+            created += 1;
+        } else {
+            assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+            let d = oauth_error(r, 429, "temporarily_unavailable").await;
+            assert!(d.contains("from this network"), "{d}");
+            waiting += 1;
+        }
+    }
+    assert_eq!((created, waiting), (5, 7), "five of twelve at once");
+    // Another network is not affected.
+    let elsewhere = reqwest::Client::builder().local_address("127.0.0.2".parse().ok()).build().unwrap();
+    let r = elsewhere.post(s.url(DCR)).json(&vscode_like()).send().await.unwrap();
+    json_with_status(r, 201).await;
+    // Registrations with an initial access token are an admin's to count.
+    s.set("keyward.oauth.dynamic_registration", "initial_access_token").await;
+    let admin = s.admin_token().await;
+    let r = s
+        .send(Method::POST, "/admin/api/initial_access_tokens/", &admin)
+        .json(&json!({"name": "rollout", "uses": 3}))
+        .send()
+        .await
+        .unwrap();
+    let iat = json_with_status(r, 201).await["initial_access_token"].as_str().unwrap().to_string();
+    let r = s.http.post(s.url(DCR)).bearer_auth(&iat).json(&vscode_like()).send().await.unwrap();
+    json_with_status(r, 201).await;
+    // 0 turns the share off.
+    s.set("keyward.oauth.dynamic_registration", "open").await;
+    s.set("keyward.oauth.dynamic_registration.per_network_hourly", "0").await;
+    json_with_status(s.register_dynamic(&vscode_like()).await, 201).await;
 }
 
 async fn quotas_and_concurrent_registrations(backend: Backend) {

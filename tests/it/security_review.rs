@@ -749,7 +749,8 @@ async fn failures_are_coalesced_and_expired_rows_purged(backend: Backend) {
         client_addr: None,
     };
     s.app.store.create_session(&session).await.unwrap();
-    let reserve = [("addr:192.0.2.9".to_string(), keyward::domain::throttle::lock_after as fn(i64) -> i64)];
+    let lock: keyward::domain::throttle::LockPolicy = &keyward::domain::throttle::lock_after;
+    let reserve = [("addr:192.0.2.9".to_string(), lock)];
     s.app.store.reserve_attempt(&reserve, long_ago, 0, 1).await.unwrap();
     assert_eq!(s.app.purge_expired().await.unwrap(), 2);
     assert_eq!(s.app.purge_expired().await.unwrap(), 0);
