@@ -227,7 +227,15 @@ async fn periodic_work(app: Arc<App>) {
 /// it (a bug, say on a provider's odd answer) ends that round only: the loop
 /// and every later refresh, flush and purge go on. Whether it panicked.
 async fn guarded(round: &'static str, work: impl Future<Output = ()> + Send + 'static) -> bool {
-    let panicked = tokio::spawn(work).await.is_err_and(|e| e.is_panic());
+    /// Stopping the periodic loop (shutdown) stops its round too.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(tokio::spawn(work));
+    let panicked = (&mut task.0).await.is_err_and(|e| e.is_panic());
     if panicked {
         metrics::counter!("keyward_periodic_panics_total").increment(1);
         tracing::error!(round, "a round of periodic work panicked; the next one runs as planned");
@@ -277,5 +285,24 @@ mod tests {
                 .await
         );
         assert!(ran.load(std::sync::atomic::Ordering::SeqCst), "the next round runs");
+    }
+
+    #[tokio::test]
+    async fn stopping_the_loop_stops_its_round() {
+        struct Dropped(std::sync::Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = Dropped(dropped.clone());
+        let round = super::guarded("test", async move {
+            let _held = held;
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        });
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), round).await.is_err());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the round was aborted, not left running");
     }
 }

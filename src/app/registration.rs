@@ -14,7 +14,7 @@ use crate::domain::registration::{
 use crate::domain::settings::{
     DYNAMIC_MAX_UNAPPROVED, DYNAMIC_PER_NETWORK, DYNAMIC_REGISTRATION, DYNAMIC_TRUSTED_HOSTS,
 };
-use crate::domain::throttle::{LockPolicy, WINDOW_SECONDS, growing_lock, network_of};
+use crate::domain::throttle::{LockPolicy, WINDOW_SECONDS, hourly_share, network_of, site_of};
 use crate::domain::{Actor, MICROS, now, to_micros};
 use crate::store::OAuthClientRecord;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
@@ -105,21 +105,28 @@ impl App {
         }
         // Checked before an initial access token is spent on it.
         let metadata = self.accepted(meta).await?;
-        let per_network = self.setting(DYNAMIC_PER_NETWORK).await?.as_i64().unwrap_or(0);
-        if policy == RegistrationPolicy::Open && per_network > 0 {
-            // Each network gets a share, counted before the cap is looked
-            // at, so that one anonymous caller cannot fill the cap for
-            // everyone in seconds (found by an outside probe).
-            let lock = move |n: i64| growing_lock(n, per_network);
-            let share = [(format!("register:{}", network_of(from)), &lock as LockPolicy)];
-            let window_start = at - WINDOW_SECONDS * MICROS;
-            if let Some(until) = self.store.reserve_attempt(&share, at, window_start, MICROS).await? {
-                return Err(RegistrationFailure::NetworkWaits(((until - at) / MICROS).max(1)));
-            }
-        }
         let cap = self.setting(DYNAMIC_MAX_UNAPPROVED).await?.as_i64().unwrap_or(1000);
         if self.store.count_unapproved_dynamic_clients().await? >= cap {
             return Err(RegistrationFailure::TooMany(cap));
+        }
+        let per_network = self.setting(DYNAMIC_PER_NETWORK).await?.as_i64().unwrap_or(0);
+        if policy == RegistrationPolicy::Open && per_network > 0 {
+            // Each network has a share of every clock hour, so that one
+            // anonymous caller cannot fill the cap for everyone in seconds
+            // (found by an outside probe); an IPv6 site (/48) has four.
+            let seconds = at / MICROS;
+            let (hour, left) = (seconds / WINDOW_SECONDS, WINDOW_SECONDS - seconds % WINDOW_SECONDS);
+            let network_share = move |n: i64| hourly_share(n, per_network, left);
+            let site_share = move |n: i64| hourly_share(n, per_network.saturating_mul(4), left);
+            let mut shares =
+                vec![(format!("register:{hour}:{}", network_of(from)), &network_share as LockPolicy)];
+            if let Some(site) = site_of(from) {
+                shares.push((format!("register:{hour}:{site}"), &site_share));
+            }
+            let window_start = at - WINDOW_SECONDS * MICROS;
+            if let Some(until) = self.store.reserve_attempt(&shares, at, window_start, MICROS).await? {
+                return Err(RegistrationFailure::NetworkWaits(((until - at) / MICROS).max(1)));
+            }
         }
         match policy {
             RegistrationPolicy::Off | RegistrationPolicy::Open => {}

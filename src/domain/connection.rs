@@ -69,16 +69,22 @@ pub fn parse_token_response(
         .to_string();
     let refresh_token =
         body.get("refresh_token").and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_string);
-    // Saturating: the numbers are the provider's, and may be anything.
-    let lifetime_ms = override_ms
-        .or_else(|| body.get("expires_in").and_then(number).map(|s| s.saturating_mul(1000)))
-        .or_else(|| body.get("expires").and_then(number).map(|s| s.saturating_mul(1000)))
-        .or_else(|| {
-            body.get("expires_at").and_then(number).map(|at| at.saturating_mul(1000).saturating_sub(now_ms))
-        })
-        .filter(|ms| *ms > 0)
-        .unwrap_or(DEFAULT_ACCESS_LIFETIME_MS)
-        .min(MAX_ACCESS_LIFETIME_MS);
+    // Saturating, and capped: the numbers are the provider's, and may be
+    // anything. An admin's override is the admin's.
+    let from_provider = || {
+        body.get("expires_in")
+            .and_then(number)
+            .map(|s| s.saturating_mul(1000))
+            .or_else(|| body.get("expires").and_then(number).map(|s| s.saturating_mul(1000)))
+            .or_else(|| {
+                body.get("expires_at")
+                    .and_then(number)
+                    .map(|at| at.saturating_mul(1000).saturating_sub(now_ms))
+            })
+            .map(|ms| ms.min(MAX_ACCESS_LIFETIME_MS))
+    };
+    let lifetime_ms =
+        override_ms.or_else(from_provider).filter(|ms| *ms > 0).unwrap_or(DEFAULT_ACCESS_LIFETIME_MS);
     Ok(ProviderTokens {
         access_token,
         refresh_token,
@@ -133,6 +139,10 @@ mod tests {
             now + DEFAULT_ACCESS_LIFETIME_MS
         );
         assert_eq!(at(json!({"access_token": "a", "expires_in": "-1e30"})), now + DEFAULT_ACCESS_LIFETIME_MS);
+        // An admin's override is the admin's: not cut to a year.
+        let ten_years = 10 * MAX_ACCESS_LIFETIME_MS;
+        let overridden = parse_token_response(&json!({"access_token": "a"}), now, Some(ten_years)).unwrap();
+        assert_eq!(overridden.access_expires_at_ms, now + ten_years);
     }
 
     #[test]

@@ -186,9 +186,10 @@ pub static SETTINGS: &[SettingSpec] = &[
         key: DYNAMIC_PER_NETWORK,
         kind: SettingKind::Integer { min: 0, max: 1_000_000, unit: "registrations" },
         default: "300",
-        description: "Open registrations one network (an IPv4 address, an IPv6 /64) may make in an hour \
-                      before each further one waits longer (0: no limit). Hosted clients and offices \
-                      register from shared addresses, so keep it well above their number of users.",
+        description: "Open registrations one network (an IPv4 address, an IPv6 /64; an IPv6 /48 four \
+                      times as many) may make in a clock hour; further ones wait for the next hour (0: no \
+                      limit). Hosted clients and offices register from shared addresses, so keep it well \
+                      above their number of users; behind a load balancer every caller has its address.",
     },
     SettingSpec {
         key: DYNAMIC_CODE_QUOTA,

@@ -35,6 +35,24 @@ pub fn network_of(addr: std::net::IpAddr) -> String {
     }
 }
 
+/// The /48 an IPv6 caller is in (a site's allocation: 65,536 /64s, which a
+/// free tunnel broker hands out); `None` for IPv4.
+pub fn site_of(addr: std::net::IpAddr) -> Option<String> {
+    let std::net::IpAddr::V6(v6) = addr else { return None };
+    if v6.to_ipv4_mapped().is_some() {
+        return None;
+    }
+    let s = v6.segments();
+    Some(format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]))
+}
+
+/// A share per clock hour: after the `share`-th attempt of the hour, wait
+/// until the hour ends (`left` seconds). The hour is part of the key, so
+/// the count starts again each hour whatever the traffic.
+pub fn hourly_share(attempts: i64, share: i64, left: i64) -> i64 {
+    if attempts >= share { left } else { 0 }
+}
+
 /// How long an address (or an account at one address) is locked after its
 /// `failures`-th failure, in seconds.
 pub fn lock_after(failures: i64) -> i64 {
@@ -46,9 +64,7 @@ pub fn account_lock_after(failures: i64) -> i64 {
     growing_lock(failures, FREE_ACCOUNT_FAILURES)
 }
 
-/// No lock for the first `free - 1` attempts in the window; from the
-/// `free`-th on, a lock that doubles with each further one, up to the cap.
-pub fn growing_lock(failures: i64, free: i64) -> i64 {
+fn growing_lock(failures: i64, free: i64) -> i64 {
     if failures < free {
         return 0;
     }
@@ -72,6 +88,20 @@ mod tests {
         assert_eq!(account_lock_after(50), 1);
         assert_eq!(growing_lock(299, 300), 0);
         assert_eq!(growing_lock(301, 300), 2);
+    }
+
+    #[test]
+    fn an_hourly_share_ends_with_the_hour() {
+        assert_eq!(hourly_share(4, 5, 600), 0);
+        assert_eq!(hourly_share(5, 5, 600), 600);
+        assert_eq!(hourly_share(9, 5, 1), 1);
+        assert_eq!(site_of("2001:db8:1:2::1".parse().unwrap()).unwrap(), "2001:db8:1::/48");
+        assert_eq!(
+            site_of("2001:db8:1:ffff::1".parse().unwrap()),
+            site_of("2001:db8:1:2::9".parse().unwrap())
+        );
+        assert_eq!(site_of("192.0.2.1".parse().unwrap()), None);
+        assert_eq!(site_of("::ffff:192.0.2.1".parse().unwrap()), None);
     }
 
     #[test]

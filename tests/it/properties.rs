@@ -182,11 +182,12 @@ proptest! {
     #[test]
     fn registrations_keep_to_the_policy(body in document_bodies()) {
         if let Ok(meta) = parse_metadata::<ClientMetadata>(body.as_bytes())
-            && let Ok(accepted) = accept_metadata(meta, &["claude.ai".to_string()]) {
-                for uri in &accepted.redirect_uris {
-                    prop_assert!(keyward::domain::registration::dynamic_redirect_uri_allowed(uri, &["claude.ai".to_string()]).is_ok());
-                }
+            && let Ok(accepted) = accept_metadata(meta, &["claude.ai".to_string()])
+        {
+            for uri in &accepted.redirect_uris {
+                prop_assert!(keyward::domain::registration::dynamic_redirect_uri_allowed(uri, &["claude.ai".to_string()]).is_ok());
             }
+        }
     }
 
     /// Cache-Control never keeps a document longer than the cap.
