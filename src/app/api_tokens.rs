@@ -84,7 +84,7 @@ impl App {
             return Err(AppError::Unauthorized(BAD_LOGIN.into()));
         };
         // A success gives its slot back and clears the account's count.
-        self.store.release_attempt(&addr_key, lock_after).await?;
+        self.store.release_attempt(&addr_key, &lock_after).await?;
         self.store.clear_attempts(&[pair_key, account_key]).await?;
         Ok(user.clone())
     }

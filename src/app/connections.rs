@@ -564,7 +564,12 @@ impl App {
             let status = response.status();
             let body = super::outbound_http::read_capped(&mut response, TOKEN_RESPONSE_MAX_BYTES)
                 .await
-                .map_err(unreachable)?
+                .map_err(|e| {
+                    AppError::Upstream(format!(
+                        "the provider's answer could not be read: {}",
+                        e.without_url()
+                    ))
+                })?
                 .ok_or_else(|| {
                     AppError::Upstream(format!(
                         "the provider's token answer is larger than {} KiB",

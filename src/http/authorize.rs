@@ -535,6 +535,9 @@ pub async fn connection_callback(
     headers: HeaderMap,
 ) -> Response {
     let query = query.unwrap_or_default();
+    if !super::extract::is_utf8_form(query.as_bytes()) {
+        return error_page(StatusCode::BAD_REQUEST, "the provider's answer is not valid UTF-8");
+    }
     let params: std::collections::HashMap<String, String> =
         form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let Some(state) = params.get("state") else {

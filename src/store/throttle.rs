@@ -112,7 +112,7 @@ impl Store {
     }
 
     /// Gives back the slot an attempt that succeeded had reserved.
-    pub async fn release_attempt(&self, key: &str, lock_for: fn(i64) -> i64) -> StoreResult<()> {
+    pub async fn release_attempt(&self, key: &str, lock_for: LockPolicy<'_>) -> StoreResult<()> {
         let left: Option<(i64,)> = sqlx::query_as_with(
             "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0 RETURNING failures",
             params![key]?,

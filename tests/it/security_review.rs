@@ -527,14 +527,14 @@ async fn control_characters_are_400(backend: Backend) {
         .await
         .unwrap();
     assert!(api_error(r, 400, "invalid_request").await.contains("UTF-8"));
-    let r = s
-        .http
-        .get(s.url("/oauth/v1/authorize/?client_id=a&response_type=code&state=%ff"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("UTF-8"));
+    for path in [
+        "/oauth/v1/authorize/?client_id=a&response_type=code&state=%ff",
+        "/oauth/v1/connections/callback/?state=%ff&code=x",
+    ] {
+        let r = s.http.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(r.text().await.unwrap().contains("UTF-8"), "{path}");
+    }
     let r = s.get("/admin/api/users/%00/", &admin).send().await.unwrap();
     assert_eq!(r.status(), 400);
     // The sign-in page's form is a form: another content type, which the
