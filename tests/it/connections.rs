@@ -639,11 +639,10 @@ async fn a_providers_absurd_answers_are_bounded(backend: Backend) {
         }
     };
     let now_ms = || (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let read = |id: &str, what: &str| s.get(&format!("{CONNECTIONS}{id}/{what}"), &admin).send();
 
     let id = connection_to("huge-expiry").await;
-    let token =
-        json_with_status(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 200)
-            .await;
+    let token = json_with_status(read(&id, "token/").await.unwrap(), 200).await;
     assert_eq!(token["access_token"], "tok-1");
     let year = keyward::domain::connection::MAX_ACCESS_LIFETIME_MS;
     let lifetime = token["expires_at"].as_i64().unwrap() - now_ms();
@@ -652,24 +651,15 @@ async fn a_providers_absurd_answers_are_bounded(backend: Backend) {
     s.app.sweep_connections().await.unwrap();
 
     let id = connection_to("huge-token").await;
-    let d = api_error(
-        s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(),
-        502,
-        "upstream_error",
-    )
-    .await;
+    let d = api_error(read(&id, "token/").await.unwrap(), 502, "upstream_error").await;
     assert!(d.contains("larger than 256 KiB"), "{d}");
-    let got =
-        json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &admin).send().await.unwrap(), 200).await;
+    let got = json_with_status(read(&id, "").await.unwrap(), 200).await;
     assert_eq!(got["status"], "pending", "nothing stored: {got}");
 
     let id = connection_to("huge-error").await;
-    let d =
-        api_error(s.get(&format!("{CONNECTIONS}{id}/token/"), &admin).send().await.unwrap(), 409, "conflict")
-            .await;
+    let d = api_error(read(&id, "token/").await.unwrap(), 409, "conflict").await;
     assert!(d.contains("invalid_client: yyy") && d.len() < 400, "the description is cut: {} chars", d.len());
-    let got =
-        json_with_status(s.get(&format!("{CONNECTIONS}{id}/"), &admin).send().await.unwrap(), 200).await;
+    let got = json_with_status(read(&id, "").await.unwrap(), 200).await;
     assert_eq!(got["status"], "needs_reauth");
     assert!(got["status_detail"].as_str().unwrap().len() < 400, "and stored cut");
 }
