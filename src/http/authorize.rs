@@ -147,11 +147,10 @@ pub(super) fn set_cookie(app: &App, name: &str, value: &str, max_age: i64) -> He
 /// An authorization request's query: each parameter at most once (but
 /// `resource`, which RFC 8707 lets repeat).
 fn parse_request(query: &str) -> Result<AuthorizeParams, String> {
-    if !super::extract::is_utf8_form(query.as_bytes()) {
-        return Err("the query is not valid UTF-8".into());
-    }
+    let pairs =
+        super::extract::form_pairs(query.as_bytes()).map_err(|refusal| format!("the query {refusal}"))?;
     let mut p = AuthorizeParams::default();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+    for (key, value) in pairs {
         let value = value.into_owned();
         let slot = match key.as_ref() {
             "response_type" => &mut p.response_type,
@@ -237,7 +236,8 @@ pub(super) fn continuation(return_to: &str) -> Option<Continuation<'_>> {
 
 /// The `state` of a start link's query.
 fn start_state(query: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
+    super::extract::form_pairs(query.as_bytes())
+        .ok()?
         .find(|(k, _)| k == "state")
         .map(|(_, v)| v.into_owned())
         .filter(|s| !s.is_empty() && s.len() <= 100)
@@ -390,16 +390,8 @@ pub(super) fn form_fields(
     if !is_form {
         return Err(error_page(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the form must be sent as a form"));
     }
-    let mut fields = std::collections::HashMap::new();
-    if !super::extract::is_utf8_form(body) {
-        return Err(error_page(StatusCode::BAD_REQUEST, "the form is not valid UTF-8"));
-    }
-    for (k, v) in form_urlencoded::parse(body) {
-        if fields.insert(k.into_owned(), v.into_owned()).is_some() {
-            return Err(error_page(StatusCode::BAD_REQUEST, "a form field is given more than once"));
-        }
-    }
-    Ok(fields)
+    super::extract::unique_fields(body)
+        .map_err(|refusal| error_page(StatusCode::BAD_REQUEST, &format!("the form {refusal}")))
 }
 
 /// A page's form, as a handler's last argument; refused with an error
@@ -535,11 +527,14 @@ pub async fn connection_callback(
     headers: HeaderMap,
 ) -> Response {
     let query = query.unwrap_or_default();
-    if !super::extract::is_utf8_form(query.as_bytes()) {
-        return error_page(StatusCode::BAD_REQUEST, "the provider's answer is not valid UTF-8");
-    }
-    let params: std::collections::HashMap<String, String> =
-        form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    // An answer that is not UTF-8, or names a field twice, is no answer
+    // to act on.
+    let params = match super::extract::unique_fields(query.as_bytes()) {
+        Ok(params) => params,
+        Err(refusal) => {
+            return error_page(StatusCode::BAD_REQUEST, &format!("the provider's answer {refusal}"));
+        }
+    };
     let Some(state) = params.get("state") else {
         return error_page(StatusCode::BAD_REQUEST, "the provider's answer has no state");
     };

@@ -4,6 +4,8 @@ use super::error::ApiError;
 use crate::domain::excerpt;
 use axum::extract::FromRequest;
 use axum::extract::FromRequestParts;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
@@ -20,7 +22,7 @@ pub struct ApiQuery<T>(pub T);
 /// A body of named scalar fields, form-encoded or JSON (the `/integration/v1`
 /// endpoints take both). A field given twice, a nested value or another
 /// content type is refused.
-pub struct Fields(std::collections::HashMap<String, String>);
+pub struct Fields(HashMap<String, String>);
 
 impl<S: Send + Sync> FromRequest<S> for Fields {
     type Rejection = ApiError;
@@ -31,30 +33,19 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
         let body = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|r| ApiError::new(r.status(), r.body_text()))?;
-        let mut fields = std::collections::HashMap::new();
-        let mut add = |key: String, value: String| -> Result<(), ApiError> {
-            if fields.contains_key(&key) {
-                let shown = excerpt(&key, 64);
-                return Err(ApiError::bad_request(format!("field {shown:?} is given more than once")));
-            }
-            fields.insert(key, value);
-            Ok(())
-        };
         match content_type.as_str() {
-            "application/x-www-form-urlencoded" => {
-                if !is_utf8_form(&body) {
-                    return Err(ApiError::bad_request("the body is not valid UTF-8"));
-                }
-                for (k, v) in form_urlencoded::parse(&body) {
-                    add(k.into_owned(), v.into_owned())?;
-                }
-            }
+            "application/x-www-form-urlencoded" => unique_fields(&body)
+                .map(Fields)
+                .map_err(|refusal| ApiError::bad_request(format!("the body {refusal}"))),
             "application/json" | "text/json" => {
                 let value: serde_json::Value = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
                 let serde_json::Value::Object(map) = value else {
                     return Err(ApiError::bad_request("the JSON body must be an object"));
                 };
+                // A JSON object's keys are unique already (the edge refuses
+                // a repeated one).
+                let mut fields = HashMap::new();
                 for (k, v) in map {
                     let text = match v {
                         serde_json::Value::String(s) => s,
@@ -67,17 +58,15 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
                             )));
                         }
                     };
-                    add(k, text)?;
+                    fields.insert(k, text);
                 }
+                Ok(Fields(fields))
             }
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "send the fields as application/x-www-form-urlencoded or application/json",
-                ));
-            }
+            _ => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the fields as application/x-www-form-urlencoded or application/json",
+            )),
         }
-        Ok(Fields(fields))
     }
 }
 
@@ -109,11 +98,53 @@ pub fn media_type(headers: &axum::http::HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Whether a form-encoded body decodes to UTF-8. Percent-decoding would
-/// replace bytes that are not UTF-8; such a form is refused, not repaired.
-/// (ASCII never occurs inside a UTF-8 sequence, so the whole body decodes
-/// as UTF-8 exactly when each of its fields does.)
-pub fn is_utf8_form(body: &[u8]) -> bool {
+/// Why a form body or a query string is refused before any field is used.
+#[derive(Debug, PartialEq)]
+pub enum FormRefusal {
+    /// Percent-decoding would have to replace bytes that are not UTF-8:
+    /// such a form is refused, not repaired.
+    NotUtf8,
+    /// A field named twice where each name may stand once (cut for showing).
+    Repeated(String),
+}
+
+impl std::fmt::Display for FormRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FormRefusal::NotUtf8 => f.write_str("is not valid UTF-8"),
+            FormRefusal::Repeated(name) => write!(f, "gives the field {name:?} more than once"),
+        }
+    }
+}
+
+/// The one way a form body or a query string is decoded: its fields in
+/// order, or `NotUtf8`. Every form and query goes through here (or
+/// [`unique_fields`]), so that no route can read a repaired one.
+pub fn form_pairs(bytes: &[u8]) -> Result<form_urlencoded::Parse<'_>, FormRefusal> {
+    if !is_utf8_form(bytes) {
+        return Err(FormRefusal::NotUtf8);
+    }
+    Ok(form_urlencoded::parse(bytes))
+}
+
+/// The fields of a form or query in which each name stands once.
+pub fn unique_fields(bytes: &[u8]) -> Result<HashMap<String, String>, FormRefusal> {
+    let mut fields = HashMap::new();
+    for (name, value) in form_pairs(bytes)? {
+        match fields.entry(name.into_owned()) {
+            Entry::Occupied(taken) => return Err(FormRefusal::Repeated(excerpt(taken.key(), 64).to_owned())),
+            Entry::Vacant(free) => {
+                free.insert(value.into_owned());
+            }
+        }
+    }
+    Ok(fields)
+}
+
+/// Whether a form-encoded body decodes to UTF-8. (ASCII never occurs
+/// inside a UTF-8 sequence, so the whole body decodes as UTF-8 exactly
+/// when each of its fields does.)
+fn is_utf8_form(body: &[u8]) -> bool {
     if !body.contains(&b'%') {
         return std::str::from_utf8(body).is_ok();
     }
@@ -139,6 +170,17 @@ mod tests {
             (b"a=%C3", false),
         ] {
             assert_eq!(is_utf8_form(form), utf8, "{form:?}");
+            assert_eq!(form_pairs(form).is_ok(), utf8, "{form:?}");
         }
+    }
+
+    #[test]
+    fn unique_fields_refuse_a_name_given_twice() {
+        let fields = unique_fields(b"a=1&b=caf%C3%A9+x").unwrap();
+        assert_eq!(fields["b"], "caf\u{e9} x");
+        assert_eq!(unique_fields(b"a=1&b=2&a=3"), Err(FormRefusal::Repeated("a".into())));
+        assert_eq!(unique_fields(b"a=%ff"), Err(FormRefusal::NotUtf8));
+        // Names are compared decoded.
+        assert!(unique_fields(b"st%61te=1&state=2").is_err());
     }
 }

@@ -92,11 +92,10 @@ impl OAuthParams {
                 super::MAX_BODY_BYTES
             )),
         })?;
-        if !super::extract::is_utf8_form(&body) {
-            return Err(OAuthError::invalid_request("the body is not valid UTF-8").into());
-        }
+        let pairs = super::extract::form_pairs(&body)
+            .map_err(|refusal| OAuthError::invalid_request(format!("the body {refusal}")))?;
         let mut params: Vec<(String, String)> = Vec::new();
-        for (key, value) in form_urlencoded::parse(&body) {
+        for (key, value) in pairs {
             if value.is_empty() {
                 continue;
             }

@@ -84,20 +84,10 @@ pub async fn delete_provider(
 }
 
 fn query_map(query: Option<String>) -> HashMap<String, String> {
-    let query = query.unwrap_or_default();
-    let mut params = HashMap::new();
-    // Bytes that are not UTF-8 are no answer to trust either (no state).
-    if !super::extract::is_utf8_form(query.as_bytes()) {
-        params.insert("state".into(), String::new());
-        return params;
-    }
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        // A repeated parameter is an answer nobody should trust.
-        if params.insert(k.into_owned(), v.into_owned()).is_some() {
-            params.insert("state".into(), String::new());
-        }
-    }
-    params
+    // A repeated parameter, or bytes that are not UTF-8, make an answer
+    // nobody should trust: it is read as one without a state.
+    super::extract::unique_fields(query.unwrap_or_default().as_bytes())
+        .unwrap_or_else(|_| HashMap::from([("state".into(), String::new())]))
 }
 
 fn failure_page(e: AppError) -> Response {

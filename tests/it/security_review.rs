@@ -535,19 +535,23 @@ async fn control_characters_are_400(backend: Backend) {
         assert_eq!(r.status(), 400, "{path}");
         assert!(r.text().await.unwrap().contains("UTF-8"), "{path}");
     }
+    // A provider's answer that names its state twice is no answer.
+    let r = s.http.get(s.url("/oauth/v1/connections/callback/?state=a&code=x&state=b")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("more than once"));
     let r = s.get("/admin/api/users/%00/", &admin).send().await.unwrap();
     assert_eq!(r.status(), 400);
+    let sign_in = |content_type: &'static str, body: &'static str| {
+        s.http.post(s.url("/oauth/v1/login/")).header("content-type", content_type).body(body).send()
+    };
+    // Nor is a page's form that is not UTF-8 read as U+FFFD.
+    let r = sign_in("application/x-www-form-urlencoded", "username=admin&password=%ff&csrf=x").await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("UTF-8"));
     // The sign-in page's form is a form: another content type, which the
     // edge screen does not read as one, is refused before anything else.
-    let r = s
-        .http
-        .post(s.url("/oauth/v1/login/"))
-        .header("content-type", "text/plain")
-        .body("username=a%00b&password=x&csrf=x&return_to=/oauth/v1/authorize/?client_id=x")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 415);
+    let body = "username=a%00b&password=x&csrf=x&return_to=/oauth/v1/authorize/?client_id=x";
+    assert_eq!(sign_in("text/plain", body).await.unwrap().status(), 415);
     // … and names each field once.
     let r = s
         .http

@@ -358,9 +358,10 @@ async fn render(
     super::account::scripted_page(status, html)
 }
 
-fn query_map(query: Option<String>) -> HashMap<String, String> {
+/// A page's query; a repeated field keeps its last value.
+fn query_map(query: Option<String>) -> Result<HashMap<String, String>, super::extract::FormRefusal> {
     let query = query.unwrap_or_default();
-    form_urlencoded::parse(query.as_bytes()).into_owned().take(20).collect()
+    Ok(super::extract::form_pairs(query.as_bytes())?.into_owned().take(20).collect())
 }
 
 /// GET `/admin/` and `/admin/<page>/`.
@@ -378,7 +379,11 @@ pub async fn show(
     if query.as_ref().is_some_and(|q| q.len() > 4096) {
         return own_error_page(StatusCode::BAD_REQUEST, "the address is too long");
     }
-    let r = Request { app: &app, user: &user, form: PageForm(HashMap::new()), query: query_map(query) };
+    let query = match query_map(query) {
+        Ok(query) => query,
+        Err(refusal) => return own_error_page(StatusCode::BAD_REQUEST, &format!("the address {refusal}")),
+    };
+    let r = Request { app: &app, user: &user, form: PageForm(HashMap::new()), query };
     render(&app, page, &r, &session, None).await
 }
 
