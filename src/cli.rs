@@ -42,6 +42,9 @@ struct NodeArgs {
     /// Connections served at once; more get 503 [default: 3/4 of the file descriptor limit]
     #[arg(long, global = true)]
     max_connections: Option<usize>,
+    /// Load balancers whose X-Forwarded-For names the caller: addresses and networks, comma-separated, e.g. 10.0.0.0/8 [default: none]
+    #[arg(long, global = true)]
+    trusted_proxies: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -139,6 +142,7 @@ pub fn main() -> std::process::ExitCode {
         notify_database_url: cli.node.notify_database_url,
         log_format: cli.node.log_format,
         max_connections: cli.node.max_connections,
+        trusted_proxies: cli.node.trusted_proxies,
     };
     let config = match NodeConfig::load(cli.config.as_deref(), &overrides) {
         Ok(c) => c,
@@ -338,13 +342,14 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
         );
     }
     let store = app.store.clone();
-    let limits = config.connection_limits();
+    let policy = config.connection_policy()?;
     tracing::info!(
-        max_connections = limits.max_connections,
-        head_timeout_s = limits.head_timeout.as_secs(),
+        max_connections = policy.max_connections,
+        head_timeout_s = policy.head_timeout.as_secs(),
+        trusted_proxies = config.trusted_proxies.as_deref().unwrap_or("none"),
         "serving"
     );
-    crate::server::serve(listener, app, limits, shutdown).await?;
+    crate::server::serve(listener, app, policy, shutdown).await?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -29,6 +29,9 @@ pub struct NodeConfig {
     pub max_connections: Option<usize>,
     /// Seconds a request head may take, and an idle connection may wait.
     pub head_timeout: u64,
+    /// Addresses and networks (comma-separated) of the load balancers whose
+    /// `X-Forwarded-For` names the caller; `None`: the peer is the caller.
+    pub trusted_proxies: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -51,6 +54,7 @@ impl Default for NodeConfig {
             master_key: None,
             max_connections: None,
             head_timeout: 10,
+            trusted_proxies: None,
         }
     }
 }
@@ -86,9 +90,11 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<String>,
 }
 
-const ENV_KEYS: [&str; 10] = [
+const ENV_KEYS: [&str; 11] = [
     "listen",
     "issuer",
     "data_dir",
@@ -99,6 +105,7 @@ const ENV_KEYS: [&str; 10] = [
     "master_key",
     "max_connections",
     "head_timeout",
+    "trusted_proxies",
 ];
 
 impl NodeConfig {
@@ -135,17 +142,26 @@ impl NodeConfig {
         }
         anyhow::ensure!(self.max_connections.is_none_or(|n| n >= 1), "max_connections must be at least 1");
         anyhow::ensure!((1..=300).contains(&self.head_timeout), "head_timeout must be 1 to 300 seconds");
+        self.proxies()?;
         Ok(())
     }
 
-    /// What this node lets its clients hold.
-    pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
-        let mut limits = crate::server::ConnectionLimits::for_this_process();
+    /// What this node lets its clients hold, and whose word it takes for
+    /// their addresses.
+    pub fn connection_policy(&self) -> anyhow::Result<crate::server::ConnectionPolicy> {
+        let mut policy = crate::server::ConnectionPolicy::for_this_process();
         if let Some(n) = self.max_connections {
-            limits.max_connections = n;
+            policy.max_connections = n;
         }
-        limits.head_timeout = std::time::Duration::from_secs(self.head_timeout);
-        limits
+        policy.head_timeout = std::time::Duration::from_secs(self.head_timeout);
+        policy.trusted_proxies = std::sync::Arc::new(self.proxies()?);
+        Ok(policy)
+    }
+
+    fn proxies(&self) -> anyhow::Result<crate::http::client_addr::TrustedProxies> {
+        let list = self.trusted_proxies.as_deref().unwrap_or_default();
+        crate::http::client_addr::TrustedProxies::parse(list)
+            .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))
     }
 
     /// The configured issuer, or one derived from the address actually bound
@@ -237,6 +253,25 @@ mod tests {
         assert!(with(Some("postgres://h/db"), "mysql://direct/db").validate().is_err());
         let shown = format!("{:?}", with(Some("postgres://h/db"), "postgres://u:secret@direct/db"));
         assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let with = |list: &str| NodeConfig { trusted_proxies: Some(list.into()), ..NodeConfig::default() };
+        assert!(with("10.0.0.0/8, 192.0.2.7, 2001:db8::/32").validate().is_ok());
+        let e = with("10.0.0.0/8, lb.internal").validate().unwrap_err().to_string();
+        assert!(e.contains("trusted_proxies") && e.contains("lb.internal"), "{e}");
+        assert!(
+            with("10.0.0.0/8").connection_policy().unwrap().trusted_proxies.caller(
+                "10.0.0.1:80".parse().unwrap(),
+                &[(
+                    axum::http::header::HeaderName::from_static("x-forwarded-for"),
+                    "203.0.113.1".parse().unwrap()
+                )]
+                .into_iter()
+                .collect()
+            ) == "203.0.113.1:0".parse().unwrap()
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Serving: bind, serve with client addresses, stop gracefully.
 
 use crate::app::App;
+use crate::http::client_addr::TrustedProxies;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -13,22 +14,28 @@ use tower::ServiceExt;
 
 /// What one node lets its clients hold (SPEC §3: every header has a limit,
 /// and so has the number of connections and the time a request head may
-/// take).
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+/// take), and whose word it takes for a caller's address.
+#[derive(Debug, Clone)]
+pub struct ConnectionPolicy {
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
     /// A request head must arrive within this; an idle keep-alive
     /// connection is closed after it too.
     pub head_timeout: Duration,
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
-impl ConnectionLimits {
-    /// Defaults: a request head within 10 s, and connections up to three
+impl ConnectionPolicy {
+    /// Defaults: a request head within 10 s, connections up to three
     /// quarters of the process's file descriptor limit (the rest is for the
-    /// database pool, outbound calls and files), at most 16,384.
+    /// database pool, outbound calls and files), at most 16,384, and no
+    /// trusted proxy.
     pub fn for_this_process() -> Self {
-        ConnectionLimits { max_connections: default_max_connections(), head_timeout: Duration::from_secs(10) }
+        ConnectionPolicy {
+            max_connections: default_max_connections(),
+            head_timeout: Duration::from_secs(10),
+            trusted_proxies: Arc::default(),
+        }
     }
 }
 
@@ -52,13 +59,13 @@ const SHED_AT_ONCE: usize = 64;
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
-    limits: ConnectionLimits,
+    policy: ConnectionPolicy,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     crate::http::metrics_handle();
     let refresher = tokio::spawn(periodic_work(app.clone()));
     let router = crate::http::service(app.clone());
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(policy.max_connections));
     let shedding = Arc::new(Semaphore::new(SHED_AT_ONCE));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // HTTP/1.1 only: hyper has no idle limit for HTTP/2 connections (its
@@ -67,7 +74,7 @@ pub async fn serve(
     // hyper-util's auto builder: `http1_only` does nothing for its
     // connections with upgrades, and h2c got in.)
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.head_timeout);
+    builder.timer(TokioTimer::new()).header_read_timeout(policy.head_timeout);
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
@@ -98,7 +105,8 @@ pub async fn serve(
         let router = router.clone();
         let builder = builder.clone();
         let mut stop = stop_rx.clone();
-        let head_timeout = limits.head_timeout;
+        let head_timeout = policy.head_timeout;
+        let proxies = policy.trusted_proxies.clone();
         tokio::spawn(async move {
             // The first byte must come within the head timeout too.
             let mut first = [0u8; 1];
@@ -107,7 +115,9 @@ pub async fn serve(
                 return;
             }
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
+                // Every handler reads the caller's address from here.
+                let caller = proxies.caller(peer, request.headers());
+                request.extensions_mut().insert(ConnectInfo(caller));
                 router.clone().oneshot(request.map(axum::body::Body::new))
             });
             let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -128,7 +138,7 @@ pub async fn serve(
     }
     // Let the connections finish what they are doing.
     let _ = stop_tx.send(true);
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let all = u32::try_from(policy.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(Duration::from_secs(30), slots.acquire_many(all)).await;
     refresher.abort();
     app.audit.flush().await;

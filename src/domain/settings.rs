@@ -189,7 +189,7 @@ pub static SETTINGS: &[SettingSpec] = &[
         description: "Open registrations one network (an IPv4 address, an IPv6 /64; an IPv6 /48 four \
                       times as many) may make in a clock hour; further ones wait for the next hour (0: no \
                       limit). Hosted clients and offices register from shared addresses, so keep it well \
-                      above their number of users; behind a load balancer every caller has its address.",
+                      above their number of users; behind a load balancer, name it in trusted_proxies.",
     },
     SettingSpec {
         key: DYNAMIC_CODE_QUOTA,

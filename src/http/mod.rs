@@ -6,6 +6,7 @@ mod account;
 mod admin;
 mod auth;
 mod authorize;
+pub mod client_addr;
 mod connections;
 mod consents;
 mod console;

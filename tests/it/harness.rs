@@ -131,6 +131,14 @@ impl TestServer {
         .await
     }
 
+    /// A server behind a load balancer: `proxies` (comma-separated
+    /// addresses and networks) may name the caller in `X-Forwarded-For`.
+    pub async fn start_behind_proxy(backend: Backend, proxies: &str) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let url = fresh_database(backend, dir.path()).await;
+        Self::start_node(&url, dir, None, "127.0.0.1", |c| c.trusted_proxies = Some(proxies.into())).await
+    }
+
     /// Another node on the same database, with the same master key and
     /// issuer, as nodes behind one load balancer are. SQLite is the
     /// single-node store (`keyward serve` refuses a second server on one
@@ -189,7 +197,8 @@ impl TestServer {
             .await
             .expect("allow loopback providers");
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(keyward::server::serve(listener, app.clone(), config.connection_limits(), async {
+        let policy = config.connection_policy().expect("connection policy");
+        tokio::spawn(keyward::server::serve(listener, app.clone(), policy, async {
             let _ = rx.await;
         }));
         TestServer {

@@ -305,6 +305,44 @@ async fn a_burst_of_guesses_cannot_lock_the_owner_out(backend: Backend) {
     json_with_status(r, 201).await;
 }
 
+/// 4, behind a load balancer: the caller a trusted proxy names is the one
+/// throttled and audited, so that one guesser does not lock out everyone
+/// behind the balancer; and nobody else can name a caller.
+async fn a_trusted_proxy_names_the_caller(backend: Backend) {
+    let s = TestServer::start_behind_proxy(backend, "127.0.0.1/32, 10.0.0.0/8").await;
+    s.app.create_user(Actor::System, "owner", Some("owners-password"), Role::Viewer).await.unwrap();
+    let not_a_proxy = reqwest::Client::builder().local_address("127.0.0.2".parse().ok()).build().unwrap();
+    let attempt = |http: &reqwest::Client, forwarded: &str, password: &str| {
+        let form = [("username", "owner"), ("password", password), ("name", "n")];
+        let url = s.url("/integration/v1/createRefreshToken/");
+        http.post(url).header("x-forwarded-for", forwarded).form(&form).send()
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt(&s.http, "203.0.113.9", "wrong").await.unwrap().status(), 401);
+    }
+    assert_eq!(attempt(&s.http, "203.0.113.9", "owners-password").await.unwrap().status(), 429);
+    // A guesser cannot pose as another caller: the balancer appended its
+    // real address, and a chain of trusted proxies is walked through.
+    let posing = "203.0.113.10, 203.0.113.9, 10.1.2.3";
+    assert_eq!(attempt(&s.http, posing, "owners-password").await.unwrap().status(), 429);
+    // The owner, behind the same balancer at another address, signs in.
+    json_with_status(attempt(&s.http, "203.0.113.10", "owners-password").await.unwrap(), 201).await;
+    // A peer that is not a trusted proxy is the caller, whatever it says.
+    for i in 0..5 {
+        let r = attempt(&not_a_proxy, &format!("198.51.100.{i}"), "wrong").await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(attempt(&not_a_proxy, "198.51.100.77", "owners-password").await.unwrap().status(), 429);
+    s.app.audit.flush().await;
+    let query =
+        keyward::store::AuditQuery { action: Some("login.failed".into()), limit: 100, ..Default::default() };
+    let mut addresses: Vec<_> =
+        s.app.store.audit_events(&query).await.unwrap().into_iter().filter_map(|e| e.client_addr).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses, ["127.0.0.2", "203.0.113.9"]);
+}
+
 /// 4, the other side: sign-ins that succeed give their slot back whole,
 /// lock included, so an address with a few failures is not locked by them.
 async fn successful_sign_ins_leave_no_lock(backend: Backend) {
@@ -860,6 +898,7 @@ on_both_backends!(
     a_token_in_flight_during_a_repoint_is_dropped,
     a_revoke_during_a_fetch_holds,
     a_burst_of_guesses_cannot_lock_the_owner_out,
+    a_trusted_proxy_names_the_caller,
     successful_sign_ins_leave_no_lock,
     slow_heads_are_cut_and_connections_capped,
     a_stalled_body_is_cut_off,

@@ -1,0 +1,131 @@
+//! Who a caller is by address: the peer of its connection or, when that
+//! peer is a proxy the operator named, the address the proxy forwarded.
+//! Throttles, lockouts, registration shares and audit records all key on
+//! this, so behind a load balancer they must not all see the balancer.
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+
+/// The proxies (load balancers, ingress controllers) whose
+/// `X-Forwarded-For` is believed; none by default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// From a comma-separated list of addresses and networks, such as
+    /// `10.0.0.0/8, 192.0.2.7`.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut networks = Vec::new();
+        for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let network = match entry.parse::<IpNet>() {
+                Ok(network) => network.trunc(),
+                Err(_) => match entry.parse::<IpAddr>() {
+                    Ok(ip) => IpNet::from(ip),
+                    Err(_) => {
+                        return Err(format!("{entry:?} is neither an address nor a network (a.b.c.d/n)"));
+                    }
+                },
+            };
+            networks.push(network);
+        }
+        Ok(TrustedProxies(networks))
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|network| network.contains(&ip.to_canonical()))
+    }
+
+    /// The caller's address: `peer`, unless `peer` is a trusted proxy;
+    /// then `X-Forwarded-For` is read from the right (the entries proxies
+    /// appended) up to the first address that is not a trusted proxy. The
+    /// entries left of it were written by the caller and prove nothing. An
+    /// entry that is not an address ends the walk at the proxy that passed
+    /// it on. A forwarded caller's port is unknown (0).
+    pub fn caller(&self, peer: SocketAddr, headers: &HeaderMap) -> SocketAddr {
+        if self.0.is_empty() || !self.trusts(peer.ip()) {
+            return peer;
+        }
+        let mut caller = peer;
+        let hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .rev()
+            .flat_map(|value| value.as_bytes().rsplit(|b| *b == b','));
+        for hop in hops {
+            let Some(ip) = std::str::from_utf8(hop).ok().and_then(|hop| hop_address(hop.trim())) else {
+                break;
+            };
+            caller = SocketAddr::new(ip, 0);
+            if !self.trusts(ip) {
+                break;
+            }
+        }
+        caller
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, perhaps with a port (some
+/// proxies add one; IPv6 then in brackets).
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    let ip = hop.parse::<IpAddr>().or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip())).ok()?;
+    Some(ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append("x-forwarded-for", v.parse().unwrap());
+        }
+        headers
+    }
+
+    fn caller(proxies: &str, peer: &str, values: &[&str]) -> String {
+        let proxies = TrustedProxies::parse(proxies).unwrap();
+        proxies.caller(peer.parse().unwrap(), &forwarded(values)).ip().to_string()
+    }
+
+    #[test]
+    fn a_peer_that_is_not_trusted_is_the_caller() {
+        assert_eq!(caller("", "198.51.100.1:5000", &["203.0.113.9"]), "198.51.100.1");
+        assert_eq!(caller("10.0.0.0/8", "198.51.100.1:5000", &["203.0.113.9"]), "198.51.100.1");
+    }
+
+    #[test]
+    fn the_nearest_untrusted_hop_is_the_caller() {
+        let lb = "10.0.0.0/8, 192.0.2.7";
+        assert_eq!(caller(lb, "10.1.2.3:80", &["203.0.113.9"]), "203.0.113.9");
+        // What the caller wrote itself, left of its own address, is not believed.
+        assert_eq!(caller(lb, "10.1.2.3:80", &["1.1.1.1, 203.0.113.9"]), "203.0.113.9");
+        assert_eq!(caller(lb, "10.1.2.3:80", &["1.1.1.1", "203.0.113.9, 192.0.2.7"]), "203.0.113.9");
+        // A chain of trusted proxies is walked through.
+        assert_eq!(caller(lb, "10.1.2.3:80", &["203.0.113.9, 10.9.9.9, 192.0.2.7"]), "203.0.113.9");
+        // Ports, brackets and IPv4 written as IPv6.
+        assert_eq!(caller(lb, "10.1.2.3:80", &["203.0.113.9:4711"]), "203.0.113.9");
+        assert_eq!(caller(lb, "10.1.2.3:80", &["[2001:db8::1]:443"]), "2001:db8::1");
+        assert_eq!(caller(lb, "[::ffff:10.1.2.3]:80", &["::ffff:203.0.113.9"]), "203.0.113.9");
+    }
+
+    #[test]
+    fn without_a_usable_entry_the_proxy_is_the_caller() {
+        let lb = "10.0.0.0/8";
+        assert_eq!(caller(lb, "10.1.2.3:80", &[]), "10.1.2.3");
+        assert_eq!(caller(lb, "10.1.2.3:80", &["unknown"]), "10.1.2.3");
+        assert_eq!(caller(lb, "10.1.2.3:80", &["203.0.113.9, junk"]), "10.1.2.3");
+        // Only trusted hops: the farthest one is all that is known.
+        assert_eq!(caller(lb, "10.1.2.3:80", &["10.7.7.7"]), "10.7.7.7");
+    }
+
+    #[test]
+    fn lists_of_proxies_are_checked() {
+        assert_eq!(TrustedProxies::parse(" ").unwrap(), TrustedProxies::default());
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse("10.0.0.0/8, lb.example").unwrap_err().contains("lb.example"));
+        // A network written with host bits is the network.
+        assert!(TrustedProxies::parse("10.1.2.3/8").unwrap().trusts("10.200.0.1".parse().unwrap()));
+    }
+}
