@@ -5,7 +5,9 @@ use crate::crypto::{SecretKind, new_secret};
 use crate::domain::api_token::{TokenStatus, validate_token_name};
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::settings::{ACCESS_TOKEN_LIFESPAN, REFRESH_TOKEN_LIFESPAN};
-use crate::domain::throttle::{WINDOW_SECONDS, account_lock_after, lock_after, network_of};
+use crate::domain::throttle::{
+    KNOWN_NETWORK_SECONDS, LockPolicy, WINDOW_SECONDS, account_lock_after, lock_after, network_of,
+};
 use crate::domain::user::{USERNAME_MAX, username_key};
 use crate::domain::{Actor, AuthSource, User, UserId, now, to_micros};
 use crate::domain::{MICROS, excerpt};
@@ -31,7 +33,8 @@ const BAD_TOKEN: &str = "the token is not valid for this user";
 
 impl App {
     /// Checks a password login, throttled per address, per account at that
-    /// address, and per account overall. `via` names the entry point in the
+    /// address, and per account overall (but not from a network the
+    /// account signed in from lately). `via` names the entry point in the
     /// audit log. Every refusal looks the same.
     pub async fn verify_login(
         &self,
@@ -53,20 +56,15 @@ impl App {
         // checked, atomically across requests and nodes: a burst cannot all
         // pass one check and then all count. The account-wide key is
         // charged only for attempts the address allowed, so one address
-        // cannot push the account into its lock.
-        let reserved = self
-            .store
-            .reserve_attempt(
-                &[
-                    (addr_key.clone(), &lock_after),
-                    (pair_key.clone(), &lock_after),
-                    (account_key.clone(), &account_lock_after),
-                ],
-                at,
-                at - WINDOW_SECONDS * MICROS,
-                MICROS,
-            )
-            .await?;
+        // cannot push the account into its lock; and a network the account
+        // signed in from lately neither meets nor feeds that lock.
+        let known = self.store.knows_sign_in_network(&account_key, &network, at).await?;
+        let mut keys: Vec<(String, LockPolicy<'_>)> =
+            vec![(addr_key.clone(), &lock_after), (pair_key.clone(), &lock_after)];
+        if !known {
+            keys.push((account_key.clone(), &account_lock_after));
+        }
+        let reserved = self.store.reserve_attempt(&keys, at, at - WINDOW_SECONDS * MICROS, MICROS).await?;
         if let Some(until) = reserved {
             self.audit.record(login_event(username, addr, via, "locked"));
             return Err(AppError::TooManyRequests { retry_after: ((until - at) / MICROS).max(1) });
@@ -85,7 +83,15 @@ impl App {
         };
         // A success gives its slot back and clears the account's count.
         self.store.release_attempt(&addr_key, &lock_after).await?;
-        self.store.clear_attempts(&[pair_key, account_key]).await?;
+        self.store.clear_attempts(&[pair_key]).await?;
+        if !known {
+            // The account's count is cleared by a success only from a
+            // network that takes part in it.
+            self.store.clear_attempts(&[account_key.clone()]).await?;
+        }
+        self.store
+            .remember_sign_in_network(&account_key, &network, at + KNOWN_NETWORK_SECONDS * MICROS)
+            .await?;
         Ok(user.clone())
     }
 

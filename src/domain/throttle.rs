@@ -59,6 +59,12 @@ pub fn lock_after(failures: i64) -> i64 {
     growing_lock(failures, FREE_FAILURES)
 }
 
+/// How long a network an account signed in from (with its password) is
+/// remembered: while it is, it passes the account-wide lock (never the
+/// locks of its own address), so that guesses spread over many addresses
+/// cannot lock the owner out where they usually sign in.
+pub const KNOWN_NETWORK_SECONDS: i64 = 30 * 86_400;
+
 /// The same for an account across all addresses.
 pub fn account_lock_after(failures: i64) -> i64 {
     growing_lock(failures, FREE_ACCOUNT_FAILURES)

@@ -55,7 +55,8 @@ impl Store {
         Ok(None)
     }
 
-    /// Deletes rows nothing needs any more: sessions, revoked JWT ids and
+    /// Deletes rows nothing needs any more: sessions, forgotten sign-in
+    /// networks, revoked JWT ids and
     /// grant JWT ids past their expiry (`now`, µs), pending connection
     /// authorizations past theirs (`now_ms`), authorization codes that
     /// expired before `codes_before` (kept a while to catch replays), and
@@ -68,8 +69,9 @@ impl Store {
         codes_before: i64,
         throttle_before: i64,
     ) -> StoreResult<u64> {
-        let statements: [(&str, i64); 8] = [
+        let statements: [(&str, i64); 9] = [
             ("DELETE FROM user_sessions WHERE expires_at < $1", now),
+            ("DELETE FROM known_sign_in_networks WHERE expires_at < $1", now),
             ("DELETE FROM spent_client_assertions WHERE expires_at < $1", now),
             ("DELETE FROM sso_spent_states WHERE expires_at < $1", now),
             ("DELETE FROM revoked_tokens WHERE expires_at < $1", now),
@@ -130,6 +132,35 @@ impl Store {
             .await?;
         }
         Ok(())
+    }
+
+    /// Remembers that `account` signed in from `network`, until `until` (µs).
+    pub async fn remember_sign_in_network(
+        &self,
+        account: &str,
+        network: &str,
+        until: i64,
+    ) -> StoreResult<()> {
+        exec(
+            &self.pool,
+            "INSERT INTO known_sign_in_networks (account, network, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (account, network) DO UPDATE SET expires_at = $3",
+            params![account, network, until],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Whether `account` signed in from `network` recently enough to be
+    /// remembered at `now` (µs).
+    pub async fn knows_sign_in_network(&self, account: &str, network: &str, now: i64) -> StoreResult<bool> {
+        let found: Option<(i64,)> = sqlx::query_as_with(
+            "SELECT expires_at FROM known_sign_in_networks WHERE account = $1 AND network = $2 AND expires_at >= $3",
+            params![account, network, now]?,
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
     }
 
     pub async fn clear_attempts(&self, keys: &[String]) -> StoreResult<()> {

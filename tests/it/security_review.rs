@@ -7,7 +7,7 @@ use crate::delegated_oauth::{Browser, authorize_url, confidential, hidden, locat
 use crate::harness::{ADMIN_PASSWORD, Backend, TestServer, api_error, json_with_status, oauth_error};
 use crate::on_both_backends;
 use keyward::domain::settings::OUTBOUND_ALLOW_PRIVATE;
-use keyward::domain::{Actor, Role};
+use keyward::domain::{Actor, Role, now, to_micros};
 use keyward::store::AuditQuery;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -341,6 +341,42 @@ async fn a_trusted_proxy_names_the_caller(backend: Backend) {
     addresses.sort();
     addresses.dedup();
     assert_eq!(addresses, ["127.0.0.2", "203.0.113.9"]);
+}
+
+/// 4, spread out: guesses from many addresses lock the account everywhere
+/// (50 failures), but not where its owner signed in lately.
+async fn the_owner_passes_an_account_lock_where_they_signed_in_before(backend: Backend) {
+    let s = TestServer::start_behind_proxy(backend, "127.0.0.1/32").await;
+    s.app.create_user(Actor::System, "owner", Some("owners-password"), Role::Viewer).await.unwrap();
+    let attempt = |forwarded: &str, password: &str| {
+        let form = [("username", "owner"), ("password", password), ("name", "n")];
+        let url = s.url("/integration/v1/createRefreshToken/");
+        s.http.post(url).header("x-forwarded-for", forwarded).form(&form).send()
+    };
+    let office = "203.0.113.200";
+    json_with_status(attempt(office, "owners-password").await.unwrap(), 201).await;
+    // The account's lock, as fifty guesses from twenty addresses leave it.
+    let at = to_micros(now());
+    let long_lock: &(dyn Fn(i64) -> i64 + Sync) = &|_| 900;
+    let account = [("user:owner".to_string(), long_lock)];
+    assert_eq!(s.app.store.reserve_attempt(&account, at, at - 3_600_000_000, 1_000_000).await.unwrap(), None);
+    assert_eq!(attempt("198.51.100.1", "owners-password").await.unwrap().status(), 429);
+    // The owner, where they signed in before, is not locked out …
+    json_with_status(attempt(office, "owners-password").await.unwrap(), 201).await;
+    // … which lifts the lock for nobody else.
+    assert_eq!(attempt("198.51.100.2", "owners-password").await.unwrap().status(), 429);
+    // Guesses from the owner's network still meet that address's own lock.
+    for _ in 0..5 {
+        assert_eq!(attempt(office, "wrong").await.unwrap().status(), 401);
+    }
+    assert_eq!(attempt(office, "owners-password").await.unwrap().status(), 429);
+    // A network is remembered for thirty days, then forgotten and purged.
+    let store = &s.app.store;
+    assert!(store.knows_sign_in_network("user:owner", office, at).await.unwrap());
+    let later = at + 31 * 86_400 * 1_000_000;
+    assert!(!store.knows_sign_in_network("user:owner", office, later).await.unwrap());
+    s.app.purge_expired_at(later).await.unwrap();
+    assert!(!store.knows_sign_in_network("user:owner", office, at).await.unwrap(), "purged");
 }
 
 /// 4, the other side: sign-ins that succeed give their slot back whole,
@@ -899,6 +935,7 @@ on_both_backends!(
     a_revoke_during_a_fetch_holds,
     a_burst_of_guesses_cannot_lock_the_owner_out,
     a_trusted_proxy_names_the_caller,
+    the_owner_passes_an_account_lock_where_they_signed_in_before,
     successful_sign_ins_leave_no_lock,
     slow_heads_are_cut_and_connections_capped,
     a_stalled_body_is_cut_off,
