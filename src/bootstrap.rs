@@ -72,7 +72,7 @@ async fn create_first_admin(
     let admin =
         NewUser { username: ADMIN_USERNAME.into(), password_hash: Some(hash), role: Role::ServerAdmin };
     if app.store.bootstrap_admin(admin, generated, event).await?.is_none() {
-        return Ok(());
+        return remove_changed_password_file(app, config).await;
     }
     report.admin_created = true;
     if generated {
@@ -81,6 +81,21 @@ async fn create_first_admin(
             .with_context(|| format!("cannot write {}", path.display()))?;
         report.admin_password_file = Some(path);
         report.admin_password = Some(password);
+    }
+    Ok(())
+}
+
+/// Removes the printed first password from the data dir once it no longer
+/// signs in (the first sign-in must change it), so that no stale secret is
+/// left lying about.
+async fn remove_changed_password_file(app: &App, config: &NodeConfig) -> anyhow::Result<()> {
+    let path = config.data_dir.join(INITIAL_ADMIN_PASSWORD_FILE);
+    let Ok(written) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let found = app.store.user_credentials(ADMIN_USERNAME).await?;
+    let hash = found.and_then(|(user, hash)| hash.filter(|_| !user.disabled));
+    if !app.passwords.verify(written.trim_end(), hash.as_deref()).await {
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        tracing::info!(path = %path.display(), "removed the first admin's printed password: it was changed");
     }
     Ok(())
 }

@@ -178,6 +178,30 @@ async fn first_start_prints_the_admin_password_and_restart_keeps_data() {
     let out = run(add, "bob-password\n");
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("already exists"), "{}", text(&out.stderr));
+
+    // Once the printed password is changed, the next start removes its file.
+    let http = reqwest::Client::new();
+    let post =
+        |path: &str, form: &[(&str, &str)]| http.post(format!("{}{path}", node.base)).form(form).send();
+    let form = [("username", "admin"), ("password", password.as_str()), ("name", "setup")];
+    let refresh: serde_json::Value =
+        post("/integration/v1/createRefreshToken/", &form).await.unwrap().json().await.unwrap();
+    let (token, user_id) = (refresh["refresh_token"].as_str().unwrap(), refresh["user_id"].to_string());
+    let form = [("refresh_token", token), ("user_id", user_id.as_str())];
+    let api: serde_json::Value =
+        post("/integration/v1/createAPIAccessToken/", &form).await.unwrap().json().await.unwrap();
+    let r = http
+        .patch(format!("{}/admin/api/users/{user_id}/", node.base))
+        .header("TOKEN", api["api_access_token"].as_str().unwrap())
+        .json(&serde_json::json!({"password": "a-changed-admin-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(node.terminate().success());
+    assert!(file.exists(), "kept until the next start");
+    let node = Node::start(serve()).await;
+    assert!(!file.exists(), "the changed password's file is removed");
     assert!(node.terminate().success());
 }
 
