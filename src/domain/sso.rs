@@ -451,6 +451,9 @@ mod tests {
         assert!(claims(serde_json::json!({"email": "a@b.c"})).is_err());
         assert!(claims(serde_json::json!({"sub": "1"})).is_err());
         assert!(claims(serde_json::json!({"sub": "1", "email": "a b", "email_verified": true})).is_err());
+        // A fullwidth look-alike of another name is no username.
+        let lookalike = serde_json::json!({"sub": "1", "email": "\u{ff41}@b.c", "email_verified": true});
+        assert!(claims(lookalike).is_err());
         assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": false})).is_err());
         assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": "true"})).is_err());
         assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": 1})).is_err());

@@ -37,7 +37,10 @@ pub struct User {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UserInputError {
-    #[error("username must be 1 to {USERNAME_MAX} characters without spaces or control characters")]
+    #[error(
+        "username must be 1 to {USERNAME_MAX} characters without spaces, control or invisible characters, \
+         in Unicode normal form NFKC (no fullwidth or look-alike letters)"
+    )]
     BadUsername,
     #[error("password must be {PASSWORD_MIN} to {PASSWORD_MAX} bytes")]
     BadPassword,
@@ -52,8 +55,17 @@ pub fn username_key(username: &str) -> String {
 pub fn validate_username(username: &str) -> Result<(), UserInputError> {
     let ok = !username.is_empty()
         && username.chars().count() <= USERNAME_MAX
-        && !username.chars().any(|c| c.is_whitespace() || c.is_control() || is_format_char(c));
+        && !username.chars().any(|c| c.is_whitespace() || c.is_control() || is_format_char(c))
+        && is_nfkc(username);
     if ok { Ok(()) } else { Err(UserInputError::BadUsername) }
+}
+
+/// Whether a name is in Unicode normal form NFKC. Names in another form
+/// look like a name in it (fullwidth `ａｄｍｉｎ` like `admin`, `e` with a
+/// combining accent like `é`) and would be two accounts.
+fn is_nfkc(name: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    name.nfkc().eq(name.chars())
 }
 
 /// Unicode `Cf` (format) characters are invisible: zero-width joiners, bidi
@@ -85,6 +97,10 @@ mod tests {
             assert!(validate_username(invisible).is_err(), "{invisible:?}");
         }
         assert!(validate_username("zoë").is_ok());
+        // Look-alikes of names in normal form are not names.
+        for lookalike in ["\u{ff41}\u{ff44}\u{ff4d}\u{ff49}\u{ff4e}", "zoe\u{308}", "\u{210c}ank", "ﬁona"] {
+            assert!(validate_username(lookalike).is_err(), "{lookalike:?}");
+        }
         assert!(validate_username(&"x".repeat(USERNAME_MAX)).is_ok());
         assert!(validate_username(&"x".repeat(USERNAME_MAX + 1)).is_err());
         assert_eq!(username_key("Jane@Example.COM"), "jane@example.com");
