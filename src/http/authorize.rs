@@ -76,7 +76,8 @@ struct ErrorPage<'a> {
 }
 
 /// The value of cookie `name`.
-pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn cookie<'a>(app: &App, headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let name = cookie_name(app, name);
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -85,6 +86,14 @@ pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// A cookie's name on the wire: under an https issuer with the `__Host-`
+/// prefix, which browsers take only from this very host (`Secure`,
+/// `Path=/`, no `Domain`), so that a sibling subdomain cannot plant one of
+/// its choosing (login CSRF by cookie tossing).
+fn cookie_name<'a>(app: &App, name: &'a str) -> std::borrow::Cow<'a, str> {
+    if app.issuer.starts_with("https://") { format!("__Host-{name}").into() } else { name.into() }
 }
 
 /// The origin of a URI (`scheme://host[:port]`), for the CSP.
@@ -138,6 +147,7 @@ pub(super) fn own_error_page(status: StatusCode, message: &str) -> Response {
 
 pub(super) fn set_cookie(app: &App, name: &str, value: &str, max_age: i64) -> HeaderValue {
     let secure = if app.issuer.starts_with("https://") { "; Secure" } else { "" };
+    let name = cookie_name(app, name);
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     ))
@@ -198,7 +208,7 @@ pub(super) async fn signed_in(app: &App, headers: &HeaderMap) -> SignInLookup<Us
 /// store that cannot be read is a page saying to try again, never the
 /// login page (which would say the session ended).
 pub(super) async fn signed_in_session(app: &App, headers: &HeaderMap) -> SignInLookup<crate::app::SignedIn> {
-    let Some(session) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
+    let Some(session) = cookie(app, headers, SESSION_COOKIE) else { return Ok(None) };
     match app.session_user(session).await {
         Ok(signed_in) => Ok(signed_in.map(|s| (s, session.to_string()))),
         Err(e) => {
@@ -264,7 +274,7 @@ pub(super) async fn login_page(
     headers: &HeaderMap,
     error: Option<&str>,
 ) -> Response {
-    let (login_cookie, fresh) = match cookie(headers, LOGIN_COOKIE) {
+    let (login_cookie, fresh) = match cookie(app, headers, LOGIN_COOKIE) {
         Some(c) if c.len() <= 64 && !c.is_empty() => (c.to_string(), false),
         _ => (crate::crypto::random_string::<24>(), true),
     };
@@ -450,8 +460,8 @@ pub async fn login(
         }
         (None, Continuation::Authorize(_)) => error_page(StatusCode::BAD_REQUEST, "start again"),
     };
-    let csrf_ok =
-        cookie(&headers, LOGIN_COOKIE).is_some_and(|c| app.csrf_matches("login", c, form.field("csrf")));
+    let csrf_ok = cookie(&app, &headers, LOGIN_COOKIE)
+        .is_some_and(|c| app.csrf_matches("login", c, form.field("csrf")));
     if !csrf_ok {
         return error_page(
             StatusCode::FORBIDDEN,
@@ -547,7 +557,7 @@ pub async fn connection_callback(
             state,
             params.get("code").map(String::as_str),
             params.get("error").map(String::as_str),
-            cookie(&headers, CONNECT_COOKIE),
+            cookie(&app, &headers, CONNECT_COOKIE),
             user.as_ref(),
         )
         .await

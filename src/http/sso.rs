@@ -138,7 +138,7 @@ pub async fn callback(
     let answer = SsoAnswer {
         provider_id: &id,
         params: &params,
-        cookie: cookie(&headers, SSO_COOKIE),
+        cookie: cookie(&app, &headers, SSO_COOKIE),
         addr: addr.ip(),
     };
     let outcome = app.complete_sso(&answer).await;

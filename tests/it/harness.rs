@@ -139,6 +139,14 @@ impl TestServer {
         Self::start_node(&url, dir, None, "127.0.0.1", |c| c.trusted_proxies = Some(proxies.into())).await
     }
 
+    /// A server whose issuer is `issuer` (say an https URL), reached over
+    /// plain HTTP on loopback as the tests reach every server.
+    pub async fn start_with_issuer(backend: Backend, issuer: &str) -> TestServer {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let url = fresh_database(backend, dir.path()).await;
+        Self::start_node(&url, dir, Some(issuer.into()), "127.0.0.1", |_| {}).await
+    }
+
     /// Another node on the same database, with the same master key and
     /// issuer, as nodes behind one load balancer are. SQLite is the
     /// single-node store (`keyward serve` refuses a second server on one

@@ -379,6 +379,40 @@ async fn the_owner_passes_an_account_lock_where_they_signed_in_before(backend: B
     assert!(!store.knows_sign_in_network("user:owner", office, at).await.unwrap(), "purged");
 }
 
+/// Login CSRF by cookie tossing (found by an outside probe): under an https
+/// issuer the browser's cookies carry the `__Host-` prefix, which only this
+/// host can set, so a cookie planted by a sibling subdomain (which cannot
+/// carry it) is never the sign-in form's.
+async fn cookies_under_https_can_only_come_from_this_host(backend: Backend) {
+    let s = TestServer::start_with_issuer(backend, "https://auth.example.test").await;
+    let login_cookie = |r: &reqwest::Response| {
+        let set: Vec<_> =
+            r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+        set.into_iter().find(|c| c.contains("kw_login="))
+    };
+    let r = s.http.get(s.url("/")).send().await.unwrap();
+    let set = login_cookie(&r).expect("a login cookie");
+    assert!(
+        set.starts_with("__Host-kw_login=") && set.contains("; Secure") && set.contains("Path=/"),
+        "{set}"
+    );
+    assert!(!set.to_lowercase().contains("domain="), "{set}");
+    // What a sibling subdomain can plant is not taken: a fresh cookie is set …
+    let planted = "A".repeat(32);
+    let r = s.http.get(s.url("/")).header("cookie", format!("kw_login={planted}")).send().await.unwrap();
+    assert!(login_cookie(&r).is_some_and(|c| c.starts_with("__Host-kw_login=")));
+    // … and the form cannot be posted with it, even with its own token.
+    let form = [
+        ("username", "admin"),
+        ("password", crate::harness::ADMIN_PASSWORD),
+        ("csrf", &s.app.csrf_token("login", &planted)),
+        ("return_to", "/"),
+    ];
+    let post = s.http.post(s.url("/oauth/v1/login/")).form(&form);
+    let r = post.header("cookie", format!("kw_login={planted}")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+}
+
 /// 4, the other side: sign-ins that succeed give their slot back whole,
 /// lock included, so an address with a few failures is not locked by them.
 async fn successful_sign_ins_leave_no_lock(backend: Backend) {
@@ -936,6 +970,7 @@ on_both_backends!(
     a_burst_of_guesses_cannot_lock_the_owner_out,
     a_trusted_proxy_names_the_caller,
     the_owner_passes_an_account_lock_where_they_signed_in_before,
+    cookies_under_https_can_only_come_from_this_host,
     successful_sign_ins_leave_no_lock,
     slow_heads_are_cut_and_connections_capped,
     a_stalled_body_is_cut_off,
