@@ -64,7 +64,15 @@ async fn create_first_admin(
         Some(p) => (p.clone(), false),
         None => (random_string::<18>(), true),
     };
-    crate::domain::user::validate_password(&password).context("KEYWARD_ADMIN_PASSWORD")?;
+    // A configured password that is easy to guess is warned about, not
+    // refused: a node that started with it before must start again.
+    let guessable = match crate::domain::user::validate_password(ADMIN_USERNAME, &password) {
+        Err(crate::domain::user::UserInputError::GuessablePassword) => true,
+        checked => {
+            checked.context("KEYWARD_ADMIN_PASSWORD")?;
+            false
+        }
+    };
     let hash = app.passwords.hash(&password).await?;
     let event = AuditEvent::success(Actor::System, "user.created", "user:admin").with_detail(
         serde_json::json!({"username": ADMIN_USERNAME, "role": Role::ServerAdmin, "first_start": true}),
@@ -75,6 +83,9 @@ async fn create_first_admin(
         return remove_changed_password_file(app, config).await;
     }
     report.admin_created = true;
+    if guessable {
+        tracing::warn!("KEYWARD_ADMIN_PASSWORD is easy to guess: change the admin's password");
+    }
     if generated {
         let path = config.data_dir.join(INITIAL_ADMIN_PASSWORD_FILE);
         crate::crypto::write_private_file(&path, format!("{password}\n").as_bytes())

@@ -27,7 +27,7 @@ impl App {
         validate_username(username).map_err(|e| AppError::Invalid(e.to_string()))?;
         let password_hash = match password {
             Some(p) => {
-                validate_password(p).map_err(|e| AppError::Invalid(e.to_string()))?;
+                validate_password(username, p).map_err(|e| AppError::Invalid(e.to_string()))?;
                 Some(self.passwords.hash(p).await?)
             }
             None => None,
@@ -44,7 +44,8 @@ impl App {
 
     pub async fn update_user(&self, actor: Actor, id: UserId, patch: UserPatch) -> Result<User, AppError> {
         if let Some(p) = &patch.password {
-            validate_password(p).map_err(|e| AppError::Invalid(e.to_string()))?;
+            let user = self.user(id).await?;
+            validate_password(&user.username, p).map_err(|e| AppError::Invalid(e.to_string()))?;
         }
         let password_hash = match &patch.password {
             Some(p) => Some(self.passwords.hash(p).await?),

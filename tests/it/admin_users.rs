@@ -156,6 +156,12 @@ async fn bad_input_is_4xx_and_changes_nothing(backend: Backend) {
         .unwrap();
     let detail = api_error(r, 400, "invalid_request").await;
     assert!(detail.contains("password"), "{detail}");
+    // A guessable password, the username among them, is refused too.
+    for guessable in ["password", "12345678", "WeakPass1"] {
+        let user = json!({"username": "weakpass1", "password": guessable, "role": "viewer"});
+        let detail = api_error(post().json(&user).send().await.unwrap(), 400, "invalid_request").await;
+        assert!(detail.contains("too easy to guess"), "{detail}");
+    }
     let r = post().json(&json!({"username": 5, "role": "viewer"})).send().await.unwrap();
     api_error(r, 400, "invalid_request").await;
     let r = post().json(&json!([1, 2])).send().await.unwrap();
@@ -176,28 +182,15 @@ async fn bad_input_is_4xx_and_changes_nothing(backend: Backend) {
         .await;
     api_error(s.get(&format!("{USERS}?sort=name"), &token).send().await.unwrap(), 400, "invalid_request")
         .await;
-    let r = s
-        .send(Method::PATCH, &format!("{USERS}424242/"), &token)
-        .json(&json!({"role": "viewer"}))
-        .send()
-        .await
-        .unwrap();
-    api_error(r, 404, "not_found").await;
+    let patch = |id: i64, body: serde_json::Value| {
+        s.send(Method::PATCH, &format!("{USERS}{id}/"), &token).json(&body).send()
+    };
+    api_error(patch(424242, json!({"role": "viewer"})).await.unwrap(), 404, "not_found").await;
     let admin_id = s.user_named("admin").await.id;
-    let r = s
-        .send(Method::PATCH, &format!("{USERS}{admin_id}/"), &token)
-        .json(&json!({"role": "root"}))
-        .send()
-        .await
-        .unwrap();
-    api_error(r, 400, "invalid_request").await;
-    let r = s
-        .send(Method::PATCH, &format!("{USERS}{admin_id}/"), &token)
-        .json(&json!({"password": "short"}))
-        .send()
-        .await
-        .unwrap();
-    api_error(r, 400, "invalid_request").await;
+    api_error(patch(admin_id, json!({"role": "root"})).await.unwrap(), 400, "invalid_request").await;
+    api_error(patch(admin_id, json!({"password": "short"})).await.unwrap(), 400, "invalid_request").await;
+    let r = patch(admin_id, json!({"password": "qwertyuiop"})).await.unwrap();
+    assert!(api_error(r, 400, "invalid_request").await.contains("too easy to guess"));
 
     assert_eq!(user_count(&s, &token).await, before);
     let admin = s.user_named("admin").await;
