@@ -328,27 +328,22 @@ pub fn sign_in_as(
     if let Some(id) = linked {
         return Ok(SignInAs::Linked(id));
     }
-    let ask = |why: &str, name: &str| {
+    // One answer for a name that is taken (by a password user or another
+    // upstream account) and one that is free where the provider creates no
+    // accounts: a provider's user who picks names must not learn how a
+    // keyward account signs in (found by an outside probe).
+    let refusal = || {
         SsoRefusal::NotAllowed(format!(
-            "the keyward account {name:?} {why}, not through this {} account; ask an admin",
-            provider.display_name
+            "there is no keyward account for {:?} that this {} account may sign in as; ask an admin",
+            claims.username, provider.display_name
         ))
     };
     match same_name {
-        Some(same) if same.user.auth_source == super::AuthSource::Password => {
-            Err(ask("signs in with a password", &same.user.username))
-        }
-        Some(same) if same.linked => {
-            Err(ask("signs in through another single sign-on account", &same.user.username))
-        }
+        Some(same) if same.user.auth_source == super::AuthSource::Password || same.linked => Err(refusal()),
         Some(same) => Ok(SignInAs::Link(same.user.id)),
-        None => match provider.role_for(&claims.groups) {
-            Some(role) => Ok(SignInAs::Provision { role }),
-            None => Err(SsoRefusal::NotAllowed(format!(
-                "there is no keyward account for {:?}, and {} does not create accounts; ask an admin",
-                claims.username, provider.display_name
-            ))),
-        },
+        None => {
+            provider.role_for(&claims.groups).map(|role| SignInAs::Provision { role }).ok_or_else(refusal)
+        }
     }
 }
 
@@ -491,6 +486,11 @@ mod tests {
         let mut closed = p.clone();
         closed.default_role = None;
         assert!(matches!(sign_in_as(&closed, &c, None, None), Err(SsoRefusal::NotAllowed(_))));
+        // The three refusals read the same: how a taken name signs in is
+        // nobody's business, nor whether it is taken at all.
+        let told = |same| sign_in_as(&closed, &c, None, same).unwrap_err().to_string();
+        assert_eq!(told(same(&password, false)), told(None));
+        assert_eq!(told(same(&sso, true)), told(None));
     }
 
     #[test]

@@ -99,7 +99,7 @@ def test_a_password_account_is_not_taken_over(keyward, sso_provider):
                       json={"username": "mallory@example.test", "password": "password-of-mallory", "role": "viewer"})
     assert r.status_code == 201, r.text
     seen = sign_in(keyward, "mallory", "sso-refused")
-    assert "signs in with a password" in seen["status"], seen
+    assert "no keyward account for" in seen["status"], seen
     assert any(e.startswith("403 ") and "/callback/" in e for e in seen["errors"]), seen["errors"]
     assert not any(c["name"] == "kw_session" for c in seen["cookies"]), seen["cookies"]
 

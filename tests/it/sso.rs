@@ -210,7 +210,7 @@ async fn a_good_id_token_signs_in_and_provisions(backend: Backend) {
     p.answer(p.key.sign_jwt(&p.claims(&nonce, "sub-2", "stranger@example.test")));
     let r = finish(&s, &third, &state).await;
     assert_eq!(r.status(), 403);
-    assert!(r.text().await.unwrap().contains("does not create accounts"));
+    assert!(r.text().await.unwrap().contains("no keyward account for"));
     assert!(s.app.store.user_credentials("stranger@example.test").await.unwrap().is_none());
     // Signing in through the provider continues where the sign-in page was:
     // here the authorize flow of an app acting for the user.
@@ -611,7 +611,7 @@ async fn an_account_has_one_upstream_account(backend: Backend) {
     ] {
         let (status, page) = sign_in(provider, id, subject, email, json!(["admins"])).await;
         assert_eq!(status, 403, "{id} {subject} {email}: {page}");
-        assert!(page.contains("another single sign-on account"), "{page}");
+        assert!(page.contains("no keyward account for"), "{page}");
     }
     let alice = s.user_named("alice@example.test").await;
     assert_eq!(alice.role, Role::Viewer);

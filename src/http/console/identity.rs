@@ -96,7 +96,11 @@ pub(super) async fn users(r: &Request<'_>) -> Result<Page, AppError> {
                     fields: vec![
                         Field::text("username", "Username").required().hint("Often an e-mail address."),
                         Field::select("role", "Role", role_options()).value("viewer"),
-                        Field::new("password", "Password (8 characters or more, not a common one)", "password"),
+                        Field::new(
+                            "password",
+                            "Password (8 characters or more, not a common one)",
+                            "password",
+                        ),
                     ],
                 }),
                 ..Default::default()
