@@ -58,7 +58,8 @@ const FIELD_MAX: usize = 512;
 /// Ten years, in milliseconds: longer lifetimes are typing errors.
 const LIFETIME_MAX_MS: i64 = 315_360_000_000;
 const PARAMS_MAX: usize = 20;
-/// Parameters keyward sets itself; an admin may not override them.
+/// Parameters keyward sets itself (`scope` from `scopes`); an admin may
+/// not override them.
 const RESERVED_PARAMS: &[&str] = &[
     "client_id",
     "client_secret",
@@ -70,6 +71,7 @@ const RESERVED_PARAMS: &[&str] = &[
     "redirect_uri",
     "refresh_token",
     "response_type",
+    "scope",
     "state",
 ];
 
@@ -181,7 +183,8 @@ fn validate_params(field: &str, params: &BTreeMap<String, String>) -> Result<(),
         if k.is_empty() || k.len() > FIELD_MAX || v.len() > FIELD_MAX {
             return Err(format!("{field}: names and values are 1 to {FIELD_MAX} characters"));
         }
-        if RESERVED_PARAMS.contains(&k.as_str()) {
+        // Names compared as some providers read them: without case.
+        if RESERVED_PARAMS.iter().any(|reserved| reserved.eq_ignore_ascii_case(k)) {
             return Err(format!("{field} may not set {k:?}: keyward sets it"));
         }
     }
@@ -276,6 +279,19 @@ mod tests {
                     s.extra_token_params.insert("client_secret".into(), "x".into());
                 }),
                 "extra_token_params",
+            ),
+            // Reserved names in any case, and the scope that `scopes` sets.
+            (
+                Box::new(|s| {
+                    s.extra_authorization_params.insert("Redirect_Uri".into(), "x".into());
+                }),
+                "extra_authorization_params",
+            ),
+            (
+                Box::new(|s| {
+                    s.extra_authorization_params.insert("scope".into(), "x".into());
+                }),
+                "extra_authorization_params",
             ),
             (Box::new(|s| s.refresh_token_lifetime_ms = -1), "refresh_token_lifetime_ms"),
             (Box::new(|s| s.access_token_lifetime_ms = Some(0)), "access_token_lifetime_ms"),

@@ -38,7 +38,7 @@ pub fn proxy_target(base: &str, raw_path: &str, query: Option<&str>) -> Result<u
         || raw_path.contains("://")
         || raw_path.contains('#')
     {
-        return Err("the path must stay below the connection's API base URL".into());
+        return Err("the path must stay below the upstream API's base URL".into());
     }
     let mut base = url::Url::parse(base).map_err(|_| "the API base URL is not valid".to_string())?;
     if !base.path().ends_with('/') {
@@ -55,7 +55,7 @@ pub fn proxy_target(base: &str, raw_path: &str, query: Option<&str>) -> Result<u
         || target.username() != ""
         || target.password().is_some()
     {
-        return Err("the path must stay below the connection's API base URL".into());
+        return Err("the path must stay below the upstream API's base URL".into());
     }
     Ok(target)
 }
