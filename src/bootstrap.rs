@@ -102,11 +102,16 @@ async fn create_first_admin(
 async fn remove_changed_password_file(app: &App, config: &NodeConfig) -> anyhow::Result<()> {
     let path = config.data_dir.join(INITIAL_ADMIN_PASSWORD_FILE);
     let Ok(written) = std::fs::read_to_string(&path) else { return Ok(()) };
-    let found = app.store.user_credentials(ADMIN_USERNAME).await?;
-    let hash = found.and_then(|(user, hash)| hash.filter(|_| !user.disabled));
+    let hash = app.store.user_credentials(ADMIN_USERNAME).await?.and_then(|(_, hash)| hash);
     if !app.passwords.verify(written.trim_end(), hash.as_deref()).await {
-        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
-        tracing::info!(path = %path.display(), "removed the first admin's printed password: it was changed");
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed the first admin's printed password: it was changed")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the first admin's changed password file stays")
+            }
+        }
     }
     Ok(())
 }

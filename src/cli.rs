@@ -42,7 +42,7 @@ struct NodeArgs {
     /// Connections served at once; more get 503 [default: 3/4 of the file descriptor limit]
     #[arg(long, global = true)]
     max_connections: Option<usize>,
-    /// Load balancers whose X-Forwarded-For names the caller: addresses and networks, comma-separated, e.g. 10.0.0.0/8 [default: none]
+    /// Load balancers whose X-Forwarded-For names the caller: addresses and networks, comma-separated, e.g. 10.0.1.0/24; only the balancers, as each can name any caller [default: none]
     #[arg(long, global = true)]
     trusted_proxies: Option<String>,
 }

@@ -6,7 +6,8 @@ use crate::domain::api_token::{TokenStatus, validate_token_name};
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::settings::{ACCESS_TOKEN_LIFESPAN, REFRESH_TOKEN_LIFESPAN};
 use crate::domain::throttle::{
-    KNOWN_NETWORK_SECONDS, LockPolicy, WINDOW_SECONDS, account_lock_after, lock_after, network_of,
+    KNOWN_NETWORK_SECONDS, LockPolicy, WINDOW_SECONDS, account_key, account_lock_after, lock_after,
+    network_of,
 };
 use crate::domain::user::{USERNAME_MAX, username_key};
 use crate::domain::{Actor, AuthSource, User, UserId, now, to_micros};
@@ -50,7 +51,7 @@ impl App {
         let network = network_of(addr);
         let addr_key = format!("addr:{network}");
         let pair_key = format!("pair:{user_key}|{network}");
-        let account_key = format!("user:{user_key}");
+        let account_key = account_key(username);
         let at = to_micros(now());
         // Every attempt takes its failure slot before the password is
         // checked, atomically across requests and nodes: a burst cannot all
@@ -89,10 +90,19 @@ impl App {
             // network that takes part in it.
             self.store.clear_attempts(&[account_key.clone()]).await?;
         }
-        self.store
-            .remember_sign_in_network(&account_key, &network, at + KNOWN_NETWORK_SECONDS * MICROS)
-            .await?;
+        self.remember_sign_in_network(&user.username, addr).await?;
         Ok(user.clone())
+    }
+
+    /// Remembers that `username` signed in with its password from `addr`'s
+    /// network, for [`KNOWN_NETWORK_SECONDS`].
+    pub(super) async fn remember_sign_in_network(
+        &self,
+        username: &str,
+        addr: IpAddr,
+    ) -> Result<(), AppError> {
+        let until = to_micros(now()) + KNOWN_NETWORK_SECONDS * MICROS;
+        Ok(self.store.remember_sign_in_network(&account_key(username), &network_of(addr), until).await?)
     }
 
     /// `createRefreshToken`: a password login, then a refresh token.

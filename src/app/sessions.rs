@@ -157,6 +157,9 @@ impl App {
             }
             e => e,
         })?;
+        // The change forgot the account's networks; this one just proved
+        // the password.
+        self.remember_sign_in_network(&user.username, addr).await?;
         self.open_session(&user, "password".into(), addr).await
     }
 }

@@ -1,5 +1,6 @@
 use super::{App, AppError};
 use crate::domain::audit::AuditEvent;
+use crate::domain::throttle::account_key;
 use crate::domain::user::{validate_password, validate_username};
 use crate::domain::{Actor, Role, User, UserId};
 use crate::store::{NewUser, StoreError, UserUpdate};
@@ -43,8 +44,9 @@ impl App {
     }
 
     pub async fn update_user(&self, actor: Actor, id: UserId, patch: UserPatch) -> Result<User, AppError> {
-        if let Some(p) = &patch.password {
-            let user = self.user(id).await?;
+        let end_credentials = patch.password.is_some() || patch.disabled == Some(true);
+        let before = if end_credentials { Some(self.user(id).await?) } else { None };
+        if let (Some(p), Some(user)) = (&patch.password, &before) {
             validate_password(&user.username, p).map_err(|e| AppError::Invalid(e.to_string()))?;
         }
         let password_hash = match &patch.password {
@@ -53,8 +55,8 @@ impl App {
         };
         // A new password or a disabled account ends every session, token
         // and grant the user had: whoever held the old password, or the
-        // account, keeps nothing made with it.
-        let end_credentials = patch.password.is_some() || patch.disabled == Some(true);
+        // account, keeps nothing made with it (not even a network that
+        // passes the account's sign-in lock).
         let event = AuditEvent::success(actor, "user.updated", format!("user:{id}")).with_detail(json!({
             "role": patch.role,
             "password_changed": patch.password.is_some(),
@@ -68,18 +70,25 @@ impl App {
             end_credentials,
             replaces_password_hash: patch.replaces_password_hash,
         };
-        self.store.update_user(id, update, event).await.map_err(|e| match e {
+        let updated = self.store.update_user(id, update, event).await.map_err(|e| match e {
             StoreError::NotFound => user_not_found(id),
             e => e.into(),
-        })
+        })?;
+        if let Some(user) = before {
+            self.store.forget_sign_in_networks(&account_key(&user.username)).await?;
+        }
+        Ok(updated)
     }
 
     pub async fn delete_user(&self, actor: Actor, id: UserId) -> Result<(), AppError> {
+        let user = self.user(id).await?;
         let event = AuditEvent::success(actor, "user.deleted", format!("user:{id}"));
         self.store.delete_user(id, &Actor::User(id).to_string(), event).await.map_err(|e| match e {
             StoreError::NotFound => user_not_found(id),
             e => e.into(),
-        })
+        })?;
+        // A new account of the same name starts with no known networks.
+        Ok(self.store.forget_sign_in_networks(&account_key(&user.username)).await?)
     }
 }
 

@@ -58,8 +58,10 @@ const FIELD_MAX: usize = 512;
 /// Ten years, in milliseconds: longer lifetimes are typing errors.
 const LIFETIME_MAX_MS: i64 = 315_360_000_000;
 const PARAMS_MAX: usize = 20;
-/// Parameters keyward sets itself (`scope` from `scopes`); an admin may
-/// not override them.
+/// Parameters keyward sets itself; an admin may not override them. (It
+/// sets `scope` too, from `scopes`, in the authorization request and a
+/// `client_credentials` token request; code redemption and refresh send
+/// none, so some providers need one there.)
 const RESERVED_PARAMS: &[&str] = &[
     "client_id",
     "client_secret",
@@ -71,7 +73,6 @@ const RESERVED_PARAMS: &[&str] = &[
     "redirect_uri",
     "refresh_token",
     "response_type",
-    "scope",
     "state",
 ];
 
@@ -175,7 +176,7 @@ pub fn is_public_address(ip: IpAddr) -> bool {
     }
 }
 
-fn validate_params(field: &str, params: &BTreeMap<String, String>) -> Result<(), String> {
+fn validate_params(field: &str, params: &BTreeMap<String, String>, scope_set: bool) -> Result<(), String> {
     if params.len() > PARAMS_MAX {
         return Err(format!("{field} may have at most {PARAMS_MAX} entries"));
     }
@@ -184,7 +185,8 @@ fn validate_params(field: &str, params: &BTreeMap<String, String>) -> Result<(),
             return Err(format!("{field}: names and values are 1 to {FIELD_MAX} characters"));
         }
         // Names compared as some providers read them: without case.
-        if RESERVED_PARAMS.iter().any(|reserved| reserved.eq_ignore_ascii_case(k)) {
+        let scope = scope_set && k.eq_ignore_ascii_case("scope");
+        if scope || RESERVED_PARAMS.iter().any(|reserved| reserved.eq_ignore_ascii_case(k)) {
             return Err(format!("{field} may not set {k:?}: keyward sets it"));
         }
     }
@@ -223,8 +225,9 @@ impl OutboundClientSettings {
         {
             return Err("scopes: at most 50, each 1 to 200 characters without spaces".into());
         }
-        validate_params("extra_authorization_params", &self.extra_authorization_params)?;
-        validate_params("extra_token_params", &self.extra_token_params)?;
+        validate_params("extra_authorization_params", &self.extra_authorization_params, true)?;
+        let token_request_has_scope = self.grant_type == OutboundGrant::ClientCredentials;
+        validate_params("extra_token_params", &self.extra_token_params, token_request_has_scope)?;
         if self.access_token_lifetime_ms.is_some_and(|ms| !(1..=LIFETIME_MAX_MS).contains(&ms)) {
             return Err(format!(
                 "access_token_lifetime_ms must be 1 to {LIFETIME_MAX_MS} (ten years), or absent to use the provider's"
@@ -303,6 +306,14 @@ mod tests {
             let e = s.validate(false).unwrap_err();
             assert!(e.contains(field), "{field}: {e}");
         }
+        // A token request's scope is the admin's to set where keyward sends
+        // none (code redemption, refresh), not where it does.
+        let mut token_scope = settings();
+        token_scope.extra_token_params.insert("scope".into(), "offline".into());
+        assert_eq!(token_scope.validate(false), Ok(()));
+        token_scope.grant_type = OutboundGrant::ClientCredentials;
+        token_scope.authorization_url = None;
+        assert!(token_scope.validate(false).unwrap_err().contains("extra_token_params"));
         let mut loopback = settings();
         loopback.token_url = "http://127.0.0.1:9999/token".into();
         assert!(loopback.validate(false).unwrap_err().contains("allow_private_addresses"));

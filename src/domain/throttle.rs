@@ -59,6 +59,11 @@ pub fn lock_after(failures: i64) -> i64 {
     growing_lock(failures, FREE_FAILURES)
 }
 
+/// The sign-in throttle's key of an account, whether or not it exists.
+pub fn account_key(username: &str) -> String {
+    format!("user:{}", super::user::username_key(username))
+}
+
 /// How long a network an account signed in from (with its password) is
 /// remembered: while it is, it passes the account-wide lock (never the
 /// locks of its own address), so that guesses spread over many addresses

@@ -93,7 +93,12 @@ pub(super) fn cookie<'a>(app: &App, headers: &'a HeaderMap, name: &str) -> Optio
 /// `Path=/`, no `Domain`), so that a sibling subdomain cannot plant one of
 /// its choosing (login CSRF by cookie tossing).
 fn cookie_name<'a>(app: &App, name: &'a str) -> std::borrow::Cow<'a, str> {
-    if app.issuer.starts_with("https://") { format!("__Host-{name}").into() } else { name.into() }
+    if over_https(app) { format!("__Host-{name}").into() } else { name.into() }
+}
+
+/// Whether browsers reach keyward over https (its issuer says so).
+fn over_https(app: &App) -> bool {
+    app.issuer.starts_with("https://")
 }
 
 /// The origin of a URI (`scheme://host[:port]`), for the CSP.
@@ -146,7 +151,7 @@ pub(super) fn own_error_page(status: StatusCode, message: &str) -> Response {
 }
 
 pub(super) fn set_cookie(app: &App, name: &str, value: &str, max_age: i64) -> HeaderValue {
-    let secure = if app.issuer.starts_with("https://") { "; Secure" } else { "" };
+    let secure = if over_https(app) { "; Secure" } else { "" };
     let name = cookie_name(app, name);
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"

@@ -14,12 +14,21 @@ pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
     /// From a comma-separated list of addresses and networks, such as
-    /// `10.0.0.0/8, 192.0.2.7`.
+    /// `10.0.1.0/24, 192.0.2.7`. Every host in the list can name any caller,
+    /// so what looks like a typo is refused: a network with host bits set
+    /// (`192.0.2.7/2`), one that holds everyone (`/0`), and an IPv4 network
+    /// written as IPv6 (callers are compared as IPv4).
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut networks = Vec::new();
         for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let network = match entry.parse::<IpNet>() {
-                Ok(network) => network.trunc(),
+                Ok(network) if network != network.trunc() => {
+                    return Err(format!("{entry:?} has host bits set; did you mean {}?", network.trunc()));
+                }
+                Ok(network) if network.prefix_len() == 0 => {
+                    return Err(format!("{entry:?} would let every caller name any address"));
+                }
+                Ok(network) => network,
                 Err(_) => match entry.parse::<IpAddr>() {
                     Ok(ip) => IpNet::from(ip),
                     Err(_) => {
@@ -27,6 +36,11 @@ impl TrustedProxies {
                     }
                 },
             };
+            if let IpNet::V6(v6) = network
+                && v6.network().to_ipv4_mapped().is_some()
+            {
+                return Err(format!("{entry:?}: write IPv4 addresses and networks as IPv4"));
+            }
             networks.push(network);
         }
         Ok(TrustedProxies(networks))
@@ -125,7 +139,12 @@ mod tests {
         assert_eq!(TrustedProxies::parse(" ").unwrap(), TrustedProxies::default());
         assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
         assert!(TrustedProxies::parse("10.0.0.0/8, lb.example").unwrap_err().contains("lb.example"));
-        // A network written with host bits is the network.
-        assert!(TrustedProxies::parse("10.1.2.3/8").unwrap().trusts("10.200.0.1".parse().unwrap()));
+        // What looks like a typo is refused, not widened or ignored.
+        assert!(TrustedProxies::parse("192.0.2.7/2").unwrap_err().contains("192.0.0.0/2"));
+        assert!(TrustedProxies::parse("0.0.0.0/0").is_err());
+        assert!(TrustedProxies::parse("::/0").is_err());
+        assert!(TrustedProxies::parse("::ffff:10.0.0.0/104").is_err());
+        assert!(TrustedProxies::parse("::ffff:10.0.0.1").is_err());
+        assert!(TrustedProxies::parse("2001:db8::/32, 10.0.1.0/24").is_ok());
     }
 }

@@ -15,9 +15,21 @@ pub struct ApiJson<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// A typed query; one that is not UTF-8 is refused like any other form
+/// ([`form_pairs`]), never read as U+FFFD.
 pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        form_pairs(query.as_bytes())
+            .map_err(|refusal| ApiError::bad_request(format!("the query {refusal}")))?;
+        let axum::extract::Query(value) = axum::extract::Query::try_from_uri(&parts.uri)?;
+        Ok(ApiQuery(value))
+    }
+}
 
 /// A body of named scalar fields, form-encoded or JSON (the `/integration/v1`
 /// endpoints take both). A field given twice, a nested value or another

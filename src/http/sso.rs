@@ -83,9 +83,9 @@ pub async fn delete_provider(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn query_map(query: Option<String>) -> HashMap<String, String> {
-    // A repeated parameter, or bytes that are not UTF-8, make an answer
-    // nobody should trust: it is read as one without a state.
+/// A provider's answer. A repeated parameter, or bytes that are not UTF-8,
+/// make an answer nobody should trust: it is read as one without a state.
+fn answer_fields(query: Option<String>) -> HashMap<String, String> {
     super::extract::unique_fields(query.unwrap_or_default().as_bytes())
         .unwrap_or_else(|_| HashMap::from([("state".into(), String::new())]))
 }
@@ -107,7 +107,12 @@ pub async fn start(State(app): AppState, Path(id): Path<String>, RawQuery(query)
     if query.as_ref().is_some_and(|q| q.len() > 8 * 1024) {
         return own_error_page(StatusCode::BAD_REQUEST, "the request is too long");
     }
-    let params = query_map(query);
+    let params = match super::extract::unique_fields(query.unwrap_or_default().as_bytes()) {
+        Ok(params) => params,
+        Err(refusal) => {
+            return own_error_page(StatusCode::BAD_REQUEST, &format!("the sign-in link {refusal}"));
+        }
+    };
     let return_to = params.get("return_to").map(String::as_str).unwrap_or(super::account::ACCOUNT_PATH);
     if continuation(return_to).is_none() || axum::http::HeaderValue::from_str(return_to).is_err() {
         return own_error_page(StatusCode::BAD_REQUEST, "the sign-in link is not valid");
@@ -134,7 +139,7 @@ pub async fn callback(
     if query.as_ref().is_some_and(|q| q.len() > 16 * 1024) {
         return own_error_page(StatusCode::BAD_REQUEST, "the answer is too long");
     }
-    let params = query_map(query);
+    let params = answer_fields(query);
     let answer = SsoAnswer {
         provider_id: &id,
         params: &params,

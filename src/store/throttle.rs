@@ -163,6 +163,13 @@ impl Store {
         Ok(found.is_some())
     }
 
+    /// Forgets every network `account` signed in from.
+    pub async fn forget_sign_in_networks(&self, account: &str) -> StoreResult<()> {
+        exec(&self.pool, "DELETE FROM known_sign_in_networks WHERE account = $1", params![account])
+            .await
+            .map(drop)
+    }
+
     pub async fn clear_attempts(&self, keys: &[String]) -> StoreResult<()> {
         for key in keys {
             exec(&self.pool, "DELETE FROM login_throttle WHERE key = $1", params![key]).await?;

@@ -432,6 +432,10 @@ async fn the_console_refuses_bad_input_and_changes_nothing(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(r.status(), 400);
+    // … in a page's query too.
+    let r = admin.get(&s.url("/admin/audit/?actor=%ff")).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("UTF-8"));
     refused_as_too_large(
         raw_form(
             &admin,

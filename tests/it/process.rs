@@ -305,15 +305,37 @@ async fn settings_come_from_file_env_and_flags() {
     assert!(node.terminate().success());
 }
 
+/// `keyward serve` on a data dir in `tmp` with `env`, its standard error
+/// in a file (the second value).
+async fn node_logging_to_file(tmp: &Path, env: &[(&str, &str)]) -> (Node, std::path::PathBuf) {
+    let log = tmp.join("stderr.log");
+    let mut cmd = keyward();
+    cmd.arg("--data-dir").arg(tmp.join("data")).envs(env.iter().copied());
+    cmd.stderr(std::fs::File::create(&log).unwrap());
+    (Node::start_with_stderr(cmd).await, log)
+}
+
+/// A configured first password that is easy to guess is warned about, not
+/// refused: a node that started with it before must start again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guessable_configured_admin_password_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, log) = node_logging_to_file(tmp.path(), &[("KEYWARD_ADMIN_PASSWORD", "password")]).await;
+    assert!(node.terminate().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("easy to guess"), "{logged}");
+    assert!(!logged.contains("\"password\""), "the password itself is not logged: {logged}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_logs_hold_no_secret() {
     let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("stderr.log");
-    let mut cmd = keyward();
-    cmd.arg("--data-dir").arg(tmp.path().join("data")).env("RUST_LOG", "debug");
-    cmd.env("KEYWARD_ADMIN_PASSWORD", ADMIN_PASSWORD).env("KEYWARD_MASTER_KEY", MASTER_KEY);
-    cmd.stderr(std::fs::File::create(&log).unwrap());
-    let node = Node::start_with_stderr(cmd).await;
+    let env = [
+        ("RUST_LOG", "debug"),
+        ("KEYWARD_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("KEYWARD_MASTER_KEY", MASTER_KEY),
+    ];
+    let (node, log) = node_logging_to_file(tmp.path(), &env).await;
 
     let token = admin_token_in_store(&tmp.path().join("data"), None).await;
     let http = reqwest::Client::new();

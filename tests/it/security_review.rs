@@ -347,16 +347,28 @@ async fn a_trusted_proxy_names_the_caller(backend: Backend) {
 /// (50 failures), but not where its owner signed in lately.
 async fn the_owner_passes_an_account_lock_where_they_signed_in_before(backend: Backend) {
     let s = TestServer::start_behind_proxy(backend, "127.0.0.1/32").await;
-    s.app.create_user(Actor::System, "owner", Some("owners-password"), Role::Viewer).await.unwrap();
+    let owner =
+        s.app.create_user(Actor::System, "owner", Some("owners-password"), Role::Viewer).await.unwrap();
     let attempt = |forwarded: &str, password: &str| {
         let form = [("username", "owner"), ("password", password), ("name", "n")];
         let url = s.url("/integration/v1/createRefreshToken/");
         s.http.post(url).header("x-forwarded-for", forwarded).form(&form).send()
     };
-    let office = "203.0.113.200";
+    let (office, home) = ("203.0.113.200", "203.0.113.150");
     json_with_status(attempt(office, "owners-password").await.unwrap(), 201).await;
-    // The account's lock, as fifty guesses from twenty addresses leave it.
+    json_with_status(attempt(home, "owners-password").await.unwrap(), 201).await;
     let at = to_micros(now());
+    // A known network's failures do not count toward the account's lock:
+    // with the count one short of it, guesses from home leave it open.
+    for _ in 0..49 {
+        let key = [("user:owner".to_string(), &keyward::domain::throttle::account_lock_after as _)];
+        s.app.store.reserve_attempt(&key, at, at - 3_600_000_000, 1_000_000).await.unwrap();
+    }
+    for _ in 0..3 {
+        assert_eq!(attempt(home, "wrong").await.unwrap().status(), 401);
+    }
+    json_with_status(attempt("198.51.100.9", "owners-password").await.unwrap(), 201).await;
+    // The account's lock, as fifty guesses from twenty addresses leave it.
     let long_lock: &(dyn Fn(i64) -> i64 + Sync) = &|_| 900;
     let account = [("user:owner".to_string(), long_lock)];
     assert_eq!(s.app.store.reserve_attempt(&account, at, at - 3_600_000_000, 1_000_000).await.unwrap(), None);
@@ -377,6 +389,13 @@ async fn the_owner_passes_an_account_lock_where_they_signed_in_before(backend: B
     assert!(!store.knows_sign_in_network("user:owner", office, later).await.unwrap());
     s.app.purge_expired_at(later).await.unwrap();
     assert!(!store.knows_sign_in_network("user:owner", office, at).await.unwrap(), "purged");
+    // A new password forgets them all: who knew the old one keeps nothing.
+    store.remember_sign_in_network("user:owner", home, later).await.unwrap();
+    assert!(store.knows_sign_in_network("user:owner", home, at).await.unwrap());
+    let patch =
+        keyward::app::UserPatch { password: Some("owners-new-password".into()), ..Default::default() };
+    s.app.update_user(Actor::System, owner.id, patch).await.unwrap();
+    assert!(!store.knows_sign_in_network("user:owner", home, at).await.unwrap());
 }
 
 /// Login CSRF by cookie tossing (found by an outside probe): under an https
@@ -402,15 +421,30 @@ async fn cookies_under_https_can_only_come_from_this_host(backend: Backend) {
     let r = s.http.get(s.url("/")).header("cookie", format!("kw_login={planted}")).send().await.unwrap();
     assert!(login_cookie(&r).is_some_and(|c| c.starts_with("__Host-kw_login=")));
     // … and the form cannot be posted with it, even with its own token.
-    let form = [
-        ("username", "admin"),
-        ("password", crate::harness::ADMIN_PASSWORD),
-        ("csrf", &s.app.csrf_token("login", &planted)),
-        ("return_to", "/"),
-    ];
-    let post = s.http.post(s.url("/oauth/v1/login/")).form(&form);
-    let r = post.header("cookie", format!("kw_login={planted}")).send().await.unwrap();
+    let sign_in = |cookie: String, login: String| {
+        let form = [
+            ("username", "admin".to_string()),
+            ("password", crate::harness::ADMIN_PASSWORD.to_string()),
+            ("csrf", s.app.csrf_token("login", &login)),
+            ("return_to", "/".to_string()),
+        ];
+        s.http.post(s.url("/oauth/v1/login/")).form(&form).header("cookie", cookie).send()
+    };
+    let r = sign_in(format!("kw_login={planted}"), planted.clone()).await.unwrap();
     assert_eq!(r.status(), 403);
+    // With the cookie keyward set, the sign-in holds, and its session
+    // cookie carries the prefix too.
+    let own = set.split(';').next().unwrap().strip_prefix("__Host-kw_login=").unwrap().to_string();
+    let r = sign_in(format!("__Host-kw_login={own}"), own).await.unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.contains("kw_session="));
+    let session = session.expect("a session cookie");
+    assert!(session.starts_with("__Host-kw_session=") && session.contains("; Secure"), "{session}");
 }
 
 /// 4, the other side: sign-ins that succeed give their slot back whole,
@@ -643,6 +677,11 @@ async fn control_characters_are_400(backend: Backend) {
         assert_eq!(r.status(), 400, "{path}");
         assert!(r.text().await.unwrap().contains("UTF-8"), "{path}");
     }
+    // Typed queries, and a sign-in link naming a field twice.
+    let r = s.get("/admin/api/audit/?actor=%ff", &admin).send().await.unwrap();
+    assert!(api_error(r, 400, "invalid_request").await.contains("UTF-8"));
+    let r = s.http.get(s.url("/login/sso/any/?return_to=%2F&return_to=%2Fadmin%2F")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
     // A provider's answer that names its state twice is no answer.
     let r = s.http.get(s.url("/oauth/v1/connections/callback/?state=a&code=x&state=b")).send().await.unwrap();
     assert_eq!(r.status(), 400);
