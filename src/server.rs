@@ -199,11 +199,7 @@ async fn periodic_work(app: Arc<App>) {
         tokio::select! {
             _ = tokio::time::sleep_until(next_sweep) => {
                 let a = app.clone();
-                guarded("connection refresh", async move {
-                    if let Err(e) = a.sweep_connections().await {
-                        tracing::warn!(error = %e, "connection refresh round failed");
-                    }
-                }).await;
+                guarded_logged("connection refresh", async move { a.sweep_connections().await }).await;
                 let seconds = app.setting(crate::domain::settings::CONNECTION_SWEEP_INTERVAL).await
                     .ok().and_then(|s| s.as_i64()).unwrap_or(60);
                 next_sweep = tokio::time::Instant::now() + Duration::from_secs(seconds as u64);
@@ -211,11 +207,7 @@ async fn periodic_work(app: Arc<App>) {
             // On its round, or at once when a node announces a rotation.
             _ = async { tokio::select! { _ = keys.tick() => {}, _ = app.keys.changed.notified() => {} } } => {
                 let a = app.clone();
-                guarded("signing key refresh", async move {
-                    if let Err(e) = a.refresh_keys().await {
-                        tracing::warn!(error = %e, "signing keys could not be refreshed");
-                    }
-                }).await;
+                guarded_logged("signing key refresh", async move { a.refresh_keys().await }).await;
             }
             _ = usage.tick() => {
                 let a = app.clone();
@@ -223,14 +215,24 @@ async fn periodic_work(app: Arc<App>) {
             }
             _ = purge.tick() => {
                 let a = app.clone();
-                guarded("purge", async move {
-                    if let Err(e) = a.purge_expired().await {
-                        tracing::warn!(error = %e, "purging expired rows failed");
-                    }
-                }).await;
+                guarded_logged("purge", async move { a.purge_expired().await }).await;
             }
         }
     }
+}
+
+/// [`guarded`], for a round that can fail: its error is logged, and the
+/// next round tries again.
+async fn guarded_logged<T>(
+    round: &'static str,
+    work: impl Future<Output = Result<T, crate::app::AppError>> + Send + 'static,
+) {
+    guarded(round, async move {
+        if let Err(e) = work.await {
+            tracing::warn!(error = %e, round, "a round of periodic work failed; the next one tries again");
+        }
+    })
+    .await;
 }
 
 /// Runs one round of periodic work as a task of its own, so that a panic in

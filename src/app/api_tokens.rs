@@ -84,12 +84,10 @@ impl App {
         };
         // A success gives its slot back and clears the account's count.
         self.store.release_attempt(&addr_key, &lock_after).await?;
-        self.store.clear_attempts(&[pair_key]).await?;
-        if !known {
-            // The account's count is cleared by a success only from a
-            // network that takes part in it.
-            self.store.clear_attempts(&[account_key.clone()]).await?;
-        }
+        // The account's count is cleared only by a success from a network
+        // that takes part in it.
+        let cleared = if known { vec![pair_key] } else { vec![pair_key, account_key] };
+        self.store.clear_attempts(&cleared).await?;
         self.remember_sign_in_network(&user.username, addr).await?;
         Ok(user.clone())
     }

@@ -452,7 +452,6 @@ mod tests {
         assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c"})).is_err(), "email_verified missing");
         assert!(claims(serde_json::json!({"email": "a@b.c"})).is_err());
         assert!(claims(serde_json::json!({"sub": "1"})).is_err());
-
         assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": false})).is_err());
         assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": "true"})).is_err());
         assert!(claims(serde_json::json!({"sub": "1", "email": "a@b.c", "email_verified": 1})).is_err());
