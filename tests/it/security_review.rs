@@ -341,6 +341,20 @@ async fn a_trusted_proxy_names_the_caller(backend: Backend) {
     addresses.sort();
     addresses.dedup();
     assert_eq!(addresses, ["127.0.0.2", "203.0.113.9"]);
+    // A long chain is walked to its caller; one far over the header limit
+    // is refused before anything reads it.
+    let chain = format!("{}203.0.113.10", "198.51.100.1, ".repeat(1000));
+    json_with_status(attempt(&s.http, &chain, "owners-password").await.unwrap(), 201).await;
+    let huge = format!("{}203.0.113.10", "198.51.100.1, ".repeat(100_000));
+    assert_eq!(attempt(&s.http, &huge, "owners-password").await.unwrap().status(), 431);
+    // Fifty sign-ins at once from one forwarded network: throttled or
+    // signed in, never an error, and the network is known once.
+    let at_once = (0..50).map(|_| attempt(&s.http, "203.0.113.11", "owners-password"));
+    let statuses: Vec<u16> =
+        futures_join_all(at_once).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| matches!(s, 201 | 429)), "{statuses:?}");
+    assert!(statuses.contains(&201), "{statuses:?}");
+    assert!(s.app.store.knows_sign_in_network("user:owner", "203.0.113.11", to_micros(now())).await.unwrap());
 }
 
 /// 4, spread out: guesses from many addresses lock the account everywhere
