@@ -155,7 +155,7 @@ pub fn client_from_document(url: &str, body: &[u8]) -> Result<DocumentClient, St
     let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
     // A name that could read as another on the consent page is refused.
     if doc.client_name.as_ref().is_some_and(|n| {
-        n.chars().count() > 200 || n.chars().any(|c| c.is_control() || super::user::is_format_char(c))
+        n.chars().count() > 200 || n.chars().any(|c| c.is_control() || super::user::is_invisible(c))
     }) {
         return Err("client_name must be at most 200 characters, without control or format characters".into());
     }

@@ -184,13 +184,27 @@ fn validate_params(field: &str, params: &BTreeMap<String, String>, scope_set: bo
         if k.is_empty() || k.len() > FIELD_MAX || v.len() > FIELD_MAX {
             return Err(format!("{field}: names and values are 1 to {FIELD_MAX} characters"));
         }
-        // Names compared as some providers read them: without case.
-        let scope = scope_set && k.eq_ignore_ascii_case("scope");
-        if scope || RESERVED_PARAMS.iter().any(|reserved| reserved.eq_ignore_ascii_case(k)) {
-            return Err(format!("{field} may not set {k:?}: keyward sets it"));
-        }
+        refuse_reserved(field, k, scope_set)?;
     }
     Ok(())
+}
+
+/// A parameter keyward sets may not be set for it, in `extra_*_params` or
+/// in the query of the URL it is sent to (where a provider reading the
+/// first of two would take the admin's). Names are compared as some
+/// providers read them: without case.
+fn refuse_reserved(field: &str, name: &str, scope_set: bool) -> Result<(), String> {
+    let scope = scope_set && name.eq_ignore_ascii_case("scope");
+    if scope || RESERVED_PARAMS.iter().any(|reserved| reserved.eq_ignore_ascii_case(name)) {
+        return Err(format!("{field} may not set {name:?}: keyward sets it"));
+    }
+    Ok(())
+}
+
+/// The same for the parameters already in `url`'s query.
+fn refuse_reserved_in_query(field: &str, url: &str, scope_set: bool) -> Result<(), String> {
+    let Ok(url) = url::Url::parse(url) else { return Ok(()) };
+    url.query_pairs().try_for_each(|(name, _)| refuse_reserved(field, &name, scope_set))
 }
 
 impl OutboundClientSettings {
@@ -228,6 +242,10 @@ impl OutboundClientSettings {
         validate_params("extra_authorization_params", &self.extra_authorization_params, true)?;
         let token_request_has_scope = self.grant_type == OutboundGrant::ClientCredentials;
         validate_params("extra_token_params", &self.extra_token_params, token_request_has_scope)?;
+        if let Some(url) = &self.authorization_url {
+            refuse_reserved_in_query("authorization_url", url, true)?;
+        }
+        refuse_reserved_in_query("token_url", &self.token_url, token_request_has_scope)?;
         if self.access_token_lifetime_ms.is_some_and(|ms| !(1..=LIFETIME_MAX_MS).contains(&ms)) {
             return Err(format!(
                 "access_token_lifetime_ms must be 1 to {LIFETIME_MAX_MS} (ten years), or absent to use the provider's"
@@ -296,6 +314,18 @@ mod tests {
                 }),
                 "extra_authorization_params",
             ),
+            // … nor in the query of the URLs they go to (found by an outside probe).
+            (
+                Box::new(|s| {
+                    s.authorization_url = Some("https://p.example/auth?redirect_uri=https://evil".into())
+                }),
+                "authorization_url",
+            ),
+            (
+                Box::new(|s| s.authorization_url = Some("https://p.example/auth?x=1&Scope=admin".into())),
+                "authorization_url",
+            ),
+            (Box::new(|s| s.token_url = "https://p.example/token?grant_type=password".into()), "token_url"),
             (Box::new(|s| s.refresh_token_lifetime_ms = -1), "refresh_token_lifetime_ms"),
             (Box::new(|s| s.access_token_lifetime_ms = Some(0)), "access_token_lifetime_ms"),
             (Box::new(|s| s.refresh_token_lifetime_ms = i64::MAX), "refresh_token_lifetime_ms"),

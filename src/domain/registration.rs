@@ -250,7 +250,7 @@ fn short_text(name: &str, value: Option<String>, max: usize) -> Result<Option<St
         // read as another on the consent page.
         Some(v)
             if v.chars().count() > max
-                || v.chars().any(|c| c.is_control() || super::user::is_format_char(c)) =>
+                || v.chars().any(|c| c.is_control() || super::user::is_invisible(c)) =>
         {
             Err(bad_metadata(format!(
                 "{name} must be at most {max} characters, without control or format characters"

@@ -4,7 +4,7 @@
 //! discovery documents and keys, this module decides.
 
 use super::Role;
-use super::user::{is_format_char, validate_username};
+use super::user::{is_invisible, validate_username};
 use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -80,9 +80,7 @@ fn enabled_by_default() -> bool {
 }
 
 fn printable(s: &str, max: usize) -> bool {
-    !s.trim().is_empty()
-        && s.chars().count() <= max
-        && !s.chars().any(|c| c.is_control() || is_format_char(c))
+    !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(|c| c.is_control() || is_invisible(c))
 }
 
 /// A provider's id: lowercase letters, digits and dashes, starting with a

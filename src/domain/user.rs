@@ -60,7 +60,7 @@ pub fn username_key(username: &str) -> String {
 pub fn validate_username(username: &str) -> Result<(), UserInputError> {
     let ok = !username.is_empty()
         && username.chars().count() <= USERNAME_MAX
-        && !username.chars().any(|c| c.is_whitespace() || c.is_control() || is_format_char(c))
+        && !username.chars().any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
         && is_nfkc(username);
     if ok { Ok(()) } else { Err(UserInputError::BadUsername) }
 }
@@ -74,11 +74,35 @@ fn is_nfkc(name: &str) -> bool {
     unicode_normalization::is_nfkc(name)
 }
 
-/// Unicode `Cf` (format) characters are invisible: zero-width joiners, bidi
-/// overrides. In a name they make two accounts look alike.
-pub fn is_format_char(c: char) -> bool {
+/// Characters that show as nothing, or as a blank: Unicode `Cf` (format:
+/// zero-width joiners, bidi overrides), the other default-ignorable code
+/// points (fillers, variation selectors, the combining grapheme joiner;
+/// Unicode's DerivedCoreProperties), enclosing marks and the braille blank.
+/// In a name they make two accounts look alike.
+pub fn is_invisible(c: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
-    c.general_category() == GeneralCategory::Format
+    const IGNORABLE: &[(char, char)] = &[
+        ('\u{00AD}', '\u{00AD}'),
+        ('\u{034F}', '\u{034F}'),
+        ('\u{061C}', '\u{061C}'),
+        ('\u{115F}', '\u{1160}'),
+        ('\u{17B4}', '\u{17B5}'),
+        ('\u{180B}', '\u{180F}'),
+        ('\u{200B}', '\u{200F}'),
+        ('\u{202A}', '\u{202E}'),
+        ('\u{2060}', '\u{206F}'),
+        ('\u{2800}', '\u{2800}'),
+        ('\u{3164}', '\u{3164}'),
+        ('\u{FE00}', '\u{FE0F}'),
+        ('\u{FEFF}', '\u{FEFF}'),
+        ('\u{FFA0}', '\u{FFA0}'),
+        ('\u{FFF0}', '\u{FFF8}'),
+        ('\u{1BCA0}', '\u{1BCA3}'),
+        ('\u{1D173}', '\u{1D17A}'),
+        ('\u{E0000}', '\u{E0FFF}'),
+    ];
+    matches!(c.general_category(), GeneralCategory::Format | GeneralCategory::EnclosingMark)
+        || IGNORABLE.iter().any(|(from, to)| (*from..=*to).contains(&c))
 }
 
 /// Checks a password being set for `username` (NIST SP 800-63B §5.1.1.2):
@@ -90,12 +114,29 @@ pub fn validate_password(username: &str, password: &str) -> Result<(), UserInput
     if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&password.len()) {
         return Err(UserInputError::BadPassword);
     }
-    let lower = password.to_lowercase();
-    let chars: Vec<char> = lower.chars().collect();
-    let repeated = chars.windows(2).all(|w| w[0] == w[1]);
-    let step = |w: &[char]| w[1] as i64 - w[0] as i64;
+    // Judged as a guesser would try it: in compatibility form, without
+    // invisible characters or surrounding whitespace, in lowercase.
+    use unicode_normalization::UnicodeNormalization;
+    let visible: String = password.nfkc().filter(|c| !is_invisible(*c)).collect();
+    let folded = visible.trim().to_lowercase();
+    let chars: Vec<char> = folded.chars().collect();
+    // One unit over and over: `aaaaaaaa`, `abababab`, `adminadmin`.
+    let repeated =
+        (1..=chars.len() / 2).any(|n| chars.len() % n == 0 && chars.chunks(n).all(|c| c == &chars[..n]));
+    // Digits count round the dial: `2345678901` is a run too.
+    let step = |w: &[char]| match (w[0].to_digit(10), w[1].to_digit(10)) {
+        (Some(a), Some(b)) => [0, 1, 0, 0, 0, 0, 0, 0, 0, -1][((b + 10 - a) % 10) as usize],
+        _ => w[1] as i64 - w[0] as i64,
+    };
     let run = chars.windows(2).all(|w| step(w) == 1) || chars.windows(2).all(|w| step(w) == -1);
-    if repeated || run || lower == username.to_lowercase() || COMMON_PASSWORDS.contains(&lower.as_str()) {
+    let name = username.to_lowercase();
+    let guessable = chars.len() < 4
+        || repeated
+        || run
+        || folded == name
+        || folded.strip_prefix(name.as_str()).is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit()))
+        || COMMON_PASSWORDS.contains(&folded.as_str());
+    if guessable {
         return Err(UserInputError::GuessablePassword);
     }
     Ok(())
@@ -192,6 +233,23 @@ mod tests {
             assert!(validate_username(invisible).is_err(), "{invisible:?}");
         }
         assert!(validate_username("zoë").is_ok());
+        // Nor are names padded with what shows as nothing (found by an
+        // outside probe: fillers, the combining grapheme joiner, …).
+        for padded in [
+            "admin\u{1160}",
+            "admin\u{34f}",
+            "admin\u{fe0f}",
+            "admin\u{17b4}",
+            "admin\u{2800}",
+            "admin\u{20e0}",
+            "\u{34f}",
+        ] {
+            assert!(validate_username(padded).is_err(), "{padded:?}");
+        }
+        assert!(
+            validate_username("\u{939}\u{93f}\u{928}\u{94d}\u{926}\u{940}").is_ok(),
+            "combining vowel signs are letters' parts"
+        );
         // Look-alikes of names in normal form are not names.
         for lookalike in ["\u{ff41}\u{ff44}\u{ff4d}\u{ff49}\u{ff4e}", "zoe\u{308}", "\u{210c}ank", "ﬁona"] {
             assert!(validate_username(lookalike).is_err(), "{lookalike:?}");
@@ -217,6 +275,28 @@ mod tests {
             );
         }
         assert!(validate_password("jane.doe@example.com", "Jane.Doe@example.com").is_err());
+        // … however it is dressed up (found by an outside probe).
+        for dressed in [
+            "password ",
+            "\tpassword",
+            "pass\u{200b}word",
+            "\u{34f}password",
+            "\u{ff50}\u{ff41}\u{ff53}\u{ff53}\u{ff57}\u{ff4f}\u{ff52}\u{ff44}",
+            "abababab",
+            "12121212",
+            "2345678901",
+            "passwordpassword",
+            "a       ",
+        ] {
+            assert_eq!(
+                validate_password("jane", dressed),
+                Err(UserInputError::GuessablePassword),
+                "{dressed:?}"
+            );
+        }
+        assert!(validate_password("pwuser01", "Pwuser01").is_err());
+        assert!(validate_password("admin", "adminadmin").is_err());
+        assert!(validate_password("administrator1", "Administrator123").is_err());
         for fine in ["password-123", "12345679", "correct horse battery", "zoë-und-ärger"] {
             assert!(validate_password("jane", fine).is_ok(), "{fine:?}");
         }

@@ -25,8 +25,13 @@ impl TrustedProxies {
                 Ok(network) if network != network.trunc() => {
                     return Err(format!("{entry:?} has host bits set; did you mean {}?", network.trunc()));
                 }
-                Ok(network) if network.prefix_len() == 0 => {
-                    return Err(format!("{entry:?} would let every caller name any address"));
+                // A /8 is the widest private range; wider would let much
+                // of the Internet name any caller.
+                Ok(IpNet::V4(v4)) if v4.prefix_len() < 8 => {
+                    return Err(format!("{entry:?} is wider than a /8: name the balancers only"));
+                }
+                Ok(IpNet::V6(v6)) if v6.prefix_len() < 16 => {
+                    return Err(format!("{entry:?} is wider than a /16: name the balancers only"));
                 }
                 Ok(network) => network,
                 Err(_) => match entry.parse::<IpAddr>() {
@@ -36,8 +41,11 @@ impl TrustedProxies {
                     }
                 },
             };
+            // Mapped (`::ffff:a.b.c.d`) and the old compatible (`::a.b.c.d`)
+            // forms; `::1` is IPv6's own loopback.
             if let IpNet::V6(v6) = network
-                && v6.network().to_ipv4_mapped().is_some()
+                && v6.network().to_ipv4().is_some()
+                && !v6.network().is_loopback()
             {
                 return Err(format!("{entry:?}: write IPv4 addresses and networks as IPv4"));
             }
@@ -143,6 +151,11 @@ mod tests {
         assert!(TrustedProxies::parse("192.0.2.7/2").unwrap_err().contains("192.0.0.0/2"));
         assert!(TrustedProxies::parse("0.0.0.0/0").is_err());
         assert!(TrustedProxies::parse("::/0").is_err());
+        assert!(TrustedProxies::parse("0.0.0.0/1").is_err());
+        assert!(TrustedProxies::parse("::/1").is_err());
+        assert!(TrustedProxies::parse("::127.0.0.2").is_err());
+        assert!(TrustedProxies::parse("::1, 10.0.0.0/8, fd00::/8").is_err(), "fd00::/8 is wider than a /16");
+        assert!(TrustedProxies::parse("::1, 10.0.0.0/8, fd00:1::/32").is_ok());
         assert!(TrustedProxies::parse("::ffff:10.0.0.0/104").is_err());
         assert!(TrustedProxies::parse("::ffff:10.0.0.1").is_err());
         assert!(TrustedProxies::parse("2001:db8::/32, 10.0.1.0/24").is_ok());
